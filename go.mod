@@ -1,0 +1,9 @@
+module github.com/ipoibd/ipoibd
+
+go 1.26.0
+
+require (
+	github.com/gopacket/gopacket v1.7.7 // indirect
+	golang.org/x/net v0.55.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
