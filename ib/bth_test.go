@@ -1,0 +1,138 @@
+package ib
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestBTHGolden decodes and encodes BTHs laid out by hand from IBA 9.2:
+// OpCode, SE|M|PadCnt|TVer, P_Key, reserved, DestQP, AckReq|reserved, PSN.
+func TestBTHGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		hex  string
+		want BTH
+	}{
+		{"SMP to QP0 (capture frame 1)", "64 00 ffff 00 000000 00 0001e9",
+			BTH{OpCode: OpUDSendOnly, PKey: PKeyDefault, PSN: 489}},
+		{"IPoIB multicast, MigReq set (capture frame 3)", "64 40 ffff 00 ffffff 00 0de6f8",
+			BTH{OpCode: OpUDSendOnly, M: true, PKey: PKeyDefault, DestQP: QPNMulticast, PSN: 0x0de6f8}},
+		{"immediate, SE, pad 2, limited P_Key", "65 a0 7fff 00 123456 00 fffffe",
+			BTH{OpCode: OpUDSendOnlyImm, SE: true, PadCnt: 2, PKey: 0x7FFF, DestQP: 0x123456, PSN: 0xFFFFFE}},
+		{"every flag and the widest fields", "65 ff ffff 00 ffffff 80 ffffff",
+			BTH{OpCode: OpUDSendOnlyImm, SE: true, M: true, PadCnt: 3, TVer: 15, PKey: 0xFFFF,
+				DestQP: 0xFFFFFF, AckReq: true, PSN: 0xFFFFFF}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := pktHex(t, tc.hex)
+			var h BTH
+			if err := h.Decode(b); err != nil {
+				t.Fatal(err)
+			}
+			if h != tc.want {
+				t.Errorf("decoded %+v, want %+v", h, tc.want)
+			}
+			out := make([]byte, BTHLen)
+			if err := tc.want.Encode(out); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out, b) {
+				t.Errorf("encoded %x, want %x", out, b)
+			}
+		})
+	}
+}
+
+// TestBTHOpcodes checks the strict decoder names what it refuses and that
+// DecodeAnyOpcode still reads it.
+func TestBTHOpcodes(t *testing.T) {
+	tests := []struct {
+		op   Opcode
+		name string
+	}{
+		{0x04, "RC SEND Only"},
+		{0x11, "RC Acknowledge"},
+		{0x0A, "RC RDMA WRITE Only"},
+		{0x24, "UC SEND Only"},
+		{0x40, "RD SEND First"},
+		{0x66, "opcode 0x66"}, // UD has no RDMA WRITE
+		{0x55, "RD Resync"},
+		{0x15, "opcode 0x15"}, // Resync is RD only
+		{0x80, "CNP"},
+		{0xA4, "XRC SEND Only"},
+		{0xC0, "opcode 0xc0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.op.String(); got != tc.name {
+				t.Errorf("String() = %q, want %q", got, tc.name)
+			}
+			b := []byte{byte(tc.op), 0, 0xFF, 0xFF, 0, 0, 0, 1, 0, 0, 0, 2}
+			var h BTH
+			err := h.Decode(b)
+			if !errors.Is(err, ErrUnsupportedOpcode) || !strings.Contains(err.Error(), tc.name) {
+				t.Errorf("Decode: %v, want ErrUnsupportedOpcode naming %q", err, tc.name)
+			}
+			if err := h.DecodeAnyOpcode(b); err != nil || h.OpCode != tc.op || h.DestQP != 1 || h.PSN != 2 {
+				t.Errorf("DecodeAnyOpcode: %+v, %v", h, err)
+			}
+		})
+	}
+	if got := OpUDSendOnly.String(); got != "UD SEND Only" {
+		t.Errorf("OpUDSendOnly = %q", got)
+	}
+	if got := OpUDSendOnlyImm.String(); got != "UD SEND Only with Immediate" {
+		t.Errorf("OpUDSendOnlyImm = %q", got)
+	}
+}
+
+func TestBTHErrors(t *testing.T) {
+	var h BTH
+	if err := h.Decode(make([]byte, BTHLen-1)); !errors.Is(err, ErrTruncated) {
+		t.Errorf("Decode of 11 bytes: %v, want ErrTruncated", err)
+	}
+	if err := h.Encode(make([]byte, BTHLen-1)); !errors.Is(err, ErrTruncated) {
+		t.Errorf("Encode into 11 bytes: %v, want ErrTruncated", err)
+	}
+	for _, bad := range []BTH{{PadCnt: 4}, {TVer: 16}, {DestQP: 1 << 24}, {PSN: 1 << 24}} {
+		if err := bad.Encode(make([]byte, BTHLen)); !errors.Is(err, ErrFieldRange) {
+			t.Errorf("Encode %+v: %v, want ErrFieldRange", bad, err)
+		}
+	}
+}
+
+// FuzzDecodeBTH: the strict decoder accepts exactly the UD SEND opcodes;
+// any header re-encodes to its bytes with the reserved bits cleared.
+func FuzzDecodeBTH(f *testing.F) {
+	f.Add(pktHex(f, "64 40 ffff 00 ffffff 00 0de6f8"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h BTH
+		err := h.Decode(b)
+		if len(b) < BTHLen {
+			if !errors.Is(err, ErrTruncated) {
+				t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
+			}
+			return
+		}
+		ud := b[0] == byte(OpUDSendOnly) || b[0] == byte(OpUDSendOnlyImm)
+		if ud != (err == nil) || (!ud && !errors.Is(err, ErrUnsupportedOpcode)) {
+			t.Fatalf("opcode %#02x: %v", b[0], err)
+		}
+		if err := h.DecodeAnyOpcode(b); err != nil {
+			t.Fatal(err)
+		}
+		out := make([]byte, BTHLen)
+		if err := h.Encode(out); err != nil {
+			t.Fatalf("re-encode %+v: %v", h, err)
+		}
+		want := bytes.Clone(b[:BTHLen])
+		want[4] = 0     // reserved, variant
+		want[8] &= 0x80 // AckReq, then 7 reserved bits
+		if !bytes.Equal(out, want) {
+			t.Fatalf("re-encoded %x, want %x", out, want)
+		}
+	})
+}

@@ -1,0 +1,93 @@
+package ib
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// TestGRHGolden decodes and encodes GRHs laid out by hand from IBA 8.3:
+// IPVer|TClass|FlowLabel in the first word, PayLen, NxtHdr, HopLmt, SGID,
+// DGID.
+func TestGRHGolden(t *testing.T) {
+	sgid3, _ := ParseGID("fe80::2:c903:0:1f2d")
+	bcast, _ := ParseGID("ff12:401b:ffff::ffff:ffff")
+	a, _ := ParseGID("2001:db8::1")
+	z, _ := ParseGID("::")
+	tests := []struct {
+		name string
+		hex  string
+		want GRH
+	}{
+		{"IPoIB broadcast (capture frame 3)", `
+			6000 0000 007c 1b 00
+			fe80 0000 0000 0000 0002 c903 0000 1f2d
+			ff12 401b ffff 0000 0000 0000 ffff ffff`,
+			GRH{IPVer: 6, PayLen: 124, NxtHdr: NxtHdrIBA, SGID: sgid3, DGID: bcast}},
+		{"TClass and FlowLabel straddle the nibbles", `
+			6a5f edcb 0fff 1b ff
+			2001 0db8 0000 0000 0000 0000 0000 0001
+			0000 0000 0000 0000 0000 0000 0000 0000`,
+			GRH{IPVer: 6, TClass: 0xA5, FlowLabel: 0xFEDCB, PayLen: 0xFFF, NxtHdr: NxtHdrIBA, HopLmt: 0xFF, SGID: a, DGID: z}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := pktHex(t, tc.hex)
+			var h GRH
+			if err := h.Decode(b); err != nil {
+				t.Fatal(err)
+			}
+			if h != tc.want {
+				t.Errorf("decoded %+v, want %+v", h, tc.want)
+			}
+			out := make([]byte, GRHLen)
+			if err := tc.want.Encode(out); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out, b) {
+				t.Errorf("encoded %x, want %x", out, b)
+			}
+		})
+	}
+}
+
+func TestGRHErrors(t *testing.T) {
+	var h GRH
+	if err := h.Decode(make([]byte, GRHLen-1)); !errors.Is(err, ErrTruncated) {
+		t.Errorf("Decode of 39 bytes: %v, want ErrTruncated", err)
+	}
+	if err := h.Encode(make([]byte, GRHLen-1)); !errors.Is(err, ErrTruncated) {
+		t.Errorf("Encode into 39 bytes: %v, want ErrTruncated", err)
+	}
+	for _, bad := range []GRH{{IPVer: 16}, {FlowLabel: 0x100000}} {
+		if err := bad.Encode(make([]byte, GRHLen)); !errors.Is(err, ErrFieldRange) {
+			t.Errorf("Encode %+v: %v, want ErrFieldRange", bad, err)
+		}
+	}
+}
+
+// FuzzDecodeGRH: the GRH has no reserved bits, so any 40 bytes must
+// re-encode to themselves.
+func FuzzDecodeGRH(f *testing.F) {
+	f.Add(make([]byte, GRHLen))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h GRH
+		err := h.Decode(b)
+		if len(b) < GRHLen {
+			if !errors.Is(err, ErrTruncated) {
+				t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]byte, GRHLen)
+		if err := h.Encode(out); err != nil {
+			t.Fatalf("re-encode %+v: %v", h, err)
+		}
+		if !bytes.Equal(out, b[:GRHLen]) {
+			t.Fatalf("re-encoded %x, want %x", out, b[:GRHLen])
+		}
+	})
+}
