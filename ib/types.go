@@ -155,7 +155,7 @@ const (
 func (q QKey) String() string { return fmt.Sprintf("%#08x", uint32(q)) }
 
 // MTU is the IBTA MTU enumeration used in PortInfo, PathRecord and
-// MCMemberRecord (IBA 14.2.5.6, Table 145 NeighborMTU encoding).
+// MCMemberRecord (IBA 14.2.5.6, PortInfo NeighborMTU and MTUCap).
 type MTU uint8
 
 // MTU encodings.
@@ -197,7 +197,7 @@ func (m MTU) String() string {
 }
 
 // Rate is the IBTA static rate encoding used in PathRecord and
-// MCMemberRecord (IBA 15.2.5.16, Table 205 Rate).
+// MCMemberRecord (IBA 15.2.5.16, PathRecord Rate).
 type Rate uint8
 
 // Rate encodings.
