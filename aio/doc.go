@@ -1,0 +1,111 @@
+// Package aio is ipoibd's event loop: one Context is one loop, driven by one
+// goroutine that is locked to its OS thread (the "home" goroutine). The
+// design follows QEMU's AioContext; the code and wording here are our own.
+//
+// # What a Context offers
+//
+//   - File descriptor handlers (Read, Write, and an optional userspace Poll
+//     function with its PollReady callback), monitored with level-triggered
+//     epoll.
+//   - Bottom halves (BH): callbacks that any goroutine can schedule without
+//     a lock and that run once on the loop. One-shot BHs are allocated per
+//     call and forgotten after they run.
+//   - Timers on the Context's Clock. With a ManualClock, time only moves
+//     when a test says so, which makes timer tests deterministic.
+//   - Notify, which wakes a sleeping loop through an eventfd.
+//   - Adaptive busy polling before the loop goes to sleep.
+//
+// # Who may call what
+//
+// The API is split in two rooms, as in the rest of ipoibd:
+//
+//   - control.go holds the home-only calls: New and Close (no home yet, or
+//     from the home goroutine), Run, Poll, Acquire, SetFDHandler,
+//     RemoveFDHandler, NewTimer and the Timer methods. They touch loop state
+//     without locks, so calling them from another goroutine while the
+//     Context has a home is a programming error. SetFDHandler and
+//     RemoveFDHandler check it and return ErrNotHome; the cheaper calls
+//     (Poll, Timer methods) only check it in -race builds, because the check
+//     costs a gettid system call.
+//   - io.go holds the calls that are safe from any goroutine at any time:
+//     NewBH, BH.Schedule, BH.Cancel, BH.Delete, ScheduleOneshot, Notify,
+//     Stop, SetPollParams, Stats, Now, InHome, AssertHome and Name.
+//
+// Before any goroutine is home (no Run, no Acquire, no Poll in progress)
+// the home-only calls may be made from any single goroutine: that is the
+// set-up phase, when other packages register their handlers.
+//
+// The home goroutine is identified by its OS thread id. It is the goroutine
+// inside Run, a goroutine that called Acquire and has not released it, or a
+// goroutine inside Poll. InHome therefore costs one gettid(2) system call
+// (about 1 µs on the 2-core sandbox VM, well under 100 ns on bare metal),
+// so keep it and AssertHome on control paths, not per packet.
+//
+// # One pass of the loop
+//
+// Poll(blocking) performs one pass:
+//
+//  1. Prepare. If a BH is pending, a Notify arrived or a timer is due, the
+//     pass will not sleep.
+//  2. Busy poll (blocking passes only, when polling is enabled and the
+//     current poll window is non-zero). The loop spins for up to the poll
+//     window calling the handlers' userspace Poll functions (PollReady runs
+//     for those that report work) and watching for BHs and Notify. While it
+//     spins it has not announced that it may sleep, so producers do not
+//     write the eventfd.
+//  3. Wait. A blocking pass that still has nothing to do announces that it
+//     may sleep (the notify-me counter), checks for work once more, and
+//     sleeps in epoll_wait until an fd is ready, the earliest timer is due
+//     (real clock) or the eventfd is written. Non-blocking passes and passes
+//     that already have work call epoll_wait with a zero timeout, and skip
+//     the system call entirely when no fd handler is registered.
+//  4. Accept. The blocking pass clears the "notified" flag before
+//     dispatching, so a Notify that arrives during dispatch makes the next
+//     pass skip its sleep instead of being lost.
+//  5. Dispatch, in this order: BHs, then ready fd handlers (Read before
+//     Write for one fd), then due timers in deadline order (ties in arming
+//     order).
+//
+// Poll returns true if a callback ran (a BH, an fd handler, PollReady or a
+// timer). A blocking Poll can return false when it was woken only by Notify
+// or when the only pending BH was cancelled. Poll(false) never sleeps.
+//
+// A BH scheduled while BHs are being dispatched, and a timer armed during
+// timer dispatch with a deadline that has already passed, run on the next
+// pass, so a callback that re-arms itself cannot starve the rest of the
+// loop. BHs run in the order they were scheduled within a pass. Nested
+// calls to Poll from inside a callback are allowed; a nested pass also runs
+// the BHs that the outer pass had collected but not run yet, so a callback
+// waiting for another BH in a nested Poll loop cannot deadlock.
+//
+// # Waking the loop
+//
+// Notify sets a "notified" flag and writes the eventfd only when the loop
+// has announced that it may be sleeping. The loop announces it before its
+// final check for work, and producers publish their work before reading the
+// announcement, so with sequentially consistent atomics either the loop
+// sees the work or the producer sees the announcement and writes the
+// eventfd. No wake-up is lost and a busy loop costs producers no system
+// call.
+//
+// # Adaptive polling
+//
+// Polling is disabled by default (maximum window 0) because spinning burns
+// a core, which only pays off on data-plane loops. WithPolling or
+// SetPollParams enables it. After each blocking pass that waited, the loop
+// looks at how long it waited in total (spinning plus sleeping): if the
+// work showed up within the current window nothing changes; if it showed up
+// later but within the maximum, spinning a little longer would have avoided
+// the sleep, so the window grows (to a small base from zero, then ×grow,
+// capped at the maximum); if it took longer than the maximum, spinning was
+// wasted and the window shrinks (÷shrink, or straight to zero when shrink
+// is 0, and to zero once it falls below the base).
+//
+// # Closing
+//
+// Close releases the epoll fd and the eventfd. It refuses with ErrRunning
+// while Run or a Poll is in progress and with ErrBusy while another
+// goroutine is home. After Close, Poll returns false, Run and SetFDHandler
+// return ErrClosed, Schedule, Notify and timer arming are no-ops, and no
+// callback runs again.
+package aio
