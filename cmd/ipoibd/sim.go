@@ -1,0 +1,230 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/sim"
+)
+
+func init() {
+	register(command{
+		name:    "sim",
+		summary: "run the embedded simulated-fabric demo",
+		run:     runSim,
+	})
+}
+
+// simOptions are the sim subcommand's flags after validation.
+type simOptions struct {
+	hosts   int
+	pkey    ib.PKey
+	mtu     ib.MTU
+	faults  sim.Faults
+	seed    uint64
+	pcapDir string
+	json    bool
+	timeout time.Duration
+}
+
+func runSim(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("sim", "[--hosts N] [--pkey P] [--mtu 2048|4096] [--loss P] [--dup P] [--reorder P] [--delay D] [--seed S] [--pcap DIR] [--json]", stderr)
+	hosts := fs.Int("hosts", 4, "number of simulated hosts (2 to 4096)")
+	pkey := fs.String("pkey", "0xffff", "partition key of the IPoIB link (full membership is implied)")
+	mtu := fs.Int("mtu", 2048, "IB MTU of the broadcast group: 2048 or 4096")
+	loss := fs.Float64("loss", 0, "probability a packet is lost in the fabric (0 to 1)")
+	dup := fs.Float64("dup", 0, "probability a packet is duplicated (0 to 1)")
+	reorder := fs.Float64("reorder", 0, "probability a packet is reordered (0 to 1)")
+	delay := fs.Duration("delay", 0, "extra one-way delay per packet, e.g. 50us")
+	seed := fs.Uint64("seed", 1, "seed of the fault injector; same seed, same faults")
+	pcapDir := fs.String("pcap", "", "write the fabric's raw IB capture (ERF) into this directory")
+	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	timeout := fs.Duration("timeout", 60*time.Second, "give up if the demo has not finished by then")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	opt, err := checkSimFlags(*hosts, *pkey, *mtu, *loss, *dup, *reorder, *delay, *timeout)
+	if err != nil {
+		fmt.Fprintf(stderr, "ipoibd sim: %v\n", err)
+		return exitUsage
+	}
+	opt.seed, opt.pcapDir, opt.json = *seed, *pcapDir, *asJSON
+
+	rep, err := runDemo(opt, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "ipoibd sim: %v\n", err)
+		return exitFailure
+	}
+	if opt.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(stderr, "ipoibd sim: %v\n", err)
+			return exitFailure
+		}
+	} else {
+		rep.printTable(stdout)
+	}
+	if !rep.OK {
+		fmt.Fprintf(stderr, "ipoibd sim: %d of %d hosts failed\n", rep.Totals.Hosts-rep.Totals.OK, rep.Totals.Hosts)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func checkSimFlags(hosts int, pkey string, mtu int, loss, dup, reorder float64, delay, timeout time.Duration) (simOptions, error) {
+	var opt simOptions
+	if hosts < 2 || hosts > 4096 {
+		return opt, fmt.Errorf("--hosts %d: must be between 2 and 4096", hosts)
+	}
+	pk, err := strconv.ParseUint(pkey, 0, 16)
+	if err != nil {
+		return opt, fmt.Errorf("--pkey %q: not a 16-bit number (e.g. 0xffff or 0x8001)", pkey)
+	}
+	opt.pkey = ib.PKey(pk) | ib.PKeyFullMember
+	if !opt.pkey.Valid() {
+		return opt, fmt.Errorf("--pkey %q: partition 0 is the invalid P_Key", pkey)
+	}
+	if mtu != 2048 && mtu != 4096 {
+		return opt, fmt.Errorf("--mtu %d: must be 2048 or 4096", mtu)
+	}
+	opt.mtu, _ = ib.MTUFromBytes(mtu)
+	for _, p := range []struct {
+		name string
+		v    float64
+	}{{"--loss", loss}, {"--dup", dup}, {"--reorder", reorder}} {
+		if !(p.v >= 0 && p.v < 1) {
+			return opt, fmt.Errorf("%s %v: must be a probability in [0, 1)", p.name, p.v)
+		}
+	}
+	if delay < 0 || delay > time.Second {
+		return opt, fmt.Errorf("--delay %v: must be between 0 and 1s", delay)
+	}
+	if timeout <= 0 {
+		return opt, fmt.Errorf("--timeout %v: must be positive", timeout)
+	}
+	opt.hosts, opt.timeout = hosts, timeout
+	opt.faults = sim.Faults{Loss: loss, Duplicate: dup, Reorder: reorder, Delay: delay}
+	return opt, nil
+}
+
+// runDemo builds the fabric, runs every host's script on one loop and
+// collects the report.
+func runDemo(opt simOptions, stderr io.Writer) (*simReport, error) {
+	loop, err := aio.New(aio.WithName("ipoibd-sim"))
+	if err != nil {
+		return nil, err
+	}
+	defer loop.Close()
+	release := loop.Acquire()
+	defer release()
+
+	cfg := sim.Config{
+		Name:  fmt.Sprintf("demo%d", os.Getpid()),
+		Seed:  opt.seed,
+		MTU:   ib.MTU4096,
+		Group: sim.GroupDefaults{MTU: opt.mtu},
+	}
+	var capture *os.File
+	if opt.pcapDir != "" {
+		if err := os.MkdirAll(opt.pcapDir, 0o755); err != nil {
+			return nil, fmt.Errorf("pcap directory: %w", err)
+		}
+		path := filepath.Join(opt.pcapDir, "fabric-ib.pcap")
+		if capture, err = os.Create(path); err != nil {
+			return nil, fmt.Errorf("pcap: %w", err)
+		}
+		defer capture.Close()
+		cfg.Capture = capture
+	}
+	start := time.Now()
+	f, hosts, err := buildDemoFabric(loop, cfg, opt)
+	if err != nil {
+		return nil, fmt.Errorf("build fabric: %w", err)
+	}
+	defer f.Close()
+	if err := f.SetFaults(opt.faults); err != nil {
+		return nil, err
+	}
+
+	d := &demo{loop: loop, opt: opt, start: start}
+	for i, h := range hosts {
+		hd, err := d.addHost(i, h)
+		if err != nil {
+			return nil, fmt.Errorf("host %s: %w", h.Name(), err)
+		}
+		d.hosts = append(d.hosts, hd)
+	}
+	d.run()
+	rep := d.report(time.Since(start), f)
+	if capture != nil {
+		rep.Pcap = capture.Name()
+	}
+	return rep, nil
+}
+
+// buildDemoFabric cables the hosts to one switch when they fit on it and to
+// a two-level tree otherwise. Every host holds the default partition and
+// the demo's.
+func buildDemoFabric(loop *aio.Context, cfg sim.Config, opt simOptions) (*sim.Fabric, []*sim.Host, error) {
+	f, err := sim.New(loop, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	hc := sim.HostConfig{PKeys: []ib.PKey{ib.PKeyDefault}}
+	if opt.pkey != ib.PKeyDefault {
+		hc.PKeys = append(hc.PKeys, opt.pkey)
+	}
+	const perLeaf = 32
+	var leaves []*sim.Switch
+	if opt.hosts < sim.MaxSwitchPorts {
+		sw, err := f.AddSwitch("sw0", sim.SwitchConfig{Ports: max(opt.hosts, sim.DefaultSwitchPorts)})
+		if err != nil {
+			return nil, nil, err
+		}
+		leaves = append(leaves, sw)
+	} else {
+		spine, err := f.AddSwitch("spine0", sim.SwitchConfig{Ports: (opt.hosts + perLeaf - 1) / perLeaf})
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := 0; i*perLeaf < opt.hosts; i++ {
+			leaf, err := f.AddSwitch(fmt.Sprintf("leaf%d", i), sim.SwitchConfig{Ports: perLeaf + 1})
+			if err != nil {
+				return nil, nil, err
+			}
+			if _, err := f.Connect(leaf, spine, sim.LinkConfig{}); err != nil {
+				return nil, nil, err
+			}
+			leaves = append(leaves, leaf)
+		}
+	}
+	hosts := make([]*sim.Host, opt.hosts)
+	for i := range hosts {
+		if hosts[i], err = f.AddHost(fmt.Sprintf("host%d", i), hc); err != nil {
+			return nil, nil, err
+		}
+		leaf := leaves[0]
+		if len(leaves) > 1 {
+			leaf = leaves[i/perLeaf]
+		}
+		if _, err := f.Connect(hosts[i], leaf, sim.LinkConfig{}); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := f.Start(); err != nil {
+		return nil, nil, err
+	}
+	return f, hosts, nil
+}
+
+// errDemoTimeout says the demo ran out of time.
+var errDemoTimeout = errors.New("timed out")

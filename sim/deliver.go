@@ -1,0 +1,488 @@
+package sim
+
+// The data path: frames queued by ports, their walk through the switches,
+// and the checks a receiving port makes before a datagram lands in a
+// receive buffer. Senders on any loop queue frames with emit; everything
+// else here runs on the fabric loop.
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/ib"
+)
+
+// maxFrameLen is the largest UD frame a port can send: LRH, GRH, BTH, DETH,
+// a 4096-byte payload (the largest IB MTU), ICRC and VCRC.
+const maxFrameLen = ib.LRHLen + ib.GRHLen + ib.BTHLen + ib.DETHLen + 4096 + ib.ICRCLen + ib.VCRCLen
+
+// frame is one packet in flight. Frames are pooled; the buffer is
+// allocated once and reused.
+type frame struct {
+	buf  []byte
+	src  *port
+	qp   *qp    // the sending QP, owed a send completion; nil for QP1
+	wrID uint64 // the send's work request ID
+	due  time.Time
+	seq  uint64
+}
+
+// dataPath holds the queue between senders and the fabric loop.
+type dataPath struct {
+	f *Fabric
+
+	mu     sync.Mutex // guards in, free and closed
+	in     []*frame
+	free   []*frame
+	closed bool
+
+	// Fabric loop only.
+	work  []*frame
+	bh    *aio.BH
+	pkt   ib.Packet
+	stack []mcastHop
+}
+
+// mcastHop is a switch a multicast packet has reached, and the port it came
+// in by.
+type mcastHop struct {
+	sw *node
+	in int
+}
+
+func (dp *dataPath) init(f *Fabric) {
+	dp.f = f
+	dp.bh = f.loop.NewBH("sim fabric "+f.name, dp.run)
+}
+
+// get returns a free frame. Any goroutine.
+func (dp *dataPath) get() *frame {
+	dp.mu.Lock()
+	var fr *frame
+	if n := len(dp.free); n > 0 {
+		fr = dp.free[n-1]
+		dp.free = dp.free[:n-1]
+	}
+	dp.mu.Unlock()
+	if fr == nil {
+		fr = &frame{buf: make([]byte, 0, maxFrameLen)}
+	}
+	return fr
+}
+
+// put returns a frame to the pool. Any goroutine.
+func (dp *dataPath) put(fr *frame) {
+	fr.src, fr.qp, fr.buf = nil, nil, fr.buf[:0]
+	dp.mu.Lock()
+	dp.free = append(dp.free, fr)
+	dp.mu.Unlock()
+}
+
+// emit encodes pkt into a pooled frame and queues it for the fabric loop.
+// src is the port it leaves by; owner, if set, gets a send completion with
+// wrID once the fabric has taken the frame. Any goroutine.
+func (dp *dataPath) emit(src *port, pkt *ib.Packet, owner *qp, wrID uint64) error {
+	fr := dp.get()
+	b, err := pkt.AppendTo(fr.buf[:0])
+	if err != nil {
+		dp.put(fr)
+		return err
+	}
+	fr.buf, fr.src, fr.qp, fr.wrID = b, src, owner, wrID
+	dp.queue(fr)
+	return nil
+}
+
+// queue hands a ready frame to the fabric loop. Any goroutine.
+func (dp *dataPath) queue(fr *frame) {
+	dp.mu.Lock()
+	if dp.closed {
+		dp.mu.Unlock()
+		dp.f.drop(DropFabricClosed, fr.src, nil)
+		if fr.qp != nil {
+			fr.qp.sendDone(fr.wrID, ib.StatusFlushed)
+		}
+		dp.put(fr)
+		return
+	}
+	dp.in = append(dp.in, fr)
+	dp.mu.Unlock()
+	dp.bh.Schedule()
+}
+
+// run takes every queued frame. Fabric loop.
+func (dp *dataPath) run() {
+	dp.mu.Lock()
+	dp.work, dp.in = dp.in, dp.work[:0]
+	dp.mu.Unlock()
+	for i, fr := range dp.work {
+		dp.work[i] = nil
+		dp.f.take(fr)
+	}
+	dp.work = dp.work[:0]
+}
+
+func (dp *dataPath) close() {
+	dp.mu.Lock()
+	dp.closed = true
+	in := dp.in
+	dp.in = nil
+	dp.mu.Unlock()
+	dp.bh.Delete()
+	for _, fr := range in {
+		dp.f.drop(DropFabricClosed, fr.src, nil)
+		if fr.qp != nil {
+			fr.qp.sendDone(fr.wrID, ib.StatusFlushed)
+		}
+		dp.put(fr)
+	}
+}
+
+// drop counts a discard on the fabric and on the host it is attributed to.
+func (f *Fabric) drop(r DropReason, p *port, h *Host) {
+	f.counters.drops[r].Add(1)
+	if h == nil && p != nil && !p.node.isSwitch {
+		h = f.hostOf(p.node)
+	}
+	if h != nil {
+		h.counters.drops[r].Add(1)
+	}
+}
+
+// take is the moment the sending port puts the frame on the wire: the
+// send completes, the capture records it, and the fault injector decides
+// its fate.
+func (f *Fabric) take(fr *frame) {
+	if q := fr.qp; q != nil {
+		if q.isClosed() {
+			q.sendDone(fr.wrID, ib.StatusFlushed)
+			f.dp.put(fr)
+			return
+		}
+		q.sendDone(fr.wrID, ib.StatusSuccess)
+	}
+	f.counters.sent.Add(1)
+	if h := f.hostOf(fr.src.node); h != nil {
+		h.counters.sent.Add(1)
+	}
+	if f.capture != nil {
+		// A capture that cannot be written is not worth losing the packet
+		// over; the writer's error is sticky in the file anyway.
+		_ = f.capture.WriteInfiniBand(f.loop.Now(), 0, fr.buf)
+	}
+	f.fi.admit(fr)
+}
+
+// transmit walks a frame from its source port to its destination(s) and
+// releases it. Fabric loop.
+func (f *Fabric) transmit(fr *frame) {
+	f.forward(fr)
+	f.dp.put(fr)
+}
+
+// payloadLen returns the UD payload size of a frame, which the IB MTU
+// limits, or -1 if the frame is too short to tell.
+func payloadLen(b []byte) int {
+	if len(b) < ib.LRHLen+ib.BTHLen {
+		return -1
+	}
+	hdr := ib.LRHLen + ib.BTHLen + ib.DETHLen
+	bth := ib.LRHLen
+	if ib.LNH(b[1]&0x3) == ib.LNHIBAGlobal {
+		hdr += ib.GRHLen
+		bth += ib.GRHLen
+	}
+	if len(b) < bth+ib.BTHLen {
+		return -1
+	}
+	if ib.Opcode(b[bth]) == ib.OpUDSendOnlyImm {
+		hdr += ib.ImmDtLen
+	}
+	pad := int(b[bth+1] >> 4 & 0x3)
+	return len(b) - hdr - pad - ib.ICRCLen - ib.VCRCLen
+}
+
+// forward routes a frame by its DLID. Fabric loop.
+func (f *Fabric) forward(fr *frame) {
+	src := fr.src
+	var lrh ib.LRH
+	if lrh.Decode(fr.buf) != nil {
+		f.drop(DropMalformed, src, nil)
+		return
+	}
+	if src.state != ib.PortActive {
+		f.drop(DropPortNotActive, src, nil)
+		return
+	}
+	size := payloadLen(fr.buf)
+	dlid := lrh.DLID
+	if dlid.IsMulticast() {
+		f.forwardMcast(fr, dlid, size)
+		return
+	}
+	if dlid == src.lid {
+		// The HCA turns a packet for its own LID around without putting
+		// it on the link.
+		f.receive(src, fr)
+		return
+	}
+	// A packet from a switch's management port (the SA's answers) starts
+	// in the switch itself.
+	at := src
+	var sw *node
+	if src.node.isSwitch {
+		sw = src.node
+	}
+	for range maxHops {
+		if sw != nil {
+			if dlid == sw.ports[0].lid || dlid == ib.LIDPermissive {
+				f.receive(sw.ports[0], fr)
+				return
+			}
+			if int(dlid) >= len(sw.lft) || sw.lft[dlid] == noPort || sw.lft[dlid] == 0 {
+				f.drop(DropNoRoute, src, nil)
+				return
+			}
+			at = sw.ports[sw.lft[dlid]]
+		}
+		l := at.link
+		if l == nil || !l.up {
+			f.drop(DropLinkDown, src, nil)
+			return
+		}
+		if size > l.mtu.Bytes() {
+			f.drop(DropOversize, src, nil)
+			return
+		}
+		q := l.other(at)
+		if !q.node.isSwitch {
+			f.receive(q, fr)
+			return
+		}
+		sw = q.node
+	}
+	f.drop(DropNoRoute, src, nil)
+}
+
+// forwardMcast floods a frame down the group's tree: each switch sends it
+// out of every tree port but the one it came in by. The sending port's own
+// attached QPs get a copy first, as an HCA loops multicast back.
+func (f *Fabric) forwardMcast(fr *frame, mlid ib.LID, size int) {
+	src := fr.src
+	if src.hasAttach(mlid) {
+		f.receive(src, fr)
+	}
+	var first *port
+	if src.node.isSwitch {
+		first = src
+	} else {
+		l := src.link
+		if l == nil || !l.up {
+			f.drop(DropLinkDown, src, nil)
+			return
+		}
+		if size > l.mtu.Bytes() {
+			f.drop(DropOversize, src, nil)
+			return
+		}
+		first = l.other(src)
+	}
+	if !first.node.isSwitch {
+		f.receive(first, fr)
+		return
+	}
+	if _, ok := first.node.mft[mlid]; !ok {
+		f.drop(DropNoRoute, src, nil)
+		return
+	}
+	stack := append(f.dp.stack[:0], mcastHop{first.node, first.num})
+	for len(stack) > 0 {
+		h := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for _, pn := range h.sw.mft[mlid] {
+			if int(pn) == h.in {
+				continue
+			}
+			out := h.sw.ports[pn]
+			ol := out.link
+			if ol == nil || !ol.up {
+				f.drop(DropLinkDown, src, nil)
+				continue
+			}
+			if size > ol.mtu.Bytes() {
+				f.drop(DropOversize, src, nil)
+				continue
+			}
+			r := ol.other(out)
+			if r.node.isSwitch {
+				stack = append(stack, mcastHop{r.node, r.num})
+			} else {
+				f.receive(r, fr)
+			}
+		}
+	}
+	f.dp.stack = stack
+}
+
+// hasAttach reports whether a QP on the port is attached to mlid.
+func (p *port) hasAttach(mlid ib.LID) bool {
+	if p.node.isSwitch {
+		return false
+	}
+	p.node.mu.RLock()
+	defer p.node.mu.RUnlock()
+	return len(p.attach[mlid]) > 0
+}
+
+// matchPKey returns the index of the first table entry that accepts a
+// packet carrying key, or -1 (IBA 10.9.3).
+func matchPKey(table []ib.PKey, key ib.PKey) int {
+	for i, k := range table {
+		if key.Matches(k) {
+			return i
+		}
+	}
+	return -1
+}
+
+// receive is a port taking a frame off its link: decode with both CRCs
+// checked, port state, DLID, P_Key, then dispatch by destination QP.
+func (f *Fabric) receive(p *port, fr *frame) {
+	var h *Host
+	if !p.node.isSwitch {
+		h = f.hostOf(p.node)
+	}
+	pkt := &f.dp.pkt
+	if err := ib.DecodePacket(fr.buf, pkt); err != nil {
+		if errors.Is(err, ib.ErrBadICRC) || errors.Is(err, ib.ErrBadVCRC) {
+			f.drop(DropBadCRC, p, h)
+		} else {
+			f.drop(DropMalformed, p, h)
+		}
+		return
+	}
+	if p.state != ib.PortActive {
+		f.drop(DropPortNotActive, p, h)
+		return
+	}
+	dlid := pkt.LRH.DLID
+	mcast := dlid.IsMulticast()
+	if !mcast && dlid != p.lid && dlid != ib.LIDPermissive {
+		f.drop(DropWrongDLID, p, h)
+		return
+	}
+	pkIdx := matchPKey(p.pkeys, pkt.BTH.PKey)
+	if pkIdx < 0 {
+		f.drop(DropPKey, p, h)
+		return
+	}
+	dqp := pkt.BTH.DestQP
+	switch {
+	case mcast:
+		if dqp != ib.QPNMulticast || !pkt.HasGRH || h == nil {
+			f.drop(DropMalformed, p, h)
+			return
+		}
+		f.deliverMcast(h, p, pkt)
+	case dqp == ib.QPNMulticast:
+		f.drop(DropMalformed, p, h)
+	case dqp == ib.QPNGSI:
+		if p == f.sm.port && len(pkt.Payload) > 1 && ib.MgmtClass(pkt.Payload[1]) == ib.MgmtClassSubnAdm {
+			f.saReceive(p, pkt, pkIdx)
+			return
+		}
+		if h == nil {
+			f.drop(DropNoQP, p, h)
+			return
+		}
+		f.deliverMAD(h, p, pkt, pkIdx)
+	case dqp == ib.QPNSMI || h == nil:
+		// Subnet management packets are not carried in band: the SM
+		// programs ports directly.
+		f.drop(DropNoQP, p, h)
+	default:
+		h.mu.RLock()
+		q := h.qps[dqp]
+		if q == nil || q.port != p {
+			h.mu.RUnlock()
+			f.drop(DropNoQP, p, h)
+			return
+		}
+		f.deliverUD(h, q, pkt)
+		h.mu.RUnlock()
+	}
+}
+
+// deliverUD applies a UD QP's own checks and fills a receive buffer. The
+// caller holds h.mu for reading.
+func (f *Fabric) deliverUD(h *Host, q *qp, pkt *ib.Packet) {
+	p := q.port
+	if q.pkeyIndex >= len(p.pkeys) || !pkt.BTH.PKey.Matches(p.pkeys[q.pkeyIndex]) {
+		// A UD QP belongs to one partition (IBA 10.9.3): the packet's key
+		// must match the entry its P_Key index names.
+		f.drop(DropPKey, p, h)
+		return
+	}
+	if ib.QKey(q.qkey.Load()) != pkt.DETH.QKey {
+		f.drop(DropQKey, p, h)
+		return
+	}
+	if r, dropped := q.deliver(pkt); dropped {
+		f.drop(r, p, h)
+		return
+	}
+	f.counters.delivered.Add(1)
+	h.counters.delivered.Add(1)
+}
+
+// deliverMcast hands a multicast packet to every QP of the port attached
+// to its MGID.
+func (f *Fabric) deliverMcast(h *Host, p *port, pkt *ib.Packet) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	matched := false
+	for _, q := range p.attach[pkt.LRH.DLID] {
+		if !q.attachedTo(pkt.GRH.DGID, pkt.LRH.DLID) {
+			continue
+		}
+		matched = true
+		f.deliverUD(h, q, pkt)
+	}
+	if !matched {
+		f.drop(DropNoQP, p, h)
+	}
+}
+
+// deliverMAD hands a QP1 packet to the port's MAD port. QP1 accepts any
+// partition in the port's table but only the GSI Q_Key (IBA 13.5.1).
+func (f *Fabric) deliverMAD(h *Host, p *port, pkt *ib.Packet, pkIdx int) {
+	if pkt.DETH.QKey != ib.QKeyGSI {
+		f.drop(DropQKey, p, h)
+		return
+	}
+	if len(pkt.Payload) != ib.MADLen {
+		f.drop(DropMAD, p, h)
+		return
+	}
+	h.mu.RLock()
+	mp := p.madPort
+	ok := mp != nil && mp.push(ib.MADAddress{
+		LID:       pkt.LRH.SLID,
+		SL:        pkt.LRH.SL,
+		QPN:       pkt.DETH.SrcQP,
+		QKey:      pkt.DETH.QKey,
+		PKeyIndex: pkIdx,
+	}, pkt.Payload)
+	h.mu.RUnlock()
+	switch {
+	case mp == nil:
+		f.drop(DropNoQP, p, h)
+	case !ok:
+		f.drop(DropNoRecvBuffer, p, h)
+	default:
+		f.counters.delivered.Add(1)
+		h.counters.delivered.Add(1)
+	}
+}

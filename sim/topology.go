@@ -1,0 +1,113 @@
+package sim
+
+import (
+	"fmt"
+
+	"github.com/ipoibd/ipoibd/aio"
+)
+
+// Star builds and starts a fabric of n hosts, "host0" to "host<n-1>", on
+// one switch "sw0" that also runs the SM. The switch gets as many ports
+// as it needs.
+func Star(loop *aio.Context, cfg Config, n int) (*Fabric, []*Host, error) {
+	if n < 1 || n > MaxSwitchPorts {
+		return nil, nil, fmt.Errorf("sim: star of %d hosts (1..%d): %w", n, MaxSwitchPorts, ErrBadConfig)
+	}
+	f, err := New(loop, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	hosts, err := f.buildStar(n)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, hosts, nil
+}
+
+func (f *Fabric) buildStar(n int) ([]*Host, error) {
+	sw, err := f.AddSwitch("sw0", SwitchConfig{Ports: max(n, DefaultSwitchPorts)})
+	if err != nil {
+		return nil, err
+	}
+	hosts := make([]*Host, n)
+	for i := range hosts {
+		if hosts[i], err = f.AddHost(fmt.Sprintf("host%d", i), HostConfig{}); err != nil {
+			return nil, err
+		}
+		if _, err = f.Connect(hosts[i], sw, LinkConfig{}); err != nil {
+			return nil, err
+		}
+	}
+	return hosts, f.Start()
+}
+
+// TreeConfig shapes a two-level fat tree.
+type TreeConfig struct {
+	// Leaves is the number of leaf switches, "leaf0"...
+	Leaves int
+	// HostsPerLeaf is the number of hosts on each leaf; hosts are named
+	// "host0"... across the leaves in order.
+	HostsPerLeaf int
+	// Spines is the number of spine switches, "spine0"...; each is cabled
+	// once to every leaf. The SM runs on spine0. 0 means 1.
+	Spines int
+}
+
+// Tree builds and starts a two-level tree: spines on top, every leaf
+// cabled to every spine, hosts on the leaves. It is the topology for many
+// hosts: 32 leaves of 32 hosts make 1024.
+func Tree(loop *aio.Context, cfg Config, tc TreeConfig) (*Fabric, []*Host, error) {
+	if tc.Spines == 0 {
+		tc.Spines = 1
+	}
+	switch {
+	case tc.Leaves < 1 || tc.HostsPerLeaf < 1 || tc.Spines < 1:
+		return nil, nil, fmt.Errorf("sim: tree %+v: counts must be positive: %w", tc, ErrBadConfig)
+	case tc.HostsPerLeaf+tc.Spines > MaxSwitchPorts || tc.Leaves > MaxSwitchPorts:
+		return nil, nil, fmt.Errorf("sim: tree %+v: more than %d ports on a switch: %w", tc, MaxSwitchPorts, ErrBadConfig)
+	}
+	f, err := New(loop, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	hosts, err := f.buildFatTree(tc)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, hosts, nil
+}
+
+func (f *Fabric) buildFatTree(tc TreeConfig) ([]*Host, error) {
+	spines := make([]*Switch, tc.Spines)
+	var err error
+	for i := range spines {
+		if spines[i], err = f.AddSwitch(fmt.Sprintf("spine%d", i), SwitchConfig{Ports: max(tc.Leaves, 1)}); err != nil {
+			return nil, err
+		}
+	}
+	hosts := make([]*Host, 0, tc.Leaves*tc.HostsPerLeaf)
+	for l := range tc.Leaves {
+		leaf, err := f.AddSwitch(fmt.Sprintf("leaf%d", l), SwitchConfig{Ports: tc.HostsPerLeaf + tc.Spines})
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range spines {
+			if _, err := f.Connect(leaf, s, LinkConfig{}); err != nil {
+				return nil, err
+			}
+		}
+		for range tc.HostsPerLeaf {
+			h, err := f.AddHost(fmt.Sprintf("host%d", len(hosts)), HostConfig{})
+			if err != nil {
+				return nil, err
+			}
+			if _, err := f.Connect(h, leaf, LinkConfig{}); err != nil {
+				return nil, err
+			}
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts, f.Start()
+}
