@@ -60,6 +60,10 @@ type demoHost struct {
 	mad  ib.MADPort
 	sa   *ib.SAClient
 
+	// qkey is the Q_Key the QP accepts and sends with: the default until
+	// the join says otherwise (a host may answer a ping before its own
+	// join completes).
+	qkey     ib.QKey
 	joined   bool
 	joinedAt time.Duration
 	group    ib.MCMemberRecord
@@ -89,7 +93,7 @@ func (d *demo) addHost(i int, h *sim.Host) (*demoHost, error) {
 	if err != nil {
 		return nil, err
 	}
-	hd := &demoHost{d: d, idx: i, sim: h, dev: dev, replyAHs: map[ib.LID]ib.AddressHandle{}}
+	hd := &demoHost{d: d, idx: i, sim: h, dev: dev, replyAHs: map[ib.LID]ib.AddressHandle{}, qkey: ib.QKeyIPoIBDefault}
 	if hd.attr, err = dev.QueryPort(1); err != nil {
 		return nil, err
 	}
@@ -101,7 +105,7 @@ func (d *demo) addHost(i int, h *sim.Host) (*demoHost, error) {
 		return nil, err
 	}
 	hd.qp, err = dev.CreateUDQP(ib.QPConfig{
-		Port: 1, PKeyIndex: pkIdx, QKey: ib.QKeyIPoIBDefault,
+		Port: 1, PKeyIndex: pkIdx, QKey: hd.qkey,
 		SendCQ: hd.cq, RecvCQ: hd.cq, SendDepth: 64, RecvDepth: demoRecvDepth,
 		RecvBufSize: ib.GRHSize + d.opt.mtu.Bytes(),
 	})
@@ -214,7 +218,7 @@ func (h *demoHost) joinDone(rec ib.MCMemberRecord, err error) {
 		h.fail(err)
 		return
 	}
-	h.group, h.mcastAH, h.joined, h.joinedAt = rec, ah, true, h.d.elapsed()
+	h.group, h.qkey, h.mcastAH, h.joined, h.joinedAt = rec, rec.QKey, ah, true, h.d.elapsed()
 	h.d.hostJoined()
 
 	q, mask := ib.PathQueryByGID(h.attr.GIDs[0], h.next().attr.GIDs[0], h.d.opt.pkey)
@@ -285,7 +289,7 @@ func (h *demoHost) send(ah ib.AddressHandle, qpn ib.QPN, kind byte, from, seq ui
 	binary.BigEndian.PutUint32(h.msg[1:], from)
 	binary.BigEndian.PutUint32(h.msg[5:], seq)
 	h.seg[0] = h.msg[:]
-	h.wr[0] = ib.SendWR{AH: ah, RemoteQPN: qpn, RemoteQKey: h.group.QKey, Data: h.seg[:]}
+	h.wr[0] = ib.SendWR{AH: ah, RemoteQPN: qpn, RemoteQKey: h.qkey, Data: h.seg[:]}
 	if _, err := h.qp.PostSend(h.wr[:]); err != nil {
 		// A full send queue is transient: count it, and let the retry
 		// timers send again.
