@@ -43,11 +43,14 @@ type QPIO interface {
 	// PostSend queues sends and returns how many it took; it stops at the
 	// first that cannot be queued and returns the reason (ErrQueueFull when
 	// the send queue is full, an error naming the work request when it is
-	// invalid, such as a payload larger than the path MTU).
+	// malformed). As on real HCAs, a payload larger than the port's MTU is
+	// accepted and then completes with StatusLocalLength.
 	PostSend(wrs []SendWR) (int, error)
 	// RepostRecv hands receive buffers back to the QP after their
 	// completions have been consumed. ids are Completion.ID values of
-	// receive completions.
+	// receive completions. The call goes through an interface, so a
+	// variadic list built at the call site escapes: on the data path pass a
+	// reused slice (RepostRecv(ids...)) to stay allocation-free.
 	RepostRecv(ids ...uint64) error
 }
 

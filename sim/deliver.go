@@ -389,7 +389,10 @@ func (f *Fabric) receive(p *port, fr *frame) {
 	case dqp == ib.QPNMulticast:
 		f.drop(DropMalformed, p, h)
 	case dqp == ib.QPNGSI:
-		if p == f.sm.port && len(pkt.Payload) > 1 && ib.MgmtClass(pkt.Payload[1]) == ib.MgmtClassSubnAdm {
+		// SA requests are the SA's; answers (R bit set) go to the port's
+		// MAD port, which matters when the SM runs on a host.
+		if p == f.sm.port && len(pkt.Payload) > 3 && ib.MgmtClass(pkt.Payload[1]) == ib.MgmtClassSubnAdm &&
+			!ib.Method(pkt.Payload[3]).IsResponse() {
 			f.saReceive(p, pkt, pkIdx)
 			return
 		}

@@ -105,10 +105,15 @@ type cq struct {
 }
 
 // push appends a completion and wakes the handler; false when the CQ is
-// full or closed. Any goroutine.
+// full. A closed CQ swallows completions: nobody can poll them, and that is
+// not an overflow. Any goroutine.
 func (c *cq) push(wc *ib.Completion) bool {
 	c.mu.Lock()
-	if c.closed || c.n == len(c.ring) {
+	if c.closed {
+		c.mu.Unlock()
+		return true
+	}
+	if c.n == len(c.ring) {
 		c.mu.Unlock()
 		return false
 	}

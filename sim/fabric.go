@@ -269,6 +269,7 @@ func (p *port) peer() *port {
 	return p.link.other(p)
 }
 
+// String names the port "node/number" in errors.
 func (p *port) String() string { return fmt.Sprintf("%s/%d", p.node.name, p.num) }
 
 // Host is a simulated HCA. Its ports carry the QPs of the devices opened
@@ -645,6 +646,13 @@ func (f *Fabric) Connect(a, b Node, cfg LinkConfig) (*Link, error) {
 	}
 	l := &Link{a: pa, b: pb, mtu: mtu, rate: rate}
 	pa.link, pb.link = l, l
+	for _, p := range [2]*port{pa, pb} {
+		// A port's active MTU is what it negotiated with its neighbour
+		// (IBA 14.2.5.6, PortInfo NeighborMTU).
+		p.node.mu.Lock()
+		p.activeMTU = min(p.maxMTU, mtu)
+		p.node.mu.Unlock()
+	}
 	f.links = append(f.links, l)
 	f.setLink(l, true)
 	return l, nil

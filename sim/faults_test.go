@@ -422,3 +422,43 @@ func TestPKeyChange(t *testing.T) {
 		t.Errorf("P_Keys %v events %v", a.PKeys, p.b.events)
 	}
 }
+
+func TestSMOnHost(t *testing.T) {
+	p := newPair(t, Config{SMNode: "a"}, HostConfig{}, HostConfig{})
+	e := p.e
+	if a := p.b.attr(); a.SMLID != p.a.attr().LID || a.SMLID != 1 {
+		t.Fatalf("SM LID %v, a's LID %v", a.SMLID, p.a.attr().LID)
+	}
+	// The SM's own host asks its own SA: the HCA turns the MAD around.
+	if _, st := e.path(p.a, p.b.gid()); st != 0 {
+		t.Errorf("path from the SM host: %v", st)
+	}
+	if _, err := p.a.h.ReassignLID(1, 0x50); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	if a := p.b.attr(); a.SMLID != 0x50 || !slices.Contains(p.b.events, ib.Event{Type: ib.EventSMChange, Port: 1}) {
+		t.Errorf("after the SM's LID moved: SM LID %v, events %v", a.SMLID, p.b.events)
+	}
+	if _, st := e.path(p.b, p.a.gid()); st != 0 {
+		t.Errorf("path after the SM moved: %v", st)
+	}
+}
+
+func TestLinkMTU(t *testing.T) {
+	e := newEnv(t, Config{})
+	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{})
+	a, _ := e.f.AddHost("a", HostConfig{})
+	b, _ := e.f.AddHost("b", HostConfig{})
+	e.f.Connect(a, sw, LinkConfig{})
+	e.f.Connect(b, sw, LinkConfig{MTU: ib.MTU2048, Rate: ib.Rate40Gbps})
+	e.f.Start()
+	xa, xb := e.open(a, 1), e.open(b, 1)
+	if m := xb.attr(); m.ActiveMTU != ib.MTU2048 || m.MaxMTU != ib.MTU4096 {
+		t.Errorf("b's port: active MTU %v, max %v", m.ActiveMTU, m.MaxMTU)
+	}
+	pr, st := e.path(xa, xb.gid())
+	if st != 0 || pr.MTU != ib.MTU2048 || pr.Rate != ib.Rate40Gbps {
+		t.Errorf("path: %v MTU %v rate %v, want the slow link's", st, pr.MTU, pr.Rate)
+	}
+}

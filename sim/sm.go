@@ -173,14 +173,19 @@ func (f *Fabric) sweep() {
 	for _, p := range managed {
 		n := p.node
 		n.mu.Lock()
-		was := p.state
+		was, wasSM := p.state, p.smLID
 		p.smLID = smLID
 		if p.state == ib.PortInit {
 			p.state = ib.PortActive
 		}
 		n.mu.Unlock()
-		if was == ib.PortInit && !n.isSwitch {
+		if n.isSwitch {
+			continue
+		}
+		if was == ib.PortInit {
 			f.hostOf(n).raise(p.num, ib.EventPortActive)
+		} else if was == ib.PortActive && wasSM != 0 && wasSM != smLID {
+			f.hostOf(n).raise(p.num, ib.EventSMChange)
 		}
 	}
 }
