@@ -1,0 +1,67 @@
+package stack
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ib/pcap"
+	"github.com/ipoibd/ipoibd/netdev"
+)
+
+// pcapTap writes what an endpoint sends and receives as a LINKTYPE_IPOIB
+// capture in the 44-byte form tshark and tcpdump read: sent frames with
+// the destination-address pseudo-header, received ones with the GRH form,
+// which keeps the sender's QPN and GID.
+type pcapTap struct {
+	w   *pcap.IPoIBWriter
+	grh GRHSource
+}
+
+// newPcapTap writes the capture's file header to w. The capture form
+// needs 20-byte IPoIB addresses, so other links are refused.
+func newPcapTap(w io.Writer, link netdev.LinkProtocol, grh GRHSource) (*pcapTap, error) {
+	if link.AddrLen() != ib.IPoIBAddrLen {
+		return nil, fmt.Errorf("pcap tap: %s link has %d-byte addresses, the IPoIB capture form needs %d: %w",
+			link.Name(), link.AddrLen(), ib.IPoIBAddrLen, netdev.ErrInvalidConfig)
+	}
+	pw, err := pcap.NewIPoIBWriter(w)
+	if err != nil {
+		return nil, fmt.Errorf("pcap tap: %w", err)
+	}
+	return &pcapTap{w: pw, grh: grh}, nil
+}
+
+// transmit records a packet handed to the device for dst. It runs on the
+// loop; a write error is counted, never returned to the data path.
+func (t *pcapTap) transmit(e *Endpoint, dst []byte, proto uint16, payload []byte) {
+	var a ib.IPoIBAddr
+	if a.Decode(dst) != nil || t.w.WriteTransmit(time.Now(), a, proto, payload) != nil {
+		e.stats.tapErrors.Add(1)
+	}
+}
+
+// receive records a frame delivered from src to dst. The GRH comes from
+// the driver when it can give it; otherwise it is rebuilt from the
+// addresses (SGID from the source, DGID from the destination, which is
+// the port GID or the group's MGID), which is all a GRH-form capture
+// keeps besides traffic class and flow label.
+func (t *pcapTap) receive(e *Endpoint, b *netdev.Buffer, proto uint16, dst, src []byte) {
+	var (
+		grh ib.GRH
+		qpn ib.QPN
+	)
+	if t.grh == nil || !t.grh.ReceivedGRH(b, &grh, &qpn) {
+		var s, d ib.IPoIBAddr
+		if s.Decode(src) != nil || d.Decode(dst) != nil {
+			e.stats.tapErrors.Add(1)
+			return
+		}
+		grh = ib.GRH{IPVer: ib.GRHIPVer, SGID: s.GID, DGID: d.GID}
+		qpn = s.QPN
+	}
+	if t.w.WriteReceive(time.Now(), &grh, qpn, proto, b.Bytes()) != nil {
+		e.stats.tapErrors.Add(1)
+	}
+}
