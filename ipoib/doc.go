@@ -1,9 +1,10 @@
-// Package ipoib is ipoibd's IP-over-InfiniBand link layer (RFC 4391): the
-// 4-byte encapsulation header, the peer cache that lets that header name
-// 20-byte IPoIB addresses inside the host, and Link, the
-// netdev.LinkProtocol that ties the two together. The driver that runs
-// the link on an IB port (broadcast join, path resolution, port events)
-// builds on these pieces.
+// Package ipoib is ipoibd's IP-over-InfiniBand link layer (RFC 4391) and
+// the driver that runs it on an InfiniBand port: the 4-byte encapsulation
+// header, the peer cache that lets that header name 20-byte IPoIB
+// addresses inside the host, Link, the netdev.LinkProtocol that ties the
+// two together, and New, which puts a Link on a port of an ib.Device
+// with a UD queue pair, the broadcast-group join, path resolution and
+// port-event handling, behind a netdev.Device (Link.NetDev).
 //
 // # The header and its keys
 //
@@ -34,19 +35,86 @@
 //	                      the cache, writes ethertype and both keys
 //	  -> driver Transmit  Link.TxPeer: claims the destination key, zeroes
 //	                      the keys, returns the Peer (path, address handle)
-//	                      -> post the send now, or Park it in the peer's
-//	                      slot until its path is known, or hold the
-//	                      peer's Ref in a queue and Resolve it later
+//	     unicast, path known:   posted on the peer's address handle (with
+//	                            a GRH) to its QPN with the group's Q_Key
+//	     unicast, no path yet:  parked in the peer's slot (MaxParked, 3,
+//	                            at most; the 4th is dropped and counted as
+//	                            tx_dropped_no_path and ipoib_pending_drops)
+//	                            while a PathRecord query runs; sent when it
+//	                            answers, dropped if it fails
+//	     broadcast, multicast:  posted to QPN 0xFFFFFF on the group's
+//	                            address handle (MLID, MGID, GRH); a group
+//	                            never seen is joined on demand as a
+//	                            send-only full member, its packets parked
+//	                            meanwhile
+//	  ... the send completion -> netdev.Device.TxComplete
 //
 // Up:
 //
-//	driver completion     pulls the GRH, then Link.SetRxPeers: enters the
-//	                      source (completion source QPN + GRH source GID)
-//	                      and the destination (own address, or the group
-//	                      for multicast), writes their keys
+//	CQ handler            PeerCache.Settle, then per receive completion:
+//	                      copy the datagram into a netdev buffer and give
+//	                      the QP buffer straight back; drop our own
+//	                      multicast coming back (source QPN and GID or
+//	                      LID are ours: rx_dropped_loopback); Link.
+//	                      SetRxPeers enters the source (completion source
+//	                      QPN + GRH source GID) and the destination (own
+//	                      address, or the group for multicast) and writes
+//	                      their keys. A datagram without a GRH is matched
+//	                      to a peer by source LID and QPN among resolved
+//	                      paths, or goes up with no source key.
 //	  -> netdev.Device.Receive
 //	  -> Link.Pull        claims both keys, returns the addresses (pointing
 //	                      into the cache) and the ethertype
+//
+// # The broadcast group
+//
+// Opening the netdev on an ACTIVE port joins ff12:401b:<P_Key|0x8000>::
+// ffff:ffff as a full member (MCMemberRecord Set). The join carries every
+// component an SA needs to create the group if this port is the first
+// (Q_Key, SL, FlowLabel, TClass, MTU and rate with "exactly" selectors,
+// from Config); if the group exists with other parameters the SA refuses,
+// and the port joins it again with only MGID, PortGID, P_Key and
+// JoinState, taking the group as it is. From the answer come the Q_Key
+// (set on the QP), MTU (netdev MTU = IB MTU - 4), SL, rate and MLID (the
+// QP is attached, an address handle made); then the link comes up. Joins
+// that fail or go unanswered are retried with a doubling backoff
+// (Config.JoinBackoff up to JoinBackoffMax). Other multicast groups copy
+// the broadcast group's parameters, as RFC 4391 asks: full members with
+// the QP attached for JoinMulticast, send-only full members for groups
+// joined on demand by transmit, which need no receive path and are left
+// after a PathTimeout without traffic. Closing the netdev leaves every
+// group (MCMemberRecord Delete) and detaches the QP.
+//
+// # Paths
+//
+// A unicast peer's path (LID, SL, rate, MTU and an address handle) comes
+// from a PathRecord Get by GID and lives in the peer's slot, so it goes
+// when the peer is evicted; the eviction hook cancels a query in flight
+// and retires the handle, which is destroyed once no posted send can
+// still use it. A path older than Config.PathTimeout is marked stale by
+// a periodic scan: the next packet still goes out on it and asks the SA
+// again. A datagram that arrives from a peer at another LID than its
+// path's (a peer whose LID changed without telling us) drops the path,
+// so the next packet waits for a fresh one instead of going nowhere.
+//
+// # Port events
+//
+// Events are coalesced in a bottom half and handled at the heaviest
+// level asked for, the three levels Linux's IPoIB uses:
+//
+//   - light (SM change, client reregister): paths are marked stale and
+//     refreshed on next use, groups are joined again (an SM that restarted
+//     has forgotten them); the link stays up and traffic keeps flowing.
+//   - normal (port down or active, LID change, GID change): light, plus
+//     every group is forgotten and detached, every path and its waiting
+//     packets dropped, the interface address re-read, and the link is
+//     down until the broadcast group is joined again.
+//   - heavy (P_Key change): normal, plus the P_Key's index is looked up
+//     again and the QP re-created if it moved (a UD QP is bound to an
+//     index, not a key); the new QPN changes the interface address.
+//
+// Every flush re-reads the port and points the SA client at the current
+// SM (SAClient.UpdatePort). Nothing has to be restarted.
 //
 // # Keys are never reused under a packet
 //
@@ -79,11 +147,15 @@
 //
 // # Loops
 //
-// A PeerCache and its Link belong to the device's event loop. As
-// elsewhere in ipoibd, control.go holds the calls that change
-// configuration (eviction hook, pins, removal, P_Key), which assert the
-// loop on every call, and io.go the per-packet calls, which check it only
-// in -race builds. Header codecs in header.go are pure functions, safe
-// anywhere; Link's Broadcast, AddrString and Multicast are safe from any
-// goroutine, as netdev.LinkProtocol requires.
+// A PeerCache, its Link and the driver belong to the device's event loop.
+// As elsewhere in ipoibd, control.go holds the calls that change
+// configuration (eviction hook, pins, removal, P_Key, the driver's New
+// and Close, netdev Open and Close, multicast membership, snapshots),
+// which assert the loop on every call, and io.go the per-packet calls
+// (Push, Pull, TxPeer, SetRxPeers, the driver's transmit and completion
+// handling), which check it only in -race builds and allocate nothing in
+// steady state. join.go, path.go and events.go hold the driver's control
+// machinery. Header codecs in header.go are pure functions, safe
+// anywhere; Link's Broadcast, AddrString, Multicast, NetDev and Group are
+// safe from any goroutine.
 package ipoib

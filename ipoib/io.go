@@ -1,15 +1,20 @@
-// Data plane of the peer cache and the link.
+// Data plane of the peer cache, the link and the driver.
 //
 // The functions in this file run once or twice per packet on the loop
-// that owns the cache (the device's loop). They never block and allocate
-// nothing, refusals included, except where an argument is malformed (a
-// programming error, reported with a descriptive error). Because checking
-// the caller costs a system call per packet, they check it only in -race
-// builds, where calling one off the loop panics.
+// that owns the cache (the device's loop): the cache look-ups, the
+// link's keying of frames, and the driver's transmit and completion
+// handling (the netdev Transmit, TransmitBatch and Poll ops and the CQ
+// handler). They never block and allocate nothing once warm, refusals
+// included, except where an argument is malformed (a programming error,
+// reported with a descriptive error) or a packet needs control work (a
+// path query, a multicast join), which happens once per peer or group.
+// Because checking the caller costs a system call per packet, they check
+// it only in -race builds, where calling one off the loop panics.
 
 package ipoib
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/ipoibd/ipoibd/ib"
@@ -210,4 +215,342 @@ func (l *Link) SetRxPeers(b *netdev.Buffer, dst, src ib.IPoIBAddr) error {
 		return fmt.Errorf("ipoib receive: source: %w", err)
 	}
 	return SetKeys(b, dp.key, sp.key)
+}
+
+// Transmit is the netdev op for one frame: it takes the frame's peer
+// with TxPeer and sends it, parks it until its path or group is ready,
+// or refuses it with the reason.
+func (d *driver) Transmit(_ *netdev.Device, b *netdev.Buffer) error {
+	err := d.xmit(b)
+	d.flushWRs()
+	return err
+}
+
+// TransmitBatch is the netdev op for several frames: they are posted to
+// the QP in one call. Every frame is taken; one that cannot go is
+// completed here with its reason, so the rest of the batch still goes.
+func (d *driver) TransmitBatch(_ *netdev.Device, bufs []*netdev.Buffer) (int, error) {
+	for _, b := range bufs {
+		if err := d.xmit(b); err != nil {
+			_ = d.nd.TxComplete(b, err)
+		}
+	}
+	d.flushWRs()
+	return len(bufs), nil
+}
+
+// Poll is the netdev op that reaps completions without waiting for the
+// CQ's handler.
+func (d *driver) Poll(*netdev.Device) bool { return d.pollCQ() }
+
+// xmit routes one frame: queued for the QP (nil), parked or dropped with
+// its buffer completed (nil), or refused untaken (the error).
+func (d *driver) xmit(b *netdev.Buffer) error {
+	p, err := d.l.TxPeer(b)
+	if err != nil {
+		return err
+	}
+	if p.addr.QPN == ib.QPNMulticast {
+		return d.xmitGroup(p, b)
+	}
+	st := d.state(p)
+	if path, ok := p.Path(); ok && path.AH != nil {
+		if b.Len() > path.MTU.Bytes() {
+			return d.errTooBig
+		}
+		if st.stale && !st.querying {
+			// Keep using the old path while the SA confirms it.
+			_ = d.startPathQuery(p, st)
+		}
+		d.nd.Stats().Inc(PathCacheHits)
+		d.queueWR(b, path.AH, p.addr.QPN)
+		return nil
+	}
+	if err := d.cache.Park(st.ref, b); err != nil {
+		if err == d.cache.errParkFull {
+			d.nd.Stats().Inc(PendingDrops)
+		}
+		return err
+	}
+	if !st.querying {
+		if err := d.startPathQuery(p, st); err != nil {
+			d.nd.Stats().Inc(PathFailures)
+			d.dropParked(st.ref, d.errNoPath) // b among them
+		}
+	}
+	return nil
+}
+
+// xmitGroup sends a frame to a multicast group: at once when the group
+// is joined, else parked while it is joined (on demand, as a send-only
+// member, for a group never seen before).
+func (d *driver) xmitGroup(p *Peer, b *netdev.Buffer) error {
+	st := d.state(p)
+	st.used = true
+	if path, ok := p.Path(); ok && path.AH != nil {
+		if b.Len() > path.MTU.Bytes() {
+			return d.errTooBig
+		}
+		d.queueWR(b, path.AH, ib.QPNMulticast)
+		return nil
+	}
+	if !p.addr.GID.IsMulticast() {
+		return d.errNotJoined
+	}
+	g := d.groupOf(p)
+	if g == nil {
+		if d.bcast.status != groupJoined {
+			return d.errNotJoined
+		}
+		var err error
+		if g, err = d.newGroup(p.addr.GID, false, false); err != nil {
+			return errNotJoinedFor(d.cfg.Name, p.addr.GID, err)
+		}
+	}
+	if g.status == groupIdle && g.timer.Pending() {
+		return d.errNotJoined // a join failed; wait for the retry
+	}
+	if err := d.cache.Park(g.ref, b); err != nil {
+		if err == d.cache.errParkFull {
+			d.nd.Stats().Inc(PendingDrops)
+		}
+		return err
+	}
+	if g.status == groupIdle {
+		d.startJoin(g) // on failure joinFailed drops the parked frames, b included
+	}
+	return nil
+}
+
+// sendParked sends the packets that waited for r's path or join.
+func (d *driver) sendParked(r Ref) {
+	p, err := d.cache.Resolve(r)
+	if err != nil {
+		return
+	}
+	bufs, _ := d.cache.Unpark(r, d.parked[:0])
+	if len(bufs) == 0 {
+		return
+	}
+	path, ok := p.Path()
+	for i, b := range bufs {
+		bufs[i] = nil
+		switch {
+		case !ok || path.AH == nil:
+			_ = d.nd.TxComplete(b, d.errNoPath)
+		case b.Len() > path.MTU.Bytes():
+			_ = d.nd.TxComplete(b, d.errTooBig)
+		default:
+			d.queueWR(b, path.AH, p.addr.QPN)
+		}
+	}
+	d.flushWRs()
+}
+
+// queueWR adds a send of b to the batch flushWRs posts, in a free send
+// slot; with none free (SendDepth sends in flight) b is dropped.
+func (d *driver) queueWR(b *netdev.Buffer, ah ib.AddressHandle, qpn ib.QPN) {
+	n := len(d.txFree)
+	if n == 0 {
+		_ = d.nd.TxComplete(b, d.errSendFull)
+		return
+	}
+	i := d.txFree[n-1]
+	d.txFree = d.txFree[:n-1]
+	s := &d.tx[i]
+	s.b = b
+	s.seg[0] = b.Bytes()
+	d.wrs = append(d.wrs, ib.SendWR{
+		ID: uint64(d.txEpoch)<<32 | uint64(i), AH: ah, RemoteQPN: qpn, RemoteQKey: d.qkey, Data: s.seg[:],
+	})
+}
+
+// flushWRs posts the queued sends. Those the QP refuses are completed
+// with ErrSend.
+func (d *driver) flushWRs() {
+	if len(d.wrs) == 0 {
+		return
+	}
+	var n int
+	var err error
+	if d.qp != nil {
+		n, err = d.qp.PostSend(d.wrs)
+	} else {
+		err = ib.ErrClosed
+	}
+	d.posted += uint64(n)
+	if n < len(d.wrs) {
+		ferr := d.errSendFull
+		if !errors.Is(err, ib.ErrQueueFull) {
+			ferr = fmt.Errorf("ipoib %s: post send: %w: %w", d.cfg.Name, ErrSend, err)
+		}
+		for _, wr := range d.wrs[n:] {
+			i := uint32(wr.ID)
+			b := d.tx[i].b
+			d.tx[i] = txSlot{}
+			d.txFree = append(d.txFree, i)
+			_ = d.nd.TxComplete(b, ferr)
+		}
+	}
+	clear(d.wrs)
+	d.wrs = d.wrs[:0]
+}
+
+// onCQ is the completion queue's handler.
+func (d *driver) onCQ() { d.pollCQ() }
+
+// pollCQ drains the CQ in batches: send completions finish their
+// packets, receive completions are copied into netdev buffers and handed
+// up, and their QP buffers go straight back to the QP.
+func (d *driver) pollCQ() bool {
+	if d.closed {
+		return false
+	}
+	// Every key written into a header during the last pass has been read
+	// by now (Receive pulls it synchronously): let the cache evict again.
+	d.cache.Settle()
+	found := false
+	for {
+		n, err := d.cq.Poll(d.wcs)
+		if err != nil || n == 0 {
+			break
+		}
+		found = true
+		for i := range d.wcs[:n] {
+			wc := &d.wcs[i]
+			switch {
+			case wc.Kind == ib.WorkSend:
+				d.sendDone(wc)
+			case wc.QPN != d.self.QPN || wc.Status == ib.StatusFlushed:
+				// A buffer of a QP that is gone or going: nothing to
+				// deliver and nowhere to repost it.
+			case wc.Status != ib.StatusSuccess:
+				d.nd.ReceiveError(nil, d.errRecvStatus(wc.Status))
+				d.repost = append(d.repost, wc.ID)
+			default:
+				d.receive(wc)
+				d.repost = append(d.repost, wc.ID)
+			}
+		}
+		if len(d.repost) > 0 {
+			if err := d.qp.RepostRecv(d.repost...); err != nil {
+				d.log.Warn("repost receive buffers", "err", err)
+			}
+			d.repost = d.repost[:0]
+		}
+		if n < len(d.wcs) {
+			break
+		}
+	}
+	if len(d.dead) > 0 {
+		d.reap()
+	}
+	return found
+}
+
+// sendDone finishes the packet of a send completion.
+func (d *driver) sendDone(wc *ib.Completion) {
+	if uint32(wc.ID>>32) != d.txEpoch || uint32(wc.ID) >= uint32(len(d.tx)) {
+		return // written off
+	}
+	i := uint32(wc.ID)
+	s := &d.tx[i]
+	b := s.b
+	if b == nil {
+		return
+	}
+	s.b, s.seg[0] = nil, nil
+	d.txFree = append(d.txFree, i)
+	d.finished++
+	var err error
+	if wc.Status != ib.StatusSuccess {
+		err = d.errSendStatus[ib.StatusGeneral]
+		if int(wc.Status) < len(d.errSendStatus) {
+			err = d.errSendStatus[wc.Status]
+		}
+	}
+	_ = d.nd.TxComplete(b, err)
+}
+
+// errRecvStatus returns the error a receive completion in error is
+// counted with.
+func (d *driver) errRecvStatus(s ib.Status) error {
+	if int(s) < len(d.errRecvWC) {
+		return d.errRecvWC[s]
+	}
+	return d.errRecvWC[ib.StatusGeneral]
+}
+
+// receive hands one received datagram to netdev: copied into a pool
+// buffer, its source and destination entered in the peer cache and
+// their keys written into the IPoIB header.
+func (d *driver) receive(wc *ib.Completion) {
+	data := wc.Payload()
+	mcast := false
+	if wc.HasGRH {
+		_ = d.grh.Decode(wc.Buf) // the completion's buffer starts with the GRH area
+		mcast = d.grh.DGID.IsMulticast()
+		if mcast && wc.SrcQPN == d.self.QPN && (d.grh.SGID == d.self.GID || wc.SLID == d.attr.LID) {
+			d.nd.ReceiveError(nil, d.errLoopback)
+			return
+		}
+	}
+	b, err := d.nd.AllocBuffer()
+	if err != nil {
+		d.nd.ReceiveError(nil, d.errRxNoBuf)
+		return
+	}
+	_ = b.Reset(ib.GRHSize) // pool buffers are larger than the GRH area
+	if err := b.Append(data); err != nil {
+		d.nd.ReceiveError(b, err)
+		return
+	}
+	dst := d.self
+	if mcast {
+		dst = ib.IPoIBMulticastAddr(d.grh.DGID)
+	}
+	if wc.HasGRH {
+		err = d.l.SetRxPeers(b, dst, ib.IPoIBAddr{QPN: wc.SrcQPN, GID: d.grh.SGID})
+		if err == nil {
+			d.checkSource(b, wc)
+		}
+	} else {
+		err = d.keyWithoutGRH(b, dst, wc)
+	}
+	if err != nil {
+		d.nd.ReceiveError(b, err)
+		return
+	}
+	_ = d.nd.Receive(b)
+}
+
+// checkSource compares the LID a datagram came from with the path to its
+// sender, whose key SetRxPeers just wrote into the header.
+func (d *driver) checkSource(b *netdev.Buffer, wc *ib.Completion) {
+	h := b.Bytes()
+	p := d.cache.lookup(Key(h[SrcKeyOffset]))
+	if p == nil {
+		return
+	}
+	if path, ok := p.Path(); ok && path.LID != wc.SLID {
+		d.pathMismatch(p, wc.SLID)
+	}
+}
+
+// keyWithoutGRH keys a datagram that came without a GRH, so without the
+// sender's GID: the sender is found by LID and QPN among the peers whose
+// paths we resolved, else the frame goes up with no source key.
+func (d *driver) keyWithoutGRH(b *netdev.Buffer, dst ib.IPoIBAddr, wc *ib.Completion) error {
+	dp, err := d.cache.EnterAddr(dst)
+	if err != nil {
+		return fmt.Errorf("ipoib receive: destination: %w", err)
+	}
+	sk := NoKey
+	if r, ok := d.byLID[lidKey(wc.SLID, wc.SrcQPN)]; ok {
+		if p := d.cache.lookup(r.Key); p != nil && p.Ref() == r {
+			d.cache.touch(r.Key)
+			sk = r.Key
+		}
+	}
+	return SetKeys(b, dp.key, sk)
 }

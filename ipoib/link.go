@@ -41,6 +41,10 @@ type Link struct {
 
 	// Prebuilt errors for the per-packet refusals.
 	errNoHeadroom, errTxNoPeer, errRxUnknown error
+
+	// d runs the link on a port; nil for a link made by NewLink, which
+	// is the link protocol alone.
+	d *driver
 }
 
 var _ netdev.LinkProtocol = (*Link)(nil)
@@ -121,10 +125,13 @@ func (l *Link) Push(b *netdev.Buffer, dst, src []byte, proto uint16) error {
 // SetRxPeers, and returns the destination and source addresses and the
 // ethertype. The addresses point into the peer cache and keep their value
 // until their slots are reused, which only a later Enter of a new address
-// can do; a receiver that keeps them beyond the packet copies them. It
-// fails with netdev.ErrShort, netdev.ErrBadHeader, or
-// netdev.ErrUnknownKey for a key that names no peer (a frame whose keys
-// were never set has NoKey in both), leaving b unchanged.
+// can do; a receiver that keeps them beyond the packet copies them. A
+// source key of NoKey, which the driver writes when it cannot tell the
+// sender (a datagram without a GRH from a LID it has no path to), yields
+// a nil source. Pull fails with netdev.ErrShort, netdev.ErrBadHeader, or
+// netdev.ErrUnknownKey for a key that names no peer (a destination of
+// NoKey included: a frame whose keys were never set has NoKey in both),
+// leaving b unchanged.
 func (l *Link) Pull(b *netdev.Buffer) (dst, src []byte, proto uint16, err error) {
 	l.cache.checkIO("ipoib.Link.Pull")
 	if b.Len() < HeaderLen {
@@ -141,12 +148,17 @@ func (l *Link) Pull(b *netdev.Buffer) (dst, src []byte, proto uint16, err error)
 	dk, sk := Key(p[DstKeyOffset]), Key(p[SrcKeyOffset])
 	c := l.cache
 	dok := c.claimKey(dk)
-	sok := c.claimKey(sk)
+	// NoKey as the source means the driver could not tell who sent the
+	// frame (no GRH and an unknown LID): it goes up without a source.
+	sok := sk == NoKey || c.claimKey(sk)
 	if !dok || !sok {
 		return nil, nil, 0, l.errRxUnknown
 	}
 	_, _ = b.Pull(HeaderLen) // cannot fail: the length was checked
 	const n = ib.IPoIBAddrLen
+	if sk == NoKey {
+		return c.addrs[dk][:n:n], nil, proto, nil
+	}
 	return c.addrs[dk][:n:n], c.addrs[sk][:n:n], proto, nil
 }
 

@@ -92,6 +92,12 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 // false when the caller should return code at once (help asked for, or a
 // usage error already reported).
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok bool) {
+	return parseFlagsN(fs, args, stdout, 0)
+}
+
+// parseFlagsN is parseFlags for commands that take exactly n positional
+// arguments after their flags.
+func parseFlagsN(fs *flag.FlagSet, args []string, stdout io.Writer, n int) (code int, ok bool) {
 	// The flag package prints usage itself on any error; hold that back so
 	// --help goes to stdout (it is an answer, not an error) exactly once.
 	printUsage := fs.Usage
@@ -109,8 +115,13 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, ok
 		fs.Usage()
 		return exitUsage, false
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+	if fs.NArg() > n {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(n))
+		return exitUsage, false
+	}
+	if fs.NArg() < n {
+		fmt.Fprintf(fs.Output(), "%s: missing argument\n", fs.Name())
+		fs.Usage()
 		return exitUsage, false
 	}
 	return exitOK, true

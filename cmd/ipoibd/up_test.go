@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/sim"
+)
+
+// TestUpPingPeersStatsDown runs two daemons on a simulated fabric in this
+// process, the way an operator runs `ipoibd up` on two machines, and
+// drives them through their control sockets.
+func TestUpPingPeersStatsDown(t *testing.T) {
+	loop, err := aio.New(aio.WithName("fabric"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() { defer close(loopDone); loop.Run(ctx) }()
+	var f *sim.Fabric
+	done := make(chan struct{})
+	loop.ScheduleOneshot("build", func() {
+		f, _, err = sim.Star(loop, sim.Config{Name: "uptest"}, 2)
+		close(done)
+	})
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		done := make(chan struct{})
+		loop.ScheduleOneshot("close", func() { f.Close(); close(done) })
+		<-done
+		cancel()
+		<-loopDone
+		loop.Close()
+	})
+
+	dir := t.TempDir()
+	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("ib%d.sock", i)) }
+	var wg sync.WaitGroup
+	outs := make([]*syncBuffer, 2)
+	codes := make([]int, 2)
+	for i := range 2 {
+		outs[i] = &syncBuffer{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var errOut bytes.Buffer
+			codes[i] = run([]string{"up", "--device", fmt.Sprintf("sim:uptest/host%d", i),
+				"--addr", fmt.Sprintf("10.9.0.%d/24", i+1), "--name", fmt.Sprintf("ib%d", i),
+				"--socket", sock(i), "--join-timeout", "20s"}, outs[i], &errOut)
+			if codes[i] != exitOK {
+				t.Errorf("up %d: exit %d: %s", i, codes[i], errOut.String())
+			}
+		}()
+	}
+	defer func() {
+		for i := range 2 {
+			runCLI(t, "down", "--socket", sock(i))
+		}
+		wg.Wait()
+		for i := range 2 {
+			if !strings.Contains(outs[i].String(), "leaving") {
+				t.Errorf("daemon %d did not leave: %s", i, outs[i].String())
+			}
+		}
+	}()
+	waitFor(t, 20*time.Second, func() bool {
+		return strings.Contains(outs[0].String(), "control socket") && strings.Contains(outs[1].String(), "control socket")
+	})
+	out := outs[0].String()
+	for _, want := range []string{"joining the broadcast group ff12:401b:ffff::ffff:ffff", "link up", "MTU 2044", "address 10.9.0.1/24"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("up's progress lacks %q:\n%s", want, out)
+		}
+	}
+
+	code, stdout, stderr := runCLI(t, "ping", "-c", "3", "-i", "20ms", "--json", "--socket", sock(0), "10.9.0.2")
+	if code != exitOK {
+		t.Fatalf("ping: exit %d: %s %s", code, stdout, stderr)
+	}
+	var p pingJSON
+	if err := json.Unmarshal([]byte(stdout), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Sent != 3 || p.Received != 3 || p.P50Us <= 0 {
+		t.Errorf("ping: %+v", p)
+	}
+	// Flags after the address work as with ping(8).
+	if code, _, stderr := runCLI(t, "ping", "10.9.0.2", "-c", "1", "--socket", sock(1)); code != exitFailure && code != exitOK {
+		t.Errorf("ping with trailing flags: exit %d: %s", code, stderr)
+	}
+
+	code, stdout, stderr = runCLI(t, "peers", "--json", "--socket", sock(0))
+	if code != exitOK {
+		t.Fatalf("peers: exit %d: %s", code, stderr)
+	}
+	var peers peersJSON
+	if err := json.Unmarshal([]byte(stdout), &peers); err != nil {
+		t.Fatal(err)
+	}
+	var neigh bool
+	for _, n := range peers.Neighbours {
+		neigh = neigh || n.Addr == "10.9.0.2"
+	}
+	var resolved bool
+	for _, pi := range peers.Peers {
+		resolved = resolved || pi.State == "resolved"
+	}
+	if !neigh || !resolved || peers.Group == nil || !peers.Group.Joined {
+		t.Errorf("peers: %s", stdout)
+	}
+	if code, stdout, _ := runCLI(t, "peers", "--socket", sock(0)); code != exitOK || !strings.Contains(stdout, "10.9.0.2") {
+		t.Errorf("peers table: %s", stdout)
+	}
+
+	code, stdout, stderr = runCLI(t, "stats", "--json", "--socket", sock(0))
+	if code != exitOK {
+		t.Fatalf("stats: exit %d: %s", code, stderr)
+	}
+	var st statsJSON
+	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.Netdev.Get("tx_ok"); n < 3 {
+		t.Errorf("stats tx_ok %d after 3 pings: %s", n, stdout)
+	}
+	if n, _ := st.Netdev.Get("rx_ok"); n < 3 {
+		t.Errorf("stats rx_ok %d after 3 pings", n)
+	}
+}
+
+func TestUpBadInput(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"up"}, exitUsage, "--device is required"},
+		{[]string{"up", "--device", "x"}, exitUsage, "one of --dhcp or --addr"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.1"}, exitUsage, "not an IPv4 address with a prefix length"},
+		{[]string{"up", "--device", "x", "--addr", "300.0.0.1/24"}, exitUsage, "not an IPv4 address with a prefix length"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--pkey", "banana"}, exitUsage, "not a 16-bit number"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--pkey", "0x8000"}, exitUsage, "invalid P_Key"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--port", "0"}, exitUsage, "ports are numbered"},
+		{[]string{"up", "--device", "x", "--dhcp", "--addr", "10.0.0.1/24"}, exitUsage, "exclude each other"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--dhcp-server", "10.0.0.9-10.0.0.2"}, exitUsage, "last address before the first"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--dhcp-server", "10.0.1.2-10.0.1.9"}, exitUsage, "outside 10.0.0.0/24"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.5/24", "--dhcp-server", "10.0.0.2-10.0.0.9"}, exitUsage, "server's own address"},
+		{[]string{"up", "--device", "nosuchdev0", "--addr", "10.0.0.1/24"}, exitFailure, `unknown device "nosuchdev0"`},
+		{[]string{"up", "--device", "nodriver:x", "--addr", "10.0.0.1/24"}, exitFailure, "unknown driver"},
+		{[]string{"ping", "--socket", "/nonexistent/sock", "10.0.0.1"}, exitFailure, "is 'ipoibd up' running?"},
+		{[]string{"ping", "not-an-ip"}, exitUsage, "want an IPv4 address"},
+		{[]string{"ping"}, exitUsage, "missing argument"},
+		{[]string{"ping", "-c", "0", "10.0.0.1"}, exitUsage, "-c 1..100000"},
+		{[]string{"stats", "--socket", "/nonexistent/sock"}, exitFailure, "no ipoibd at /nonexistent/sock"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, _, stderr := runCLI(t, tt.args...)
+			if code != tt.code || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v", limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
