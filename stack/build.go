@@ -36,7 +36,8 @@ var (
 // Options configures NewStack.
 type Options struct {
 	// Addr is the interface's IPv4 address and subnet, e.g.
-	// 10.0.0.1/24. Required.
+	// 10.0.0.1/24. The zero Prefix leaves the NIC without an address, for
+	// a DHCP client (package stack/dhcp) to configure.
 	Addr netip.Prefix
 	// Gateway, when valid, becomes the default route's next hop; it must
 	// lie inside Addr's subnet.
@@ -76,10 +77,11 @@ type Stack struct {
 // from inside these calls, which is fine, but a LinkGroups join is
 // waited for).
 func NewStack(dev *netdev.Device, opts Options) (*Stack, error) {
-	if !opts.Addr.IsValid() || !opts.Addr.Addr().Is4() {
+	static := opts.Addr != netip.Prefix{}
+	if static && (!opts.Addr.IsValid() || !opts.Addr.Addr().Is4()) {
 		return nil, fmt.Errorf("stack: new stack: address %v is not an IPv4 prefix: %w", opts.Addr, ErrBadOptions)
 	}
-	if opts.Gateway.IsValid() && (!opts.Gateway.Is4() || !opts.Addr.Masked().Contains(opts.Gateway)) {
+	if opts.Gateway.IsValid() && (!static || !opts.Gateway.Is4() || !opts.Addr.Masked().Contains(opts.Gateway)) {
 		return nil, fmt.Errorf("stack: new stack: gateway %v outside %v: %w", opts.Gateway, opts.Addr.Masked(), ErrBadOptions)
 	}
 	ep, err := NewEndpoint(dev, EndpointOptions{TxQueueLen: opts.TxQueueLen, Pcap: opts.Pcap, Groups: opts.Groups, GRH: opts.GRH})
@@ -110,22 +112,25 @@ func NewStack(dev *netdev.Device, opts Options) (*Stack, error) {
 		s.Destroy()
 		return nil, fmt.Errorf("stack: new stack on %s: create NIC %d: %w: %s", dev.Name(), nicID, ErrGVisor, e)
 	}
-	pa := tcpip.ProtocolAddress{
-		Protocol: ipv4.ProtocolNumber,
-		AddressWithPrefix: tcpip.AddressWithPrefix{
-			Address:   addrToTCPIP(opts.Addr.Addr()),
-			PrefixLen: opts.Addr.Bits(),
-		},
-	}
-	if e := s.AddProtocolAddress(nicID, pa, gvstack.AddressProperties{}); e != nil {
-		return fail("add address "+opts.Addr.String(), e)
-	}
 	// One NIC carries everything: the subnet, and the limited broadcast
-	// and IPv4 multicast, which would otherwise have no route.
+	// and IPv4 multicast, which would otherwise have no route (a DHCP
+	// client needs the broadcast one before it has an address).
 	routes := []tcpip.Route{
-		{Destination: pa.AddressWithPrefix.Subnet(), NIC: nicID},
 		{Destination: mustSubnet(header.IPv4Broadcast, 32), NIC: nicID},
 		{Destination: mustSubnet(tcpip.AddrFrom4([4]byte{224}), 4), NIC: nicID},
+	}
+	if static {
+		pa := tcpip.ProtocolAddress{
+			Protocol: ipv4.ProtocolNumber,
+			AddressWithPrefix: tcpip.AddressWithPrefix{
+				Address:   addrToTCPIP(opts.Addr.Addr()),
+				PrefixLen: opts.Addr.Bits(),
+			},
+		}
+		if e := s.AddProtocolAddress(nicID, pa, gvstack.AddressProperties{}); e != nil {
+			return fail("add address "+opts.Addr.String(), e)
+		}
+		routes = append(routes, tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: nicID})
 	}
 	if opts.Gateway.IsValid() {
 		routes = append(routes, tcpip.Route{Destination: header.IPv4EmptySubnet, Gateway: addrToTCPIP(opts.Gateway), NIC: nicID})

@@ -539,7 +539,7 @@ func TestNewStackRejectsBadOptions(t *testing.T) {
 		name string
 		opts Options
 	}{
-		{"no address", Options{}},
+		{"gateway without an address", Options{Gateway: netip.MustParseAddr("10.0.0.1")}},
 		{"IPv6 address", Options{Addr: netip.MustParsePrefix("fd00::1/64")}},
 		{"gateway outside the subnet", Options{Addr: netip.MustParsePrefix("10.0.0.1/24"), Gateway: netip.MustParseAddr("10.0.1.1")}},
 		{"pcap on a bad writer", Options{Addr: netip.MustParsePrefix("10.0.0.1/24"), Pcap: failWriter{}}},
