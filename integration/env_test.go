@@ -32,6 +32,8 @@ type env struct {
 	done  chan struct{}
 	f     *sim.Fabric
 	hosts []*host
+	// pcaps, when set before up, gives each host's IPoIB capture writer.
+	pcaps func(i int) io.Writer
 }
 
 // host is one simulated machine: its HCA, its IPoIB link and its stack.
@@ -119,6 +121,12 @@ func addrOf(i int) netip.Addr {
 // up opens an IPoIB link on every host (cfg says how), waits for all of
 // them to come up, and builds a stack on each with a static address.
 func (e *env) up(cfg func(i int) ipoib.Config) {
+	e.upWith(cfg, func(i int) netip.Prefix { return netip.PrefixFrom(addrOf(i), 8) })
+}
+
+// upWith is up with the addresses chosen by addr; a zero Prefix leaves
+// that host's stack without one (for DHCP).
+func (e *env) upWith(cfg func(i int) ipoib.Config, addr func(i int) netip.Prefix) {
 	e.t.Helper()
 	var err error
 	e.onLoop(func() {
@@ -146,15 +154,26 @@ func (e *env) up(cfg func(i int) ipoib.Config) {
 	}
 	e.waitUp(e.hosts, 30*time.Second)
 	for i, h := range e.hosts {
-		h.addr = addrOf(i)
+		p := addr(i)
+		h.addr = p.Addr()
 		h.st, err = stack.NewStack(h.link.NetDev(), stack.Options{
-			Addr:   netip.PrefixFrom(h.addr, 8),
+			Addr:   p,
 			Groups: groups{h.link},
+			Pcap:   e.pcap(i),
 		})
 		if err != nil {
 			e.t.Fatalf("stack on host %d: %v", i, err)
 		}
 	}
+}
+
+// pcap returns the writer host i's IPoIB capture goes to, if the test
+// asked for captures.
+func (e *env) pcap(i int) io.Writer {
+	if e.pcaps == nil {
+		return nil
+	}
+	return e.pcaps(i)
 }
 
 // waitUp waits until every host's link reports up.
