@@ -17,6 +17,7 @@ import (
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/stack"
+	"github.com/ipoibd/ipoibd/stack/dhcp"
 )
 
 func init() {
@@ -229,9 +230,6 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if opt.dhcp || opt.dhcpServer != "" {
-		return errors.New("DHCP is not available in this build yet; use --addr")
-	}
 	loop, err := aio.New(aio.WithName("ipoibd-" + opt.name))
 	if err != nil {
 		return err
@@ -284,7 +282,35 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		return err
 	}
 	defer d.st.Close()
-	fmt.Fprintf(out, "%s: address %s\n", opt.name, opt.addr)
+	if opt.dhcp {
+		client, err := d.lease(ctx, dev)
+		if err != nil {
+			return err
+		}
+		// Release the lease on the way out (RFC 2131 section 4.4.6).
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			client.Stop(rctx)
+		}()
+	} else {
+		fmt.Fprintf(out, "%s: address %s\n", opt.name, opt.addr)
+	}
+	if opt.dhcpServer != "" {
+		first, last, _ := parseRange(opt.dhcpServer, opt.addr)
+		srv, err := dhcp.NewServer(dhcp.ServerConfig{
+			Stack: d.st.S, NIC: d.st.NIC, ServerID: opt.addr.Addr(), Subnet: opt.addr.Masked(),
+			PoolStart: first, PoolEnd: last, Router: opt.gateway,
+		})
+		if err == nil {
+			err = srv.Start()
+		}
+		if err != nil {
+			return fmt.Errorf("DHCP server: %w", err)
+		}
+		defer srv.Stop()
+		fmt.Fprintf(out, "%s: serving DHCP leases %s-%s\n", opt.name, first, last)
+	}
 
 	srv, err := listenControl(opt.socket, d)
 	if err != nil {
@@ -298,6 +324,34 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
 	return nil
+}
+
+// lease runs the DHCP client until it holds a lease, printing progress.
+func (d *daemon) lease(ctx context.Context, dev ib.Device) (*dhcp.Client, error) {
+	var attr ib.PortAttr
+	var err error
+	d.onLoop(func() { attr, err = dev.QueryPort(d.opt.port) })
+	if err != nil {
+		return nil, err
+	}
+	client, err := dhcp.NewClient(dhcp.ClientConfig{Stack: d.st.S, NIC: d.st.NIC, GUID: attr.GUID()})
+	if err != nil {
+		return nil, err
+	}
+	if err := client.Start(); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(d.out, "%s: DHCP: asking for a lease (client id %x)\n", d.opt.name, client.ClientID())
+	l, err := client.WaitBound(ctx)
+	if err != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		client.Stop(rctx)
+		return nil, fmt.Errorf("DHCP: %w", err)
+	}
+	fmt.Fprintf(d.out, "%s: address %s from DHCP server %s, lease %v, router %v, DNS %v\n",
+		d.opt.name, l.Addr, l.ServerID, l.Duration, l.Router, l.DNS)
+	return client, nil
 }
 
 // waitLinkUp waits for the broadcast join, printing progress.

@@ -56,9 +56,15 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var errOut bytes.Buffer
-			codes[i] = run([]string{"up", "--device", fmt.Sprintf("sim:uptest/host%d", i),
-				"--addr", fmt.Sprintf("10.9.0.%d/24", i+1), "--name", fmt.Sprintf("ib%d", i),
-				"--socket", sock(i), "--join-timeout", "20s"}, outs[i], &errOut)
+			// Host 0 has a static address and serves DHCP; host 1 leases.
+			args := []string{"up", "--device", fmt.Sprintf("sim:uptest/host%d", i),
+				"--name", fmt.Sprintf("ib%d", i), "--socket", sock(i), "--join-timeout", "20s"}
+			if i == 0 {
+				args = append(args, "--addr", "10.9.0.1/24", "--dhcp-server", "10.9.0.100-10.9.0.150")
+			} else {
+				args = append(args, "--dhcp")
+			}
+			codes[i] = run(args, outs[i], &errOut)
 			if codes[i] != exitOK {
 				t.Errorf("up %d: exit %d: %s", i, codes[i], errOut.String())
 			}
@@ -79,13 +85,16 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 		return strings.Contains(outs[0].String(), "control socket") && strings.Contains(outs[1].String(), "control socket")
 	})
 	out := outs[0].String()
-	for _, want := range []string{"joining the broadcast group ff12:401b:ffff::ffff:ffff", "link up", "MTU 2044", "address 10.9.0.1/24"} {
+	for _, want := range []string{"joining the broadcast group ff12:401b:ffff::ffff:ffff", "link up", "MTU 2044", "address 10.9.0.1/24", "serving DHCP leases 10.9.0.100-10.9.0.150"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up's progress lacks %q:\n%s", want, out)
 		}
 	}
+	if out := outs[1].String(); !strings.Contains(out, "address 10.9.0.100/24 from DHCP server 10.9.0.1, lease 1h0m0s") {
+		t.Errorf("the DHCP client's progress:\n%s", out)
+	}
 
-	code, stdout, stderr := runCLI(t, "ping", "-c", "3", "-i", "20ms", "--json", "--socket", sock(0), "10.9.0.2")
+	code, stdout, stderr := runCLI(t, "ping", "-c", "3", "-i", "20ms", "--json", "--socket", sock(0), "10.9.0.100")
 	if code != exitOK {
 		t.Fatalf("ping: exit %d: %s %s", code, stdout, stderr)
 	}
@@ -97,7 +106,7 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 		t.Errorf("ping: %+v", p)
 	}
 	// Flags after the address work as with ping(8).
-	if code, _, stderr := runCLI(t, "ping", "10.9.0.2", "-c", "1", "--socket", sock(1)); code != exitFailure && code != exitOK {
+	if code, _, stderr := runCLI(t, "ping", "10.9.0.1", "-c", "1", "--socket", sock(1)); code != exitOK {
 		t.Errorf("ping with trailing flags: exit %d: %s", code, stderr)
 	}
 
@@ -111,7 +120,7 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 	}
 	var neigh bool
 	for _, n := range peers.Neighbours {
-		neigh = neigh || n.Addr == "10.9.0.2"
+		neigh = neigh || n.Addr == "10.9.0.100"
 	}
 	var resolved bool
 	for _, pi := range peers.Peers {
@@ -120,7 +129,7 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 	if !neigh || !resolved || peers.Group == nil || !peers.Group.Joined {
 		t.Errorf("peers: %s", stdout)
 	}
-	if code, stdout, _ := runCLI(t, "peers", "--socket", sock(0)); code != exitOK || !strings.Contains(stdout, "10.9.0.2") {
+	if code, stdout, _ := runCLI(t, "peers", "--socket", sock(0)); code != exitOK || !strings.Contains(stdout, "10.9.0.100") {
 		t.Errorf("peers table: %s", stdout)
 	}
 
