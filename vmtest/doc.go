@@ -1,0 +1,59 @@
+// Package vmtest runs code against real kernel RDMA inside small qemu
+// virtual machines. The project's machines have no RDMA in their kernel
+// (libibverbs fails with ENOSYS), so the verbs driver is tested on
+// soft-RoCE (rdma_rxe) in a VM booted from Debian's own kernel package.
+//
+// # What a run does
+//
+//  1. KernelPackage asks apt which versioned package linux-image-amd64
+//     names (linux-image-6.1.0-*-amd64 on Debian 12); FetchKernel fetches
+//     it with apt-get download into CacheDir ($IPOIBD_VMTEST_CACHE, else
+//     the user cache folder), unpacks it with dpkg-deb -x and runs
+//     depmod -b, since the package ships no modules.dep. Nothing is
+//     installed on the host, and later runs reuse the unpacked tree.
+//  2. BuildImage assembles one initramfs in memory (Archive writes the
+//     kernel's newc cpio format): the host's merged-/usr layout,
+//     busybox-static, iproute2's ip and rdma, ibv_devinfo, the rxe
+//     provider with its .driver file, every shared library these and the
+//     guest binaries need (found with ldd), the kernel modules with their
+//     dependencies in load order (virtio PCI and net, crc32_generic before
+//     rdma_rxe, ib_uverbs, ib_umad, 9p, virtio-rng), and the PID-1 script.
+//  3. Run boots one qemu per VM under TCG (1 vCPU, DefaultMemoryMB,
+//     -nographic -no-reboot, serial console to a file, the host's Share
+//     folder over 9p at /share, a virtio NIC). KVM is not used: on this
+//     machine kind /dev/kvm hangs the stock kernel. The PID-1 script mounts
+//     the pseudo file systems, loads the modules, brings eth0 up with
+//     10.77.0.<index+1>/24, runs "rdma link add rxe0 type rxe netdev eth0"
+//     (iproute2's ip called by its full path, because busybox's sh would
+//     run its own ip applet), waits for the link-local address, raises the memlock
+//     limit, runs the VM's Script, prints VMTEST-EXIT=<status> and powers
+//     off.
+//  4. Run waits for every VM (or kills them at Config.Timeout), reads the
+//     serial logs and reports each VM's exit status; tests fail with the
+//     log tail.
+//
+// The VMs of one Run share a private Ethernet: each qemu's socket netdev
+// talks UDP to a small hub in the test process, which floods every frame
+// to the other VMs. Any number of VMs can be joined this way. Booting to
+// rxe0 ACTIVE takes about 4 s under TCG; the one-VM verbs test takes about
+// 12 s and the two-VM one about 11 s, plus building the test binary.
+//
+// # The tests here
+//
+// TestVerbsOneVM builds ib/verbs' test binary with go test -c and runs it
+// in one VM with IPOIBD_VERBS_DEVICE=rxe0; TestVerbsTwoVMs runs its
+// TestPeer in two VMs, which find each other through the IPoIB broadcast
+// group and answer by unicast. They skip, saying why, when qemu, busybox,
+// iproute2, the rxe provider or the kernel package is unavailable (.ci/run
+// installs the packages), under -short, or with IPOIBD_VMTEST=0.
+//
+// # Adding a test
+//
+// Build the binaries the guests run into a folder, then call Run with that
+// folder as Share, the binaries in Binaries (for their libraries) and one
+// VM per guest, each with the shell Script it runs; VMTEST_INDEX,
+// VMTEST_NAME and VMTEST_IP are set for it. For example, a two-VM ipoibd
+// test would put the ipoibd binary in the share and give each VM a script
+// that runs "ipoibd up" and then DHCP, ping or a TCP transfer against the
+// other's address, exiting non-zero on failure.
+package vmtest
