@@ -271,8 +271,12 @@ func (f *Fabric) forward(fr *frame) {
 // attached QPs get a copy first, as an HCA loops multicast back.
 func (f *Fabric) forwardMcast(fr *frame, mlid ib.LID, size int) {
 	src := fr.src
+	// Decode once for the whole fan-out, into a packet of our own: the
+	// shared one is scratch for anything a delivery might decode.
+	var pkt ib.Packet
+	derr := ib.DecodePacket(fr.buf, &pkt)
 	if src.hasAttach(mlid) {
-		f.receive(src, fr)
+		f.receiveDecoded(src, &pkt, derr)
 	}
 	var first *port
 	if src.node.isSwitch {
@@ -290,7 +294,7 @@ func (f *Fabric) forwardMcast(fr *frame, mlid ib.LID, size int) {
 		first = l.other(src)
 	}
 	if !first.node.isSwitch {
-		f.receive(first, fr)
+		f.receiveDecoded(first, &pkt, derr)
 		return
 	}
 	if _, ok := first.node.mft[mlid]; !ok {
@@ -319,7 +323,7 @@ func (f *Fabric) forwardMcast(fr *frame, mlid ib.LID, size int) {
 			if r.node.isSwitch {
 				stack = append(stack, mcastHop{r.node, r.num})
 			} else {
-				f.receive(r, fr)
+				f.receiveDecoded(r, &pkt, derr)
 			}
 		}
 	}
@@ -350,12 +354,20 @@ func matchPKey(table []ib.PKey, key ib.PKey) int {
 // receive is a port taking a frame off its link: decode with both CRCs
 // checked, port state, DLID, P_Key, then dispatch by destination QP.
 func (f *Fabric) receive(p *port, fr *frame) {
+	pkt := &f.dp.pkt
+	f.receiveDecoded(p, pkt, ib.DecodePacket(fr.buf, pkt))
+}
+
+// receiveDecoded is receive for a frame already decoded into pkt (with
+// decoding's outcome in err): a multicast fan-out decodes, and checks the
+// CRCs of, its one frame once rather than once per receiving port, since
+// every port sees the same bytes.
+func (f *Fabric) receiveDecoded(p *port, pkt *ib.Packet, err error) {
 	var h *Host
 	if !p.node.isSwitch {
 		h = f.hostOf(p.node)
 	}
-	pkt := &f.dp.pkt
-	if err := ib.DecodePacket(fr.buf, pkt); err != nil {
+	if err != nil {
 		if errors.Is(err, ib.ErrBadICRC) || errors.Is(err, ib.ErrBadVCRC) {
 			f.drop(DropBadCRC, p, h)
 		} else {

@@ -1,177 +1,84 @@
 package main
 
 import (
-	"encoding/binary"
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/sim"
+	"github.com/ipoibd/ipoibd/stack"
+	"github.com/ipoibd/ipoibd/stack/dhcp"
 )
 
-// The demo's datagrams: a kind byte, the sender's index and a sequence
-// number. They ride UD queue pairs on the IPoIB broadcast group's Q_Key,
-// which is what the IPoIB link layer will carry in their place.
+// The demo is the whole product on a simulated fabric: a subnet manager,
+// one host serving DHCP with a static address and N client hosts, each
+// running the IPoIB driver under a gVisor stack. Every host joins the
+// broadcast group; the clients lease addresses (RFC 4390), then ping the
+// server and their neighbour.
+
+// Demo sizing: small queues, because a thousand hosts share one process.
 const (
-	msgPing      = 'P'
-	msgPong      = 'R'
-	msgBroadcast = 'B'
-	msgLen       = 9
-
-	// pingTimeout is how long a host waits for its neighbour's answer
-	// before sending again; pingTries bounds the attempts.
-	pingTimeout = 200 * time.Millisecond
-	pingTries   = 10
-	// bcastEvery is how often host0 repeats its broadcast until every host
-	// has heard one.
-	bcastEvery = 100 * time.Millisecond
-
-	demoRecvDepth = 128
-	demoCQDepth   = 2 * demoRecvDepth
+	demoSendDepth = 32
+	demoRecvDepth = 64
+	// demoPingTries bounds how often a host pings before it gives up;
+	// the first ping may wait for ARP and a path record.
+	demoPingTries = 10
+	// demoStartSpread is the gap between two clients' first DISCOVERs.
+	demoStartSpread = 2 * time.Millisecond
 )
 
-// demo runs every host's script on one loop: join the broadcast group,
-// resolve a path to the next host, ping it over UD, and hear host0's
-// broadcast.
+// demoSeq keeps fabric and interface names unique when one process runs
+// several demos (the tests do).
+var demoSeq atomic.Uint64
+
+// serverPrefix is the DHCP server's address; clients lease from the rest
+// of the /16.
+var serverPrefix = netip.MustParsePrefix("10.77.0.1/16")
+
+// demo is one run.
 type demo struct {
-	loop  *aio.Context
 	opt   simOptions
-	start time.Time
+	loop  *aio.Context
+	f     *sim.Fabric
 	hosts []*demoHost
+	start time.Time
 
-	timedOut    bool
-	allJoinedAt time.Duration
-	bcastTimer  *aio.Timer
-	bcastSeq    uint32
+	allJoined time.Duration
+	allLeased time.Duration
+	srv       *dhcp.Server
 }
 
-// demoHost is one host's state.
+// demoHost is one host of the demo.
 type demoHost struct {
-	d    *demo
-	idx  int
-	sim  *sim.Host
-	dev  ib.Device
-	attr ib.PortAttr
-	cq   ib.CompletionQueue
-	qp   ib.QueuePair
-	mad  ib.MADPort
-	sa   *ib.SAClient
+	name   string
+	sim    *sim.Host
+	dev    ib.Device
+	link   *ipoib.Link
+	st     *stack.Stack
+	client *dhcp.Client
+	attr   ib.PortAttr
+	pcap   *os.File
+	// extra are more files to close with the demo (the fabric capture).
+	extra []*os.File
 
-	// qkey is the Q_Key the QP accepts and sends with: the default until
-	// the join says otherwise (a host may answer a ping before its own
-	// join completes).
-	qkey     ib.QKey
-	joined   bool
-	joinedAt time.Duration
-	group    ib.MCMemberRecord
-	mcastAH  ib.AddressHandle
-	path     ib.PathRecord
-	ah       ib.AddressHandle
-	replyAHs map[ib.LID]ib.AddressHandle
-
-	seq       uint32
-	sentAt    time.Time
-	tries     int
-	pingTimer *aio.Timer
-	rtt       time.Duration
-	pinged    bool
-	heardB    bool
-	sendErrs  int
-	err       error
-
-	wcs [32]ib.Completion
-	msg [msgLen]byte
-	wr  [1]ib.SendWR
-	seg [1][]byte
+	joined   time.Duration
+	lease    dhcp.Lease
+	leasedAt time.Duration
+	rttSrv   time.Duration
+	rttNext  time.Duration
+	err      error
 }
-
-func (d *demo) addHost(i int, h *sim.Host) (*demoHost, error) {
-	dev, err := h.Open(d.loop)
-	if err != nil {
-		return nil, err
-	}
-	hd := &demoHost{d: d, idx: i, sim: h, dev: dev, replyAHs: map[ib.LID]ib.AddressHandle{}, qkey: ib.QKeyIPoIBDefault}
-	if hd.attr, err = dev.QueryPort(1); err != nil {
-		return nil, err
-	}
-	pkIdx, err := hd.attr.PKeyIndex(d.opt.pkey)
-	if err != nil {
-		return nil, err
-	}
-	if hd.cq, err = dev.CreateCQ(demoCQDepth); err != nil {
-		return nil, err
-	}
-	hd.qp, err = dev.CreateUDQP(ib.QPConfig{
-		Port: 1, PKeyIndex: pkIdx, QKey: hd.qkey,
-		SendCQ: hd.cq, RecvCQ: hd.cq, SendDepth: 64, RecvDepth: demoRecvDepth,
-		RecvBufSize: ib.GRHSize + d.opt.mtu.Bytes(),
-	})
-	if err != nil {
-		return nil, err
-	}
-	hd.cq.SetHandler(hd.onCompletions)
-	if hd.mad, err = dev.OpenMADPort(1); err != nil {
-		return nil, err
-	}
-	if hd.sa, err = ib.NewSAClient(d.loop, hd.mad, hd.attr, ib.SAClientConfig{
-		Timeout: 100 * time.Millisecond, MaxTimeout: time.Second, Tries: 8,
-	}); err != nil {
-		return nil, err
-	}
-	hd.pingTimer = d.loop.NewTimer(h.Name()+" ping", hd.sendPing)
-	return hd, nil
-}
-
-func (d *demo) elapsed() time.Duration { return time.Since(d.start) }
-
-// run drives the loop until every host has finished or the time is up.
-func (d *demo) run() {
-	deadline := d.loop.NewTimer("demo deadline", func() { d.timedOut = true })
-	deadline.Reset(d.opt.timeout)
-	d.bcastTimer = d.loop.NewTimer("demo broadcast", d.sendBroadcast)
-	for _, h := range d.hosts {
-		h.join()
-	}
-	for !d.finished() && !d.timedOut {
-		d.loop.Poll(true)
-	}
-	deadline.Stop()
-	d.bcastTimer.Stop()
-	for _, h := range d.hosts {
-		h.pingTimer.Stop()
-		if h.err == nil && !(h.pinged && (h.heardB || h.idx == 0)) {
-			h.err = fmt.Errorf("%s: %w", h.stage(), errDemoTimeout)
-		}
-		h.close()
-	}
-}
-
-func (d *demo) finished() bool {
-	for _, h := range d.hosts {
-		if h.err == nil && !(h.pinged && (h.heardB || h.idx == 0)) {
-			return false
-		}
-	}
-	return true
-}
-
-// stage names what a host was doing, for the error of an unfinished one.
-func (h *demoHost) stage() string {
-	switch {
-	case !h.joined:
-		return "joining the broadcast group"
-	case h.ah == nil:
-		return "resolving the path to " + h.next().sim.Name()
-	case !h.pinged:
-		return fmt.Sprintf("pinging %s (%d tries)", h.next().sim.Name(), h.tries)
-	}
-	return "waiting for host0's broadcast"
-}
-
-func (h *demoHost) next() *demoHost { return h.d.hosts[(h.idx+1)%len(h.d.hosts)] }
 
 func (h *demoHost) fail(err error) {
 	if h.err == nil {
@@ -179,202 +86,319 @@ func (h *demoHost) fail(err error) {
 	}
 }
 
-// join asks the SA for full membership of the IPoIB broadcast group,
-// giving everything creating the group takes (IBA 15.2.5.17) in case this
-// host is first.
-func (h *demoHost) join() {
-	mgid := ib.IPoIBBroadcastGID(h.d.opt.pkey)
-	rec, mask := ib.MCMemberQuery(mgid, h.attr.GIDs[0], h.d.opt.pkey, ib.JoinFullMember)
-	rec.QKey = ib.QKeyIPoIBDefault
-	rec.MTUSelector, rec.MTU = ib.SelectorExactly, h.d.opt.mtu
-	rec.RateSelector, rec.Rate = ib.SelectorExactly, h.attr.Rate
-	rec.Scope = 2
-	mask |= ib.MCMemberCompQKey | ib.MCMemberCompMTUSelector | ib.MCMemberCompMTU |
-		ib.MCMemberCompRateSelector | ib.MCMemberCompRate | ib.MCMemberCompSL |
-		ib.MCMemberCompFlowLabel | ib.MCMemberCompTClass
-	if _, err := h.sa.SetMCMemberRecord(rec, mask, h.joinDone); err != nil {
-		h.fail(err)
-	}
+// onLoop runs fn on the demo's loop and waits for it.
+func (d *demo) onLoop(fn func()) {
+	done := make(chan struct{})
+	d.loop.ScheduleOneshot("demo", func() { fn(); close(done) })
+	<-done
 }
 
-func (h *demoHost) joinDone(rec ib.MCMemberRecord, err error) {
-	if err != nil {
-		h.fail(fmt.Errorf("join broadcast group: %w", err))
-		return
-	}
-	if err := h.qp.AttachMcast(rec.MGID, rec.MLID); err != nil {
-		h.fail(err)
-		return
-	}
-	if err := h.qp.SetQKey(rec.QKey); err != nil {
-		h.fail(err)
-		return
-	}
-	ah, err := h.dev.CreateAH(ib.AddressVector{
-		Port: 1, DLID: rec.MLID, SL: rec.SL, GlobalRoute: true, DGID: rec.MGID,
-		FlowLabel: rec.FlowLabel, TClass: rec.TClass, HopLimit: rec.HopLimit,
-	})
-	if err != nil {
-		h.fail(err)
-		return
-	}
-	h.group, h.qkey, h.mcastAH, h.joined, h.joinedAt = rec, rec.QKey, ah, true, h.d.elapsed()
-	h.d.hostJoined()
-
-	q, mask := ib.PathQueryByGID(h.attr.GIDs[0], h.next().attr.GIDs[0], h.d.opt.pkey)
-	if _, err := h.sa.GetPathRecord(q, mask, h.pathDone); err != nil {
-		h.fail(err)
-	}
-}
-
-func (d *demo) hostJoined() {
-	for _, h := range d.hosts {
-		if !h.joined {
-			return
-		}
-	}
-	d.allJoinedAt = d.elapsed()
-	d.sendBroadcast()
-}
-
-func (h *demoHost) pathDone(rec ib.PathRecord, err error) {
-	if err != nil {
-		h.fail(fmt.Errorf("path to %s: %w", h.next().sim.Name(), err))
-		return
-	}
-	ah, err := h.dev.CreateAH(ib.AddressVector{Port: 1, DLID: rec.DLID, SL: rec.SL, StaticRate: rec.Rate})
-	if err != nil {
-		h.fail(err)
-		return
-	}
-	h.path, h.ah = rec, ah
-	h.sendPing()
-}
-
-// sendPing sends (or resends) the ping to the next host; it is also the
-// retry timer's callback.
-func (h *demoHost) sendPing() {
-	if h.pinged || h.err != nil {
-		return
-	}
-	if h.tries == pingTries {
-		h.fail(fmt.Errorf("ping %s: no answer after %d tries", h.next().sim.Name(), h.tries))
-		return
-	}
-	h.tries++
-	h.seq++
-	h.sentAt = time.Now()
-	h.send(h.ah, h.next().qp.QPN(), msgPing, uint32(h.idx), h.seq)
-	h.pingTimer.Reset(pingTimeout)
-}
-
-// sendBroadcast has host0 send to the broadcast group until everyone has
-// heard it.
-func (d *demo) sendBroadcast() {
-	all := true
-	for _, h := range d.hosts[1:] {
-		all = all && (h.heardB || h.err != nil)
-	}
-	if all {
-		return
-	}
-	d.bcastSeq++
-	h0 := d.hosts[0]
-	h0.send(h0.mcastAH, ib.QPNMulticast, msgBroadcast, 0, d.bcastSeq)
-	d.bcastTimer.Reset(bcastEvery)
-}
-
-func (h *demoHost) send(ah ib.AddressHandle, qpn ib.QPN, kind byte, from, seq uint32) {
-	h.msg[0] = kind
-	binary.BigEndian.PutUint32(h.msg[1:], from)
-	binary.BigEndian.PutUint32(h.msg[5:], seq)
-	h.seg[0] = h.msg[:]
-	h.wr[0] = ib.SendWR{AH: ah, RemoteQPN: qpn, RemoteQKey: h.qkey, Data: h.seg[:]}
-	if _, err := h.qp.PostSend(h.wr[:]); err != nil {
-		// A full send queue is transient: count it, and let the retry
-		// timers send again.
-		h.sendErrs++
-	}
-}
-
-// onCompletions drains the CQ: answers pings, takes pongs and notes
-// broadcasts.
-func (h *demoHost) onCompletions() {
-	for {
-		n, err := h.cq.Poll(h.wcs[:])
-		if err != nil {
-			h.fail(err)
-			return
-		}
-		for i := range h.wcs[:n] {
-			wc := &h.wcs[i]
-			if wc.Kind == ib.WorkRecv {
-				if wc.Status == ib.StatusSuccess {
-					h.receive(wc)
-				}
-				if err := h.qp.RepostRecv(wc.ID); err != nil {
-					h.fail(err)
-				}
-			}
-		}
-		if n < len(h.wcs) {
-			return
-		}
-	}
-}
-
-func (h *demoHost) receive(wc *ib.Completion) {
-	p := wc.Payload()
-	if len(p) != msgLen {
-		return
-	}
-	from, seq := binary.BigEndian.Uint32(p[1:]), binary.BigEndian.Uint32(p[5:])
-	switch p[0] {
-	case msgPing:
-		ah, err := h.replyAH(wc)
-		if err != nil {
-			h.fail(err)
-			return
-		}
-		h.send(ah, wc.SrcQPN, msgPong, from, seq)
-	case msgPong:
-		if from == uint32(h.idx) && seq == h.seq && !h.pinged {
-			h.rtt, h.pinged = time.Since(h.sentAt), true
-			h.pingTimer.Stop()
-		}
-	case msgBroadcast:
-		h.heardB = true
-	}
-}
-
-// replyAH answers a datagram the way ibv_ud_pingpong does: back to the
-// completion's source LID and SL, one address handle per peer.
-func (h *demoHost) replyAH(wc *ib.Completion) (ib.AddressHandle, error) {
-	if ah, ok := h.replyAHs[wc.SLID]; ok {
-		return ah, nil
-	}
-	ah, err := h.dev.CreateAH(ib.AddressVector{Port: 1, DLID: wc.SLID, SL: wc.SL})
+// runDemo builds the fabric, brings every host up, leases, pings and
+// reports.
+func runDemo(opt simOptions, stderr io.Writer) (*simReport, error) {
+	loop, err := aio.New(aio.WithName("ipoibd-sim"))
 	if err != nil {
 		return nil, err
 	}
-	h.replyAHs[wc.SLID] = ah
-	return ah, nil
+	defer loop.Close()
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	loopDone := make(chan error, 1)
+	go func() { loopDone <- loop.Run(loopCtx) }()
+	defer func() { stopLoop(); <-loopDone }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), opt.timeout)
+	defer cancel()
+	d := &demo{opt: opt, loop: loop, start: time.Now()}
+	defer d.close()
+	if err := d.build(); err != nil {
+		return nil, err
+	}
+	d.up(ctx)
+	d.serve()
+	d.leaseAll(ctx)
+	d.pingAll(ctx)
+	return d.report(), nil
 }
 
-func (h *demoHost) close() {
-	if h.sa != nil {
-		h.sa.Close()
+// build creates the fabric, opens every host's IPoIB link and starts the
+// joins.
+func (d *demo) build() error {
+	cfg := sim.Config{
+		Name:  fmt.Sprintf("demo%d-%d", os.Getpid(), demoSeq.Add(1)),
+		Seed:  d.opt.seed,
+		MTU:   ib.MTU4096,
+		Group: sim.GroupDefaults{MTU: d.opt.mtu},
 	}
-	if h.qp != nil {
-		h.qp.Close()
+	var fabricPcap *os.File
+	if d.opt.pcapDir != "" {
+		if err := os.MkdirAll(d.opt.pcapDir, 0o755); err != nil {
+			return fmt.Errorf("pcap directory: %w", err)
+		}
+		var err error
+		if fabricPcap, err = os.Create(filepath.Join(d.opt.pcapDir, "fabric-ib.pcap")); err != nil {
+			return fmt.Errorf("pcap: %w", err)
+		}
+		cfg.Capture = fabricPcap
 	}
-	if h.cq != nil {
-		h.cq.Close()
+	var err error
+	d.onLoop(func() {
+		var hosts []*sim.Host
+		if d.f, hosts, err = buildDemoFabric(d.loop, cfg, d.opt, d.opt.hosts+1); err != nil {
+			return
+		}
+		if err = d.f.SetFaults(d.opt.faults); err != nil {
+			return
+		}
+		for i, sh := range hosts {
+			h := &demoHost{sim: sh, name: sh.Name()}
+			if i == 0 {
+				h.name = "server"
+			}
+			d.hosts = append(d.hosts, h)
+			if h.dev, err = sh.Open(d.loop); err != nil {
+				return
+			}
+			if h.attr, err = h.dev.QueryPort(1); err != nil {
+				return
+			}
+			lc := ipoib.Config{
+				Name: cfg.Name + "-" + h.name, PKey: d.opt.pkey, BroadcastMTU: d.opt.mtu,
+				SendDepth: demoSendDepth, RecvDepth: demoRecvDepth,
+			}
+			h.link, err = ipoib.New(d.loop, h.dev, lc)
+			if err != nil {
+				return
+			}
+			if err = h.link.NetDev().Open(); err != nil {
+				return
+			}
+		}
+	})
+	if err != nil {
+		if fabricPcap != nil {
+			fabricPcap.Close()
+		}
+		return fmt.Errorf("build fabric: %w", err)
 	}
-	if h.mad != nil {
-		h.mad.Close()
+	if fabricPcap != nil {
+		d.hosts[0].pcapCloser(fabricPcap)
 	}
-	h.dev.Close()
+	return nil
+}
+
+// pcapCloser hands a file to the host so it is closed with the demo.
+func (h *demoHost) pcapCloser(f *os.File) { h.extra = append(h.extra, f) }
+
+// up waits for every link to come up and builds the stacks: the server's
+// with its static address, the clients' without.
+func (d *demo) up(ctx context.Context) {
+	for _, h := range d.hosts {
+		for {
+			if up, _ := h.link.NetDev().LinkState(); up {
+				if g := h.link.Group(); !g.JoinedAt.IsZero() {
+					h.joined = g.JoinedAt.Sub(d.start)
+				} else {
+					h.joined = time.Since(d.start)
+				}
+				d.allJoined = max(d.allJoined, h.joined)
+				break
+			}
+			if ctx.Err() != nil {
+				_, reason := h.link.NetDev().LinkState()
+				h.fail(fmt.Errorf("broadcast join: %v", reason))
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i, h := range d.hosts {
+		if h.err != nil {
+			continue
+		}
+		opts := stack.Options{Groups: linkGroups{h.link}}
+		if i == 0 {
+			opts.Addr = serverPrefix
+		}
+		if d.opt.pcapDir != "" {
+			f, err := os.Create(filepath.Join(d.opt.pcapDir, h.name+".pcap"))
+			if err != nil {
+				h.fail(err)
+				continue
+			}
+			h.pcap = f
+			opts.Pcap = f
+		}
+		var err error
+		if h.st, err = stack.NewStack(h.link.NetDev(), opts); err != nil {
+			h.fail(err)
+		}
+	}
+}
+
+// serve starts the DHCP server on host 0.
+func (d *demo) serve() {
+	s := d.hosts[0]
+	if s.err != nil {
+		return
+	}
+	srv, err := dhcp.NewServer(dhcp.ServerConfig{
+		Stack: s.st.S, NIC: s.st.NIC, ServerID: serverPrefix.Addr(), Subnet: serverPrefix.Masked(),
+		PoolStart: netip.MustParseAddr("10.77.1.1"), PoolEnd: netip.MustParseAddr("10.77.255.254"),
+		Router: serverPrefix.Addr(), DNS: []netip.Addr{serverPrefix.Addr()}, LeaseTime: time.Hour,
+	})
+	if err == nil {
+		err = srv.Start()
+	}
+	if err != nil {
+		s.fail(fmt.Errorf("DHCP server: %w", err))
+		return
+	}
+	d.srv = srv
+	s.lease = dhcp.Lease{Addr: serverPrefix}
+}
+
+// leaseAll runs every client's DHCP exchange at once.
+func (d *demo) leaseAll(ctx context.Context) {
+	if d.srv == nil {
+		for _, h := range d.hosts[1:] {
+			h.fail(errors.New("no DHCP server"))
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i, h := range d.hosts[1:] {
+		if h.err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// RFC 2131 section 4.4.1 has clients wait a random moment
+			// before the first DISCOVER so a fabric booting at once does
+			// not answer in one storm; the demo spreads its starts over
+			// demoStartSpread per client.
+			select {
+			case <-time.After(time.Duration(i) * demoStartSpread):
+			case <-ctx.Done():
+			}
+			c, err := dhcp.NewClient(dhcp.ClientConfig{
+				Stack: h.st.S, NIC: h.st.NIC, GUID: h.attr.GUID(), Seed: d.opt.seed + uint64(i),
+				// The demo's fabric answers in microseconds: retry after
+				// half a second rather than RFC 2131's 4 s, still doubling.
+				Backoff: dhcp.Backoff{Initial: 500 * time.Millisecond, Max: 8 * time.Second, Jitter: 200 * time.Millisecond},
+			})
+			if err == nil {
+				err = c.Start()
+			}
+			if err != nil {
+				h.fail(err)
+				return
+			}
+			h.client = c
+			l, err := c.WaitBound(ctx)
+			if err != nil {
+				h.fail(fmt.Errorf("DHCP: %w", err))
+				return
+			}
+			h.lease, h.leasedAt = l, time.Since(d.start)
+		}()
+	}
+	wg.Wait()
+	for _, h := range d.hosts[1:] {
+		d.allLeased = max(d.allLeased, h.leasedAt)
+	}
+}
+
+// pingAll has every client ping the server and its neighbour.
+func (d *demo) pingAll(ctx context.Context) {
+	clients := d.hosts[1:]
+	width := 64
+	sem := make(chan struct{}, width)
+	var wg sync.WaitGroup
+	for i, h := range clients {
+		if h.err != nil {
+			continue
+		}
+		next := clients[(i+1)%len(clients)]
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var err error
+			if h.rttSrv, err = demoPing(ctx, h, d.hosts[0]); err != nil {
+				h.fail(fmt.Errorf("ping server: %w", err))
+				return
+			}
+			if next == h || next.err != nil {
+				return
+			}
+			if h.rttNext, err = demoPing(ctx, h, next); err != nil {
+				h.fail(fmt.Errorf("ping %s: %w", next.name, err))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// demoPing pings to from h until one answer comes, up to demoPingTries.
+func demoPing(ctx context.Context, h, to *demoHost) (time.Duration, error) {
+	dst := to.lease.Addr.Addr()
+	for range demoPingTries {
+		st, err := stack.Ping(ctx, h.st.S, dst, 1, 0, 56)
+		if err != nil {
+			return 0, err
+		}
+		if st.Received > 0 {
+			return st.Min, nil
+		}
+	}
+	return 0, fmt.Errorf("%v: no answer to %d pings", dst, demoPingTries)
+}
+
+// close releases the leases and tears everything down.
+func (d *demo) close() {
+	var wg sync.WaitGroup
+	for _, h := range d.hosts {
+		if h.client != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				h.client.Stop(ctx)
+			}()
+		}
+	}
+	wg.Wait()
+	if d.srv != nil {
+		d.srv.Stop()
+	}
+	for _, h := range d.hosts {
+		if h.st != nil {
+			h.st.Close()
+		}
+	}
+	d.onLoop(func() {
+		for _, h := range d.hosts {
+			if h.link != nil {
+				h.link.Close()
+			}
+			if h.dev != nil {
+				h.dev.Close()
+			}
+		}
+		if d.f != nil {
+			d.f.Close()
+		}
+	})
+	for _, h := range d.hosts {
+		if h.pcap != nil {
+			h.pcap.Close()
+		}
+		for _, f := range h.extra {
+			f.Close()
+		}
+	}
 }
 
 // simReport is what the demo prints, as a table or as JSON.
@@ -383,7 +407,7 @@ type simReport struct {
 	Hosts   []simHostReport `json:"hosts"`
 	Totals  simTotals       `json:"totals"`
 	Fabric  simFabricReport `json:"fabric"`
-	Pcap    string          `json:"pcap,omitempty"`
+	Pcap    string          `json:"pcap_dir,omitempty"`
 	Elapsed string          `json:"elapsed"`
 }
 
@@ -392,15 +416,13 @@ type simHostReport struct {
 	GID       string  `json:"gid"`
 	LID       uint16  `json:"lid"`
 	QPN       uint32  `json:"qpn"`
-	MLID      uint16  `json:"mlid,omitempty"`
-	QKey      string  `json:"qkey,omitempty"`
-	GroupMTU  int     `json:"group_mtu,omitempty"`
-	JoinMs    float64 `json:"join_ms,omitempty"`
-	Neighbour string  `json:"neighbour"`
-	PathDLID  uint16  `json:"path_dlid,omitempty"`
-	RTTMicros float64 `json:"rtt_us,omitempty"`
-	PingTries int     `json:"ping_tries"`
-	HeardB    bool    `json:"heard_broadcast"`
+	IP        string  `json:"ip,omitempty"`
+	Lease     string  `json:"lease,omitempty"`
+	JoinMs    float64 `json:"join_ms"`
+	LeaseMs   float64 `json:"lease_ms,omitempty"`
+	Neighbour string  `json:"neighbour,omitempty"`
+	RTTServer float64 `json:"rtt_server_us,omitempty"`
+	RTTNext   float64 `json:"rtt_neighbour_us,omitempty"`
 	Error     string  `json:"error,omitempty"`
 }
 
@@ -408,46 +430,63 @@ type simTotals struct {
 	Hosts        int     `json:"hosts"`
 	OK           int     `json:"ok"`
 	Joined       int     `json:"joined"`
+	Leased       int     `json:"leased"`
 	PingsOK      int     `json:"pings_ok"`
-	HeardB       int     `json:"heard_broadcast"`
+	PingsWanted  int     `json:"pings_wanted"`
 	RTTP50Micros float64 `json:"rtt_p50_us"`
 	RTTP99Micros float64 `json:"rtt_p99_us"`
 	AllJoinedMs  float64 `json:"all_joined_ms"`
-	SAQueries    uint64  `json:"sa_queries"`
-	SARetries    uint64  `json:"sa_retries"`
+	AllLeasedMs  float64 `json:"all_leased_ms"`
 }
 
 type simFabricReport struct {
-	Drops map[string]uint64 `json:"drops"`
+	Sent       uint64            `json:"sent"`
+	Delivered  uint64            `json:"delivered"`
+	Duplicated uint64            `json:"duplicated"`
+	Reordered  uint64            `json:"reordered"`
+	Drops      map[string]uint64 `json:"drops"`
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
 
-func (d *demo) report(elapsed time.Duration, f *sim.Fabric) *simReport {
-	rep := &simReport{OK: true, Elapsed: elapsed.Round(time.Millisecond).String()}
+func (d *demo) report() *simReport {
+	rep := &simReport{OK: true, Pcap: d.opt.pcapDir, Elapsed: time.Since(d.start).Round(time.Millisecond).String()}
 	var rtts []time.Duration
-	for _, h := range d.hosts {
-		hr := simHostReport{
-			Host: h.sim.Name(), GID: h.attr.GIDs[0].String(), LID: uint16(h.attr.LID),
-			QPN: uint32(h.qp.QPN()), Neighbour: h.next().sim.Name(), PingTries: h.tries,
-			HeardB: h.heardB || h.idx == 0,
+	clients := d.hosts[1:]
+	for i, h := range d.hosts {
+		hr := simHostReport{Host: h.name, GID: h.attr.GIDs[0].String(), LID: uint16(h.attr.LID), JoinMs: ms(h.joined)}
+		if h.link != nil {
+			var a ib.IPoIBAddr
+			if a.Decode(h.link.NetDev().HWAddr()) == nil {
+				hr.QPN = uint32(a.QPN)
+			}
 		}
-		if h.joined {
+		if up, _ := h.link.NetDev().LinkState(); up && h.joined > 0 {
 			rep.Totals.Joined++
-			hr.MLID, hr.QKey, hr.GroupMTU = uint16(h.group.MLID), h.group.QKey.String(), h.group.MTU.Bytes()
-			hr.JoinMs = ms(h.joinedAt)
 		}
-		if h.ah != nil {
-			hr.PathDLID = uint16(h.path.DLID)
+		if h.lease.Addr.IsValid() {
+			hr.IP = h.lease.Addr.String()
+			if i > 0 {
+				rep.Totals.Leased++
+				hr.Lease, hr.LeaseMs = h.lease.Duration.String(), ms(h.leasedAt)
+			} else {
+				hr.Lease = "static"
+			}
 		}
-		if h.pinged {
-			rep.Totals.PingsOK++
-			hr.RTTMicros = us(h.rtt)
-			rtts = append(rtts, h.rtt)
-		}
-		if hr.HeardB {
-			rep.Totals.HeardB++
+		if i > 0 {
+			rep.Totals.PingsWanted++
+			if len(clients) > 1 {
+				hr.Neighbour = clients[i%len(clients)].name
+				rep.Totals.PingsWanted++
+			}
+			for _, r := range []time.Duration{h.rttSrv, h.rttNext} {
+				if r > 0 {
+					rep.Totals.PingsOK++
+					rtts = append(rtts, r)
+				}
+			}
+			hr.RTTServer, hr.RTTNext = us(h.rttSrv), us(h.rttNext)
 		}
 		if h.err != nil {
 			hr.Error = h.err.Error()
@@ -455,20 +494,21 @@ func (d *demo) report(elapsed time.Duration, f *sim.Fabric) *simReport {
 		} else {
 			rep.Totals.OK++
 		}
-		st := h.sa.Stats()
-		rep.Totals.SAQueries += st.Sent
-		rep.Totals.SARetries += st.Retransmitted
 		rep.Hosts = append(rep.Hosts, hr)
 	}
 	rep.Totals.Hosts = len(d.hosts)
+	if rep.Totals.PingsOK != rep.Totals.PingsWanted || rep.Totals.Leased != len(clients) {
+		rep.OK = false
+	}
 	if len(rtts) > 0 {
 		slices.Sort(rtts)
 		rep.Totals.RTTP50Micros = us(rtts[len(rtts)/2])
 		rep.Totals.RTTP99Micros = us(rtts[(len(rtts)*99)/100])
 	}
-	rep.Totals.AllJoinedMs = ms(d.allJoinedAt)
-	c := f.Counters()
-	rep.Fabric.Drops = map[string]uint64{}
+	rep.Totals.AllJoinedMs, rep.Totals.AllLeasedMs = ms(d.allJoined), ms(d.allLeased)
+	var c sim.Counters
+	d.onLoop(func() { c = d.f.Counters() })
+	rep.Fabric = simFabricReport{Sent: c.Sent, Delivered: c.Delivered, Duplicated: c.Duplicated, Reordered: c.Reordered, Drops: map[string]uint64{}}
 	for r := sim.DropReason(0); r < sim.NumDropReasons; r++ {
 		if n := c.Dropped(r); n > 0 {
 			rep.Fabric.Drops[r.String()] = n
@@ -478,27 +518,32 @@ func (d *demo) report(elapsed time.Duration, f *sim.Fabric) *simReport {
 }
 
 func (r *simReport) printTable(w io.Writer) {
-	fmt.Fprintf(w, "%-8s %-26s %6s %8s %6s %8s %-8s %6s %10s %s\n",
-		"HOST", "GID", "LID", "QPN", "MLID", "JOIN", "PEER", "DLID", "RTT", "STATUS")
+	fmt.Fprintf(w, "%-8s %-26s %6s %8s %-16s %7s %9s %-8s %10s %10s %s\n",
+		"HOST", "GID", "LID", "QPN", "IP", "LEASE", "JOIN", "PEER", "RTT-SRV", "RTT-PEER", "STATUS")
 	for _, h := range r.Hosts {
 		status := "ok"
 		if h.Error != "" {
 			status = h.Error
 		}
-		rtt := "-"
-		if h.RTTMicros > 0 {
-			rtt = fmt.Sprintf("%.1fus", h.RTTMicros)
-		}
-		fmt.Fprintf(w, "%-8s %-26s %#6x %#8x %#6x %7.1fms %-8s %#6x %10s %s\n",
-			h.Host, h.GID, h.LID, h.QPN, h.MLID, h.JoinMs, h.Neighbour, h.PathDLID, rtt, status)
+		fmt.Fprintf(w, "%-8s %-26s %#6x %#8x %-16s %7s %8.1fms %-8s %10s %10s %s\n",
+			h.Host, h.GID, h.LID, h.QPN, h.IP, h.Lease, h.JoinMs, h.Neighbour, rttString(h.RTTServer), rttString(h.RTTNext), status)
 	}
 	t := r.Totals
-	fmt.Fprintf(w, "\n%d/%d hosts ok: %d joined (all by %.1fms), %d pings answered (RTT p50 %.1fus, p99 %.1fus), %d heard the broadcast; %d SA queries, %d retransmitted; took %s\n",
-		t.OK, t.Hosts, t.Joined, t.AllJoinedMs, t.PingsOK, t.RTTP50Micros, t.RTTP99Micros, t.HeardB, t.SAQueries, t.SARetries, r.Elapsed)
+	fmt.Fprintf(w, "\n%d/%d hosts ok: %d joined the broadcast group (all by %.1fms), %d leased (all by %.1fms), %d/%d pings answered (RTT p50 %.1fus, p99 %.1fus); took %s\n",
+		t.OK, t.Hosts, t.Joined, t.AllJoinedMs, t.Leased, t.AllLeasedMs, t.PingsOK, t.PingsWanted, t.RTTP50Micros, t.RTTP99Micros, r.Elapsed)
+	fmt.Fprintf(w, "fabric: %d packets sent, %d delivered", r.Fabric.Sent, r.Fabric.Delivered)
 	if len(r.Fabric.Drops) > 0 {
-		fmt.Fprintf(w, "fabric drops: %v\n", r.Fabric.Drops)
+		fmt.Fprintf(w, ", drops %v", r.Fabric.Drops)
 	}
+	fmt.Fprintln(w)
 	if r.Pcap != "" {
-		fmt.Fprintf(w, "raw IB capture: %s (open it in Wireshark)\n", r.Pcap)
+		fmt.Fprintf(w, "captures in %s: fabric-ib.pcap (raw InfiniBand, ERF) and one IPoIB capture per host; open them in Wireshark\n", r.Pcap)
 	}
+}
+
+func rttString(us float64) string {
+	if us <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fus", us)
 }

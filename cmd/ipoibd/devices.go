@@ -76,9 +76,11 @@ func runDevices(args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		printDevices(stdout, devs)
-		for _, e := range errs {
-			fmt.Fprintf(stderr, "ipoibd devices: driver %s: %s\n", e.Driver, e.Error)
-		}
+	}
+	// A driver that could not look is worth a line on stderr in both
+	// forms: "this kernel has no RDMA support" is not "no devices".
+	for _, e := range errs {
+		fmt.Fprintf(stderr, "ipoibd devices: driver %s: %s\n", e.Driver, e.Error)
 	}
 	if len(devs) == 0 {
 		if len(errs) == 0 {

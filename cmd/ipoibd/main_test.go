@@ -25,7 +25,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{nil, "usage: ipoibd"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"sim", "--hosts", "1"}, "--hosts 1: must be between 2 and 4096"},
+		{[]string{"sim", "--hosts", "0"}, "--hosts 0: must be between 1 and 4000"},
 		{[]string{"sim", "--hosts", "x"}, "invalid value"},
 		{[]string{"sim", "--pkey", "0x10000"}, "not a 16-bit number"},
 		{[]string{"sim", "--pkey", "0x8000"}, "partition 0 is the invalid P_Key"},
@@ -70,65 +70,68 @@ func TestSimJSON(t *testing.T) {
 	dir := t.TempDir()
 	code, stdout, stderr := runCLI(t, "sim", "--hosts", "6", "--json", "--pcap", dir)
 	if code != exitOK {
-		t.Fatalf("exit %d, stderr %s", code, stderr)
+		t.Fatalf("exit %d, stderr %s\n%s", code, stderr, stdout)
 	}
 	var rep simReport
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("output is not JSON: %v\n%s", err, stdout)
 	}
-	if !rep.OK || rep.Totals.Hosts != 6 || rep.Totals.OK != 6 || rep.Totals.Joined != 6 ||
-		rep.Totals.PingsOK != 6 || rep.Totals.HeardB != 6 {
-		t.Fatalf("totals %+v, want 6 hosts all joined, pinged and reached", rep.Totals)
+	tot := rep.Totals
+	if !rep.OK || tot.Hosts != 7 || tot.OK != 7 || tot.Joined != 7 || tot.Leased != 6 ||
+		tot.PingsOK != 12 || tot.PingsWanted != 12 || tot.AllLeasedMs <= 0 {
+		t.Fatalf("totals %+v, want a server and 6 clients all joined, leased and pinging", tot)
 	}
-	lids, qpnOK, mlids := map[uint16]bool{}, true, map[uint16]bool{}
+	lids, ips := map[uint16]bool{}, map[string]bool{}
 	for i, h := range rep.Hosts {
 		if h.LID == 0 || lids[h.LID] {
 			t.Errorf("host %s has LID %#x: zero or duplicate", h.Host, h.LID)
 		}
 		lids[h.LID] = true
-		qpnOK = qpnOK && h.QPN > 1 && h.QPN <= 0xffffff
-		mlids[h.MLID] = true
-		if h.RTTMicros <= 0 || h.Error != "" {
-			t.Errorf("host %s: rtt %v error %q", h.Host, h.RTTMicros, h.Error)
+		if h.QPN < 2 || h.QPN > 0xffffff {
+			t.Errorf("host %s has QPN %#x", h.Host, h.QPN)
 		}
-		if h.QKey != "0x00000b1b" || h.GroupMTU != 2048 {
-			t.Errorf("host %s joined with Q_Key %s MTU %d, want the 0x00000b1b and 2048 the join asked for", h.Host, h.QKey, h.GroupMTU)
+		if ips[h.IP] {
+			t.Errorf("address %s given twice", h.IP)
 		}
-		// The path each host resolved must lead to its neighbour's LID.
-		next := rep.Hosts[(i+1)%len(rep.Hosts)]
-		if h.Neighbour != next.Host || h.PathDLID != next.LID {
-			t.Errorf("host %s: path to %s has DLID %#x, neighbour's LID is %#x", h.Host, h.Neighbour, h.PathDLID, next.LID)
+		ips[h.IP] = true
+		if i == 0 {
+			if h.Host != "server" || h.IP != "10.77.0.1/16" || h.Lease != "static" {
+				t.Errorf("server row %+v", h)
+			}
+			continue
+		}
+		if !strings.HasPrefix(h.IP, "10.77.") || !strings.HasSuffix(h.IP, "/16") || h.Lease != "1h0m0s" {
+			t.Errorf("host %s leased %q for %q", h.Host, h.IP, h.Lease)
+		}
+		if h.RTTServer <= 0 || h.RTTNext <= 0 || h.Error != "" {
+			t.Errorf("host %s: rtt %v/%v error %q", h.Host, h.RTTServer, h.RTTNext, h.Error)
 		}
 	}
-	if !qpnOK {
-		t.Error("a QPN is outside 2..0xffffff")
+	if tot.RTTP50Micros <= 0 || tot.RTTP99Micros < tot.RTTP50Micros {
+		t.Errorf("RTT p50 %v p99 %v", tot.RTTP50Micros, tot.RTTP99Micros)
 	}
-	if len(mlids) != 1 || mlids[0] {
-		t.Errorf("hosts joined MLIDs %v, want one shared multicast LID", mlids)
+	if rep.Fabric.Sent == 0 || rep.Fabric.Delivered == 0 {
+		t.Errorf("fabric %+v", rep.Fabric)
 	}
-	if rep.Totals.RTTP50Micros <= 0 || rep.Totals.RTTP99Micros < rep.Totals.RTTP50Micros {
-		t.Errorf("RTT p50 %v p99 %v", rep.Totals.RTTP50Micros, rep.Totals.RTTP99Micros)
-	}
-	if rep.Pcap != filepath.Join(dir, "fabric-ib.pcap") {
-		t.Fatalf("pcap %q", rep.Pcap)
-	}
-	checkPcapWithTshark(t, rep.Pcap)
+	checkPcapWithTshark(t, filepath.Join(dir, "fabric-ib.pcap"), "SubnAdmSet(MCMemberRecord)", "SubnAdmGetResp(PathRecord)", "UD Send Only")
+	checkPcapWithTshark(t, filepath.Join(dir, "host1.pcap"), "DHCP Discover", "DHCP ACK", "Echo (ping) request", "Echo (ping) reply", "Who has")
 }
 
 // checkPcapWithTshark asserts tshark opens the capture with no malformed
 // packets and sees the SA exchanges and the datagrams.
-func checkPcapWithTshark(t *testing.T, path string) {
+func checkPcapWithTshark(t *testing.T, path string, wants ...string) {
+	t.Helper()
 	tshark, err := exec.LookPath("tshark")
 	if err != nil {
 		t.Log("tshark not installed; pcap not decoded")
 		return
 	}
-	out, err := exec.Command(tshark, "-r", path, "-T", "fields", "-e", "_ws.col.Info", "-e", "_ws.malformed").CombinedOutput()
+	out, err := exec.Command(tshark, "-r", path, "-T", "fields", "-e", "_ws.col.Info", "-e", "_ws.malformed").Output()
 	if err != nil {
 		t.Fatalf("tshark: %v\n%s", err, out)
 	}
 	text := string(out)
-	for _, want := range []string{"SubnAdmSet(MCMemberRecord)", "SubnAdmGetResp(PathRecord)", "UD Send Only"} {
+	for _, want := range wants {
 		if !strings.Contains(text, want) {
 			t.Errorf("tshark output lacks %q:\n%s", want, text)
 		}
@@ -147,8 +150,8 @@ func TestSimWithFaults(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Totals.OK != 12 {
-		t.Fatalf("%d/12 hosts ok under faults", rep.Totals.OK)
+	if !rep.OK || rep.Totals.OK != 13 || rep.Totals.Leased != 12 {
+		t.Fatalf("totals %+v under faults", rep.Totals)
 	}
 }
 
@@ -156,18 +159,29 @@ func TestSimManyHosts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	// 300 hosts do not fit on one switch: the demo builds a tree.
-	code, stdout, stderr := runCLI(t, "sim", "--hosts", "300", "--json")
-	if code != exitOK {
-		t.Fatalf("exit %d, stderr %s", code, stderr)
+	// 256 clients and the server, the size the suite must show working.
+	// It runs the real command, built without the race detector: under
+	// -race, 66,000 broadcast deliveries per DHCP round take minutes, and
+	// what this test is about is the binary a user runs.
+	bin := filepath.Join(t.TempDir(), "ipoibd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "sim", "--hosts", "256", "--json")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ipoibd sim --hosts 256: %v\n%s", err, stderr.String())
 	}
 	var rep simReport
-	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+	if err := json.Unmarshal(stdout, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Totals.OK != 300 || rep.Totals.PingsOK != 300 || rep.Totals.HeardB != 300 {
+	if !rep.OK || rep.Totals.OK != 257 || rep.Totals.Leased != 256 || rep.Totals.PingsOK != 512 {
 		t.Fatalf("totals %+v", rep.Totals)
 	}
+	t.Logf("256 clients joined, leased and pinged in %s", rep.Elapsed)
 }
 
 func TestDevicesWithNoDevices(t *testing.T) {
@@ -184,7 +198,9 @@ func TestDevicesWithNoDevices(t *testing.T) {
 	if len(got.Devices) != 0 {
 		t.Skipf("devices present: %+v", got.Devices)
 	}
-	if code != exitFailure || !strings.Contains(stderr, "no RDMA devices found") {
-		t.Errorf("exit %d stderr %q, want failure saying no devices", code, stderr)
+	// On a kernel without RDMA (this project's CI machines) the verbs
+	// driver says so; elsewhere there may simply be no devices.
+	if code != exitFailure || !(strings.Contains(stderr, "no RDMA devices found") || strings.Contains(stderr, "this kernel has no RDMA support")) {
+		t.Errorf("exit %d stderr %q, want failure saying why there are no devices", code, stderr)
 	}
 }

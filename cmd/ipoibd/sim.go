@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -37,7 +35,7 @@ type simOptions struct {
 
 func runSim(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("sim", "[--hosts N] [--pkey P] [--mtu 2048|4096] [--loss P] [--dup P] [--reorder P] [--delay D] [--seed S] [--pcap DIR] [--json]", stderr)
-	hosts := fs.Int("hosts", 4, "number of simulated hosts (2 to 4096)")
+	hosts := fs.Int("hosts", 4, "number of DHCP client hosts besides the server (1 to 4000)")
 	pkey := fs.String("pkey", "0xffff", "partition key of the IPoIB link (full membership is implied)")
 	mtu := fs.Int("mtu", 2048, "IB MTU of the broadcast group: 2048 or 4096")
 	loss := fs.Float64("loss", 0, "probability a packet is lost in the fabric (0 to 1)")
@@ -45,9 +43,9 @@ func runSim(args []string, stdout, stderr io.Writer) int {
 	reorder := fs.Float64("reorder", 0, "probability a packet is reordered (0 to 1)")
 	delay := fs.Duration("delay", 0, "extra one-way delay per packet, e.g. 50us")
 	seed := fs.Uint64("seed", 1, "seed of the fault injector; same seed, same faults")
-	pcapDir := fs.String("pcap", "", "write the fabric's raw IB capture (ERF) into this directory")
+	pcapDir := fs.String("pcap", "", "write every host's IPoIB capture and the fabric's raw IB capture into this directory")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
-	timeout := fs.Duration("timeout", 60*time.Second, "give up if the demo has not finished by then")
+	timeout := fs.Duration("timeout", 120*time.Second, "give up if the demo has not finished by then")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
@@ -82,8 +80,8 @@ func runSim(args []string, stdout, stderr io.Writer) int {
 
 func checkSimFlags(hosts int, pkey string, mtu int, loss, dup, reorder float64, delay, timeout time.Duration) (simOptions, error) {
 	var opt simOptions
-	if hosts < 2 || hosts > 4096 {
-		return opt, fmt.Errorf("--hosts %d: must be between 2 and 4096", hosts)
+	if hosts < 1 || hosts > 4000 {
+		return opt, fmt.Errorf("--hosts %d: must be between 1 and 4000", hosts)
 	}
 	pk, err := strconv.ParseUint(pkey, 0, 16)
 	if err != nil {
@@ -116,65 +114,10 @@ func checkSimFlags(hosts int, pkey string, mtu int, loss, dup, reorder float64, 
 	return opt, nil
 }
 
-// runDemo builds the fabric, runs every host's script on one loop and
-// collects the report.
-func runDemo(opt simOptions, stderr io.Writer) (*simReport, error) {
-	loop, err := aio.New(aio.WithName("ipoibd-sim"))
-	if err != nil {
-		return nil, err
-	}
-	defer loop.Close()
-	release := loop.Acquire()
-	defer release()
-
-	cfg := sim.Config{
-		Name:  fmt.Sprintf("demo%d", os.Getpid()),
-		Seed:  opt.seed,
-		MTU:   ib.MTU4096,
-		Group: sim.GroupDefaults{MTU: opt.mtu},
-	}
-	var capture *os.File
-	if opt.pcapDir != "" {
-		if err := os.MkdirAll(opt.pcapDir, 0o755); err != nil {
-			return nil, fmt.Errorf("pcap directory: %w", err)
-		}
-		path := filepath.Join(opt.pcapDir, "fabric-ib.pcap")
-		if capture, err = os.Create(path); err != nil {
-			return nil, fmt.Errorf("pcap: %w", err)
-		}
-		defer capture.Close()
-		cfg.Capture = capture
-	}
-	start := time.Now()
-	f, hosts, err := buildDemoFabric(loop, cfg, opt)
-	if err != nil {
-		return nil, fmt.Errorf("build fabric: %w", err)
-	}
-	defer f.Close()
-	if err := f.SetFaults(opt.faults); err != nil {
-		return nil, err
-	}
-
-	d := &demo{loop: loop, opt: opt, start: start}
-	for i, h := range hosts {
-		hd, err := d.addHost(i, h)
-		if err != nil {
-			return nil, fmt.Errorf("host %s: %w", h.Name(), err)
-		}
-		d.hosts = append(d.hosts, hd)
-	}
-	d.run()
-	rep := d.report(time.Since(start), f)
-	if capture != nil {
-		rep.Pcap = capture.Name()
-	}
-	return rep, nil
-}
-
 // buildDemoFabric cables the hosts to one switch when they fit on it and to
 // a two-level tree otherwise. Every host holds the default partition and
 // the demo's.
-func buildDemoFabric(loop *aio.Context, cfg sim.Config, opt simOptions) (*sim.Fabric, []*sim.Host, error) {
+func buildDemoFabric(loop *aio.Context, cfg sim.Config, opt simOptions, n int) (*sim.Fabric, []*sim.Host, error) {
 	f, err := sim.New(loop, cfg)
 	if err != nil {
 		return nil, nil, err
@@ -185,18 +128,18 @@ func buildDemoFabric(loop *aio.Context, cfg sim.Config, opt simOptions) (*sim.Fa
 	}
 	const perLeaf = 32
 	var leaves []*sim.Switch
-	if opt.hosts < sim.MaxSwitchPorts {
-		sw, err := f.AddSwitch("sw0", sim.SwitchConfig{Ports: max(opt.hosts, sim.DefaultSwitchPorts)})
+	if n < sim.MaxSwitchPorts {
+		sw, err := f.AddSwitch("sw0", sim.SwitchConfig{Ports: max(n, sim.DefaultSwitchPorts)})
 		if err != nil {
 			return nil, nil, err
 		}
 		leaves = append(leaves, sw)
 	} else {
-		spine, err := f.AddSwitch("spine0", sim.SwitchConfig{Ports: (opt.hosts + perLeaf - 1) / perLeaf})
+		spine, err := f.AddSwitch("spine0", sim.SwitchConfig{Ports: (n + perLeaf - 1) / perLeaf})
 		if err != nil {
 			return nil, nil, err
 		}
-		for i := 0; i*perLeaf < opt.hosts; i++ {
+		for i := 0; i*perLeaf < n; i++ {
 			leaf, err := f.AddSwitch(fmt.Sprintf("leaf%d", i), sim.SwitchConfig{Ports: perLeaf + 1})
 			if err != nil {
 				return nil, nil, err
@@ -207,7 +150,7 @@ func buildDemoFabric(loop *aio.Context, cfg sim.Config, opt simOptions) (*sim.Fa
 			leaves = append(leaves, leaf)
 		}
 	}
-	hosts := make([]*sim.Host, opt.hosts)
+	hosts := make([]*sim.Host, n)
 	for i := range hosts {
 		if hosts[i], err = f.AddHost(fmt.Sprintf("host%d", i), hc); err != nil {
 			return nil, nil, err
