@@ -45,12 +45,6 @@ type host struct {
 	addr netip.Addr
 }
 
-// groups lets the stack join IPv4 groups on the IPoIB link.
-type groups struct{ l *ipoib.Link }
-
-func (g groups) JoinLinkGroup(group netip.Addr, _ []byte) error  { return g.l.JoinMulticast(group) }
-func (g groups) LeaveLinkGroup(group netip.Addr, _ []byte) error { return g.l.LeaveMulticast(group) }
-
 // newEnv starts a loop and builds a fabric on it with build, which runs on
 // the loop and returns the hosts to bring up.
 func newEnv(t testing.TB, build func(loop *aio.Context, cfg sim.Config) (*sim.Fabric, []*sim.Host, error)) *env {
@@ -158,7 +152,7 @@ func (e *env) upWith(cfg func(i int) ipoib.Config, addr func(i int) netip.Prefix
 		h.addr = p.Addr()
 		h.st, err = stack.NewStack(h.link.NetDev(), stack.Options{
 			Addr:   p,
-			Groups: groups{h.link},
+			Groups: h.link,
 			Pcap:   e.pcap(i),
 		})
 		if err != nil {

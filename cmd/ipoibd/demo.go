@@ -215,7 +215,7 @@ func (d *demo) up(ctx context.Context) {
 		if h.err != nil {
 			continue
 		}
-		opts := stack.Options{Groups: linkGroups{h.link}}
+		opts := stack.Options{Groups: h.link}
 		if i == 0 {
 			opts.Addr = serverPrefix
 		}

@@ -274,7 +274,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		}
 		defer pcapFile.Close()
 	}
-	sopt := stack.Options{Addr: opt.addr, Gateway: opt.gateway, Groups: linkGroups{d.link}}
+	sopt := stack.Options{Addr: opt.addr, Gateway: opt.gateway, Groups: d.link}
 	if pcapFile != nil {
 		sopt.Pcap = pcapFile
 	}
