@@ -26,7 +26,22 @@ if [ "$FUZZTIME" != "0" ]; then
 		dir=$(go list -f '{{.Dir}}' "$pkg")
 		for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
 			echo "-- $pkg $target"
-			go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 5s "$pkg"
+			log=$(mktemp)
+			if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 5s "$pkg" >"$log" 2>&1; then
+				cat "$log"
+				# Go 1.26's fuzz coordinator can report a bare "context
+				# deadline exceeded" when -fuzztime ends while a worker is
+				# mid-input (golang/go#75804, fixed in Go 1.27). A real
+				# finding always writes a failing input; only that fails.
+				if grep -q "context deadline exceeded" "$log" && ! grep -qE 'Failing input written|panic:|_test\.go:[0-9]+:' "$log"; then
+					echo "(ignored: fuzz coordinator shutdown race, no failing input written)"
+				else
+					rm -f "$log"; exit 1
+				fi
+			else
+				tail -n 1 "$log"
+			fi
+			rm -f "$log"
 		done
 	done
 fi

@@ -117,6 +117,10 @@ func (l *Link) SetPKey(pkey ib.PKey) error {
 // closed with its link down; opening it joins the broadcast group, and
 // the link comes up once that has succeeded on an ACTIVE port.
 //
+// On an Ethernet link-layer (RoCE) port there is no SA, so no MAD port
+// is opened: groups are attached and paths resolved locally (roce.go),
+// with the port's active MTU as the link's IB MTU.
+//
 // loop must be dev's loop and the caller's home. New takes over dev's
 // event handler; dev stays the caller's, to close after Link.Close.
 func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
@@ -138,8 +142,6 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 		return fail(err)
 	}
 	switch {
-	case attr.LinkLayer == ib.LinkLayerEthernet:
-		return fail(fmt.Errorf("port %d is RoCE: this driver needs an SM to resolve paths: %w", cfg.Port, netdev.ErrInvalidConfig))
 	case cfg.GIDIndex < 0 || cfg.GIDIndex >= len(attr.GIDs):
 		return fail(fmt.Errorf("GID index %d, port has %d GIDs: %w", cfg.GIDIndex, len(attr.GIDs), netdev.ErrInvalidConfig))
 	}
@@ -154,7 +156,7 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 	}
 	d := &driver{
 		l: l, loop: loop, dev: dev, cfg: cfg, log: cfg.Logger.With("link", cfg.Name), cache: cache,
-		attr: attr, pkeyIndex: pkIdx, qkey: cfg.QKey,
+		attr: attr, roce: isRoCE(attr), pkeyIndex: pkIdx, qkey: cfg.QKey,
 		groups: make(map[ib.GID]*group), byLID: make(map[uint64]Ref),
 		tx: make([]txSlot, cfg.SendDepth), txFree: make([]uint32, 0, cfg.SendDepth),
 		wcs: make([]ib.Completion, pollBatch), repost: make([]uint64, 0, pollBatch),
@@ -176,11 +178,13 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 	if d.qp, err = d.createQP(pkIdx); err != nil {
 		return fail(err)
 	}
-	if d.mad, err = dev.OpenMADPort(cfg.Port); err != nil {
-		return fail(err)
-	}
-	if d.sa, err = ib.NewSAClient(loop, d.mad, attr, cfg.SA); err != nil {
-		return fail(err)
+	if !d.roce {
+		if d.mad, err = dev.OpenMADPort(cfg.Port); err != nil {
+			return fail(err)
+		}
+		if d.sa, err = ib.NewSAClient(loop, d.mad, attr, cfg.SA); err != nil {
+			return fail(err)
+		}
 	}
 	d.self = ib.IPoIBAddr{QPN: d.qp.QPN(), GID: attr.GIDs[cfg.GIDIndex]}
 	var hw [ib.IPoIBAddrLen]byte
@@ -311,8 +315,10 @@ func (d *driver) Open(nd *netdev.Device) error {
 		return fmt.Errorf("ipoib %s: open: %w", d.cfg.Name, err)
 	}
 	d.attr = attr
-	if err := d.sa.UpdatePort(attr); err != nil {
-		d.log.Warn("open: update SA client", "err", err)
+	if d.sa != nil {
+		if err := d.sa.UpdatePort(attr); err != nil {
+			d.log.Warn("open: update SA client", "err", err)
+		}
 	}
 	if d.qp == nil {
 		if err := d.checkPKey(); err != nil {

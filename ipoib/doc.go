@@ -116,6 +116,23 @@
 // Every flush re-reads the port and points the SA client at the current
 // SM (SAClient.UpdatePort). Nothing has to be restarted.
 //
+// # RoCE ports
+//
+// The kernel's IPoIB refuses Ethernet link-layer ports; this driver runs
+// on them (roce.go). With no SM there is nothing to ask, so what the SA
+// would hand out is decided locally, identically on every host: a group
+// is joined by attaching the QP to its MGID with MLID 0 (the verbs driver
+// adds the IP-level IPv6 group join the kernel needs to deliver it), the
+// group's Q_Key is Config.QKey, its MTU the port's active MTU (so the IP
+// MTU follows the NIC's: 1020 on a 1500-byte Ethernet), and a unicast
+// path is a GRH address vector to the peer's GID with hop limit 1 and LID
+// 0, made on the spot for the first packet. Every datagram carries a GRH
+// (RoCE has nothing else), so receives always key the sender by GID; the
+// loopback check compares GIDs only, as every port's LID is 0. Port events
+// flush as on IB, and the local "join" after them is immediate. Use the
+// link-local GID (index 0, the default): multicast must be sent from it,
+// so a sender's IPoIB address has to carry it for receivers to match.
+//
 // # Keys are never reused under a packet
 //
 // With 255 keys and more peers than that on a fabric, keys are recycled:

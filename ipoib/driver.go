@@ -253,6 +253,7 @@ type driver struct {
 	sa    *ib.SAClient
 
 	attr      ib.PortAttr // the port as last queried
+	roce      bool        // Ethernet link layer: no SA, paths and groups are local (roce.go)
 	pkeyIndex int         // the QP's P_Key index
 	self      ib.IPoIBAddr
 	selfRef   Ref

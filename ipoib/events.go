@@ -93,8 +93,10 @@ func (d *driver) flush(lvl flushLevel) {
 		return
 	}
 	d.attr = attr
-	if err := d.sa.UpdatePort(attr); err != nil {
-		d.log.Warn("flush: update SA client", "err", err)
+	if d.sa != nil {
+		if err := d.sa.UpdatePort(attr); err != nil {
+			d.log.Warn("flush: update SA client", "err", err)
+		}
 	}
 	switch lvl {
 	case flushLight:

@@ -490,7 +490,10 @@ func (d *driver) receive(wc *ib.Completion) {
 	if wc.HasGRH {
 		_ = d.grh.Decode(wc.Buf) // the completion's buffer starts with the GRH area
 		mcast = d.grh.DGID.IsMulticast()
-		if mcast && wc.SrcQPN == d.self.QPN && (d.grh.SGID == d.self.GID || wc.SLID == d.attr.LID) {
+		// On RoCE every LID is 0, and hosts that create their QPs in the
+		// same order get the same QPNs (two rxe VMs both hand out 0x12),
+		// so only the GID tells our own datagram from a peer's.
+		if mcast && wc.SrcQPN == d.self.QPN && (d.grh.SGID == d.self.GID || (!d.roce && wc.SLID == d.attr.LID)) {
 			d.nd.ReceiveError(nil, d.errLoopback)
 			return
 		}
@@ -532,7 +535,7 @@ func (d *driver) checkSource(b *netdev.Buffer, wc *ib.Completion) {
 	if p == nil {
 		return
 	}
-	if path, ok := p.Path(); ok && path.LID != wc.SLID {
+	if path, ok := p.Path(); ok && path.LID != wc.SLID && !d.roce {
 		d.pathMismatch(p, wc.SLID)
 	}
 }

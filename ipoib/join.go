@@ -70,6 +70,9 @@ type group struct {
 	// join was refused, which means the group exists with parameters of
 	// its own, and those are the ones to take.
 	plain bool
+	// localSeq numbers local joins on RoCE ports, so that an answer
+	// scheduled before a forget or a newer join is recognised as void.
+	localSeq uint32
 
 	rec      ib.MCMemberRecord
 	ah       ib.AddressHandle
@@ -178,6 +181,10 @@ func (d *driver) startJoin(g *group) {
 	}
 	g.timer.Stop()
 	g.rejoin = false
+	if d.roce {
+		d.startLocalJoin(g)
+		return
+	}
 	rec, mask := d.joinRecord(g)
 	q, err := d.sa.SetMCMemberRecord(rec, mask, g.done)
 	if err != nil {
@@ -230,7 +237,7 @@ func (d *driver) checkGroupRecord(g *group, r *ib.MCMemberRecord) error {
 	switch {
 	case r.MGID != g.mgid:
 		return fmt.Errorf("join %v: answer names group %v", g.mgid, r.MGID)
-	case !r.MLID.IsMulticast():
+	case !r.MLID.IsMulticast() && !d.roce: // RoCE groups have no MLID
 		return fmt.Errorf("join %v: answer's MLID %v is not multicast: %w", g.mgid, r.MLID, ib.ErrFieldRange)
 	case !r.MTU.Valid():
 		return fmt.Errorf("join %v: answer's MTU code %d: %w", g.mgid, r.MTU, ib.ErrFieldRange)
@@ -360,7 +367,7 @@ func (d *driver) forget(g *group, err error) {
 // states it holds), then forgets it. The answer is only logged: a leave
 // that is lost costs the SA a stale member until the port goes down.
 func (d *driver) leave(g *group, err error) {
-	if g.status == groupJoined && d.attr.State == ib.PortActive && !d.closed {
+	if g.status == groupJoined && d.attr.State == ib.PortActive && !d.closed && d.sa != nil {
 		js := g.rec.JoinState
 		if js == 0 {
 			js = ib.JoinFullMember

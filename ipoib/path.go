@@ -22,8 +22,12 @@ import (
 // source key names. The GRH costs 40 bytes on the wire and none of the
 // IB MTU, which counts payload only.
 
-// startPathQuery asks the SA for the path to unicast peer p.
+// startPathQuery asks the SA for the path to unicast peer p; on a RoCE
+// port, which has no SA, it resolves the path locally instead.
 func (d *driver) startPathQuery(p *Peer, st *peerState) error {
+	if d.roce {
+		return d.resolveLocal(p, st)
+	}
 	q, mask := ib.PathQueryByGID(d.self.GID, p.addr.GID, d.l.PKey())
 	ref := st.ref
 	h, err := d.sa.GetPathRecord(q, mask, func(r ib.PathRecord, err error) { d.pathDone(ref, r, err) })

@@ -43,7 +43,16 @@
 // TestVerbsOneVM builds ib/verbs' test binary with go test -c and runs it
 // in one VM with IPOIBD_VERBS_DEVICE=rxe0; TestVerbsTwoVMs runs its
 // TestPeer in two VMs, which find each other through the IPoIB broadcast
-// group and answer by unicast. They skip, saying why, when qemu, busybox,
+// group and answer by unicast. TestIPoIBDTwoVMs (ipoibd_test.go) runs the
+// real daemon in two VMs: ibv_ud_pingpong first as the verbs baseline,
+// then "ipoibd up" with a DHCP server in vm0 and "ipoibd up --dhcp" in
+// vm1, "ipoibd ping" both ways, a TCP transfer between two more IPoIB
+// interfaces brought up by vmtest/cmd/vmxfer (checked byte for byte), and
+// vm0's capture copied out through the share and opened in tshark. The VMs
+// meet through marker files in the share; the test logs the ping RTT, the
+// ud_pingpong RTT, their ratio and the TCP throughput on a BENCH line
+// (docs/performance.md). It takes 25-50 s, the whole package about a
+// minute. They skip, saying why, when qemu, busybox,
 // iproute2, the rxe provider or the kernel package is unavailable (.ci/run
 // installs the packages), under -short, or with IPOIBD_VMTEST=0.
 //
