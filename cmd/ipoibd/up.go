@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -48,6 +49,7 @@ type upOptions struct {
 	name           string
 	socket         string
 	joinTimeout    time.Duration
+	log            *slog.Logger
 }
 
 func runUp(args []string, stdout, stderr io.Writer) int {
@@ -79,6 +81,9 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := upContext()
 	defer stop()
+	// The driver's control-plane messages (joins, flushes, failures) go
+	// to stderr; progress goes to stdout.
+	opt.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := serveUp(ctx, opt, stdout); err != nil {
 		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
 		return exitFailure
@@ -246,7 +251,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		if dev, err = ib.Open(loop, drv, name); err != nil {
 			return
 		}
-		d.link, err = ipoib.New(loop, dev, ipoib.Config{Name: opt.name, Port: opt.port, PKey: opt.pkey, GIDIndex: opt.gidIndex})
+		d.link, err = ipoib.New(loop, dev, ipoib.Config{Name: opt.name, Port: opt.port, PKey: opt.pkey, GIDIndex: opt.gidIndex, Logger: opt.log})
 		if err != nil {
 			dev.Close()
 			return
@@ -349,8 +354,14 @@ func (d *daemon) lease(ctx context.Context, dev ib.Device) (*dhcp.Client, error)
 		client.Stop(rctx)
 		return nil, fmt.Errorf("DHCP: %w", err)
 	}
-	fmt.Fprintf(d.out, "%s: address %s from DHCP server %s, lease %v, router %v, DNS %v\n",
-		d.opt.name, l.Addr, l.ServerID, l.Duration, l.Router, l.DNS)
+	fmt.Fprintf(d.out, "%s: address %s from DHCP server %s, lease %v", d.opt.name, l.Addr, l.ServerID, l.Duration)
+	if l.Router.IsValid() {
+		fmt.Fprintf(d.out, ", router %v", l.Router)
+	}
+	if len(l.DNS) > 0 {
+		fmt.Fprintf(d.out, ", DNS %v", l.DNS)
+	}
+	fmt.Fprintln(d.out)
 	return client, nil
 }
 
