@@ -1,12 +1,3 @@
-// Command ipoibd runs IP over InfiniBand from an ordinary process.
-//
-// Subcommands:
-//
-//	ipoibd devices   list every device every registered driver finds
-//	ipoibd sim       run the embedded simulated-fabric demo
-//
-// Every subcommand takes --help. Exit codes: 0 success, 1 the operation
-// failed, 2 the command line was wrong.
 package main
 
 import (

@@ -1,0 +1,26 @@
+// Command ipoibd runs IP over InfiniBand from an ordinary process: it
+// attaches to an InfiniBand or RoCE port through a registered driver, runs
+// the IPoIB link (package ipoib) under a gVisor stack (package stack), and
+// configures it statically or by DHCP (package stack/dhcp).
+//
+// Subcommands:
+//
+//	ipoibd devices   list every device every registered driver finds
+//	ipoibd up        attach, join, configure and serve until stopped
+//	ipoibd ping      ping through a running daemon
+//	ipoibd peers     a running daemon's neighbour, peer and path table
+//	ipoibd stats     a running daemon's counters
+//	ipoibd down      stop a running daemon (leave the group, release the lease)
+//	ipoibd sim       the embedded demo on a simulated fabric
+//
+// `up` serves a control socket (unix, mode 0600; one JSON request and one
+// JSON reply per connection) that ping, peers, stats and down use. Every
+// subcommand takes --help; the data commands take --json. Exit codes: 0
+// success, 1 the operation failed, 2 the command line was wrong.
+//
+// How data flows: `up` opens the device on an aio loop (its own goroutine),
+// creates the IPoIB link there, waits for the broadcast join, builds the
+// gVisor stack over the link's netdev, leases or sets the address, and
+// answers control requests from per-connection goroutines; anything that
+// touches the link's control plane is run on the loop as a bottom half.
+package main
