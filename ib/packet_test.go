@@ -5,11 +5,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
-	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
 // pktCapturePath is a real capture: two ConnectX HCAs and a switch in 2008,
@@ -30,24 +29,8 @@ const (
 // pktCaptureFrames reads every IB packet of the capture, in order.
 func pktReadCapture(t testing.TB) [][]byte {
 	t.Helper()
-	f, err := os.Open(pktCapturePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.LinkType() != pktERFLinkType {
-		t.Fatalf("link type %d, want ERF (%d)", r.LinkType(), pktERFLinkType)
-	}
 	var frames [][]byte
-	for {
-		data, _, err := r.ReadPacketData()
-		if err != nil {
-			break
-		}
+	for _, data := range pcaptest.Read(t, pktCapturePath, pktERFLinkType) {
 		if len(data) < pktERFHeaderLen || data[8]&0x7F != pktERFTypeIB {
 			t.Fatalf("record %d is not an ERF InfiniBand record", len(frames)+1)
 		}

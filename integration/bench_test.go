@@ -7,13 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/ipoibd/ipoibd/internal/gvtest"
 )
 
 // benchChunk is what one benchmark iteration moves.
@@ -32,7 +31,7 @@ func BenchmarkTCPThroughput(b *testing.B) {
 		runThroughput(b, w, r)
 	})
 	b.Run("channel", func(b *testing.B) {
-		sa, sb := channelPair(b, 2044)
+		sa, sb := gvtest.ChannelPair(b, 2044, netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("10.0.0.2/24"))
 		w, r := dialPair(b, sa, sb, netip.MustParseAddr("10.0.0.2"))
 		runThroughput(b, w, r)
 	})
@@ -88,53 +87,4 @@ func runThroughput(b *testing.B, w io.Writer, r io.Reader) {
 	if n := <-done; n != int64(b.N)*benchChunk {
 		b.Fatalf("read %d bytes of %d", n, int64(b.N)*benchChunk)
 	}
-}
-
-// channelPair builds two gVisor stacks (10.0.0.1 and 10.0.0.2) joined by
-// channel endpoints: the reference a link endpoint is measured against.
-func channelPair(b *testing.B, mtu uint32) (*gvstack.Stack, *gvstack.Stack) {
-	mk := func(last byte) (*gvstack.Stack, *channel.Endpoint) {
-		s := gvstack.New(gvstack.Options{
-			NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol},
-			TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol},
-		})
-		sack := tcpip.TCPSACKEnabled(true)
-		s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
-		ep := channel.New(1024, mtu, "")
-		if e := s.CreateNIC(1, ep); e != nil {
-			b.Fatal(e)
-		}
-		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
-			AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4([4]byte{10, 0, 0, last}), PrefixLen: 24}}
-		if e := s.AddProtocolAddress(1, pa, gvstack.AddressProperties{}); e != nil {
-			b.Fatal(e)
-		}
-		s.SetRouteTable([]tcpip.Route{{Destination: pa.AddressWithPrefix.Subnet(), NIC: 1}})
-		return s, ep
-	}
-	sa, ea := mk(1)
-	sb, eb := mk(2)
-	ctx, cancel := context.WithCancel(context.Background())
-	pump := func(from, to *channel.Endpoint) {
-		for {
-			pkt := from.ReadContext(ctx)
-			if pkt == nil {
-				return
-			}
-			// One copy per packet, as a real link makes.
-			in := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithView(pkt.ToView())})
-			proto := pkt.NetworkProtocolNumber
-			pkt.DecRef()
-			to.InjectInbound(proto, in)
-			in.DecRef()
-		}
-	}
-	go pump(ea, eb)
-	go pump(eb, ea)
-	b.Cleanup(func() {
-		cancel()
-		sa.Destroy()
-		sb.Destroy()
-	})
-	return sa, sb
 }

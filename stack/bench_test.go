@@ -11,11 +11,10 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
+	"github.com/ipoibd/ipoibd/internal/gvtest"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -99,48 +98,7 @@ func newIPoIBPair(tb testing.TB, oneLoop bool) *tcpPair {
 // same MTU, a goroutine per direction copying each packet once into a
 // fresh packet buffer, as our endpoint copies once on each side.
 func newChannelPair(tb testing.TB) *tcpPair {
-	mk := func(addr string) (*gvstack.Stack, *channel.Endpoint) {
-		s := gvstack.New(gvstack.Options{
-			NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol},
-			TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol},
-		})
-		sack := tcpip.TCPSACKEnabled(true)
-		_ = s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
-		ep := channel.New(1024, testMTU, "")
-		if e := s.CreateNIC(1, ep); e != nil {
-			tb.Fatal(e)
-		}
-		p := netip.MustParsePrefix(addr)
-		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{Address: addrToTCPIP(p.Addr()), PrefixLen: p.Bits()}}
-		if e := s.AddProtocolAddress(1, pa, gvstack.AddressProperties{}); e != nil {
-			tb.Fatal(e)
-		}
-		s.SetRouteTable([]tcpip.Route{{Destination: pa.AddressWithPrefix.Subnet(), NIC: 1}})
-		return s, ep
-	}
-	sa, ea := mk("10.9.0.1/24")
-	sb, eb := mk("10.9.0.2/24")
-	ctx, cancel := context.WithCancel(context.Background())
-	pump := func(from, to *channel.Endpoint) {
-		for {
-			pkt := from.ReadContext(ctx)
-			if pkt == nil {
-				return
-			}
-			in := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithView(pkt.ToView())})
-			proto := pkt.NetworkProtocolNumber
-			pkt.DecRef()
-			to.InjectInbound(proto, in)
-			in.DecRef()
-		}
-	}
-	go pump(ea, eb)
-	go pump(eb, ea)
-	tb.Cleanup(func() {
-		cancel()
-		sa.Destroy()
-		sb.Destroy()
-	})
+	sa, sb := gvtest.ChannelPair(tb, testMTU, netip.MustParsePrefix("10.9.0.1/24"), netip.MustParsePrefix("10.9.0.2/24"))
 	return newTCPPair(tb,
 		func() (net.Listener, error) {
 			return gonet.ListenTCP(sb, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4([4]byte{10, 9, 0, 2}), Port: 5001}, ipv4.ProtocolNumber)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
 // erfCapture is a real ERF capture of InfiniBand traffic between two HCAs
@@ -33,30 +34,7 @@ func erfHex(t testing.TB, s string) []byte {
 // erfReadRecords returns the pcap records of an ERF capture.
 func erfReadRecords(t testing.TB, path string) [][]byte {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.LinkType() != LinkTypeERF {
-		t.Fatalf("%s: link type %d, want ERF", path, r.LinkType())
-	}
-	var recs [][]byte
-	for {
-		data, ci, err := r.ReadPacketData()
-		if err != nil {
-			break
-		}
-		if ci.CaptureLength != len(data) {
-			t.Fatalf("record %d: caplen %d, %d bytes", len(recs)+1, ci.CaptureLength, len(data))
-		}
-		recs = append(recs, data)
-	}
-	return recs
+	return pcaptest.Read(t, path, LinkTypeERF)
 }
 
 // TestERFHeaderGolden decodes the first record header of the real capture,

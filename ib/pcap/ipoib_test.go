@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
 // ipoibCapture is a real LINKTYPE_IPOIB capture from tcpdump's test suite:
@@ -44,27 +44,7 @@ func ipoibMustGID(t testing.TB, s string) ib.GID {
 // ipoibReadCapture returns the frames of the tcpdump capture.
 func ipoibReadCapture(t testing.TB) [][]byte {
 	t.Helper()
-	f, err := os.Open(ipoibCapture)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.LinkType() != LinkTypeIPoIB {
-		t.Fatalf("capture link type %d, want %d", r.LinkType(), LinkTypeIPoIB)
-	}
-	var frames [][]byte
-	for {
-		data, _, err := r.ReadPacketData()
-		if err != nil {
-			break
-		}
-		frames = append(frames, data)
-	}
-	return frames
+	return pcaptest.Read(t, ipoibCapture, LinkTypeIPoIB)
 }
 
 func TestIPoIBGolden(t *testing.T) {

@@ -1,0 +1,47 @@
+// Package pcaptest reads pcap files for tests: the real captures the codec
+// tests are checked against, and the files the writers under test produce.
+// It is test support only; nothing outside _test.go files imports it.
+package pcaptest
+
+import (
+	"errors"
+	"io"
+	"os"
+	"testing"
+
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+// Read returns every record of the pcap file at path, failing tb unless
+// the file's link type is want and every record is whole (captured length
+// equal to the bytes read).
+func Read(tb testing.TB, path string, want layers.LinkType) [][]byte {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	if r.LinkType() != want {
+		tb.Fatalf("%s: link type %d, want %d", path, r.LinkType(), want)
+	}
+	var recs [][]byte
+	for {
+		data, ci, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			return recs
+		}
+		if err != nil {
+			tb.Fatalf("%s: record %d: %v", path, len(recs)+1, err)
+		}
+		if ci.CaptureLength != len(data) {
+			tb.Fatalf("%s: record %d: caplen %d, %d bytes", path, len(recs)+1, ci.CaptureLength, len(data))
+		}
+		recs = append(recs, data)
+	}
+}
