@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipoibd/ipoibd/internal/gvtest"
+	"github.com/ipoibd/ipoibd/stack"
 )
 
 // benchChunk is what one benchmark iteration moves.
@@ -87,4 +89,40 @@ func runThroughput(b *testing.B, w io.Writer, r io.Reader) {
 	if n := <-done; n != int64(b.N)*benchChunk {
 		b.Fatalf("read %d bytes of %d", n, int64(b.N)*benchChunk)
 	}
+}
+
+// BenchmarkPingRTT compares, in one run, an ICMP echo round trip between
+// two hosts of the simulated fabric with one between two gVisor stacks on
+// channel endpoints. Each op is one ping; p50-us is the median RTT.
+func BenchmarkPingRTT(b *testing.B) {
+	b.Run("ipoib-sim", func(b *testing.B) {
+		e := newEnv(b, star(2))
+		e.up(defaults)
+		pingBench(b, e.hosts[0].st.S, e.hosts[1].addr)
+	})
+	b.Run("channel", func(b *testing.B) {
+		sa, _ := gvtest.ChannelPair(b, 2044, netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("10.0.0.2/24"))
+		pingBench(b, sa, netip.MustParseAddr("10.0.0.2"))
+	})
+}
+
+func pingBench(b *testing.B, s *gvstack.Stack, dst netip.Addr) {
+	ctx := context.Background()
+	// The first ping resolves the neighbour (and, on the fabric, the path).
+	if st, err := stack.Ping(ctx, s, dst, 1, 0, 56); err != nil || st.Received != 1 {
+		b.Fatalf("warm-up ping: %v %v", st, err)
+	}
+	rtts := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		st, err := stack.Ping(ctx, s, dst, 1, 0, 56)
+		if err != nil || st.Received != 1 {
+			b.Fatalf("ping: %v %v", st, err)
+		}
+		rtts = append(rtts, st.Min)
+	}
+	b.StopTimer()
+	slices.Sort(rtts)
+	b.ReportMetric(float64(rtts[len(rtts)/2].Nanoseconds())/1000, "p50-us")
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -26,7 +27,7 @@ func dhcpFabric(t *testing.T, n int, loss float64, pcaps func(i int) *bytes.Buff
 	if pcaps != nil {
 		e.pcaps = func(i int) io.Writer { return pcaps(i) }
 	}
-	server := netip.MustParsePrefix("10.50.0.1/16")
+	server := serverPrefix
 	e.upWith(defaults, func(i int) netip.Prefix {
 		if i == 0 {
 			return server
@@ -40,51 +41,14 @@ func dhcpFabric(t *testing.T, n int, loss float64, pcaps func(i int) *bytes.Buff
 			}
 		})
 	}
-	srv, err := dhcp.NewServer(dhcp.ServerConfig{
-		Stack: e.hosts[0].st.S, NIC: e.hosts[0].st.NIC, ServerID: server.Addr(), Subnet: server.Masked(),
-		PoolStart: netip.MustParseAddr("10.50.1.1"), PoolEnd: netip.MustParseAddr("10.50.1.254"),
-		Router: server.Addr(), DNS: []netip.Addr{server.Addr()}, LeaseTime: time.Hour,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startServer(t, e, "")
 	leases := make([]dhcp.Lease, n)
 	var mu sync.Mutex
 	parallel(n-1, 64, func(k int) {
 		h := e.hosts[k+1]
-		attr, err := h.sim.Port(1)
+		_, l, err := lease(t, h, k+1, nil, nil)
 		if err != nil {
-			t.Error(err)
-			return
-		}
-		c, err := dhcp.NewClient(dhcp.ClientConfig{
-			Stack: h.st.S, NIC: h.st.NIC, GUID: attr.GUID(), Seed: uint64(k + 1),
-			// A short first retry keeps a lossy run quick; the schedule
-			// still doubles as RFC 2131 section 4.1 says.
-			Backoff: dhcp.Backoff{Initial: 500 * time.Millisecond, Max: 4 * time.Second, Jitter: 100 * time.Millisecond},
-		})
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if err := c.Start(); err != nil {
-			t.Error(err)
-			return
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			c.Stop(ctx)
-		})
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		l, err := c.WaitBound(ctx)
-		if err != nil {
-			t.Errorf("host %d: %v (client %+v)", k+1, err, c.Stats())
+			t.Errorf("host %d: %v", k+1, err)
 			return
 		}
 		mu.Lock()
@@ -94,6 +58,147 @@ func dhcpFabric(t *testing.T, n int, loss float64, pcaps func(i int) *bytes.Buff
 	})
 	e.hosts[0].addr = server.Addr()
 	return e, srv, leases
+}
+
+// serverPrefix is the DHCP server's static address in these tests.
+var serverPrefix = netip.MustParsePrefix("10.50.0.1/16")
+
+// startServer runs a DHCP server on host 0, keeping its leases in
+// leaseFile when one is named.
+func startServer(t *testing.T, e *env, leaseFile string) *dhcp.Server {
+	t.Helper()
+	srv, err := dhcp.NewServer(dhcp.ServerConfig{
+		Stack: e.hosts[0].st.S, NIC: e.hosts[0].st.NIC, ServerID: serverPrefix.Addr(), Subnet: serverPrefix.Masked(),
+		PoolStart: netip.MustParseAddr("10.50.1.1"), PoolEnd: netip.MustParseAddr("10.50.1.254"),
+		Router: serverPrefix.Addr(), DNS: []netip.Addr{serverPrefix.Addr()}, LeaseTime: time.Hour,
+		LeaseFile: leaseFile,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
+// lease runs a DHCP client on h (identified by its port GUID) until it is
+// bound; clock and onEvent may be nil.
+func lease(t *testing.T, h *host, seed int, clock dhcp.Clock, onEvent func(dhcp.Event)) (*dhcp.Client, dhcp.Lease, error) {
+	attr, err := h.sim.Port(1)
+	if err != nil {
+		return nil, dhcp.Lease{}, err
+	}
+	c, err := dhcp.NewClient(dhcp.ClientConfig{
+		Stack: h.st.S, NIC: h.st.NIC, GUID: attr.GUID(), Seed: uint64(seed), Clock: clock, OnEvent: onEvent,
+		// A short first retry keeps a lossy run quick; the schedule
+		// still doubles as RFC 2131 section 4.1 says.
+		Backoff: dhcp.Backoff{Initial: 500 * time.Millisecond, Max: 4 * time.Second, Jitter: 100 * time.Millisecond},
+	})
+	if err != nil {
+		return nil, dhcp.Lease{}, err
+	}
+	if err := c.Start(); err != nil {
+		return nil, dhcp.Lease{}, err
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c.Stop(ctx)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l, err := c.WaitBound(ctx)
+	if err != nil {
+		return c, l, fmt.Errorf("%w (client %+v)", err, c.Stats())
+	}
+	return c, l, nil
+}
+
+// TestDHCPRenewalOnManualClock: a client whose clock is moved past T1
+// renews its lease with the server over the fabric.
+func TestDHCPRenewalOnManualClock(t *testing.T) {
+	e := newEnv(t, star(2))
+	e.upWith(defaults, func(i int) netip.Prefix {
+		if i == 0 {
+			return serverPrefix
+		}
+		return netip.Prefix{}
+	})
+	srv := startServer(t, e, "")
+	clock := dhcp.NewManualClock(time.Now())
+	events := make(chan dhcp.Event, 8)
+	_, l, err := lease(t, e.hosts[1], 1, clock, func(ev dhcp.Event) { events <- ev })
+	if err != nil {
+		t.Fatal(err)
+	}
+	acks := srv.Stats().Acks
+	clock.Advance(l.T1 + time.Second)
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if ev.Kind != dhcp.EventRenewed {
+				continue
+			}
+			if !ev.Lease.Start.After(l.Start) || ev.Lease.Addr != l.Addr {
+				t.Fatalf("renewed lease %+v, first %+v", ev.Lease, l)
+			}
+			if srv.Stats().Acks <= acks {
+				t.Fatalf("server sent no ACK for the renewal: %+v", srv.Stats())
+			}
+			return
+		case <-deadline:
+			t.Fatalf("no renewal after moving the clock past T1 (%v)", l.T1)
+		}
+	}
+}
+
+// TestDHCPServerRestartWithLeaseFile: a server restarted with its lease
+// file hands every client the address it had before.
+func TestDHCPServerRestartWithLeaseFile(t *testing.T) {
+	const n = 5
+	e := newEnv(t, star(n))
+	e.upWith(defaults, func(i int) netip.Prefix {
+		if i == 0 {
+			return serverPrefix
+		}
+		return netip.Prefix{}
+	})
+	file := filepath.Join(t.TempDir(), "leases.json")
+	srv := startServer(t, e, file)
+	first := map[int]netip.Prefix{}
+	var clients []*dhcp.Client
+	for i := 1; i < n; i++ {
+		c, l, err := lease(t, e.hosts[i], i, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first[i] = l.Addr
+		clients = append(clients, c)
+	}
+	for _, c := range clients {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c.Stop(ctx) // releases the lease; the server still remembers the binding
+		cancel()
+	}
+	srv.Stop()
+	startServer(t, e, file)
+	// Come back in reverse order so a fresh pool would hand out other
+	// addresses.
+	for i := n - 1; i >= 1; i-- {
+		_, l, err := lease(t, e.hosts[i], 100+i, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Addr != first[i] {
+			t.Errorf("host %d got %v after the restart, had %v", i, l.Addr, first[i])
+		}
+	}
 }
 
 // TestDHCPManyHosts: 64 hosts lease distinct addresses from a server on

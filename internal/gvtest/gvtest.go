@@ -13,10 +13,11 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// ChannelPair returns two stacks with IPv4 and TCP (SACK on), NIC 1 holding
+// ChannelPair returns two stacks with IPv4, ICMP and TCP (SACK on), NIC 1 holding
 // addresses a and b, joined by channel endpoints of the given MTU. Each
 // packet is copied once on its way across, as a real link copies it. The
 // stacks are destroyed when tb ends.
@@ -25,7 +26,7 @@ func ChannelPair(tb testing.TB, mtu uint32, a, b netip.Prefix) (*gvstack.Stack, 
 	mk := func(p netip.Prefix) (*gvstack.Stack, *channel.Endpoint) {
 		s := gvstack.New(gvstack.Options{
 			NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol},
-			TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol},
+			TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, icmp.NewProtocol4},
 		})
 		sack := tcpip.TCPSACKEnabled(true)
 		if e := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); e != nil {
