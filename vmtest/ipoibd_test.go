@@ -99,7 +99,7 @@ $S/ibv_ud_pingpong -e -d rxe0 -g 0 -s %[1]d -n %[2]d > $S/udppe-vm0.txt 2>&1 || 
 echo "STEP ipoibd up (server)"
 $S/ipoibd up --device rxe0 --addr %[3]s/24 --dhcp-server %[4]s --pcap /tmp/vm0.pcap --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
 UP=$!
-waitlog /tmp/up.log "control socket" 30
+waitlog /tmp/up.log ": ready" 30
 cat /tmp/up.log
 touch $S/vm0.up
 waitfor $S/vm1.addr 60

@@ -81,12 +81,11 @@ type ctlServer struct {
 	ln       net.Listener
 	path     string
 	d        *daemon
-	shutdown chan struct{}
-	once     sync.Once
+	shutdown func() // asks the daemon to leave and exit
 	wg       sync.WaitGroup
 }
 
-func listenControl(path string, d *daemon) (*ctlServer, error) {
+func listenControl(path string, d *daemon, shutdown func()) (*ctlServer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket directory: %w", err)
 	}
@@ -105,7 +104,7 @@ func listenControl(path string, d *daemon) (*ctlServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	s := &ctlServer{ln: ln, path: path, d: d, shutdown: make(chan struct{})}
+	s := &ctlServer{ln: ln, path: path, d: d, shutdown: shutdown}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -143,33 +142,44 @@ func (s *ctlServer) handle(c net.Conn) {
 	json.NewEncoder(c).Encode(rep)
 }
 
+// errNotReady answers requests that need the IP stack while the daemon is
+// still joining or leasing.
+const errNotReady = "the interface is not configured yet (still joining the broadcast group or leasing); try 'ipoibd stats'"
+
 func (s *ctlServer) exec(req ctlRequest) ctlReply {
 	d := s.d
+	st := d.st.Load()
 	switch req.Cmd {
 	case "ping":
+		if st == nil {
+			return ctlReply{Error: errNotReady}
+		}
 		dst, err := netip.ParseAddr(req.Addr)
 		if err != nil || !dst.Is4() {
 			return ctlReply{Error: fmt.Sprintf("ping: %q is not an IPv4 address", req.Addr)}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(req.Count)*req.Interval+stack.PingLinger+5*time.Second)
 		defer cancel()
-		st, err := stack.Ping(ctx, d.st.S, dst, req.Count, req.Interval, req.Size)
+		ps, err := stack.Ping(ctx, st.S, dst, req.Count, req.Interval, req.Size)
 		if err != nil {
 			return ctlReply{Error: err.Error()}
 		}
 		return ctlReply{Ping: &pingJSON{
-			Addr: dst.String(), Sent: st.Sent, Received: st.Received, Loss: st.Loss,
-			MinUs: us(st.Min), AvgUs: us(st.Avg), MaxUs: us(st.Max), P50Us: us(st.P50), P99Us: us(st.P99),
-			Summary: st.String(),
+			Addr: dst.String(), Sent: ps.Sent, Received: ps.Received, Loss: ps.Loss,
+			MinUs: us(ps.Min), AvgUs: us(ps.Avg), MaxUs: us(ps.Max), P50Us: us(ps.P50), P99Us: us(ps.P99),
+			Summary: ps.String(),
 		}}
 	case "peers":
+		if st == nil {
+			return ctlReply{Error: errNotReady}
+		}
 		var p peersJSON
 		var err error
 		d.onLoop(func() { p.Peers, err = d.link.Peers() })
 		if err != nil {
 			return ctlReply{Error: err.Error()}
 		}
-		neigh, err := d.st.Neighbors()
+		neigh, err := st.Neighbors()
 		if err != nil {
 			return ctlReply{Error: err.Error()}
 		}
@@ -180,14 +190,15 @@ func (s *ctlServer) exec(req ctlRequest) ctlReply {
 		p.Group = &g
 		return ctlReply{Peers: &p}
 	case "stats":
-		return ctlReply{Stats: &statsJSON{
-			Interface: d.opt.name,
-			Netdev:    d.link.NetDev().Stats().Snapshot(),
-			Endpoint:  d.st.Endpoint.Stats(),
-			ARP:       stack.ARPProtocolOf(d.st.S).Stats(),
-		}}
+		// The link's counters exist from the start; the stack's once it is.
+		stats := &statsJSON{Interface: d.opt.name, Netdev: d.link.NetDev().Stats().Snapshot()}
+		if st != nil {
+			stats.Endpoint = st.Endpoint.Stats()
+			stats.ARP = stack.ARPProtocolOf(st.S).Stats()
+		}
+		return ctlReply{Stats: stats}
 	case "down":
-		s.once.Do(func() { close(s.shutdown) })
+		s.shutdown()
 		return ctlReply{}
 	}
 	return ctlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)}

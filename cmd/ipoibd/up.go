@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -219,8 +220,10 @@ type daemon struct {
 	opt  upOptions
 	loop *aio.Context
 	link *ipoib.Link
-	st   *stack.Stack
-	out  io.Writer
+	// st is the configured stack: nil until the link is up and addressed,
+	// so control requests that need it can say so while joining.
+	st  atomic.Pointer[stack.Stack]
+	out io.Writer
 }
 
 // onLoop runs fn on the daemon's loop and waits for it.
@@ -263,6 +266,17 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	}
 	// Closing the link leaves the groups; the device is ours to close.
 	defer d.onLoop(func() { d.link.Close(); dev.Close() })
+	// The control socket opens before the join, so `ipoibd stats` can
+	// show the join retries of a daemon stuck without an SM, and `ipoibd
+	// down` can stop it.
+	ctx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	srv, err := listenControl(opt.socket, d, stopRun)
+	if err != nil {
+		return err
+	}
+	defer srv.close()
+	fmt.Fprintf(out, "%s: control socket %s\n", opt.name, opt.socket)
 	fmt.Fprintf(out, "%s: %s:%s port %d, P_Key %s: joining the broadcast group %s\n",
 		opt.name, drv, name, opt.port, opt.pkey, ib.IPoIBBroadcastGID(opt.pkey))
 	if err := d.waitLinkUp(ctx); err != nil {
@@ -283,12 +297,13 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	if pcapFile != nil {
 		sopt.Pcap = pcapFile
 	}
-	if d.st, err = stack.NewStack(d.link.NetDev(), sopt); err != nil {
+	st, err := stack.NewStack(d.link.NetDev(), sopt)
+	if err != nil {
 		return err
 	}
-	defer d.st.Close()
+	defer st.Close()
 	if opt.dhcp {
-		client, err := d.lease(ctx, dev)
+		client, err := d.lease(ctx, st, dev)
 		if err != nil {
 			return err
 		}
@@ -304,7 +319,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	if opt.dhcpServer != "" {
 		first, last, _ := parseRange(opt.dhcpServer, opt.addr)
 		srv, err := dhcp.NewServer(dhcp.ServerConfig{
-			Stack: d.st.S, NIC: d.st.NIC, ServerID: opt.addr.Addr(), Subnet: opt.addr.Masked(),
+			Stack: st.S, NIC: st.NIC, ServerID: opt.addr.Addr(), Subnet: opt.addr.Masked(),
 			PoolStart: first, PoolEnd: last, Router: opt.gateway,
 		})
 		if err == nil {
@@ -317,29 +332,23 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		fmt.Fprintf(out, "%s: serving DHCP leases %s-%s\n", opt.name, first, last)
 	}
 
-	srv, err := listenControl(opt.socket, d)
-	if err != nil {
-		return err
-	}
-	defer srv.close()
-	fmt.Fprintf(out, "%s: control socket %s\n", opt.name, opt.socket)
-	select {
-	case <-ctx.Done():
-	case <-srv.shutdown:
-	}
+	d.st.Store(st)
+	defer d.st.Store(nil)
+	fmt.Fprintf(out, "%s: ready\n", opt.name)
+	<-ctx.Done()
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
 	return nil
 }
 
 // lease runs the DHCP client until it holds a lease, printing progress.
-func (d *daemon) lease(ctx context.Context, dev ib.Device) (*dhcp.Client, error) {
+func (d *daemon) lease(ctx context.Context, st *stack.Stack, dev ib.Device) (*dhcp.Client, error) {
 	var attr ib.PortAttr
 	var err error
 	d.onLoop(func() { attr, err = dev.QueryPort(d.opt.port) })
 	if err != nil {
 		return nil, err
 	}
-	client, err := dhcp.NewClient(dhcp.ClientConfig{Stack: d.st.S, NIC: d.st.NIC, GUID: attr.GUID()})
+	client, err := dhcp.NewClient(dhcp.ClientConfig{Stack: st.S, NIC: st.NIC, GUID: attr.GUID()})
 	if err != nil {
 		return nil, err
 	}

@@ -82,7 +82,7 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 		}
 	}()
 	waitFor(t, 20*time.Second, func() bool {
-		return strings.Contains(outs[0].String(), "control socket") && strings.Contains(outs[1].String(), "control socket")
+		return strings.Contains(outs[0].String(), "ready") && strings.Contains(outs[1].String(), "ready")
 	})
 	out := outs[0].String()
 	for _, want := range []string{"joining the broadcast group ff12:401b:ffff::ffff:ffff", "link up", "MTU 2044", "address 10.9.0.1/24", "serving DHCP leases 10.9.0.100-10.9.0.150"} {
@@ -210,5 +210,71 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 			t.Fatalf("condition not met after %v", limit)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestUpWithoutSM: with no subnet manager the daemon keeps joining; its
+// control socket already answers stats (showing the join attempts) and
+// refuses ping with a clear message, and down stops it.
+func TestUpWithoutSM(t *testing.T) {
+	loop, err := aio.New(aio.WithName("fabric"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() { defer close(loopDone); loop.Run(ctx) }()
+	var f *sim.Fabric
+	done := make(chan struct{})
+	loop.ScheduleOneshot("build", func() {
+		if f, _, err = sim.Star(loop, sim.Config{Name: "nosm"}, 1); err == nil {
+			err = f.SetSMUp(false)
+		}
+		close(done)
+	})
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		done := make(chan struct{})
+		loop.ScheduleOneshot("close", func() { f.Close(); close(done) })
+		<-done
+		cancel()
+		<-loopDone
+		loop.Close()
+	})
+	sock := filepath.Join(t.TempDir(), "ib0.sock")
+	out := &syncBuffer{}
+	var errOut syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run([]string{"up", "--device", "sim:nosm/host0", "--addr", "10.8.0.1/24", "--socket", sock}, out, &errOut)
+	}()
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "joining the broadcast group") })
+	code, stdout, stderr := runCLI(t, "stats", "--json", "--socket", sock)
+	if code != exitOK {
+		t.Fatalf("stats while joining: exit %d: %s", code, stderr)
+	}
+	var st statsJSON
+	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := st.Netdev.Get("ipoib_joins"); !ok || n != 0 {
+		t.Errorf("ipoib_joins = %d (%v) with no SM", n, ok)
+	}
+	if code, _, stderr := runCLI(t, "ping", "--socket", sock, "10.8.0.2"); code != exitFailure || !strings.Contains(stderr, "not configured yet") {
+		t.Errorf("ping while joining: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "down", "--socket", sock); code != exitOK {
+		t.Fatalf("down: exit %d: %s", code, stderr)
+	}
+	select {
+	case code := <-exited:
+		if !strings.Contains(errOut.String(), "stopped while joining") || code != exitFailure {
+			t.Errorf("up exited %d: %s", code, errOut.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("up did not stop")
 	}
 }
