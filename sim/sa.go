@@ -54,7 +54,7 @@ func (f *Fabric) saReceive(in *port, pkt *ib.Packet, pkIdx int) {
 		if b[2] != ib.SAClassVersion {
 			st = ib.MADStatusBadVersion
 		}
-		m.Method = m.Method.Response()
+		m.Method = errorMethod(m.Method)
 		m.Status = st
 		_ = m.Encode(sa.mad[:])
 		f.saSend(pkt, pkIdx, sa.mad[:])
@@ -91,6 +91,7 @@ func (f *Fabric) saReceive(in *port, pkt *ib.Packet, pkIdx int) {
 	default:
 		madStatus = ib.MADStatusMethodAttrUnsupported
 		resp.InitResponse(req, ib.SAStatusOK, 0)
+		resp.Method = errorMethod(req.Method)
 		resp.Status = madStatus
 	}
 	if resp.Status != 0 {
@@ -619,4 +620,16 @@ func (f *Fabric) saMCGet(req *ib.SAMAD) (ib.MCMemberRecord, ib.SAStatus) {
 		return found, ib.SAStatusOK
 	}
 	return q, ib.SAErrTooManyRecords
+}
+
+// errorMethod is the method of an answer that carries an error status: the
+// request's response method when that has the response bit (GetResp for
+// Get and Set), otherwise the request's method with the response bit set.
+// A Trap's usual answer, TrapRepress, is an acknowledgement without the
+// bit, so it cannot tell the sender its method was refused.
+func errorMethod(m ib.Method) ib.Method {
+	if r := m.Response(); r.IsResponse() {
+		return r
+	}
+	return m | ib.MethodResponse
 }
