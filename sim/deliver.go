@@ -247,16 +247,10 @@ func (f *Fabric) forward(fr *frame) {
 			}
 			at = sw.ports[sw.lft[dlid]]
 		}
-		l := at.link
-		if l == nil || !l.up {
-			f.drop(DropLinkDown, src, nil)
+		q, ok := f.cross(at, src, size)
+		if !ok {
 			return
 		}
-		if size > l.mtu.Bytes() {
-			f.drop(DropOversize, src, nil)
-			return
-		}
-		q := l.other(at)
 		if !q.node.isSwitch {
 			f.receive(q, fr)
 			return
@@ -282,16 +276,10 @@ func (f *Fabric) forwardMcast(fr *frame, mlid ib.LID, size int) {
 	if src.node.isSwitch {
 		first = src
 	} else {
-		l := src.link
-		if l == nil || !l.up {
-			f.drop(DropLinkDown, src, nil)
+		var ok bool
+		if first, ok = f.cross(src, src, size); !ok {
 			return
 		}
-		if size > l.mtu.Bytes() {
-			f.drop(DropOversize, src, nil)
-			return
-		}
-		first = l.other(src)
 	}
 	if !first.node.isSwitch {
 		f.receiveDecoded(first, &pkt, derr)
@@ -309,17 +297,10 @@ func (f *Fabric) forwardMcast(fr *frame, mlid ib.LID, size int) {
 			if int(pn) == h.in {
 				continue
 			}
-			out := h.sw.ports[pn]
-			ol := out.link
-			if ol == nil || !ol.up {
-				f.drop(DropLinkDown, src, nil)
+			r, ok := f.cross(h.sw.ports[pn], src, size)
+			if !ok {
 				continue
 			}
-			if size > ol.mtu.Bytes() {
-				f.drop(DropOversize, src, nil)
-				continue
-			}
-			r := ol.other(out)
 			if r.node.isSwitch {
 				stack = append(stack, mcastHop{r.node, r.num})
 			} else {
@@ -500,4 +481,20 @@ func (f *Fabric) deliverMAD(h *Host, p *port, pkt *ib.Packet, pkIdx int) {
 		f.counters.delivered.Add(1)
 		h.counters.delivered.Add(1)
 	}
+}
+
+// cross sends a frame of size bytes out of port out and returns the port at
+// the link's far end, or counts the drop against src (link down or the
+// frame larger than the link's MTU) and reports false.
+func (f *Fabric) cross(out, src *port, size int) (*port, bool) {
+	l := out.link
+	if l == nil || !l.up {
+		f.drop(DropLinkDown, src, nil)
+		return nil, false
+	}
+	if size > l.mtu.Bytes() {
+		f.drop(DropOversize, src, nil)
+		return nil, false
+	}
+	return l.other(out), true
 }
