@@ -19,31 +19,7 @@ import (
 // process, the way an operator runs `ipoibd up` on two machines, and
 // drives them through their control sockets.
 func TestUpPingPeersStatsDown(t *testing.T) {
-	loop, err := aio.New(aio.WithName("fabric"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	loopDone := make(chan struct{})
-	go func() { defer close(loopDone); loop.Run(ctx) }()
-	var f *sim.Fabric
-	done := make(chan struct{})
-	loop.ScheduleOneshot("build", func() {
-		f, _, err = sim.Star(loop, sim.Config{Name: "uptest"}, 2)
-		close(done)
-	})
-	<-done
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		done := make(chan struct{})
-		loop.ScheduleOneshot("close", func() { f.Close(); close(done) })
-		<-done
-		cancel()
-		<-loopDone
-		loop.Close()
-	})
+	startFabric(t, "uptest", 2, nil)
 
 	dir := t.TempDir()
 	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("ib%d.sock", i)) }
@@ -217,33 +193,7 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 // control socket already answers stats (showing the join attempts) and
 // refuses ping with a clear message, and down stops it.
 func TestUpWithoutSM(t *testing.T) {
-	loop, err := aio.New(aio.WithName("fabric"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	loopDone := make(chan struct{})
-	go func() { defer close(loopDone); loop.Run(ctx) }()
-	var f *sim.Fabric
-	done := make(chan struct{})
-	loop.ScheduleOneshot("build", func() {
-		if f, _, err = sim.Star(loop, sim.Config{Name: "nosm"}, 1); err == nil {
-			err = f.SetSMUp(false)
-		}
-		close(done)
-	})
-	<-done
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		done := make(chan struct{})
-		loop.ScheduleOneshot("close", func() { f.Close(); close(done) })
-		<-done
-		cancel()
-		<-loopDone
-		loop.Close()
-	})
+	startFabric(t, "nosm", 1, func(f *sim.Fabric) error { return f.SetSMUp(false) })
 	sock := filepath.Join(t.TempDir(), "ib0.sock")
 	out := &syncBuffer{}
 	var errOut syncBuffer
@@ -276,5 +226,42 @@ func TestUpWithoutSM(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("up did not stop")
+	}
+}
+
+// startFabric runs a star of n simulated hosts named name on a loop of its
+// own until the test ends; setup, if given, runs on the loop once the
+// fabric is built. The daemons under test find the hosts through the sim
+// driver as "sim:NAME/hostI".
+func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error) {
+	t.Helper()
+	loop, err := aio.New(aio.WithName("fabric"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() { defer close(loopDone); loop.Run(ctx) }()
+	onLoop := func(fn func()) {
+		done := make(chan struct{})
+		loop.ScheduleOneshot("test", func() { fn(); close(done) })
+		<-done
+	}
+	var f *sim.Fabric
+	onLoop(func() {
+		if f, _, err = sim.Star(loop, sim.Config{Name: name}, n); err == nil && setup != nil {
+			err = setup(f)
+		}
+	})
+	t.Cleanup(func() {
+		if f != nil {
+			onLoop(func() { f.Close() })
+		}
+		cancel()
+		<-loopDone
+		loop.Close()
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
