@@ -114,6 +114,7 @@ type Context struct {
 	runBuf      []unix.EpollEvent // Run's park buffer, apart from the pass buffers a borrower uses
 	parkDL      time.Time         // deadline of Run's current park; zero when none
 	borrows     uint64            // borrowed pass runs so far; Run compares it across a park
+	beforePark  func()            // tests: runs after the last check for work, right before sleeping
 	praw        syscall.RawConn
 	parkCheck   func(fd uintptr) bool
 	parkBuf     []unix.EpollEvent

@@ -70,6 +70,9 @@ func (c *Context) poll(blocking bool) bool {
 		if slept {
 			start = time.Now()
 		}
+		if slept && c.beforePark != nil {
+			c.beforePark()
+		}
 		if slept && c.inRun && c.depth == 1 && c.pfile != nil {
 			events = c.parkOpen()
 		} else {
