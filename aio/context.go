@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -109,17 +109,17 @@ type Context struct {
 	// a non-blocking os.File, its raw conn, and the state the pre-bound
 	// readiness check shares with park, kept here so a pass allocates
 	// nothing.
-	pfile       *os.File
-	inRun       bool              // home-only: the passes are Run's own
-	runBuf      []unix.EpollEvent // Run's park buffer, apart from the pass buffers a borrower uses
-	parkDL      time.Time         // deadline of Run's current park; zero when none
-	borrows     uint64            // borrowed pass runs so far; Run compares it across a park
-	beforePark  func()            // tests: runs after the last check for work, right before sleeping
-	praw        syscall.RawConn
-	parkCheck   func(fd uintptr) bool
-	parkBuf     []unix.EpollEvent
-	parkN       int
-	parkErr     error
+	pfile      *os.File
+	inRun      bool              // home-only: the passes are Run's own
+	runBuf     []unix.EpollEvent // Run's park buffer, apart from the pass buffers a borrower uses
+	parkDL     time.Time         // deadline of Run's current park; zero when none
+	borrows    uint64            // borrowed pass runs so far; Run compares it across a park
+	beforePark func()            // tests: runs after the last check for work, right before sleeping
+	praw       syscall.RawConn
+	parkCheck  func(fd uintptr) bool
+	parkBuf    []unix.EpollEvent
+	parkN      int
+	parkErr    error
 
 	// Shared with any goroutine.
 	closed   atomic.Bool
