@@ -208,7 +208,7 @@ func (c *Context) Run(ctx context.Context) error {
 // do, but may return false after a bare Notify.
 //
 // Called while nobody is home, Poll makes the caller home for the duration
-// of the pass (locking its OS thread, one gettid). Called from a goroutine
+// of the pass. Called from a goroutine
 // that is not home while another one is, it is a programming error; -race
 // builds panic, other builds do not check. Tests that drive Poll in a loop
 // should hold Acquire, which also makes InHome true between passes.
@@ -246,9 +246,8 @@ func (c *Context) pollAway(blocking bool) bool {
 
 // Acquire makes the calling goroutine the Context's home until release is
 // called, so that a test or a set-up routine can call Poll and home-only
-// functions directly and InHome reports true. It locks the goroutine to its
-// OS thread and blocks while another goroutine is home (Run, another
-// Acquire). Call release exactly once from the same goroutine; extra calls
+// functions directly and InHome reports true. It blocks while another
+// goroutine is home (Run, another Acquire). Call release exactly once from the same goroutine; extra calls
 // do nothing. Acquire by the goroutine that is already home nests and
 // returns a release that only undoes the thread lock.
 func (c *Context) Acquire() (release func()) {
@@ -268,7 +267,7 @@ func (c *Context) Acquire() (release func()) {
 }
 
 // checkHome returns ErrNotHome when the Context has a home and the caller
-// is not it. It costs a gettid system call when a home exists.
+// is not it.
 func (c *Context) checkHome(op string) error {
 	t := c.homeG.Load()
 	if t != 0 && t != goid.Get() {

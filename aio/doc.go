@@ -28,8 +28,8 @@
 //     without locks, so calling them from another goroutine while the
 //     Context has a home is a programming error. SetFDHandler and
 //     RemoveFDHandler check it and return ErrNotHome; the cheaper calls
-//     (Poll, Timer methods) only check it in -race builds, because the check
-//     costs a gettid system call.
+//     (Poll, Timer methods) only check it in -race builds, which hunt such
+//     misuse.
 //   - io.go holds the calls that are safe from any goroutine at any time:
 //     NewBH, BH.Schedule, BH.ScheduleNow, BH.Cancel, BH.Delete,
 //     ScheduleOneshot, Notify, TryRun, Stop, SetPollParams, Stats, Now,

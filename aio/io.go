@@ -199,8 +199,7 @@ func (c *Context) Now() time.Time { return c.clock.Now() }
 func (c *Context) Name() string { return c.name }
 
 // InHome reports whether the caller is the Context's home goroutine. It
-// costs one gettid system call when the Context has a home (about 1 µs on
-// the sandbox VM), nothing otherwise.
+// costs an atomic load and a goroutine-id read, a few nanoseconds.
 func (c *Context) InHome() bool {
 	t := c.homeG.Load()
 	return t != 0 && t == goid.Get()
