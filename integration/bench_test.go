@@ -24,32 +24,46 @@ const benchChunk = 1 << 20
 // hosts of the simulated fabric (stack endpoint, netdev, IPoIB driver, sim
 // UD delivery with real packets and CRCs) with TCP between two gVisor
 // stacks joined by gVisor's own channel endpoints at the same MTU. Each op
-// moves 1 MiB over each, alternating, so both see the same machine; the
-// figure that matters is the ratio (ratio = IPoIB MB/s ÷ channel MB/s).
+// moves 1 MiB over each, in turn, so all see the same machine; the figure
+// that matters is the ratio (ratio = IPoIB MB/s ÷ channel MB/s). A third
+// stream runs IPoIB without gVisor's software segmentation (GSO), to show
+// what it is worth.
 func BenchmarkTCPThroughput(b *testing.B) {
-	e := newEnv(b, star(2))
-	e.up(defaults)
-	iw, ir := dialPair(b, e.hosts[0].st.S, e.hosts[1].st.S, e.hosts[1].addr)
+	fabric := func(noGSO bool) *stream {
+		e := newEnv(b, star(2))
+		e.noGSO = noGSO
+		e.up(defaults)
+		w, r := dialPair(b, e.hosts[0].st.S, e.hosts[1].st.S, e.hosts[1].addr)
+		return newStream(b, w, r)
+	}
+	ipoib, nogso := fabric(false), fabric(true)
 	sa, sb := gvtest.ChannelPair(b, 2044, netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("10.0.0.2/24"))
 	cw, cr := dialPair(b, sa, sb, netip.MustParseAddr("10.0.0.2"))
-	ipoib, channel := newStream(b, iw, ir), newStream(b, cw, cr)
-	for range 8 { // warm both up: windows open, buffers pooled
-		ipoib.chunk()
-		channel.chunk()
+	channel := newStream(b, cw, cr)
+	all := []*stream{ipoib, nogso, channel}
+	for range 8 { // warm all up: windows open, buffers pooled
+		for _, s := range all {
+			s.chunk()
+		}
 	}
-	ipoib.spent, channel.spent = 0, 0
+	for _, s := range all {
+		s.spent = 0
+	}
 	b.ReportAllocs()
-	b.SetBytes(2 * benchChunk)
+	b.SetBytes(int64(len(all)) * benchChunk)
 	b.ResetTimer()
 	for range b.N {
-		ipoib.chunk()
-		channel.chunk()
+		for _, s := range all {
+			s.chunk()
+		}
 	}
 	b.StopTimer()
 	mbps := func(d time.Duration) float64 { return float64(b.N) * benchChunk / d.Seconds() / 1e6 }
 	b.ReportMetric(mbps(ipoib.spent), "ipoib-MB/s")
+	b.ReportMetric(mbps(nogso.spent), "ipoib-nogso-MB/s")
 	b.ReportMetric(mbps(channel.spent), "channel-MB/s")
 	b.ReportMetric(channel.spent.Seconds()/ipoib.spent.Seconds(), "ratio")
+	b.ReportMetric(channel.spent.Seconds()/nogso.spent.Seconds(), "ratio-nogso")
 }
 
 // stream moves chunks over one TCP connection and adds up the time each
