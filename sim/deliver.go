@@ -40,7 +40,6 @@ type dataPath struct {
 
 	// Fabric loop only.
 	work  []*frame
-	next  int // first frame of work not yet taken
 	bh    *aio.BH
 	pkt   ib.Packet
 	stack []mcastHop
@@ -113,39 +112,30 @@ func (dp *dataPath) queue(fr *frame) {
 	dp.bh.Schedule()
 }
 
-// fabricBatch is how many frames one pass of the fabric loop puts on the
-// wire before it lets the hosts' completion handlers run. A real fabric
-// interleaves deliveries with receivers draining their queues; a fabric
-// that delivered a whole burst first would, on a large subnet, land more
-// broadcasts on every host than its receive queue holds (a host of
-// ipoibd posts 256 buffers) and drop them for want of a buffer, as no
-// hardware would. A quarter of that queue per pass leaves room for
-// unicast on top.
-const fabricBatch = 64
-
-// run puts up to fabricBatch queued frames on the wire, oldest first, and
-// comes back on a later pass for the rest, after the BHs that delivery
-// scheduled (the receivers' completion handlers) have run. Fabric loop.
+// run takes every queued frame. Fabric loop.
+//
+// The whole backlog goes out in one pass, before the receivers' completion
+// handlers run: the fabric is faster than any host, as a real one is. In
+// a broadcast storm on a large simulated subnet (every host of the demo's
+// 1024 broadcasting its DHCP DISCOVER) a host then finds more datagrams
+// than its receive queue holds and drops the rest as DropNoRecvBuffer,
+// which is where a real host that cannot keep up with its HCA drops them.
+// Pacing the fabric to the receivers instead (tried: 64 frames a pass)
+// ends those drops but not the overload, which all of the simulated
+// hosts' receive work on one loop makes inevitable there: the backlog then
+// grows in the fabric, DHCP replies arrive after the clients have given up,
+// and their retransmissions make it worse; with 1024 clients no lease was
+// granted in two minutes, where dropping lets the exponential backoff of
+// RFC 2131 spread the load (docs/performance.md has the figures).
 func (dp *dataPath) run() {
-	if dp.next == len(dp.work) {
-		dp.mu.Lock()
-		dp.work, dp.in = dp.in, dp.work[:0]
-		dp.mu.Unlock()
-		dp.next = 0
-	}
-	end := min(len(dp.work), dp.next+fabricBatch)
-	for i := dp.next; i < end; i++ {
-		fr := dp.work[i]
+	dp.mu.Lock()
+	dp.work, dp.in = dp.in, dp.work[:0]
+	dp.mu.Unlock()
+	for i, fr := range dp.work {
 		dp.work[i] = nil
-		dp.next = i + 1
 		dp.f.take(fr)
 	}
-	if dp.next < len(dp.work) {
-		dp.bh.Schedule()
-		return
-	}
-	// Frames queued meanwhile scheduled this BH again themselves.
-	dp.work, dp.next = dp.work[:0], 0
+	dp.work = dp.work[:0]
 }
 
 func (dp *dataPath) close() {
@@ -155,9 +145,6 @@ func (dp *dataPath) close() {
 	dp.in = nil
 	dp.mu.Unlock()
 	dp.bh.Delete()
-	// Frames of a batch cut short go the way of those still queued.
-	in = append(dp.work[dp.next:], in...)
-	dp.work, dp.next = dp.work[:0], 0
 	for _, fr := range in {
 		dp.f.drop(DropFabricClosed, fr.src, nil)
 		if fr.qp != nil {
