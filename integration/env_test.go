@@ -37,10 +37,16 @@ type env struct {
 	// noGSO, when set before up, builds the stacks without gVisor's
 	// software segmentation.
 	noGSO bool
+	// hostLoops, when set before up, gives every host a loop of its own,
+	// as separate daemons have, instead of running all of them on the
+	// fabric's loop.
+	hostLoops bool
+	stopLoops []func() // the host loops' stops, for close
 }
 
 // host is one simulated machine: its HCA, its IPoIB link and its stack.
 type host struct {
+	loop *aio.Context // the fabric's loop unless env.hostLoops
 	sim  *sim.Host
 	dev  ib.Device
 	link *ipoib.Link
@@ -80,10 +86,33 @@ func newEnv(t testing.TB, build func(loop *aio.Context, cfg sim.Config) (*sim.Fa
 }
 
 // onLoop runs fn on the fabric's loop and waits for it.
-func (e *env) onLoop(fn func()) {
+func (e *env) onLoop(fn func()) { runOn(e.loop, fn) }
+
+// runOn runs fn on loop and waits for it.
+func runOn(loop *aio.Context, fn func()) {
 	done := make(chan struct{})
-	e.loop.ScheduleOneshot("test", func() { fn(); close(done) })
+	loop.ScheduleOneshot("test", func() { fn(); close(done) })
 	<-done
+}
+
+// hostLoop starts a loop of its own for host i; close stops it last.
+func (e *env) hostLoop(i int) *aio.Context {
+	loop, err := aio.New(aio.WithName(fmt.Sprintf("host%d", i)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		loop.Run(ctx)
+	}()
+	e.stopLoops = append(e.stopLoops, func() {
+		cancel()
+		<-done
+		loop.Close()
+	})
+	return loop
 }
 
 func (e *env) close() {
@@ -92,15 +121,20 @@ func (e *env) close() {
 			h.st.Close()
 		}
 	}
-	e.onLoop(func() {
-		for _, h := range e.hosts {
+	for _, h := range e.hosts {
+		if h.loop == nil {
+			continue
+		}
+		runOn(h.loop, func() {
 			if h.link != nil {
 				h.link.Close()
 			}
 			if h.dev != nil {
 				h.dev.Close()
 			}
-		}
+		})
+	}
+	e.onLoop(func() {
 		if e.f != nil {
 			e.f.Close()
 		}
@@ -108,6 +142,9 @@ func (e *env) close() {
 	e.stop()
 	<-e.done
 	e.loop.Close()
+	for _, stop := range e.stopLoops {
+		stop()
+	}
 }
 
 // addrOf gives host i the address 10.<i/250>.<i%250+1>... inside 10.0.0.0/8.
@@ -126,9 +163,13 @@ func (e *env) up(cfg func(i int) ipoib.Config) {
 func (e *env) upWith(cfg func(i int) ipoib.Config, addr func(i int) netip.Prefix) {
 	e.t.Helper()
 	var err error
-	e.onLoop(func() {
-		for i, h := range e.hosts {
-			dev, derr := h.sim.Open(e.loop)
+	for i, h := range e.hosts {
+		h.loop = e.loop
+		if e.hostLoops {
+			h.loop = e.hostLoop(i)
+		}
+		runOn(h.loop, func() {
+			dev, derr := h.sim.Open(h.loop)
 			if derr != nil {
 				err = derr
 				return
@@ -138,14 +179,15 @@ func (e *env) upWith(cfg func(i int) ipoib.Config, addr func(i int) netip.Prefix
 			if c.Name == "" {
 				c.Name = fmt.Sprintf("ib%d-%d", seq.Add(1), i)
 			}
-			if h.link, err = ipoib.New(e.loop, dev, c); err != nil {
+			if h.link, err = ipoib.New(h.loop, dev, c); err != nil {
 				return
 			}
-			if err = h.link.NetDev().Open(); err != nil {
-				return
-			}
+			err = h.link.NetDev().Open()
+		})
+		if err != nil {
+			break
 		}
-	})
+	}
 	if err != nil {
 		e.t.Fatalf("open links: %v", err)
 	}
