@@ -33,7 +33,8 @@ func BenchmarkBHScheduleDispatch(b *testing.B) {
 
 // BenchmarkCrossGoroutineWake measures the one-way latency from Schedule
 // on one goroutine to the BH starting on a loop run by another, with the
-// loop asleep in epoll_wait (epoll) or busy polling (polling).
+// loop asleep (the subtest keeps its old name, epoll) or busy polling
+// (polling).
 func BenchmarkCrossGoroutineWake(b *testing.B) {
 	for _, tc := range []struct {
 		name string
@@ -58,7 +59,7 @@ func benchWake(b *testing.B, poll time.Duration) {
 
 	once := func() int64 {
 		if poll == 0 {
-			// Let the loop get into epoll_wait, so every sample pays for
+			// Let the loop fall asleep, so every sample pays for
 			// a real wake-up rather than catching the loop still awake.
 			for c.notifyMe.Load() == 0 {
 				runtime.Gosched()
