@@ -115,6 +115,7 @@ type Context struct {
 	parkDL     time.Time         // deadline of Run's current park; zero when none
 	borrows    uint64            // borrowed pass runs so far; Run compares it across a park
 	beforePark func()            // tests: runs after the last check for work, right before sleeping
+	borrowed   bool              // inside TryRun's passes, while Run is parked on the epoll file
 	praw       syscall.RawConn
 	parkCheck  func(fd uintptr) bool
 	parkBuf    []unix.EpollEvent
@@ -130,12 +131,16 @@ type Context struct {
 	passMu   sync.Mutex   // held by whoever runs passes: Run except while parked, Acquire, Poll, a borrower
 	notifyMe atomic.Int32 // >0 while a pass may sleep in epoll_wait
 	notified atomic.Bool  // a Notify is not yet accepted
-	writers  atomic.Int32 // Notify calls writing the eventfd; Close waits for them
-	bhHead   atomic.Pointer[BH]
-	pollMax  atomic.Int64
-	pollGrow atomic.Uint32
-	pollShr  atomic.Uint32
-	pub      pubStats
+	// sysSleepers counts passes asleep in epoll_wait although the loop
+	// parks in the netpoller: blocking Polls nested in a borrowed pass.
+	// Notify writes the eventfd for them.
+	sysSleepers atomic.Int32
+	writers     atomic.Int32 // Notify calls writing the eventfd; Close waits for them
+	bhHead      atomic.Pointer[BH]
+	pollMax     atomic.Int64
+	pollGrow    atomic.Uint32
+	pollShr     atomic.Uint32
+	pub         pubStats
 
 	// Home-only.
 	depth     int    // nesting of Poll on the home goroutine

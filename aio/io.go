@@ -138,6 +138,9 @@ func (c *Context) kick() {
 		if c.pfile != nil {
 			// Fails only after Close, when there is nobody to wake.
 			_ = c.pfile.SetReadDeadline(longAgo)
+			if c.sysSleepers.Load() != 0 {
+				_, _ = unix.Write(c.evfd, eventfdOne[:])
+			}
 			c.writers.Add(-1)
 			// The loop is now queued to run next on this goroutine's P.
 			// Yield it the P: a caller that goes on computing would

@@ -205,6 +205,7 @@ func (c *Context) TryRun() bool {
 	}
 	prev := c.homeG.Swap(self)
 	c.borrows++
+	c.borrowed = true
 	for i := 0; i < maxBorrowPasses; i++ {
 		if !c.poll(false) && !c.bhPending() {
 			break
@@ -216,6 +217,7 @@ func (c *Context) TryRun() bool {
 		wake = true
 	}
 	c.publish()
+	c.borrowed = false
 	c.homeG.Store(prev)
 	c.passMu.Unlock()
 	if wake {

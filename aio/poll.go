@@ -34,7 +34,7 @@ func (c *Context) poll(blocking bool) bool {
 
 	progress := false
 	timeout := noWait
-	announced, slept := false, false
+	announced, slept, sysSleep := false, false, false
 	var waited, polled time.Duration
 	if blocking {
 		timeout = c.timeout()
@@ -51,7 +51,14 @@ func (c *Context) poll(blocking bool) bool {
 			// Announce that we may sleep, then look once more: a producer
 			// that published before reading the announcement is seen here,
 			// one that published after it writes the eventfd.
-			if c.pfile != nil {
+			switch {
+			case c.pfile == nil:
+			case c.borrowed:
+				// Run is parked on the epoll file: leave its deadline
+				// alone and sleep in epoll_wait, woken by the eventfd.
+				c.sysSleepers.Add(1)
+				sysSleep = true
+			default:
 				c.armPark(timeout)
 			}
 			c.notifyMe.Add(1)
@@ -85,6 +92,9 @@ func (c *Context) poll(blocking bool) bool {
 	}
 	if announced {
 		c.notifyMe.Add(-1)
+	}
+	if sysSleep {
+		c.sysSleepers.Add(-1)
 	}
 	if blocking {
 		// Accept before dispatching: a Notify that comes in while we run
@@ -207,7 +217,7 @@ func (c *Context) wait(timeout time.Duration) []unix.EpollEvent {
 	buf := c.evbufs[c.depth-1]
 	var n int
 	var err error
-	if timeout != noWait && c.pfile != nil {
+	if timeout != noWait && c.pfile != nil && !c.borrowed {
 		n, err = c.park(buf)
 	} else {
 		n, err = epollWait(c.epfd, buf, timeout)

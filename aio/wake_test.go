@@ -207,6 +207,26 @@ func TestTryRun(t *testing.T) {
 			t.Fatal("a timer armed during a borrowed pass never fired: Run kept sleeping")
 		}
 	})
+	t.Run("blocking poll nested in a borrowed pass", func(t *testing.T) {
+		c := newCtx(t)
+		woke := c.NewBH("wake", nil)
+		var slept bool
+		bh := c.NewBH("nested", func() {
+			go func() {
+				time.Sleep(10 * time.Millisecond)
+				woke.Schedule()
+			}()
+			t0 := time.Now()
+			c.Poll(true) // sleeps until the other goroutine schedules
+			slept = time.Since(t0) >= 5*time.Millisecond
+		})
+		runLoop(t, c)
+		waitFor(t, "loop asleep", 5*time.Second, func() bool { return c.notifyMe.Load() != 0 })
+		bh.ScheduleNow()
+		if !slept {
+			t.Fatal("the nested blocking Poll did not wait for its wake-up")
+		}
+	})
 	t.Run("work left over goes to the loop", func(t *testing.T) {
 		c := newCtx(t)
 		var n atomic.Int64
