@@ -91,3 +91,10 @@ func ICRCRoCEv2(b []byte) (uint32, error) {
 	crc = icrcBytes(crc, b[bth:bth+BTHLen], bthResv8aOff)
 	return crc32.Update(crc, crc32.IEEETable, b[bth+BTHLen:]), nil
 }
+
+// IsIPv4Mapped reports whether g is an IPv4-mapped address
+// (::ffff:a.b.c.d), the form of a RoCEv2 GID made from an IPv4 address:
+// RoCEv2 sends to such a GID over IPv4.
+func (g GID) IsIPv4Mapped() bool {
+	return g[0]|g[1]|g[2]|g[3]|g[4]|g[5]|g[6]|g[7]|g[8]|g[9] == 0 && g[10] == 0xFF && g[11] == 0xFF
+}

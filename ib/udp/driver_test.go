@@ -1,0 +1,170 @@
+//go:build linux
+
+package udp
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/ib"
+)
+
+// pair is two udp devices opened on one interface, each with a QP, on a
+// loop the test goroutine is home on.
+type pair struct {
+	t     *testing.T
+	loop  *aio.Context
+	devs  [2]ib.Device
+	cqs   [2]ib.CompletionQueue
+	qps   [2]ib.QueuePair
+	wcs   []ib.Completion
+	qkeys [2]ib.QKey
+}
+
+// openPair opens iface twice; it skips when raw sockets are not allowed.
+func openPair(t *testing.T, iface string) *pair {
+	t.Helper()
+	loop, err := aio.New(aio.WithName("udp-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := loop.Acquire()
+	t.Cleanup(func() { release(); loop.Close() })
+	p := &pair{t: t, loop: loop, wcs: make([]ib.Completion, 16), qkeys: [2]ib.QKey{0x0B1B, 0x0B1B}}
+	for i := range p.devs {
+		dev, err := ib.Open(loop, DriverName, iface)
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			t.Skipf("SKIP: cannot open raw sockets here (needs CAP_NET_RAW): %v", err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dev.Close() })
+		p.devs[i] = dev
+		cq, err := dev.CreateCQ(64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := dev.CreateUDQP(ib.QPConfig{Port: 1, QKey: p.qkeys[i], SendCQ: cq, RecvCQ: cq,
+			SendDepth: 16, RecvDepth: 16, RecvBufSize: ib.GRHSize + 2048})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.cqs[i], p.qps[i] = cq, q
+	}
+	return p
+}
+
+// wait polls the loop until cq i has a completion of kind k, or fails
+// after a second.
+func (p *pair) wait(i int, k ib.WorkKind) *ib.Completion {
+	p.t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		p.loop.Poll(false)
+		n, err := p.cqs[i].Poll(p.wcs[:1])
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		if n == 1 && p.wcs[0].Kind == k {
+			return &p.wcs[0]
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// TestUnicastLoopback sends UD datagrams between two devices on the
+// loopback interface over IPv4: the payload and the GRH arrive, a wrong
+// Q_Key is dropped and counted, and so is a corrupted ICRC.
+func TestUnicastLoopback(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("SKIP: raw sockets need root (CAP_NET_RAW)")
+	}
+	p := openPair(t, "lo")
+	attr, err := p.devs[0].QueryPort(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := attr.GIDs[len(attr.GIDs)-1]
+	if want := (ib.GID{10: 0xff, 11: 0xff, 12: 127, 15: 1}); gid != want {
+		t.Fatalf("lo GID %v, want %v", gid, want)
+	}
+	ah, err := p.devs[0].CreateAH(ib.AddressVector{Port: 1, GlobalRoute: true, DGID: gid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("hello over RoCEv2, five bytes of pad?")
+	send := func(qkey ib.QKey) {
+		t.Helper()
+		n, err := p.qps[0].PostSend([]ib.SendWR{{ID: 7, AH: ah, RemoteQPN: p.qps[1].QPN(), RemoteQKey: qkey, Data: [][]byte{msg[:5], msg[5:]}}})
+		if n != 1 || err != nil {
+			t.Fatalf("PostSend: %d, %v", n, err)
+		}
+		if wc := p.wait(0, ib.WorkSend); wc == nil || wc.Status != ib.StatusSuccess || wc.ID != 7 {
+			t.Fatalf("send completion %+v", wc)
+		}
+	}
+	send(0x0B1B)
+	wc := p.wait(1, ib.WorkRecv)
+	if wc == nil {
+		t.Fatalf("nothing received; counters %+v", p.devs[1].(*device).Counters())
+	}
+	if !bytes.Equal(wc.Payload(), msg) || wc.SrcQPN != p.qps[0].QPN() || !wc.HasGRH {
+		t.Fatalf("received %q from QP %v (GRH %v), want %q from %v", wc.Payload(), wc.SrcQPN, wc.HasGRH, msg, p.qps[0].QPN())
+	}
+	var grh ib.GRH
+	_ = grh.Decode(wc.Buf)
+	if grh.SGID != gid || grh.DGID != gid {
+		t.Errorf("GRH %v -> %v, want %v both ways", grh.SGID, grh.DGID, gid)
+	}
+	if err := p.qps[1].RepostRecv(wc.ID); err != nil {
+		t.Fatal(err)
+	}
+	before := p.devs[1].(*device).Counters()
+	send(0x1234)
+	if wc := p.wait(1, ib.WorkRecv); wc != nil {
+		t.Fatalf("a datagram with the wrong Q_Key arrived: %+v", wc)
+	}
+	if c := p.devs[1].(*device).Counters(); c.RxQKey != before.RxQKey+1 {
+		t.Errorf("Q_Key drops %d, want %d", c.RxQKey, before.RxQKey+1)
+	}
+}
+
+// TestBadICRCDropped sends a datagram whose ICRC is wrong straight from a
+// UDP socket: the device counts it and delivers nothing.
+func TestBadICRCDropped(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("SKIP: raw sockets need root (CAP_NET_RAW)")
+	}
+	p := openPair(t, "lo")
+	d := p.devs[1].(*device)
+	buf := make([]byte, 256)
+	h := sendHeader{Src: d.src4, Dst: d.src4, SrcPort: 5000}
+	out, err := encodeDatagram(buf, &h, &ib.BTH{OpCode: ib.OpUDSendOnly, PKey: ib.PKeyDefault, DestQP: p.qps[1].QPN()},
+		&ib.DETH{QKey: 0x0B1B, SrcQP: 0x99}, [][]byte{[]byte("payload!")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out[len(out)-1] ^= 0xFF
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Sendto(fd, out, 0, &unix.SockaddrInet4{Port: ib.RoCEv2Port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if wc := p.wait(1, ib.WorkRecv); wc != nil {
+		t.Fatalf("a datagram with a bad ICRC arrived: %+v", wc)
+	}
+	if c := d.Counters(); c.RxBadICRC == 0 {
+		t.Errorf("bad ICRC not counted: %+v", c)
+	}
+}
