@@ -25,7 +25,10 @@ import (
 // driver on its plain eth0 with no RDMA module loaded at all. Between
 // them: a DHCP lease, pings both ways, a byte-identical TCP stream, and a
 // capture taken on the wire (the hub between the VMs) in which every
-// RoCEv2 datagram, the kernel's and ours, has a valid ICRC.
+// RoCEv2 datagram, the kernel's and ours, has a valid ICRC. The daemons
+// use GID index 0 on both sides (the link-local GID: unicast is IPv6),
+// the TCP interfaces GID index 1 (the IPv4-mapped GID: unicast is IPv4,
+// whose ICRC covers the IP identification each kernel picks).
 
 // udpVM0Script: rxe side, DHCP server, TCP sink.
 var udpVM0Script = vmScriptCommon + fmt.Sprintf(`
@@ -40,7 +43,7 @@ PEER=$(cat $S/vm1.addr)
 echo "STEP ping $PEER"
 $S/ipoibd ping --socket /tmp/ib0.sock --json -c %[3]d -i %[4]s $PEER > $S/ping-vm0.json || { cat $S/ping-vm0.json; fail "ping $PEER"; }
 echo "STEP TCP sink"
-$S/vmxfer -device rxe0 -addr %[5]s/24 -sink -bytes %[6]d > /tmp/xfer.log 2>&1 &
+$S/vmxfer -device rxe0 -gid-index 1 -addr %[5]s/24 -sink -bytes %[6]d > /tmp/xfer.log 2>&1 &
 XFER=$!
 waitlog /tmp/xfer.log listening 30
 touch $S/vm0.sink
@@ -73,7 +76,7 @@ echo "STEP ping %[1]s"
 $S/ipoibd ping --socket /tmp/ib0.sock --json -c %[2]d -i %[3]s %[1]s > $S/ping-vm1.json || { cat $S/ping-vm1.json; fail "ping %[1]s"; }
 waitfor $S/vm0.sink 90
 echo "STEP TCP source"
-$S/vmxfer -device udp:eth0 -addr %[4]s/24 -source %[5]s -bytes %[6]d > /tmp/xfer.log 2>&1 || { cat /tmp/xfer.log; fail "TCP source"; }
+$S/vmxfer -device udp:eth0 -gid-index 1 -addr %[4]s/24 -source %[5]s -bytes %[6]d > /tmp/xfer.log 2>&1 || { cat /tmp/xfer.log; fail "TCP source"; }
 cat /tmp/xfer.log
 echo "STEP ipoibd down"
 $S/ipoibd down --socket /tmp/ib0.sock
@@ -182,6 +185,9 @@ func checkInteropWire(t *testing.T, path string) {
 		}
 	}
 	t.Logf("IPv6 RoCEv2 frames from vm0 (rxe) %d, from vm1 (udp) %d; rxe to %v: %d", fromVM[0], fromVM[1], netip.AddrFrom16(bcast), rxeBcast)
+	if s.IPv4 == 0 {
+		t.Error("no IPv4 RoCEv2 datagram on the wire (the TCP interfaces use IPv4-mapped GIDs)")
+	}
 	if fromVM[0] == 0 || fromVM[1] == 0 || rxeBcast == 0 {
 		t.Error("the capture lacks RoCEv2 from one side, or rxe's IPv6 datagrams to the broadcast MGID")
 	}
