@@ -261,28 +261,30 @@ func (c *cq) push(wc *ib.Completion) bool {
 	return true
 }
 
-// receive drains a raw socket in recvmmsg batches (the socket's read
-// handler).
+// receive takes one recvmmsg batch from a raw socket (the socket's read
+// handler). One batch per wake-up, not a drain: the loop then runs the
+// completion handlers, which repost the receive buffers the batch used,
+// before it reads again (the socket is level-triggered, so what is left
+// wakes it at once). Draining first would run the QPs out of buffers in
+// a burst.
 func (d *device) receive(r *rxRing) {
-	for !d.closed {
-		for i := range r.hdrs {
-			h := &r.hdrs[i].Hdr
-			h.Flags = 0
-			if r.v6 {
-				h.Namelen = unix.SizeofSockaddrInet6
-				h.SetControllen(len(r.ctrl[i]))
-			}
+	if d.closed {
+		return
+	}
+	for i := range r.hdrs {
+		h := &r.hdrs[i].Hdr
+		h.Flags = 0
+		if r.v6 {
+			h.Namelen = unix.SizeofSockaddrInet6
+			h.SetControllen(len(r.ctrl[i]))
 		}
-		n, err := recvmmsg(r.fd, r.hdrs)
-		if err != nil || n == 0 {
-			return // EAGAIN: drained; other errors are retried on the next wake-up
-		}
-		for i := range n {
-			d.receiveOne(r, i)
-		}
-		if n < len(r.hdrs) {
-			return
-		}
+	}
+	n, err := recvmmsg(r.fd, r.hdrs)
+	if err != nil {
+		return // EAGAIN: drained; other errors are retried on the next wake-up
+	}
+	for i := range n {
+		d.receiveOne(r, i)
 	}
 }
 
