@@ -142,54 +142,50 @@ func vethTCP(b *testing.B, mtu int) {
 		b.Run(fam.name, func(b *testing.B) {
 			h0, h1 := ipoibPair(b, tp, fam.gid)
 			ln, err := h1.st.ListenTCP(5002)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			acc := make(chan net.Conn, 1)
-			go func() { c, _ := ln.Accept(); acc <- c }()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			w, err := h0.st.DialTCP(ctx, netip.AddrPortFrom(h1.addr, 5002))
-			if err != nil {
-				b.Fatal(err)
-			}
-			r := <-acc
-			if r == nil {
-				b.Fatal("accept failed")
-			}
-			defer w.Close()
-			defer r.Close()
+			w, r := connect(b, ln, err, func() (net.Conn, error) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				return h0.st.DialTCP(ctx, netip.AddrPortFrom(h1.addr, 5002))
+			})
 			throughput(b, w, r)
 			reportCounters(b, h1.dev)
 		})
 	}
 	b.Run("kernel", func(b *testing.B) {
 		var ln net.Listener
-		if err := inNetns(tp.hosts[1], func() (err error) {
+		err := inNetns(tp.hosts[1], func() (err error) {
 			ln, err = net.Listen("tcp4", tp.addrs[1].Addr().String()+":5003")
 			return err
-		}); err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		acc := make(chan net.Conn, 1)
-		go func() { c, _ := ln.Accept(); acc <- c }()
-		var w net.Conn
-		if err := inNetns(tp.hosts[0], func() (err error) {
-			w, err = net.Dial("tcp4", tp.addrs[1].Addr().String()+":5003")
-			return err
-		}); err != nil {
-			b.Fatal(err)
-		}
-		r := <-acc
-		if r == nil {
-			b.Fatal("accept failed")
-		}
-		defer w.Close()
-		defer r.Close()
+		})
+		w, r := connect(b, ln, err, func() (w net.Conn, err error) {
+			err = inNetns(tp.hosts[0], func() (err error) {
+				w, err = net.Dial("tcp4", tp.addrs[1].Addr().String()+":5003")
+				return err
+			})
+			return w, err
+		})
 		throughput(b, w, r)
 	})
+}
+
+// connect accepts one connection on ln (which failed to open if lnErr is
+// set) while dial connects to it; both ends close when b ends.
+func connect(b *testing.B, ln net.Listener, lnErr error, dial func() (net.Conn, error)) (w, r net.Conn) {
+	if lnErr != nil {
+		b.Fatal(lnErr)
+	}
+	b.Cleanup(func() { ln.Close() })
+	acc := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); acc <- c }()
+	w, err := dial()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if r = <-acc; r == nil {
+		b.Fatal("accept failed")
+	}
+	b.Cleanup(func() { w.Close(); r.Close() })
+	return w, r
 }
 
 // throughput writes b.N chunks to w and waits until r has read them.
