@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +39,7 @@ var (
 // newDevice opens the sockets for info and registers them on loop.
 func newDevice(loop *aio.Context, info *ifaceInfo) (_ *device, err error) {
 	loop.AssertHome("udp open")
-	d := &device{loop: loop, info: info, attr: info.portAttr(),
+	d := &device{loop: loop, info: info,
 		qps: map[ib.QPN]*qp{}, cqs: map[*cq]struct{}{}, groups: map[ib.GID]int{},
 		tx4: -1, rx4: -1, tx6: -1, rx6: -1,
 		// A random first QPN keeps two processes on one interface (which
@@ -60,30 +61,90 @@ func newDevice(loop *aio.Context, info *ifaceInfo) (_ *device, err error) {
 	if d.rx4, err = openRawSocket4(v4); err != nil {
 		return nil, fmt.Errorf("udp %s: %w", info.name, err)
 	}
-	if info.hasLL {
-		d.src6 = info.ll.As16()
-		if d.tx6, err = openSendSocket6(d.src6, info.index); err != nil {
-			return nil, fmt.Errorf("udp %s: %w", info.name, err)
-		}
-		if d.rx6, err = openRawSocket6(info.name); err != nil {
-			return nil, fmt.Errorf("udp %s: %w", info.name, err)
-		}
-	}
-	rxBuf := info.mtu + maxIPHeader
-	d.rxq4 = newRxRing(d.rx4, false, rxBuf)
+	d.rxq4 = newRxRing(d.rx4, false, d.rxBufSize())
 	d.txq4 = newTxQueue(d.tx4, false)
 	if err = loop.SetFDHandler(d.rx4, aio.FDHandler{Read: func() { d.receive(d.rxq4) }}); err != nil {
 		return nil, fmt.Errorf("udp %s: %w", info.name, err)
 	}
-	if d.rx6 >= 0 {
-		d.rxq6 = newRxRing(d.rx6, true, rxBuf)
-		d.txq6 = newTxQueue(d.tx6, true)
-		if err = loop.SetFDHandler(d.rx6, aio.FDHandler{Read: func() { d.receive(d.rxq6) }}); err != nil {
-			_ = loop.RemoveFDHandler(d.rx4)
-			return nil, fmt.Errorf("udp %s: %w", info.name, err)
+	if info.hasLL {
+		if err = d.openIPv6(); err != nil {
+			return nil, err
 		}
 	}
+	d.attr = d.info.portAttr(d.tx6 >= 0)
+	d.linkTimer = loop.NewTimer("udp link "+info.name, d.checkLink)
+	d.linkTimer.Reset(linkPollInterval)
 	return d, nil
+}
+
+// rxBufSize is the size of a receive-batch buffer: the largest datagram
+// the interface can carry, and room to rebuild an IPv6 header before it.
+func (d *device) rxBufSize() int { return max(d.info.mtu, 1500) + maxIPHeader }
+
+// openIPv6 opens the IPv6 sockets, bound to the interface's link-local
+// address; it runs at open or once that address appears (checkLink).
+func (d *device) openIPv6() error {
+	info := d.info
+	var err error
+	d.src6 = info.ll.As16()
+	if d.tx6, err = openSendSocket6(d.src6, info.index); err != nil {
+		return fmt.Errorf("udp %s: %w", info.name, err)
+	}
+	if d.rx6, err = openRawSocket6(info.name); err != nil {
+		unix.Close(d.tx6)
+		d.tx6 = -1
+		return fmt.Errorf("udp %s: %w", info.name, err)
+	}
+	d.rxq6 = newRxRing(d.rx6, true, d.rxBufSize())
+	d.txq6 = newTxQueue(d.tx6, true)
+	d.txq6.grow(len(d.txFree))
+	if err = d.loop.SetFDHandler(d.rx6, aio.FDHandler{Read: func() { d.receive(d.rxq6) }}); err != nil {
+		unix.Close(d.tx6)
+		unix.Close(d.rx6)
+		d.tx6, d.rx6, d.txq6, d.rxq6 = -1, -1, nil, nil
+		return fmt.Errorf("udp %s: %w", info.name, err)
+	}
+	return nil
+}
+
+// linkPollInterval is how often the device reads its interface's state to
+// report the port going ACTIVE or DOWN. A veth or a NIC may come up after
+// the daemon started (carrier follows the peer); the IPoIB layer waits
+// for the event. Polling once a second costs one netlink request and
+// keeps the driver free of a netlink listener of its own.
+const linkPollInterval = time.Second
+
+// checkLink reads the interface's state and reports a change as a port
+// event (the link timer).
+func (d *device) checkLink() {
+	if d.closed {
+		return
+	}
+	defer d.linkTimer.Reset(linkPollInterval)
+	ifc, err := net.InterfaceByName(d.info.name)
+	up := err == nil && ifc.Flags&net.FlagUp != 0 && ifc.Flags&net.FlagRunning != 0
+	d.info.up = up
+	if up && d.tx6 < 0 {
+		// The link-local address appears with the carrier.
+		if now, err := lookupIface(ifc); err == nil && now.hasLL {
+			d.info.ll, d.info.hasLL = now.ll, true
+			if err := d.openIPv6(); err != nil {
+				d.info.hasLL = false
+			}
+		}
+	}
+	was := d.attr.State
+	d.attr = d.info.portAttr(d.tx6 >= 0)
+	if d.attr.State == was {
+		return
+	}
+	ev := ib.Event{Type: ib.EventPortDown, Port: 1}
+	if d.attr.State == ib.PortActive {
+		ev.Type = ib.EventPortActive
+	}
+	if d.handler != nil {
+		d.handler(ev)
+	}
 }
 
 // newRxRing prepares a receive batch of rxBatch buffers of bufSize bytes.
@@ -152,7 +213,8 @@ func (d *device) NodeGUID() ib.GUID { return d.info.nodeGID }
 // NumPorts is 1.
 func (d *device) NumPorts() int { return 1 }
 
-// QueryPort reads the interface again: its state, MTU and addresses. The
+// QueryPort reads the interface's MTU again. The state is the one the
+// last port event reported (checkLink), so the two never disagree; the
 // GID table keeps the addresses the sockets were bound to, which an
 // address change on the interface does not move.
 func (d *device) QueryPort(port int) (ib.PortAttr, error) {
@@ -163,15 +225,14 @@ func (d *device) QueryPort(port int) (ib.PortAttr, error) {
 		return ib.PortAttr{}, fmt.Errorf("udp %s: port %d: %w", d.info.name, port, ib.ErrNoPort)
 	}
 	if ifc, err := net.InterfaceByName(d.info.name); err == nil {
-		d.info.up = ifc.Flags&net.FlagUp != 0 && ifc.Flags&net.FlagRunning != 0
-		d.info.mtu = min(ifc.MTU, d.slotSize-(maxIPHeader+ib.UDPHeaderLen+udOverhead+3))
-		d.attr = d.info.portAttr()
+		d.info.mtu = min(ifc.MTU, d.slotSize-(maxIPHeader+ib.UDPHeaderLen+udOverhead+3), d.rxBufSize()-maxIPHeader)
+		d.attr = d.info.portAttr(d.tx6 >= 0)
 	}
 	return d.attr, nil
 }
 
-// SetEventHandler installs fn for port events. The driver reports none
-// yet: the port follows the interface, which QueryPort reads.
+// SetEventHandler installs fn for port events: EventPortActive and
+// EventPortDown as the interface's state changes (checkLink).
 func (d *device) SetEventHandler(fn func(ib.Event)) { d.handler = fn }
 
 // CreateCQ creates a completion queue with room for depth completions.
@@ -311,6 +372,7 @@ func (d *device) Close() error {
 		c.closed = true
 		c.bh.Delete()
 	}
+	d.linkTimer.Stop()
 	d.closeSockets()
 	d.closed = true
 	return nil

@@ -71,12 +71,13 @@ type device struct {
 	attr ib.PortAttr
 	ctr  counters
 
-	closed  bool
-	handler func(ib.Event)
-	qps     map[ib.QPN]*qp
-	nextQPN ib.QPN
-	cqs     map[*cq]struct{}
-	groups  map[ib.GID]int // IPv6 group memberships, by QPs attached
+	closed    bool
+	handler   func(ib.Event)
+	linkTimer *aio.Timer
+	qps       map[ib.QPN]*qp
+	nextQPN   ib.QPN
+	cqs       map[*cq]struct{}
+	groups    map[ib.GID]int // IPv6 group memberships, by QPs attached
 
 	// Sockets (-1 when absent: no IPv6 without a link-local address).
 	tx4, rx4, tx6, rx6 int

@@ -48,15 +48,15 @@ type ifaceInfo struct {
 	nodeGID ib.GUID
 }
 
-// gids returns the port's GID table, in rxe's order: the link-local GID
-// (when the interface has one) first, then the IPv4-mapped GID of the
-// interface address.
+// gids returns the port's GID table, in rxe's order: index 0 the
+// link-local GID (zero while the interface has none), index 1 the
+// IPv4-mapped GID of the interface address. The indices never move.
 func (i *ifaceInfo) gids() []ib.GID {
-	var g []ib.GID
+	var ll ib.GID
 	if i.hasLL {
-		g = append(g, ib.GID(i.ll.As16()))
+		ll = ib.GID(i.ll.As16())
 	}
-	return append(g, ib.GID(netip.AddrFrom16(i.v4.As16()).As16()))
+	return []ib.GID{ll, ib.GID(i.v4.As16())}
 }
 
 // activeMTU is the IB MTU a datagram may carry on this interface: the
@@ -73,10 +73,13 @@ func (i *ifaceInfo) activeMTU() ib.MTU {
 	return best
 }
 
-// portAttr describes the device's single port.
-func (i *ifaceInfo) portAttr() ib.PortAttr {
+// portAttr describes the device's single port. It is ACTIVE when the
+// interface is up and running and IPv6 (ready: the link-local address
+// exists and the device's IPv6 sockets are open), since every multicast
+// group, the IPoIB broadcast group first, is reached over IPv6.
+func (i *ifaceInfo) portAttr(ipv6 bool) ib.PortAttr {
 	st := ib.PortDown
-	if i.up {
+	if i.up && ipv6 {
 		st = ib.PortActive
 	}
 	mtu := i.activeMTU()
@@ -147,7 +150,7 @@ func probe() ([]ib.DeviceInfo, error) {
 			continue // no IPv4 address: not a device
 		}
 		out = append(out, ib.DeviceInfo{Driver: DriverName, Name: info.name, NodeGUID: info.nodeGID,
-			NetDev: info.name, Ports: []ib.PortAttr{info.portAttr()}})
+			NetDev: info.name, Ports: []ib.PortAttr{info.portAttr(info.hasLL)}})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
