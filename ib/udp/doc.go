@@ -12,11 +12,15 @@
 //
 // One port, Ethernet link layer (so the layers above resolve paths and
 // groups locally, as on any RoCE port), LID 0, no SM. Its GID table
-// follows rdma_rxe's: the interface's IPv6 link-local address as a GID
-// (when it has one), then the IPv4-mapped GID (::ffff:a.b.c.d) of its IPv4
-// address. The P_Key table holds the default partition 0xFFFF. The active
-// MTU is the largest IB MTU that fits the interface MTU after the IPv6,
-// UDP, BTH, DETH and ICRC headers, as rxe computes it (1500 gives 1024).
+// follows rdma_rxe's: index 0 the interface's IPv6 link-local address as
+// a GID (zero while it has none), index 1 the IPv4-mapped GID
+// (::ffff:a.b.c.d) of its IPv4 address. The P_Key table holds the default
+// partition 0xFFFF. The active MTU is the largest IB MTU that fits the
+// interface MTU after the IPv6, UDP, BTH, DETH and ICRC headers, as rxe
+// computes it (1500 gives 1024). The port is ACTIVE while the interface
+// is up and running and has its link-local address (multicast needs it);
+// the device reads the interface once a second and reports changes as
+// port events.
 //
 // # On the wire
 //
@@ -48,9 +52,11 @@
 //
 // # Speed
 //
-// Receives are drained with recvmmsg and sends leave in sendmmsg batches,
-// both on the device's aio loop with non-blocking sockets; nothing is
-// allocated per datagram. UDP GSO and GRO are not used: GRO would merge
+// Receives arrive in recvmmsg batches of up to 64 (one batch per wake-up,
+// so that the completion handlers repost buffers between batches) and
+// sends leave in sendmmsg batches of what one PostSend call queued, both
+// on the device's aio loop with non-blocking sockets; nothing is
+// allocated per datagram (BenchmarkUDRoundTrip: 0 allocs/op). UDP GSO and GRO are not used: GRO would merge
 // datagrams whose IPv4 IDs (and so ICRCs) differ, and a GSO send over a
 // veth reaches the peer's raw socket as one unsegmented datagram.
 package udp
