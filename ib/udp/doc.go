@@ -45,6 +45,9 @@
 // in the kernel. Raw sockets need CAP_NET_RAW. Several processes may
 // open one interface: each raw socket gets every datagram, and each
 // process keeps those for its own QPNs (chosen at random per device).
+// Multicast is not looped back by the kernel: the device hands its own
+// multicast to its other attached QPs, but other processes on the same
+// host do not see it.
 //
 // Every datagram is checked as an HCA checks it: ICRC, versions and
 // lengths, UD SEND opcode, then the receiving QP's P_Key and Q_Key.
