@@ -61,6 +61,9 @@ func newDevice(loop *aio.Context, info *ifaceInfo) (_ *device, err error) {
 	if d.rx4, err = openRawSocket4(v4); err != nil {
 		return nil, fmt.Errorf("udp %s: %w", info.name, err)
 	}
+	if err = d.selfTest4(); err != nil {
+		return nil, err
+	}
 	d.rxq4 = newRxRing(d.rx4, false, d.rxBufSize())
 	d.txq4 = newTxQueue(d.tx4, false)
 	if err = loop.SetFDHandler(d.rx4, aio.FDHandler{Read: func() { d.receive(d.rxq4) }}); err != nil {

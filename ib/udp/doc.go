@@ -38,7 +38,9 @@
 // port 4791; the kernel writes the IP and UDP headers, routes and
 // resolves neighbours. The ICRC covers the IPv4 identification field,
 // which the sender must therefore know: the sockets set Don't Fragment,
-// and the kernel gives an unconnected socket's DF datagrams the ID 0.
+// and the kernel gives an unconnected socket's DF datagrams the ID 0;
+// opening a device checks that on the running kernel by sending itself a
+// datagram (selfTest4).
 // Receives go through raw sockets, which see the IP header the ICRC
 // covers (for IPv6 it is rebuilt from the source address and
 // IPV6_PKTINFO); socket filters keep the rest of the host's UDP traffic
