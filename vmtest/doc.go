@@ -56,6 +56,15 @@
 // iproute2, the rxe provider or the kernel package is unavailable (.ci/run
 // installs the packages), under -short, or with IPOIBD_VMTEST=0.
 //
+// TestUDPInteropTwoVMs (udp_test.go) checks the udp driver (ib/udp,
+// RoCE v2 on UDP sockets) against the kernel: vm0 runs ipoibd over rxe0,
+// vm1 boots with VM.NoRDMA (no InfiniBand module, no rxe0) and runs
+// ipoibd over udp:eth0; a DHCP lease, pings both ways and a byte-checked
+// TCP stream cross between them, and Config.WireCapture has the hub write
+// every frame between the VMs to a pcap, in which every RoCE v2 datagram
+// must carry a valid ICRC and rxe's broadcast-group datagrams must go to
+// the MGID as an IPv6 address.
+//
 // # Adding a test
 //
 // Build the binaries the guests run into a folder, then call Run with that

@@ -46,6 +46,10 @@ type VM struct {
 	// exit status is the VM's result. The variables VMTEST_INDEX,
 	// VMTEST_NAME and VMTEST_IP are set.
 	Script string
+	// NoRDMA boots the VM without the kernel's RDMA stack: no InfiniBand
+	// module is loaded and no rxe0 created, as on a host where only a
+	// userspace RoCE driver runs.
+	NoRDMA bool
 }
 
 // Config says how to run VMs.
@@ -72,6 +76,9 @@ type Config struct {
 	// WorkDir receives the initramfs and the logs (a temporary folder
 	// when empty).
 	WorkDir string
+	// WireCapture, when set, is a pcap file (Ethernet) the hub writes
+	// every frame between the VMs to: a capture taken on the wire.
+	WireCapture string
 }
 
 // Result is what one VM did.
@@ -122,12 +129,13 @@ for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	vmtest.index=*) VMTEST_INDEX="${arg#*=}" ;;
 	vmtest.name=*) VMTEST_NAME="${arg#*=}" ;;
+	vmtest.nordma=1) VMTEST_NORDMA=1 ;;
 	esac
 done
 VMTEST_IP="10.77.0.$((VMTEST_INDEX + 1))"
 export VMTEST_INDEX VMTEST_NAME VMTEST_IP
 echo "vmtest: $VMTEST_NAME loading modules"
-{{range .Modules}}insmod {{.}} || echo "vmtest: insmod {{.}} failed"
+{{range .Modules}}case "$VMTEST_NORDMA{{.}}" in 1*/infiniband/*) ;; *) insmod {{.}} || echo "vmtest: insmod {{.}} failed" ;; esac
 {{end}}
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 {{.Tag}} {{.Share}} || echo "vmtest: mounting the shared folder failed"
 n=0
@@ -136,7 +144,7 @@ echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad
 /usr/sbin/ip link set lo up
 /usr/sbin/ip link set eth0 mtu {{.MTU}} up
 /usr/sbin/ip addr add "$VMTEST_IP/24" dev eth0
-rdma link add rxe0 type rxe netdev eth0 || echo "vmtest: rdma link add failed"
+[ -n "$VMTEST_NORDMA" ] || rdma link add rxe0 type rxe netdev eth0 || echo "vmtest: rdma link add failed"
 # Wait for the link-local address: until it exists the kernel has no
 # fe80::/64 route and RoCE address handles to link-local GIDs fail.
 n=0
@@ -229,7 +237,7 @@ func Run(ctx context.Context, cfg Config, vms []VM) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := newHub(len(vms))
+	h, err := newHub(len(vms), cfg.WireCapture)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +256,7 @@ func Run(ctx context.Context, cfg Config, vms []VM) ([]Result, error) {
 			"-nodefaults", "-nographic", "-no-reboot", "-monitor", "none",
 			"-serial", "file:" + r.LogPath,
 			"-kernel", cfg.Kernel.Image, "-initrd", initrd,
-			"-append", fmt.Sprintf("console=ttyS0 panic=-1 loglevel=4 vmtest.index=%d vmtest.name=%s", i, vm.Name),
+			"-append", fmt.Sprintf("console=ttyS0 panic=-1 loglevel=4 vmtest.index=%d vmtest.name=%s%s", i, vm.Name, noRDMAArg(vm)),
 			"-netdev", fmt.Sprintf("socket,id=n0,udp=%s,localaddr=%s", h.hubAddr(i), h.vmAddr(i)),
 			"-device", "virtio-net-pci,netdev=n0,romfile=,mac=" + guestMAC(i),
 			"-device", "virtio-rng-pci",
@@ -343,10 +351,17 @@ type hub struct {
 	conns []*net.UDPConn
 	vms   []*net.UDPAddr
 	wg    sync.WaitGroup
+	wire  *wireCapture // nil unless Config.WireCapture
 }
 
-func newHub(n int) (*hub, error) {
+func newHub(n int, capture string) (*hub, error) {
 	h := &hub{}
+	if capture != "" {
+		var err error
+		if h.wire, err = newWireCapture(capture); err != nil {
+			return nil, err
+		}
+	}
 	for i := 0; i < n; i++ {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -383,6 +398,7 @@ func (h *hub) forward(i int) {
 		if err != nil {
 			return
 		}
+		h.wire.write(buf[:n])
 		for j, c := range h.conns {
 			if j != i {
 				_, _ = c.WriteToUDP(buf[:n], h.vms[j])
@@ -396,4 +412,5 @@ func (h *hub) close() {
 		c.Close()
 	}
 	h.wg.Wait()
+	h.wire.close()
 }

@@ -28,10 +28,12 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	_ "github.com/ipoibd/ipoibd/ib/udp"   // registers the udp (RoCEv2 on UDP) driver
 	_ "github.com/ipoibd/ipoibd/ib/verbs" // registers the verbs driver (cgo builds)
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/stack"
@@ -41,14 +43,15 @@ import (
 const port = 5001
 
 func main() {
-	device := flag.String("device", "rxe0", "RDMA device name")
+	device := flag.String("device", "rxe0", "RDMA device, as NAME (verbs) or DRIVER:NAME")
+	gidIndex := flag.Int("gid-index", 0, "index of the port GID the interface uses")
 	addr := flag.String("addr", "", "this interface's IPv4 address and prefix")
 	sink := flag.Bool("sink", false, "accept one connection and check the stream")
 	source := flag.String("source", "", "connect to this address and send the stream")
 	n := flag.Int64("bytes", 4<<20, "bytes to send (source) or expect (sink)")
 	timeout := flag.Duration("timeout", 90*time.Second, "give up after this long")
 	flag.Parse()
-	if err := run(*device, *addr, *sink, *source, *n, *timeout); err != nil {
+	if err := run(*device, *gidIndex, *addr, *sink, *source, *n, *timeout); err != nil {
 		fmt.Fprintf(os.Stderr, "vmxfer: %v\n", err)
 		os.Exit(1)
 	}
@@ -79,7 +82,7 @@ func (s *stream) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func run(device, addr string, sink bool, source string, n int64, timeout time.Duration) error {
+func run(device string, gidIndex int, addr string, sink bool, source string, n int64, timeout time.Duration) error {
 	prefix, err := netip.ParsePrefix(addr)
 	if err != nil {
 		return fmt.Errorf("-addr: %w", err)
@@ -107,10 +110,14 @@ func run(device, addr string, sink bool, source string, n int64, timeout time.Du
 	var dev ib.Device
 	var link *ipoib.Link
 	onLoop(func() {
-		if dev, err = ib.Open(loop, "verbs", device); err != nil {
+		drv, name := "verbs", device
+		if d, n, ok := strings.Cut(device, ":"); ok {
+			drv, name = d, n
+		}
+		if dev, err = ib.Open(loop, drv, name); err != nil {
 			return
 		}
-		if link, err = ipoib.New(loop, dev, ipoib.Config{Name: "xfer0"}); err != nil {
+		if link, err = ipoib.New(loop, dev, ipoib.Config{Name: "xfer0", GIDIndex: gidIndex}); err != nil {
 			dev.Close()
 			return
 		}
@@ -186,6 +193,10 @@ func runSink(ctx context.Context, st *stack.Stack, n int64) error {
 		}
 	}
 	report("sink", got, h.Sum(nil), ok && got == n, time.Since(start))
+	// gVisor sends the FIN of Close asynchronously; tearing the stack down
+	// at once can lose it and leave the source waiting for it.
+	_ = c.Close()
+	time.Sleep(300 * time.Millisecond)
 	if !ok || got != n {
 		return fmt.Errorf("received %d bytes (want %d), identical %v", got, n, ok)
 	}

@@ -1,0 +1,457 @@
+//go:build linux
+
+package udp
+
+// I/O plane of the udp driver.
+//
+// Rule: the functions in this file move datagrams and completions. They
+// run on the device's home loop, never block (every socket call is
+// non-blocking) and, in steady state, never allocate: sends are encoded
+// into the device's send slots and leave in sendmmsg batches, receives
+// arrive in recvmmsg batches into the device's buffers and are copied into
+// the QP's posted buffers, and completions sit in preallocated rings.
+// Nothing here opens, closes or reconfigures anything; that is control.go.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/ib"
+)
+
+// ErrInvalidWR says a send work request cannot be carried out as given (a
+// foreign or destroyed address handle, a bad QPN); PostSend wraps it.
+var ErrInvalidWR = errors.New("udp: invalid work request")
+
+// PostSend encodes each work request as a RoCEv2 UD SEND (BTH, DETH,
+// payload, pad, ICRC over the IP and UDP headers the kernel will write)
+// and hands the batch to the kernel with sendmmsg. A send completes once
+// the kernel has taken the datagram; UD being unreliable, that says
+// nothing about delivery. A payload larger than the port's MTU completes
+// with ib.StatusLocalLength. A multicast send is also delivered to the
+// device's other QPs attached to the group, as an HCA loops it back.
+func (q *qp) PostSend(wrs []ib.SendWR) (int, error) {
+	d := q.dev
+	posted := 0
+	var err error
+	for i := range wrs {
+		if err = q.postOne(&wrs[i]); err != nil {
+			break
+		}
+		posted++
+	}
+	d.flush(d.txq4)
+	if d.txq6 != nil {
+		d.flush(d.txq6)
+	}
+	return posted, err
+}
+
+func (q *qp) postOne(wr *ib.SendWR) error {
+	d := q.dev
+	a, ok := wr.AH.(*ah)
+	switch {
+	case q.closed || d.closed:
+		return fmt.Errorf("udp: post send %d on QP %v: %w", wr.ID, q.qpn, ib.ErrClosed)
+	case !ok || a == nil || a.dev != d:
+		return fmt.Errorf("udp: post send %d on QP %v: address handle not from this device: %w", wr.ID, q.qpn, ErrInvalidWR)
+	case a.destroyed:
+		return fmt.Errorf("udp: post send %d on QP %v: address handle destroyed: %w", wr.ID, q.qpn, ErrInvalidWR)
+	case !wr.RemoteQPN.Valid():
+		return fmt.Errorf("udp: post send %d on QP %v: remote QPN %#x exceeds 24 bits: %w", wr.ID, q.qpn, uint32(wr.RemoteQPN), ErrInvalidWR)
+	case a.mcast != (wr.RemoteQPN == ib.QPNMulticast):
+		return fmt.Errorf("udp: post send %d on QP %v: DGID %v with QPN %v: multicast goes to QPN %v: %w",
+			wr.ID, q.qpn, a.av.DGID, wr.RemoteQPN, ib.QPNMulticast, ErrInvalidWR)
+	case q.outstanding >= q.sendDepth || len(d.txFree) == 0:
+		return fmt.Errorf("udp: post send %d on QP %v: %d sends outstanding: %w", wr.ID, q.qpn, q.outstanding, ib.ErrQueueFull)
+	}
+	q.outstanding++
+	if wr.Len() > d.attr.ActiveMTU.Bytes() {
+		q.sendDone(wr.ID, ib.StatusLocalLength)
+		return nil
+	}
+	qkey := wr.RemoteQKey
+	if qkey&ib.QKeyControlled != 0 {
+		// IBA 10.2.4: a UD send may not use a controlled Q_Key handed in
+		// a work request; the QP's own goes out instead.
+		qkey = q.qkey
+	}
+	bth := ib.BTH{OpCode: ib.OpUDSendOnly, M: true, PKey: q.pkey, DestQP: wr.RemoteQPN, PSN: q.psn & 0xFFFFFF}
+	q.psn++
+	deth := ib.DETH{QKey: qkey, SrcQP: q.qpn}
+	slot := d.txFree[len(d.txFree)-1]
+	out, err := encodeDatagram(slot, &a.hdr, &bth, &deth, wr.Data)
+	if err != nil {
+		q.outstanding--
+		return fmt.Errorf("udp: post send %d on QP %v: %w: %w", wr.ID, q.qpn, ErrInvalidWR, err)
+	}
+	d.txFree = d.txFree[:len(d.txFree)-1]
+	if a.mcast {
+		d.loopback(q, slot[maxIPHeader-a.hdr.ipHeaderLen():maxIPHeader+ib.UDPHeaderLen+len(out)])
+	}
+	t := d.txq4
+	if a.v6 {
+		t = d.txq6
+	}
+	name := unsafe.Pointer(&a.sa4)
+	if a.v6 {
+		name = unsafe.Pointer(&a.sa6)
+	}
+	// The message header is filled at flush time, from the item.
+	t.items = append(t.items, txItem{q: q, id: wr.ID, slot: slot[:maxIPHeader+ib.UDPHeaderLen+len(out)], name: name})
+	return nil
+}
+
+// sendDone completes a send.
+func (q *qp) sendDone(id uint64, st ib.Status) {
+	q.outstanding--
+	if q.closed {
+		return
+	}
+	wc := ib.Completion{ID: id, Kind: ib.WorkSend, Status: st, QPN: q.qpn}
+	if !q.sendCQ.push(&wc) {
+		q.dev.ctr.rxNoBuffer.Add(1)
+	}
+}
+
+// flush hands t's queued datagrams to the kernel, txBatch at a time, and
+// completes the ones it took. When the socket is full it waits for it to
+// drain (a write handler on the loop); a datagram the kernel refuses (no
+// route, too long for the path) completes in error and the rest go on.
+func (d *device) flush(t *txQueue) {
+	for len(t.items) > 0 && t.fd >= 0 {
+		n := min(len(t.items), txBatch)
+		for i := range n {
+			it := &t.items[i]
+			data := it.slot[maxIPHeader+ib.UDPHeaderLen:]
+			t.iovs[i].Base = &data[0]
+			t.iovs[i].SetLen(len(data))
+			h := &t.hdrs[i].Hdr
+			*h = unix.Msghdr{Name: (*byte)(it.name), Iov: &t.iovs[i], Iovlen: 1}
+			if t.v6 {
+				h.Namelen = unix.SizeofSockaddrInet6
+			} else {
+				h.Namelen = unix.SizeofSockaddrInet4
+			}
+		}
+		sent, err := sendmmsg(t.fd, t.hdrs[:n])
+		switch {
+		case err == unix.EAGAIN || err == unix.ENOBUFS:
+			if !t.waiting {
+				t.waiting = true
+				_ = d.loop.SetFDHandler(t.fd, aio.FDHandler{Write: func() { d.flush(t) }})
+			}
+			return
+		case err != nil:
+			// The first datagram was refused; the others may pass.
+			d.ctr.txErrors.Add(1)
+			d.finish(t, 1, ib.StatusGeneral)
+		default:
+			d.ctr.txPackets.Add(uint64(sent))
+			d.finish(t, sent, ib.StatusSuccess)
+		}
+	}
+	if t.waiting {
+		t.waiting = false
+		_ = d.loop.SetFDHandler(t.fd, aio.FDHandler{})
+	}
+}
+
+// finish completes the first n queued datagrams of t with st and returns
+// their slots.
+func (d *device) finish(t *txQueue, n int, st ib.Status) {
+	for i := range n {
+		it := &t.items[i]
+		d.txFree = append(d.txFree, it.slot[:cap(it.slot)])
+		it.q.sendDone(it.id, st)
+		*it = txItem{}
+	}
+	k := copy(t.items, t.items[n:])
+	clear(t.items[k:])
+	t.items = t.items[:k]
+}
+
+// loopback delivers a multicast datagram the device is sending (pkt: the
+// pseudo IP header through the ICRC) to its other QPs attached to the
+// group; the socket does not loop multicast back.
+func (d *device) loopback(from *qp, pkt []byte) {
+	dg := &d.dg
+	if decodeDatagram(pkt, dg) != nil {
+		return
+	}
+	for _, q := range d.qps {
+		if q != from && q.attached(dg.DGID) {
+			d.deliver(q, dg)
+		}
+	}
+}
+
+// attached reports whether q is attached to mgid.
+func (q *qp) attached(mgid ib.GID) bool {
+	for _, g := range q.groups {
+		if g == mgid {
+			return true
+		}
+	}
+	return false
+}
+
+// RepostRecv gives receive buffers back to the QP.
+func (q *qp) RepostRecv(ids ...uint64) error {
+	if q.closed {
+		return fmt.Errorf("udp: repost receive on QP %v: %w", q.qpn, ib.ErrClosed)
+	}
+	for _, id := range ids {
+		if id >= uint64(len(q.lent)) || !q.lent[id] {
+			return fmt.Errorf("udp: repost receive buffer %d on QP %v: not lent out: %w", id, q.qpn, ErrInvalidWR)
+		}
+		q.lent[id] = false
+		i := q.head + q.n
+		if i >= len(q.ring) {
+			i -= len(q.ring)
+		}
+		q.ring[i] = uint32(id)
+		q.n++
+	}
+	return nil
+}
+
+// Poll copies up to len(wcs) completions out of the queue, oldest first.
+func (c *cq) Poll(wcs []ib.Completion) (int, error) {
+	if c.closed {
+		return 0, fmt.Errorf("udp: poll CQ: %w", ib.ErrClosed)
+	}
+	k := min(len(wcs), c.n)
+	for i := range k {
+		j := c.head + i
+		if j >= len(c.ring) {
+			j -= len(c.ring)
+		}
+		wcs[i] = c.ring[j]
+		c.ring[j] = ib.Completion{}
+	}
+	c.head += k
+	if c.head >= len(c.ring) {
+		c.head -= len(c.ring)
+	}
+	c.n -= k
+	return k, nil
+}
+
+// push appends a completion and schedules the handler; false when full.
+func (c *cq) push(wc *ib.Completion) bool {
+	if c.closed {
+		return true
+	}
+	if c.n == len(c.ring) {
+		return false
+	}
+	i := c.head + c.n
+	if i >= len(c.ring) {
+		i -= len(c.ring)
+	}
+	c.ring[i] = *wc
+	c.n++
+	c.bh.Schedule()
+	return true
+}
+
+// receive takes one recvmmsg batch from a raw socket (the socket's read
+// handler). One batch per wake-up, not a drain: the loop then runs the
+// completion handlers, which repost the receive buffers the batch used,
+// before it reads again (the socket is level-triggered, so what is left
+// wakes it at once). Draining first would run the QPs out of buffers in
+// a burst.
+func (d *device) receive(r *rxRing) {
+	if d.closed {
+		return
+	}
+	for i := range r.hdrs {
+		h := &r.hdrs[i].Hdr
+		h.Flags = 0
+		if r.v6 {
+			h.Namelen = unix.SizeofSockaddrInet6
+			h.SetControllen(len(r.ctrl[i]))
+		}
+	}
+	n, err := recvmmsg(r.fd, r.hdrs)
+	if err != nil {
+		return // EAGAIN: drained; other errors are retried on the next wake-up
+	}
+	for i := range n {
+		d.receiveOne(r, i)
+	}
+}
+
+// receiveOne decodes datagram i of the last batch and delivers it.
+func (d *device) receiveOne(r *rxRing, i int) {
+	m := &r.hdrs[i]
+	ln := int(m.Len)
+	if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		d.ctr.rxTooLong.Add(1)
+		return
+	}
+	buf := r.bufs[i]
+	var pkt []byte
+	if r.v6 {
+		if !rebuildIPv6(buf, ln, &r.names[i], r.ctrl[i][:m.Hdr.Controllen]) {
+			d.ctr.rxMalformed.Add(1)
+			return
+		}
+		pkt = buf[:maxIPHeader+ln]
+	} else {
+		pkt = buf[:ln]
+	}
+	dg := &d.dg
+	if err := decodeDatagram(pkt, dg); err != nil {
+		switch {
+		case errors.Is(err, ib.ErrBadICRC):
+			d.ctr.rxBadICRC.Add(1)
+		case errors.Is(err, ErrNotRoCEv2):
+			d.ctr.rxNotUD.Add(1)
+		default:
+			d.ctr.rxMalformed.Add(1)
+		}
+		return
+	}
+	d.dispatch(dg)
+}
+
+// dispatch hands a decoded datagram to its QP, or to every QP attached to
+// its group.
+func (d *device) dispatch(dg *datagram) {
+	if dg.BTH.DestQP == ib.QPNMulticast {
+		matched := false
+		if dg.DGID.IsMulticast() {
+			for _, q := range d.qps {
+				if q.attached(dg.DGID) {
+					matched = true
+					d.deliver(q, dg)
+				}
+			}
+		}
+		if !matched {
+			d.ctr.rxNoQP.Add(1)
+		}
+		return
+	}
+	q := d.qps[dg.BTH.DestQP]
+	if q == nil {
+		d.ctr.rxNoQP.Add(1)
+		return
+	}
+	d.deliver(q, dg)
+}
+
+// deliver applies the QP's P_Key and Q_Key checks (IBA 10.9.3, 10.2.4)
+// and lands the datagram in the next posted receive buffer: a GRH built
+// from the IP header, then the payload.
+func (d *device) deliver(q *qp, dg *datagram) {
+	if !dg.BTH.PKey.Matches(q.pkey) {
+		d.ctr.rxPKey.Add(1)
+		return
+	}
+	if dg.DETH.QKey != q.qkey {
+		d.ctr.rxQKey.Add(1)
+		return
+	}
+	if q.n == 0 {
+		d.ctr.rxNoBuffer.Add(1)
+		return
+	}
+	id := q.ring[q.head]
+	off := int(id) * q.bufSize
+	buf := q.slab[off : off+q.bufSize : off+q.bufSize]
+	wc := ib.Completion{ID: uint64(id), Kind: ib.WorkRecv, QPN: q.qpn, Buf: buf}
+	need := ib.GRHSize + len(dg.Payload)
+	if need > len(buf) {
+		wc.Status = ib.StatusLocalLength
+		d.ctr.rxTooLong.Add(1)
+	} else {
+		grh := ib.GRH{IPVer: ib.GRHIPVer, TClass: dg.TClass, FlowLabel: dg.FlowLabel, NxtHdr: ib.NxtHdrIBA,
+			HopLmt: dg.HopLimit, SGID: dg.SGID, DGID: dg.DGID,
+			PayLen: uint16(udOverhead + len(dg.Payload) + int(dg.BTH.PadCnt))}
+		_ = grh.Encode(buf)
+		copy(buf[ib.GRHSize:], dg.Payload)
+		wc.Status = ib.StatusSuccess
+		wc.Len = need
+		wc.HasGRH = true
+		wc.SrcQPN = dg.DETH.SrcQP
+		wc.PKeyIndex = q.pkeyIndex
+	}
+	if !q.recvCQ.push(&wc) {
+		d.ctr.rxNoBuffer.Add(1)
+		return
+	}
+	q.head++
+	if q.head == len(q.ring) {
+		q.head = 0
+	}
+	q.n--
+	q.lent[id] = true
+	if wc.Status == ib.StatusSuccess {
+		d.ctr.rxPackets.Add(1)
+	}
+}
+
+// Control-message types read from a raw IPv6 socket (linux/in6.h).
+const (
+	ipv6PktInfo  = unix.IPV6_PKTINFO
+	ipv6HopLimit = unix.IPV6_HOPLIMIT
+)
+
+// rebuildIPv6 writes the IPv6 header of a datagram a raw IPv6 socket
+// delivered (n bytes from the UDP header on, at buf[maxIPHeader:]) into
+// buf[:maxIPHeader]: the source from the socket address, the destination
+// and hop limit from the control messages. Traffic class and flow label
+// are left zero; the ICRC does not cover them.
+func rebuildIPv6(buf []byte, n int, src *unix.RawSockaddrInet6, ctrl []byte) bool {
+	var dst []byte
+	hop := byte(0)
+	for len(ctrl) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
+		if h.Len < unix.SizeofCmsghdr || int(h.Len) > len(ctrl) {
+			return false
+		}
+		data := ctrl[unix.SizeofCmsghdr:h.Len]
+		if h.Level == unix.IPPROTO_IPV6 {
+			switch h.Type {
+			case ipv6PktInfo:
+				if len(data) >= 16 {
+					dst = data[:16]
+				}
+			case ipv6HopLimit:
+				if len(data) >= 4 {
+					hop = byte(binary.NativeEndian.Uint32(data))
+				}
+			}
+		}
+		next := cmsgAlign(int(h.Len))
+		if next >= len(ctrl) {
+			break
+		}
+		ctrl = ctrl[next:]
+	}
+	if dst == nil || n > 0xFFFF {
+		return false
+	}
+	ip := buf[:maxIPHeader]
+	binary.BigEndian.PutUint32(ip, 6<<28)
+	binary.BigEndian.PutUint16(ip[4:], uint16(n))
+	ip[6], ip[7] = ipProtoUDP, hop
+	copy(ip[8:24], src.Addr[:])
+	copy(ip[24:40], dst)
+	return true
+}
+
+// cmsgAlign rounds a control message length up to the platform's
+// alignment.
+func cmsgAlign(n int) int {
+	const a = int(unsafe.Sizeof(uintptr(0)))
+	return (n + a - 1) &^ (a - 1)
+}
