@@ -184,35 +184,45 @@ func parseRange(s string, subnet netip.Prefix) (netip.Addr, netip.Addr, error) {
 	return first, last, nil
 }
 
-// findDevice resolves --device against what the drivers can see.
+// findDevice resolves --device against what the drivers can see. When it
+// cannot, the error carries the drivers' own reasons (no RDMA in the
+// kernel, libibverbs missing), since "no such device" alone hides them.
 func findDevice(opt upOptions) (string, string, error) {
-	var names []string
-	for _, r := range ib.ProbeAll() {
-		if opt.driver != "" && r.Driver != opt.driver {
-			continue
-		}
-		if r.Err != nil {
-			if opt.driver != "" {
-				return "", "", fmt.Errorf("device %s: driver %s: %w", opt.device, r.Driver, r.Err)
-			}
-			continue
-		}
-		for _, d := range r.Devices {
-			if d.Name == opt.device {
-				return r.Driver, d.Name, nil
-			}
-			names = append(names, r.Driver+":"+d.Name)
-		}
-	}
 	if opt.driver != "" {
 		if _, err := ib.LookupDriver(opt.driver); err != nil {
 			return "", "", err
 		}
 	}
-	if len(names) == 0 {
-		return "", "", fmt.Errorf("unknown device %q: no RDMA devices found", opt.device)
+	var names []string
+	var why []error
+	for _, r := range ib.ProbeAll() {
+		if opt.driver != "" && r.Driver != opt.driver {
+			continue
+		}
+		for _, d := range r.Devices {
+			if d.Name != opt.device {
+				names = append(names, r.Driver+":"+d.Name)
+				continue
+			}
+			if errors.Is(r.Err, ib.ErrUnavailable) {
+				return "", "", fmt.Errorf("device %s: %w", d.Name, r.Err)
+			}
+			return r.Driver, d.Name, nil
+		}
+		if r.Err != nil {
+			why = append(why, r.Err)
+		}
 	}
-	return "", "", fmt.Errorf("unknown device %q (have: %s)", opt.device, strings.Join(names, ", "))
+	msg := fmt.Sprintf("unknown device %q", opt.device)
+	if len(names) > 0 {
+		msg += fmt.Sprintf(" (have: %s)", strings.Join(names, ", "))
+	} else {
+		msg += ": no RDMA devices found"
+	}
+	if len(why) == 0 {
+		return "", "", errors.New(msg)
+	}
+	return "", "", fmt.Errorf("%s: %w", msg, joinOneLine(why))
 }
 
 // daemon is a running `ipoibd up`.

@@ -72,7 +72,7 @@ func deviceList() (**C.struct_ibv_device, []*C.struct_ibv_device, error) {
 	list, err := C.ipo_device_list(&n)
 	if list == nil {
 		if errors.Is(err, syscall.ENOSYS) {
-			return nil, nil, fmt.Errorf("verbs: ibv_get_device_list: %w (%w)", ib.ErrNoRDMA, err)
+			return nil, nil, fmt.Errorf("verbs: %w (ibv_get_device_list: %w); load the HCA's kernel driver, or for soft-RoCE: modprobe rdma_rxe && rdma link add rxe0 type rxe netdev eth0", ib.ErrNoRDMA, err)
 		}
 		if err == nil {
 			err = syscall.EIO
