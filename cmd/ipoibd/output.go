@@ -19,7 +19,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ipoibd/ipoibd/ib"
 )
@@ -94,4 +97,11 @@ func emit(stdout, stderr io.Writer, cmd string, v any, code int) int {
 		return exitFailure
 	}
 	return code
+}
+
+// isTerminal says whether f is a terminal, for progress lines that only
+// make sense to a person watching.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
