@@ -172,6 +172,9 @@ type ctlServer struct {
 	d        *daemon
 	shutdown func() // asks the daemon to leave and exit
 	wg       sync.WaitGroup
+	// downs counts 'down' requests waiting for the teardown, which
+	// close does not wait for (it is part of the teardown).
+	downs sync.WaitGroup
 }
 
 func listenControl(path string, d *daemon, shutdown func()) (*ctlServer, error) {
@@ -208,9 +211,10 @@ func (s *ctlServer) serve() {
 		}
 		s.wg.Add(1)
 		go func() {
-			defer s.wg.Done()
+			done := sync.OnceFunc(s.wg.Done)
+			defer done()
 			defer c.Close()
-			s.handle(c)
+			s.handle(c, done)
 		}()
 	}
 }
@@ -221,13 +225,40 @@ func (s *ctlServer) close() {
 	os.Remove(s.path)
 }
 
-func (s *ctlServer) handle(c net.Conn) {
+// waitDown waits, a bounded time, for the answers to 'down' requests,
+// once the daemon is torn down.
+func (s *ctlServer) waitDown() {
+	done := make(chan struct{})
+	go func() { s.downs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// handle serves one connection; detach tells close not to wait for it.
+func (s *ctlServer) handle(c net.Conn, detach func()) {
 	var req ctlRequest
 	if err := json.NewDecoder(bufio.NewReader(io.LimitReader(c, 64<<10))).Decode(&req); err != nil {
 		json.NewEncoder(c).Encode(ctlReply{Error: "bad request: " + err.Error()})
 		return
 	}
 	enc := json.NewEncoder(c)
+	if req.Cmd == "down" {
+		// Answer only once the group is left, the lease released and
+		// the device closed, so 'ipoibd down && ...' sees it gone.
+		s.downs.Add(1)
+		defer s.downs.Done()
+		s.shutdown()
+		detach()
+		select {
+		case <-s.d.finished:
+			enc.Encode(ctlReply{})
+		case <-time.After(downTimeout):
+			enc.Encode(ctlReply{Error: fmt.Sprintf("the daemon did not finish leaving within %v", downTimeout)})
+		}
+		return
+	}
 	if req.Cmd == "ping" {
 		enc.Encode(s.ping(req, func(r pingReplyJSON) { enc.Encode(ctlReply{Reply: &r}) }))
 		return
@@ -274,6 +305,10 @@ func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
 	}}
 }
 
+// downTimeout bounds how long 'down' waits for the daemon's teardown
+// (leaving the groups, releasing the lease: a few seconds at most).
+const downTimeout = 20 * time.Second
+
 // errNotReady answers requests that need the IP stack while the daemon is
 // still joining or leasing.
 const errNotReady = "the interface is not configured yet (still joining the broadcast group or leasing); try 'ipoibd stats'"
@@ -315,9 +350,6 @@ func (s *ctlServer) exec(req ctlRequest) ctlReply {
 			stats.ARP = stack.ARPProtocolOf(st.S).Stats()
 		}
 		return ctlReply{Stats: stats}
-	case "down":
-		s.shutdown()
-		return ctlReply{}
 	}
 	return ctlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 }
@@ -562,7 +594,7 @@ func runDown(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if _, err := ctlCall(socketPath(*name, *socket), ctlRequest{Cmd: "down"}, 10*time.Second); err != nil {
+	if _, err := ctlCall(socketPath(*name, *socket), ctlRequest{Cmd: "down"}, downTimeout+5*time.Second); err != nil {
 		return fail(stdout, stderr, *asJSON, "down", err, exitFailure)
 	}
 	if *asJSON {

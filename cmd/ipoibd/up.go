@@ -67,8 +67,14 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "ib0", "interface name, also the control socket's name")
 	socket := fs.String("socket", "", "control socket path (default "+defaultSocketDir()+"/NAME.sock)")
 	joinTimeout := fs.Duration("join-timeout", 0, "give up if the link is not up by then (0: keep trying)")
+	logLevel := fs.String("log-level", "info", "least severe log messages printed on stderr: debug, info, warn or error")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "ipoibd up: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		return exitUsage
 	}
 	opt, err := checkUpFlags(*device, *port, *pkey, *gidIndex, *addr, *gateway, *dhcp, *dhcpServer)
 	if err != nil {
@@ -84,7 +90,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	// The driver's control-plane messages (joins, flushes, failures) go
 	// to stderr; progress goes to stdout.
-	opt.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	opt.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if err := serveUp(ctx, opt, stdout); err != nil {
 		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
 		return exitFailure
@@ -225,8 +231,55 @@ func findDevice(opt upOptions) (string, string, error) {
 	return "", "", fmt.Errorf("%s: %w", msg, joinOneLine(why))
 }
 
+// logDHCPEvent logs a lease change: bound and renewed at info level, a
+// lease lost (expired, refused) at warning level.
+func logDHCPEvent(log *slog.Logger, ev dhcp.Event) {
+	l := ev.Lease
+	args := []any{"event", ev.Kind.String(), "addr", l.Addr.String(), "server", l.ServerID.String(), "lease_s", l.Duration.Seconds()}
+	switch ev.Kind {
+	case dhcp.EventBound:
+		log.Info("DHCP lease bound", args...)
+	case dhcp.EventRenewed:
+		log.Info("DHCP lease renewed", args...)
+	case dhcp.EventExpired, dhcp.EventNak:
+		log.Warn("DHCP lease lost", args...)
+	case dhcp.EventDeclined:
+		log.Warn("DHCP address declined: already in use", args...)
+	case dhcp.EventReleased:
+		log.Info("DHCP lease released", args...)
+	}
+}
+
+// watchDHCPState logs the client's moves to RENEWING and REBINDING (RFC
+// 2131 section 4.4.5), which it reports as states rather than events.
+func watchDHCPState(ctx context.Context, log *slog.Logger, c *dhcp.Client) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := c.State()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s := c.State()
+		if s == last {
+			continue
+		}
+		last = s
+		switch s {
+		case dhcp.StateRenewing:
+			log.Info("DHCP lease renewing", "state", s.String())
+		case dhcp.StateRebinding:
+			log.Warn("DHCP lease rebinding: the server did not answer the renewal", "state", s.String())
+		}
+	}
+}
+
 // daemon is a running `ipoibd up`.
 type daemon struct {
+	// finished closes once the daemon is torn down.
+	finished chan struct{}
 	opt  upOptions
 	loop *aio.Context
 	link *ipoib.Link
@@ -244,6 +297,17 @@ func (d *daemon) onLoop(fn func()) {
 }
 
 func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
+	// finished closes when everything is torn down, for 'ipoibd down',
+	// which answers only then; the answer goes out before we return.
+	finished := make(chan struct{})
+	var ctl *ctlServer
+	defer func() {
+		close(finished)
+		if ctl != nil {
+			ctl.waitDown()
+		}
+	}()
+	notify(opt.log, "STATUS=starting")
 	drv, name, err := findDevice(opt)
 	if err != nil {
 		return err
@@ -258,7 +322,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	go func() { loopDone <- loop.Run(loopCtx) }()
 	defer func() { stopLoop(); <-loopDone }()
 
-	d := &daemon{opt: opt, loop: loop, out: out}
+	d := &daemon{opt: opt, loop: loop, out: out, finished: finished}
 	var dev ib.Device
 	d.onLoop(func() {
 		if dev, err = ib.Open(loop, drv, name); err != nil {
@@ -285,6 +349,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctl = srv
 	defer srv.close()
 	fmt.Fprintf(out, "%s: control socket %s\n", opt.name, opt.socket)
 	fmt.Fprintf(out, "%s: %s:%s port %d, P_Key %s: joining the broadcast group %s\n",
@@ -345,8 +410,10 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	d.st.Store(st)
 	defer d.st.Store(nil)
 	fmt.Fprintf(out, "%s: ready\n", opt.name)
+	notify(opt.log, "READY=1\nSTATUS=serving on "+opt.socket)
 	<-ctx.Done()
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
+	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
 	return nil
 }
 
@@ -358,13 +425,19 @@ func (d *daemon) lease(ctx context.Context, st *stack.Stack, dev ib.Device) (*dh
 	if err != nil {
 		return nil, err
 	}
-	client, err := dhcp.NewClient(dhcp.ClientConfig{Stack: st.S, NIC: st.NIC, GUID: attr.GUID()})
+	log := d.opt.log.With("interface", d.opt.name)
+	client, err := dhcp.NewClient(dhcp.ClientConfig{
+		Stack: st.S, NIC: st.NIC, GUID: attr.GUID(),
+		OnEvent: func(ev dhcp.Event) { logDHCPEvent(log, ev) },
+		Logf:    func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
+	})
 	if err != nil {
 		return nil, err
 	}
 	if err := client.Start(); err != nil {
 		return nil, err
 	}
+	go watchDHCPState(ctx, log, client)
 	fmt.Fprintf(d.out, "%s: DHCP: asking for a lease (client id %x)\n", d.opt.name, client.ClientID())
 	l, err := client.WaitBound(ctx)
 	if err != nil {
