@@ -280,9 +280,9 @@ func watchDHCPState(ctx context.Context, log *slog.Logger, c *dhcp.Client) {
 type daemon struct {
 	// finished closes once the daemon is torn down.
 	finished chan struct{}
-	opt  upOptions
-	loop *aio.Context
-	link *ipoib.Link
+	opt      upOptions
+	loop     *aio.Context
+	link     *ipoib.Link
 	// st is the configured stack: nil until the link is up and addressed,
 	// so control requests that need it can say so while joining.
 	st  atomic.Pointer[stack.Stack]
