@@ -418,7 +418,7 @@ func socketPath(name, socket string) string {
 
 func runPing(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("ping", "[-c COUNT] [-i INTERVAL] [-W TIMEOUT] [-w DEADLINE] [-s SIZE] [-q] [--json] ADDRESS", stderr)
-	count := fs.Int("c", 4, "stop after COUNT replies' worth of requests (default 4; with -w and no -c, until the deadline)")
+	count := fs.Int("c", 4, "number of requests; with -w and no -c, as many as fit before the deadline")
 	interval := fs.Float64("i", 1, "seconds between requests (fractional, at least 0.001)")
 	linger := fs.Float64("W", stack.PingLinger.Seconds(), "seconds to wait for replies after the last request")
 	deadline := fs.Float64("w", 0, "seconds before ping exits, however many requests were sent (0: no deadline)")
@@ -589,7 +589,7 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 }
 
 func runDown(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("down", "[--name NAME]", stderr)
+	fs := newFlagSet("down", "[--name NAME] [--json]", stderr)
 	name, socket, asJSON := socketFlags(fs)
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code

@@ -54,7 +54,7 @@ type upOptions struct {
 }
 
 func runUp(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("up", "--device NAME [--port N] [--pkey P] [--gid-index I] (--dhcp | --addr CIDR) [--dhcp-server RANGE] [--pcap FILE]", stderr)
+	fs := newFlagSet("up", "--device NAME [--port N] [--pkey P] [--gid-index I] (--dhcp | --addr CIDR) [--dhcp-server RANGE] [--pcap FILE] [--log-level L]", stderr)
 	device := fs.String("device", "", "RDMA device, as NAME or DRIVER:NAME (see 'ipoibd devices')")
 	port := fs.Int("port", 1, "port number on the device")
 	pkey := fs.String("pkey", "0xffff", "partition key of the IPoIB link (full membership is implied)")
