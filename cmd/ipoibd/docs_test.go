@@ -168,4 +168,3 @@ func checkDocUsage(t *testing.T, file string) {
 		}
 	}
 }
-
