@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
@@ -632,10 +631,12 @@ func (d *demo) report() *simReport {
 }
 
 // printTable prints one aligned row per host, every time in ms, then the
-// totals in words.
+// totals in words. Text columns are left-aligned, numbers right-aligned,
+// as ip(8) and ps(1) print them.
 func (r *simReport) printTable(w io.Writer) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "HOST\tGID\tLID\tQPN\tIP\tLEASE (s)\tJOIN (ms)\tPEER\tRTT-SRV (ms)\tRTT-PEER (ms)\tSTATUS\t")
+	header := []string{"HOST", "GID", "LID", "QPN", "IP", "LEASE (s)", "JOIN (ms)", "PEER", "RTT-SRV (ms)", "RTT-PEER (ms)", "STATUS"}
+	right := []bool{false, false, true, true, false, true, true, false, true, true, false}
+	rows := [][]string{header}
 	for _, h := range r.Hosts {
 		lease := "-"
 		switch {
@@ -648,11 +649,10 @@ func (r *simReport) printTable(w io.Writer) {
 		if h.Step != nil {
 			status += " at " + *h.Step
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			h.Host, h.GID, h.LID, orDash(h.QPN), orDash(h.IP), lease, msCell(h.JoinMs), orDash(h.Neighbour),
-			msCell(h.RTTServer), msCell(h.RTTNext), status)
+		rows = append(rows, []string{h.Host, h.GID, h.LID, orDash(h.QPN), orDash(h.IP), lease, msCell(h.JoinMs),
+			orDash(h.Neighbour), msCell(h.RTTServer), msCell(h.RTTNext), status})
 	}
-	tw.Flush()
+	printColumns(w, rows, right)
 	t := r.Totals
 	fmt.Fprintf(w, "\n%d/%d hosts ok: %d joined the broadcast group (%s), %d leased (%s), %d/%d pings answered (RTT p50 %s ms, p99 %s ms); took %.0f ms\n",
 		t.OK, t.Hosts, t.Joined, allBy(t.AllJoinedMs), t.Leased, allBy(t.AllLeasedMs), t.PingsOK, t.PingsWanted, msCell(t.RTTP50Ms), msCell(t.RTTP99Ms), r.ElapsedMs)
@@ -672,6 +672,35 @@ func (r *simReport) printTable(w io.Writer) {
 	fmt.Fprintln(w)
 	if r.Pcap != nil {
 		fmt.Fprintf(w, "captures in %s: fabric-ib.pcap (raw InfiniBand, ERF) and one IPoIB capture per host; open them in Wireshark\n", *r.Pcap)
+	}
+}
+
+// printColumns prints rows as columns two spaces apart, each as wide as
+// its widest cell; the last column is not padded.
+func printColumns(w io.Writer, rows [][]string, right []bool) {
+	width := make([]int, len(right))
+	for _, row := range rows {
+		for i, c := range row {
+			width[i] = max(width[i], len(c))
+		}
+	}
+	for _, row := range rows {
+		var b strings.Builder
+		for i, c := range row {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			pad := strings.Repeat(" ", width[i]-len(c))
+			switch {
+			case right[i]:
+				b.WriteString(pad + c)
+			case i == len(row)-1:
+				b.WriteString(c)
+			default:
+				b.WriteString(c + pad)
+			}
+		}
+		fmt.Fprintln(w, b.String())
 	}
 }
 

@@ -194,9 +194,14 @@ func TestSimTableAligned(t *testing.T) {
 			t.Errorf("header %q lacks %q", header, unit)
 		}
 	}
-	for _, l := range lines[1:5] {
-		if len(l) != len(header) {
-			t.Errorf("row %q is %d wide, header %d", l, len(l), len(header))
+	// Numbers are right-aligned under their heading: each ends where the
+	// heading ends, with a space after it.
+	for _, col := range []string{"LID", "QPN", "JOIN (ms)", "RTT-SRV (ms)"} {
+		end := strings.Index(header, col) + len(col)
+		for _, l := range lines[1:5] {
+			if len(l) <= end || l[end-1] == ' ' || l[end] != ' ' {
+				t.Errorf("column %q: row %q is not aligned with the header %q", col, l, header)
+			}
 		}
 	}
 }
