@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"io"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -78,5 +79,29 @@ func TestUpNamesTheCause(t *testing.T) {
 	code, _, stderr := runCLI(t, "up", "--device", "rxe0", "--addr", "10.0.0.1/24")
 	if code != exitFailure || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, why) || strings.Count(stderr, "verbs:") != 1 {
 		t.Errorf("up --device rxe0: exit %d, stderr %q; want one line with %q", code, stderr, why)
+	}
+}
+
+// TestSimProgress: the progress line counts joins, leases and pings out
+// of what the run needs; it is only drawn on a terminal.
+func TestSimProgress(t *testing.T) {
+	d := &demo{hosts: make([]*demoHost, 5)}
+	d.nJoined.Store(5)
+	d.nLeased.Store(3)
+	d.nPinged.Store(2)
+	var b syncBuffer
+	done := d.progress(&b)
+	done()
+	if got, want := b.String(), "\rjoined 5/5, leased 3/4, pinged 2/8 \n"; !strings.HasSuffix(got, want) {
+		t.Errorf("progress wrote %q, want it to end with %q", got, want)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if isTerminal(w) {
+		t.Error("a pipe taken for a terminal: the progress line would go into logs")
 	}
 }
