@@ -66,6 +66,14 @@ go vet ./...
 echo "== go test $race"
 go test $race -count=1 -timeout 20m ./...
 
+# The race detector allocates, so the steady-state allocation tests skip
+# under -race; they run here without it. The loop's wake-up tests run
+# again, many times, with the timing of a build without the detector: a
+# lost wake-up is a race that one run can miss.
+echo "== go test (no -race): allocation counts, wake-up stress x20"
+go test -count=1 -run 'Alloc' ./...
+go test -count=20 -run '^(TestNoLostWakeupBeforePark|TestNotifyStressProcs|TestWakeLatencyMax|TestTryRun)$' ./aio
+
 if [ "$FUZZTIME" != "0" ]; then
 	echo "== fuzz ($FUZZTIME each)"
 	for pkg in $(go list ./...); do

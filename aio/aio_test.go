@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -463,7 +464,7 @@ func TestFDErrors(t *testing.T) {
 	}
 	t.Run("off home", func(t *testing.T) {
 		runLoop(t, c)
-		waitFor(t, "loop home", 5*time.Second, func() bool { return c.homeTid.Load() != 0 })
+		waitFor(t, "loop home", 5*time.Second, func() bool { return c.homeG.Load() != 0 })
 		if err := c.SetFDHandler(r, h); !errors.Is(err, ErrNotHome) {
 			t.Fatalf("SetFDHandler off home: %v, want ErrNotHome", err)
 		}
@@ -696,8 +697,12 @@ func TestNotifyStress(t *testing.T) {
 				// Wait for the previous run so each Schedule counts; this
 				// also makes the loop go back to sleep between runs.
 				for ran[p].Load() != want[p].Load() {
+					// A waiter that spun without yielding would starve
+					// the loop of Ps; every other run sleeps instead.
 					if i%2 == 0 {
 						time.Sleep(time.Microsecond)
+					} else {
+						runtime.Gosched()
 					}
 				}
 				want[p].Add(1)
@@ -897,7 +902,7 @@ func TestAssertHome(t *testing.T) {
 		t.Fatalf("no-home panic message %q", msg)
 	}
 	runLoop(t, c)
-	waitFor(t, "loop home", 5*time.Second, func() bool { return c.homeTid.Load() != 0 })
+	waitFor(t, "loop home", 5*time.Second, func() bool { return c.homeG.Load() != 0 })
 	if msg := catch(func() { c.AssertHome("ib.Attach") }); !strings.Contains(msg, "ib.Attach") {
 		t.Fatalf("off-home panic message %q", msg)
 	}

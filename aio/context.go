@@ -7,8 +7,10 @@ package aio
 import (
 	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +47,7 @@ const (
 )
 
 type config struct {
+	sleep      SleepMode
 	clock      Clock
 	name       string
 	pollMax    time.Duration
@@ -72,6 +75,13 @@ func WithPolling(maxWindow time.Duration, grow, shrink uint) Option {
 	}
 }
 
+// WithSleep chooses how a blocking pass waits for work; see SleepMode.
+// The default, SleepNetpoll, is the one to use; SleepSyscall exists so the
+// two can be measured against each other in one process.
+func WithSleep(m SleepMode) Option {
+	return func(cfg *config) { cfg.sleep = m }
+}
+
 // WithName names the Context in errors, panics, logs and Stats.
 func WithName(name string) Option {
 	return func(cfg *config) { cfg.name = name }
@@ -93,13 +103,31 @@ type Context struct {
 	log    *slog.Logger
 	epfd   int
 	evfd   int
+	sleep  SleepMode
+
+	// Parking in the Go netpoller (SleepNetpoll): the epoll fd wrapped as
+	// a non-blocking os.File, its raw conn, and the state the pre-bound
+	// readiness check shares with park, kept here so a pass allocates
+	// nothing.
+	pfile      *os.File
+	inRun      bool              // home-only: the passes are Run's own
+	runBuf     []unix.EpollEvent // Run's park buffer, apart from the pass buffers a borrower uses
+	parkDL     time.Time         // deadline of Run's current park; zero when none
+	borrows    uint64            // borrowed pass runs so far; Run compares it across a park
+	beforePark func()            // tests: runs after the last check for work, right before sleeping
+	praw       syscall.RawConn
+	parkCheck  func(fd uintptr) bool
+	parkBuf    []unix.EpollEvent
+	parkN      int
+	parkErr    error
 
 	// Shared with any goroutine.
 	closed   atomic.Bool
 	running  atomic.Bool  // inside Run
 	stopReq  atomic.Bool  // Stop was called; consumed by Run
-	homeTid  atomic.Int32 // OS thread of the home goroutine, 0 if none
+	homeG    atomic.Int64 // goroutine id of the home goroutine, 0 if none
 	homeMu   sync.Mutex   // held by whoever is home (Run, Acquire, temporary Poll)
+	passMu   sync.Mutex   // held by whoever runs passes: Run except while parked, Acquire, Poll, a borrower
 	notifyMe atomic.Int32 // >0 while a pass may sleep in epoll_wait
 	notified atomic.Bool  // a Notify is not yet accepted
 	writers  atomic.Int32 // Notify calls writing the eventfd; Close waits for them

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/petermattis/goid"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,6 +65,18 @@ func New(opts ...Option) (*Context, error) {
 		log:   cfg.logger,
 		epfd:  epfd,
 		evfd:  evfd,
+		sleep: cfg.sleep,
+	}
+	if c.sleep == SleepNetpoll {
+		if err := c.initNetpoll(); err != nil {
+			unix.Close(evfd)
+			if c.pfile != nil {
+				c.pfile.Close()
+			} else {
+				unix.Close(epfd)
+			}
+			return nil, fmt.Errorf("aio %q: %w", cfg.name, err)
+		}
 	}
 	c.SetPollParams(cfg.pollMax, cfg.pollGrow, cfg.pollShrink)
 	if wc, ok := cfg.clock.(wakingClock); ok {
@@ -88,8 +101,8 @@ func (c *Context) Close() error {
 	if c.homeMu.TryLock() {
 		defer c.homeMu.Unlock()
 	} else {
-		t := c.homeTid.Load()
-		if t == 0 || t != int32(unix.Gettid()) {
+		t := c.homeG.Load()
+		if t == 0 || t != goid.Get() {
 			if c.running.Load() {
 				return fmt.Errorf("aio %q: close: %w", c.name, ErrRunning)
 			}
@@ -112,7 +125,12 @@ func (c *Context) Close() error {
 		runtime.Gosched()
 	}
 	err1 := unix.Close(c.evfd)
-	err2 := unix.Close(c.epfd)
+	var err2 error
+	if c.pfile != nil {
+		err2 = c.pfile.Close()
+	} else {
+		err2 = unix.Close(c.epfd)
+	}
 	c.log.Debug("aio: context closed", slog.String("context", c.name))
 	if err1 != nil {
 		return fmt.Errorf("aio %q: close eventfd %d: %w", c.name, c.evfd, err1)
@@ -136,11 +154,9 @@ func (c *Context) Run(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	tid := int32(unix.Gettid())
+	self := goid.Get()
 	owned := false
-	if c.homeTid.Load() == tid {
+	if c.homeG.Load() == self {
 		if c.running.Load() || c.depth > 0 {
 			return fmt.Errorf("aio %q: run from inside the loop: %w", c.name, ErrRunning)
 		}
@@ -155,10 +171,12 @@ func (c *Context) Run(ctx context.Context) error {
 			c.homeMu.Unlock()
 			return fmt.Errorf("aio %q: run: %w", c.name, ErrClosed)
 		}
-		c.homeTid.Store(tid)
+		c.homeG.Store(self)
+		c.passMu.Lock()
 		owned = true
 	}
 	c.running.Store(true)
+	c.inRun = true
 	var cancelled atomic.Bool
 	stopWatch := context.AfterFunc(ctx, func() {
 		cancelled.Store(true)
@@ -168,9 +186,11 @@ func (c *Context) Run(ctx context.Context) error {
 		stopWatch()
 		c.stopReq.Store(false)
 		c.publish()
+		c.inRun = false
 		c.running.Store(false)
 		if owned {
-			c.homeTid.Store(0)
+			c.homeG.Store(0)
+			c.passMu.Unlock()
 			c.homeMu.Unlock()
 		}
 	}()
@@ -188,7 +208,7 @@ func (c *Context) Run(ctx context.Context) error {
 // do, but may return false after a bare Notify.
 //
 // Called while nobody is home, Poll makes the caller home for the duration
-// of the pass (locking its OS thread, one gettid). Called from a goroutine
+// of the pass. Called from a goroutine
 // that is not home while another one is, it is a programming error; -race
 // builds panic, other builds do not check. Tests that drive Poll in a loop
 // should hold Acquire, which also makes InHome true between passes.
@@ -196,7 +216,7 @@ func (c *Context) Poll(blocking bool) bool {
 	if c.closed.Load() {
 		return false
 	}
-	if c.homeTid.Load() == 0 {
+	if c.homeG.Load() == 0 {
 		return c.pollAway(blocking)
 	}
 	if raceEnabled {
@@ -215,42 +235,42 @@ func (c *Context) pollAway(blocking bool) bool {
 	if c.closed.Load() {
 		return false
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	c.homeTid.Store(int32(unix.Gettid()))
-	defer c.homeTid.Store(0)
+	// Free unless a borrower is finishing its last pass after Run left.
+	c.passMu.Lock()
+	defer c.passMu.Unlock()
+	c.homeG.Store(goid.Get())
+	defer c.homeG.Store(0)
 	defer c.publish()
 	return c.poll(blocking)
 }
 
 // Acquire makes the calling goroutine the Context's home until release is
 // called, so that a test or a set-up routine can call Poll and home-only
-// functions directly and InHome reports true. It locks the goroutine to its
-// OS thread and blocks while another goroutine is home (Run, another
-// Acquire). Call release exactly once from the same goroutine; extra calls
+// functions directly and InHome reports true. It blocks while another
+// goroutine is home (Run, another Acquire). Call release exactly once from the same goroutine; extra calls
 // do nothing. Acquire by the goroutine that is already home nests and
 // returns a release that only undoes the thread lock.
 func (c *Context) Acquire() (release func()) {
-	runtime.LockOSThread()
-	tid := int32(unix.Gettid())
-	if c.homeTid.Load() == tid {
-		return sync.OnceFunc(runtime.UnlockOSThread)
+	self := goid.Get()
+	if c.homeG.Load() == self {
+		return func() {}
 	}
 	c.homeMu.Lock()
-	c.homeTid.Store(tid)
+	c.passMu.Lock()
+	c.homeG.Store(self)
 	return sync.OnceFunc(func() {
 		c.publish()
-		c.homeTid.Store(0)
+		c.homeG.Store(0)
+		c.passMu.Unlock()
 		c.homeMu.Unlock()
-		runtime.UnlockOSThread()
 	})
 }
 
 // checkHome returns ErrNotHome when the Context has a home and the caller
-// is not it. It costs a gettid system call when a home exists.
+// is not it.
 func (c *Context) checkHome(op string) error {
-	t := c.homeTid.Load()
-	if t != 0 && t != int32(unix.Gettid()) {
+	t := c.homeG.Load()
+	if t != 0 && t != goid.Get() {
 		return fmt.Errorf("aio %q: %s: %w", c.name, op, ErrNotHome)
 	}
 	return nil
@@ -258,7 +278,7 @@ func (c *Context) checkHome(op string) error {
 
 // checkHomeOrPanic is the -race-build guard of the hot home-only calls.
 func (c *Context) checkHomeOrPanic(op string) {
-	if c.homeTid.Load() != 0 {
+	if c.homeG.Load() != 0 {
 		c.AssertHome(op)
 	}
 }

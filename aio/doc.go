@@ -1,6 +1,6 @@
 // Package aio is ipoibd's event loop: one Context is one loop, driven by one
-// goroutine that is locked to its OS thread (the "home" goroutine). The
-// design follows QEMU's AioContext; the code and wording here are our own.
+// goroutine at a time (the "home" goroutine). The design follows QEMU's
+// AioContext; the code and wording here are our own.
 //
 // # What a Context offers
 //
@@ -12,8 +12,11 @@
 //     call and forgotten after they run.
 //   - Timers on the Context's Clock. With a ManualClock, time only moves
 //     when a test says so, which makes timer tests deterministic.
-//   - Notify, which wakes a sleeping loop through an eventfd.
+//   - Notify, which wakes a sleeping loop.
 //   - Adaptive busy polling before the loop goes to sleep.
+//   - TryRun and BH.ScheduleNow, with which a goroutine that has work for
+//     an idle loop runs it itself instead of waking the loop (QEMU's
+//     acquire, poll, release of an AioContext from another thread).
 //
 // # Who may call what
 //
@@ -25,21 +28,23 @@
 //     without locks, so calling them from another goroutine while the
 //     Context has a home is a programming error. SetFDHandler and
 //     RemoveFDHandler check it and return ErrNotHome; the cheaper calls
-//     (Poll, Timer methods) only check it in -race builds, because the check
-//     costs a gettid system call.
+//     (Poll, Timer methods) only check it in -race builds, which hunt such
+//     misuse.
 //   - io.go holds the calls that are safe from any goroutine at any time:
-//     NewBH, BH.Schedule, BH.Cancel, BH.Delete, ScheduleOneshot, Notify,
-//     Stop, SetPollParams, Stats, Now, InHome, AssertHome and Name.
+//     NewBH, BH.Schedule, BH.ScheduleNow, BH.Cancel, BH.Delete,
+//     ScheduleOneshot, Notify, TryRun, Stop, SetPollParams, Stats, Now,
+//     InHome, AssertHome and Name.
 //
 // Before any goroutine is home (no Run, no Acquire, no Poll in progress)
 // the home-only calls may be made from any single goroutine: that is the
 // set-up phase, when other packages register their handlers.
 //
-// The home goroutine is identified by its OS thread id. It is the goroutine
-// inside Run, a goroutine that called Acquire and has not released it, or a
-// goroutine inside Poll. InHome therefore costs one gettid(2) system call
-// (about 1 µs on the 2-core sandbox VM, well under 100 ns on bare metal),
-// so keep it and AssertHome on control paths, not per packet.
+// The home goroutine is identified by its goroutine id (read with
+// github.com/petermattis/goid, a nanosecond or two; TestGoroutineIDs checks
+// it against the runtime's own numbering). It is the goroutine inside Run,
+// a goroutine that called Acquire and has not released it, a goroutine
+// inside Poll, or one inside TryRun. No goroutine is locked to its thread:
+// the loop is an ordinary goroutine to the Go scheduler.
 //
 // # One pass of the loop
 //
@@ -53,12 +58,13 @@
 //     for those that report work) and watching for BHs and Notify. While it
 //     spins it has not announced that it may sleep, so producers do not
 //     write the eventfd.
-//  3. Wait. A blocking pass that still has nothing to do announces that it
+//  3. Wait. A blocking pass that still has nothing to do sets the deadline
+//     of its sleep (the earliest timer on a real clock), announces that it
 //     may sleep (the notify-me counter), checks for work once more, and
-//     sleeps in epoll_wait until an fd is ready, the earliest timer is due
-//     (real clock) or the eventfd is written. Non-blocking passes and passes
-//     that already have work call epoll_wait with a zero timeout, and skip
-//     the system call entirely when no fd handler is registered.
+//     sleeps until an fd is ready, the deadline passes or Notify wakes it.
+//     Non-blocking passes and passes that already have work call
+//     epoll_wait with a zero timeout, and skip the system call entirely
+//     when no fd handler is registered.
 //  4. Accept. The blocking pass clears the "notified" flag before
 //     dispatching, so a Notify that arrives during dispatch makes the next
 //     pass skip its sleep instead of being lost.
@@ -78,15 +84,51 @@
 // the BHs that the outer pass had collected but not run yet, so a callback
 // waiting for another BH in a nested Poll loop cannot deadlock.
 //
+// # Sleeping without holding a P
+//
+// A goroutine in a plain system call keeps its P, the runtime's right to
+// run Go code, until sysmon notices (20 µs when the process is busy, up
+// to 10 ms when it is idle). A loop asleep that way would make every
+// goroutine it wakes wait that long, and with GOMAXPROCS=1 nothing else
+// could run at all. So the loop sleeps in the Go runtime's netpoller
+// instead (SleepNetpoll, the default): the epoll fd, readable whenever an
+// fd it watches is ready, is wrapped in a non-blocking os.File, and the
+// home goroutine parks in a raw read on it, with the earliest timer as the
+// read deadline. It holds no thread and no P while parked. SleepSyscall,
+// the plain epoll_wait, remains for benchmarks that compare the two.
+//
 // # Waking the loop
 //
-// Notify sets a "notified" flag and writes the eventfd only when the loop
-// has announced that it may be sleeping. The loop announces it before its
+// Notify sets a "notified" flag and wakes the loop only when it has
+// announced that it may be sleeping. The loop announces it before its
 // final check for work, and producers publish their work before reading the
 // announcement, so with sequentially consistent atomics either the loop
-// sees the work or the producer sees the announcement and writes the
-// eventfd. No wake-up is lost and a busy loop costs producers no system
-// call.
+// sees the work or the producer sees the announcement and wakes it. No
+// wake-up is lost and a busy loop costs producers two atomic loads. A
+// parked loop is woken by moving its read deadline into the past (how
+// net/http aborts a read), which makes the runtime ready the goroutine
+// with no system call; the waker then yields its P, so the loop runs at
+// once even where there is no other P. Because the deadline doubles as
+// the wake-up, the loop sets it before it announces, never after. In
+// SleepSyscall mode the wake-up is an eventfd write.
+//
+// A BH scheduled from the home goroutine wakes nobody: the pass in
+// progress, or the home's next Poll, sees it before sleeping.
+//
+// # Lending an idle loop
+//
+// Run parks with its pass lock released. A goroutine that has work for
+// the loop while it is parked, a gVisor goroutine sending a packet above
+// all, can take the lock (TryRun, or BH.ScheduleNow) and run a few
+// non-blocking passes itself, as the home goroutine, then give the loop
+// back; Run wakes only if work is left or a timer became due sooner than
+// it planned to wake. The packet then reaches the device, and often its
+// answer comes back, without a single goroutine switch. Run, on waking,
+// takes the lock again before it dispatches; events it collected while a
+// borrower ran are collected afresh, since the borrower may have served
+// them. Callbacks can therefore run on goroutines other than Run's, but
+// never two at once, and InHome and AssertHome hold for whichever
+// goroutine runs them.
 //
 // # Adaptive polling
 //

@@ -9,9 +9,11 @@ package aio
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 	"unsafe"
 
+	"github.com/petermattis/goid"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,17 +37,40 @@ func (c *Context) NewBH(name string, fn func()) *BH {
 // into one run; a call made while b runs makes it run again on a later
 // pass. No-op for a deleted BH or a closed Context.
 func (b *BH) Schedule() {
-	if b == nil || b.state.Load()&bhScheduled != 0 || b.deleted.Load() {
+	if c := b.queue(); c != nil && !c.InHome() {
+		// From the home goroutine there is nobody to wake: the pass in
+		// progress, or the next Poll, sees the BH before it sleeps.
+		c.Notify()
+	}
+}
+
+// ScheduleNow is Schedule, except that when the loop is idle (Run parked,
+// no pass in progress) the calling goroutine runs b, and whatever else is
+// pending, itself instead of waking the loop; see TryRun for what that
+// means for the caller. Use it where a goroutine hands the loop work it
+// wants done at once, as a link endpoint does with a packet to send.
+func (b *BH) ScheduleNow() {
+	c := b.queue()
+	if c == nil || c.InHome() || c.TryRun() {
 		return
+	}
+	c.Notify()
+}
+
+// queue puts b on its Context's queue unless it is there already, and
+// returns the Context to wake, or nil when there is nothing to do.
+func (b *BH) queue() *Context {
+	if b == nil || b.state.Load()&bhScheduled != 0 || b.deleted.Load() {
+		return nil
 	}
 	c := b.c
 	if c.closed.Load() {
-		return
+		return nil
 	}
 	if b.state.Swap(bhQueued|bhScheduled)&bhQueued == 0 {
 		c.push(b)
 	}
-	c.Notify()
+	return c
 }
 
 // Cancel withdraws a pending Schedule. It does not wait for a run that has
@@ -97,14 +122,32 @@ func (c *Context) Notify() {
 	}
 }
 
-// kick writes the eventfd. The writers count lets Close wait until no
-// write can land on a closed (and perhaps reused) fd number.
+// kick wakes a loop that may be sleeping. A loop parked in the netpoller
+// is woken by moving its epoll file's read deadline into the past, which
+// the runtime turns into an ordinary goroutine wake-up, with no system
+// call (net/http aborts reads the same way); a loop sleeping in
+// epoll_wait is woken by writing the eventfd. The writers count lets
+// Close wait until no write can land on a closed (and perhaps reused) fd
+// number.
 func (c *Context) kick() {
 	c.writers.Add(1)
 	if !c.closed.Load() {
 		// Counted first so that a loop woken by this write already sees
 		// it in Stats.
 		c.pub.notifyWrites.Add(1)
+		if c.pfile != nil {
+			// Fails only after Close, when there is nobody to wake.
+			_ = c.pfile.SetReadDeadline(longAgo)
+			c.writers.Add(-1)
+			// The loop is now queued to run next on this goroutine's P.
+			// Yield it the P: a caller that goes on computing would
+			// otherwise keep the loop waiting until another P steals it
+			// (100 µs and more when that P's thread must be woken) or
+			// until preemption (10 ms), and with GOMAXPROCS=1 there is
+			// no other P at all.
+			runtime.Gosched()
+			return
+		}
 		// EAGAIN means the counter is saturated, i.e. the loop is already
 		// going to wake.
 		_, _ = unix.Write(c.evfd, eventfdOne[:])
@@ -156,11 +199,10 @@ func (c *Context) Now() time.Time { return c.clock.Now() }
 func (c *Context) Name() string { return c.name }
 
 // InHome reports whether the caller is the Context's home goroutine. It
-// costs one gettid system call when the Context has a home (about 1 µs on
-// the sandbox VM), nothing otherwise.
+// costs an atomic load and a goroutine-id read, a few nanoseconds.
 func (c *Context) InHome() bool {
-	t := c.homeTid.Load()
-	return t != 0 && t == int32(unix.Gettid())
+	t := c.homeG.Load()
+	return t != 0 && t == goid.Get()
 }
 
 // AssertHome panics unless the caller is the Context's home goroutine.
@@ -169,13 +211,13 @@ func (c *Context) InHome() bool {
 // caller, not a condition to handle. It also panics when the Context has no
 // home at all, so set-up code that runs before Run should hold Acquire.
 func (c *Context) AssertHome(op string) {
-	t := c.homeTid.Load()
+	t := c.homeG.Load()
 	if t != 0 {
-		self := int32(unix.Gettid())
+		self := goid.Get()
 		if self == t {
 			return
 		}
-		panic(fmt.Sprintf("aio: %s called off the home goroutine of context %q (home thread %d, caller thread %d)", op, c.name, t, self))
+		panic(fmt.Sprintf("aio: %s called off the home goroutine of context %q (home goroutine %d, caller goroutine %d)", op, c.name, t, self))
 	}
 	panic(fmt.Sprintf("aio: %s called off the home goroutine of context %q (the context has no home: not running, not acquired)", op, c.name))
 }

@@ -3,5 +3,5 @@
 package aio
 
 // raceEnabled is false outside -race builds: the hot home-only calls trust
-// their caller there, because checking costs a gettid system call.
+// their caller there; the race-detector runs check.
 const raceEnabled = false

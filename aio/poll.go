@@ -51,6 +51,9 @@ func (c *Context) poll(blocking bool) bool {
 			// Announce that we may sleep, then look once more: a producer
 			// that published before reading the announcement is seen here,
 			// one that published after it writes the eventfd.
+			if c.pfile != nil {
+				c.armPark(timeout)
+			}
 			c.notifyMe.Add(1)
 			announced = true
 			timeout = c.timeout()
@@ -67,7 +70,14 @@ func (c *Context) poll(blocking bool) bool {
 		if slept {
 			start = time.Now()
 		}
-		events = c.wait(timeout)
+		if slept && c.beforePark != nil {
+			c.beforePark()
+		}
+		if slept && c.inRun && c.depth == 1 && c.pfile != nil {
+			events = c.parkOpen()
+		} else {
+			events = c.wait(timeout)
+		}
 		if slept {
 			waited = time.Since(start)
 			c.ls.sleepTime += waited
@@ -195,7 +205,13 @@ func (c *Context) wait(timeout time.Duration) []unix.EpollEvent {
 		c.evbufs = append(c.evbufs, make([]unix.EpollEvent, maxEvents))
 	}
 	buf := c.evbufs[c.depth-1]
-	n, err := epollWait(c.epfd, buf, timeout)
+	var n int
+	var err error
+	if timeout != noWait && c.pfile != nil {
+		n, err = c.park(buf)
+	} else {
+		n, err = epollWait(c.epfd, buf, timeout)
+	}
 	switch {
 	case err == nil:
 		return buf[:n]

@@ -3,5 +3,5 @@
 package aio
 
 // raceEnabled turns on the home-goroutine checks of the hot home-only calls
-// (Poll, Timer methods), which cost a gettid system call each.
+// (Poll, Timer methods), kept to race-detector runs, which hunt such misuse.
 const raceEnabled = true

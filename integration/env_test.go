@@ -34,6 +34,9 @@ type env struct {
 	hosts []*host
 	// pcaps, when set before up, gives each host's IPoIB capture writer.
 	pcaps func(i int) io.Writer
+	// noGSO, when set before up, builds the stacks without gVisor's
+	// software segmentation.
+	noGSO bool
 }
 
 // host is one simulated machine: its HCA, its IPoIB link and its stack.
@@ -154,6 +157,7 @@ func (e *env) upWith(cfg func(i int) ipoib.Config, addr func(i int) netip.Prefix
 			Addr:   p,
 			Groups: h.link,
 			Pcap:   e.pcap(i),
+			NoGSO:  e.noGSO,
 		})
 		if err != nil {
 			e.t.Fatalf("stack on host %d: %v", i, err)

@@ -3,6 +3,5 @@
 package ipoib
 
 // raceEnabled is false outside -race builds: the data-path calls trust
-// their caller to be on the cache's loop, because checking costs a gettid
-// system call per call.
+// their caller to be on the cache's loop; the race-detector runs check.
 const raceEnabled = false

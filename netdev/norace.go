@@ -3,6 +3,5 @@
 package netdev
 
 // raceEnabled is false outside -race builds: the data-path calls trust
-// their caller to be on the device's loop, because checking costs a
-// gettid system call per packet.
+// their caller to be on the device's loop; the race-detector runs check.
 const raceEnabled = false

@@ -40,6 +40,7 @@ type dataPath struct {
 
 	// Fabric loop only.
 	work  []*frame
+	next  int // first frame of work not yet taken
 	bh    *aio.BH
 	pkt   ib.Packet
 	stack []mcastHop
@@ -112,16 +113,39 @@ func (dp *dataPath) queue(fr *frame) {
 	dp.bh.Schedule()
 }
 
-// run takes every queued frame. Fabric loop.
+// fabricBatch is how many frames one pass of the fabric loop puts on the
+// wire before it lets the hosts' completion handlers run. A real fabric
+// interleaves deliveries with receivers draining their queues; a fabric
+// that delivered a whole burst first would, on a large subnet, land more
+// broadcasts on every host than its receive queue holds (a host of
+// ipoibd posts 256 buffers) and drop them for want of a buffer, as no
+// hardware would. A quarter of that queue per pass leaves room for
+// unicast on top.
+const fabricBatch = 64
+
+// run puts up to fabricBatch queued frames on the wire, oldest first, and
+// comes back on a later pass for the rest, after the BHs that delivery
+// scheduled (the receivers' completion handlers) have run. Fabric loop.
 func (dp *dataPath) run() {
-	dp.mu.Lock()
-	dp.work, dp.in = dp.in, dp.work[:0]
-	dp.mu.Unlock()
-	for i, fr := range dp.work {
+	if dp.next == len(dp.work) {
+		dp.mu.Lock()
+		dp.work, dp.in = dp.in, dp.work[:0]
+		dp.mu.Unlock()
+		dp.next = 0
+	}
+	end := min(len(dp.work), dp.next+fabricBatch)
+	for i := dp.next; i < end; i++ {
+		fr := dp.work[i]
 		dp.work[i] = nil
+		dp.next = i + 1
 		dp.f.take(fr)
 	}
-	dp.work = dp.work[:0]
+	if dp.next < len(dp.work) {
+		dp.bh.Schedule()
+		return
+	}
+	// Frames queued meanwhile scheduled this BH again themselves.
+	dp.work, dp.next = dp.work[:0], 0
 }
 
 func (dp *dataPath) close() {
@@ -131,6 +155,9 @@ func (dp *dataPath) close() {
 	dp.in = nil
 	dp.mu.Unlock()
 	dp.bh.Delete()
+	// Frames of a batch cut short go the way of those still queued.
+	in = append(dp.work[dp.next:], in...)
+	dp.work, dp.next = dp.work[:0], 0
 	for _, fr := range in {
 		dp.f.drop(DropFabricClosed, fr.src, nil)
 		if fr.qp != nil {

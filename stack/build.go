@@ -52,6 +52,9 @@ type Options struct {
 	// NoSACK turns off TCP selective acknowledgements, which NewStack
 	// turns on (gVisor's default is off; on a lossy fabric they matter).
 	NoSACK bool
+	// NoGSO turns off gVisor's software segmentation (see
+	// EndpointOptions.NoGSO).
+	NoGSO bool
 }
 
 // Stack is a gVisor stack with one IPoIB NIC: IPv4, ICMP, TCP, UDP and
@@ -84,7 +87,7 @@ func NewStack(dev *netdev.Device, opts Options) (*Stack, error) {
 	if opts.Gateway.IsValid() && (!static || !opts.Gateway.Is4() || !opts.Addr.Masked().Contains(opts.Gateway)) {
 		return nil, fmt.Errorf("stack: new stack: gateway %v outside %v: %w", opts.Gateway, opts.Addr.Masked(), ErrBadOptions)
 	}
-	ep, err := NewEndpoint(dev, EndpointOptions{TxQueueLen: opts.TxQueueLen, Pcap: opts.Pcap, Groups: opts.Groups, GRH: opts.GRH})
+	ep, err := NewEndpoint(dev, EndpointOptions{TxQueueLen: opts.TxQueueLen, Pcap: opts.Pcap, Groups: opts.Groups, GRH: opts.GRH, NoGSO: opts.NoGSO})
 	if err != nil {
 		return nil, err
 	}

@@ -74,6 +74,11 @@ type EndpointOptions struct {
 	Groups LinkGroups
 	// GRH supplies received GRHs to the pcap tap.
 	GRH GRHSource
+	// NoGSO turns off gVisor's software segmentation offload. With it on
+	// (the default), gVisor's TCP builds segments of up to
+	// gvstack.GVisorGSOMaxSize bytes and cuts them to the MSS once, in a
+	// batch, rather than running its whole send path per MSS segment.
+	NoGSO bool
 }
 
 // Endpoint is a gVisor stack.LinkEndpoint over a netdev.Device. gVisor's
@@ -107,6 +112,7 @@ type Endpoint struct {
 
 	tap    *pcapTap
 	groups LinkGroups
+	noGSO  bool // EndpointOptions.NoGSO
 	gmu    sync.Mutex
 	gcount map[netip.Addr]int
 
@@ -206,6 +212,7 @@ func NewEndpoint(dev *netdev.Device, opts EndpointOptions) (*Endpoint, error) {
 		txBatch: make([]netdev.Packet, 0, dev.TxQueueLen()),
 		groups:  opts.Groups,
 		gcount:  make(map[netip.Addr]int),
+		noGSO:   opts.NoGSO,
 	}
 	if opts.Pcap != nil {
 		tap, err := newPcapTap(opts.Pcap, link, opts.GRH)
@@ -303,6 +310,25 @@ func (e *Endpoint) SetLinkAddress(tcpip.LinkAddress) {}
 // offload: an IPoIB UD queue pair does not compute IP checksums.
 func (e *Endpoint) Capabilities() gvstack.LinkEndpointCapabilities {
 	return gvstack.CapabilityResolutionRequired
+}
+
+// SupportedGSO implements stack.GSOEndpoint: gVisor segments TCP in
+// software (gvstack.GVisorGSOSupported) unless EndpointOptions.NoGSO. The
+// packets still reach WritePackets at the link MTU; nothing below gVisor
+// segments.
+func (e *Endpoint) SupportedGSO() gvstack.SupportedGSO {
+	if e.noGSO {
+		return gvstack.GSONotSupported
+	}
+	return gvstack.GVisorGSOSupported
+}
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (e *Endpoint) GSOMaxSize() uint32 {
+	if e.noGSO {
+		return 0
+	}
+	return gvstack.GVisorGSOMaxSize
 }
 
 // ARPHardwareType implements stack.LinkEndpoint with

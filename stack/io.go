@@ -57,7 +57,9 @@ func (e *Endpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error
 		n++
 	}
 	if n > 0 {
-		e.txBH.Schedule()
+		// An idle loop sends at once, on this goroutine; a busy one picks
+		// the packets up on its next pass.
+		e.txBH.ScheduleNow()
 	}
 	return n, ferr
 }

@@ -55,7 +55,7 @@ const (
 // ipoibdShare builds ipoibd and vmxfer with cgo into a fresh share and
 // copies ibv_ud_pingpong there; it returns the share and the binaries
 // whose libraries the image needs.
-func ipoibdShare(t *testing.T) (share string, bins []string) {
+func ipoibdShare(t testing.TB) (share string, bins []string) {
 	t.Helper()
 	share = t.TempDir()
 	for _, pkg := range []string{"github.com/ipoibd/ipoibd/cmd/ipoibd", "github.com/ipoibd/ipoibd/vmtest/cmd/vmxfer"} {

@@ -62,6 +62,8 @@ type Config struct {
 	Modules []string
 	// MemoryMB per VM (DefaultMemoryMB when 0).
 	MemoryMB int
+	// CPUs is the number of virtual CPUs per VM (1 when 0).
+	CPUs int
 	// MTU of eth0 (DefaultMTU when 0).
 	MTU int
 	// Timeout for the whole Run (DefaultTimeout when 0); VMs still
@@ -242,7 +244,7 @@ func Run(ctx context.Context, cfg Config, vms []VM) ([]Result, error) {
 		r.Name = vm.Name
 		r.LogPath = filepath.Join(cfg.WorkDir, vm.Name+".serial.log")
 		args := []string{
-			"-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", strconv.Itoa(cfg.MemoryMB),
+			"-accel", "tcg", "-cpu", "max", "-smp", strconv.Itoa(max(cfg.CPUs, 1)), "-m", strconv.Itoa(cfg.MemoryMB),
 			"-nodefaults", "-nographic", "-no-reboot", "-monitor", "none",
 			"-serial", "file:" + r.LogPath,
 			"-kernel", cfg.Kernel.Image, "-initrd", initrd,

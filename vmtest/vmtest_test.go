@@ -16,7 +16,7 @@ import (
 // vmKernel returns the kernel to boot, or skips the test with the reason
 // when this machine cannot run VMs (qemu or the kernel package missing;
 // .ci/run installs what is needed). IPOIBD_VMTEST=0 or -short skip too.
-func vmKernel(t *testing.T) *Kernel {
+func vmKernel(t testing.TB) *Kernel {
 	t.Helper()
 	if testing.Short() || os.Getenv("IPOIBD_VMTEST") == "0" {
 		t.Skip("VM tests skipped (-short or IPOIBD_VMTEST=0)")
@@ -54,7 +54,7 @@ func vmKernel(t *testing.T) *Kernel {
 }
 
 // goTool finds the go command that runs these tests.
-func goTool(t *testing.T) string {
+func goTool(t testing.TB) string {
 	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
 		return p
 	}
@@ -114,7 +114,7 @@ func TestMain(m *testing.M) {
 }
 
 // runVMs runs vms and fails the test with each failed VM's log tail.
-func runVMs(t *testing.T, cfg Config, vms []VM) []Result {
+func runVMs(t testing.TB, cfg Config, vms []VM) []Result {
 	t.Helper()
 	start := time.Now()
 	res, err := Run(context.Background(), cfg, vms)
