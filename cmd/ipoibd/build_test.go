@@ -156,3 +156,64 @@ func shadowWithout(t *testing.T, dir, skip string, n int) string {
 	}
 	return shadow
 }
+
+// TestVerbsWithoutLibibverbs runs ipoibd where libibverbs.so.1 cannot be
+// loaded (in a private mount namespace, /dev/null is bound over it): the
+// binary must start, run the demo, and list the verbs driver as
+// unavailable, naming the library and the package that brings it. It
+// needs root (or unprivileged mount namespaces) and a binary built with
+// the rdma-core headers.
+func TestVerbsWithoutLibibverbs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds ipoibd (-short)")
+	}
+	lib := "/usr/lib/x86_64-linux-gnu/libibverbs.so.1"
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("%s not installed: nothing to hide", lib)
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare")
+	}
+	bin := filepath.Join(t.TempDir(), "ipoibd")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/ipoibd")
+	build.Dir = moduleRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	hidden := func(args ...string) (string, error) {
+		script := `mount --bind /dev/null "$0" && exec "$@"`
+		cmd := exec.Command(unshare, append([]string{"-m", "sh", "-c", script, lib, bin}, args...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if strings.Contains(stderr.String(), "mount") || strings.Contains(stderr.String(), "unshare") {
+			t.Skipf("cannot hide the library here: %s", stderr.String())
+		}
+		return stdout.String() + stderr.String(), err
+	}
+	out, _ := hidden("devices", "--json")
+	var devs devicesJSON
+	if err := json.Unmarshal([]byte(out), &devs); err != nil {
+		t.Fatalf("devices --json: %v\n%s", err, out)
+	}
+	found := false
+	for _, d := range devs.Drivers {
+		if d.Name != "verbs" {
+			continue
+		}
+		found = true
+		if d.Unavailable != nil && (strings.Contains(*d.Unavailable, "not built in") || strings.Contains(*d.Unavailable, "built without")) {
+			t.Skipf("this build has no verbs driver to load: %s", *d.Unavailable)
+		}
+		if d.Unavailable == nil || !strings.Contains(*d.Unavailable, "libibverbs.so.1") || !strings.Contains(*d.Unavailable, "apt-get install libibverbs1") {
+			t.Errorf("verbs driver with libibverbs.so.1 unloadable: unavailable = %v", orDash(d.Unavailable))
+		}
+	}
+	if !found {
+		t.Errorf("devices --json lists no verbs driver:\n%s", out)
+	}
+	if out, err := hidden("sim", "--hosts", "2"); err != nil || !strings.Contains(out, "3/3 hosts ok") {
+		t.Errorf("sim without libibverbs: %v\n%s", err, out)
+	}
+}

@@ -161,7 +161,8 @@
 // kernel without RDMA; the sysfs tests read a made-up class directory;
 // and where the driver cannot run, that Probe says so and lists sysfs.
 // cmd/ipoibd's TestBuildWithoutRDMA builds the binary without the
-// rdma-core headers and with CGO_ENABLED=0 and runs it. The device tests
+// rdma-core headers and with CGO_ENABLED=0 and runs it, and
+// TestVerbsWithoutLibibverbs runs it where libibverbs.so.1 cannot load. The device tests
 // run where IPOIBD_VERBS_DEVICE
 // names a device; go test ./vmtest builds this package's test binary and
 // runs it against rxe0 in one qemu VM, and TestPeer between two.
