@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +271,30 @@ func TestDevicesWithNoDevices(t *testing.T) {
 		}
 	case len(lines) != 1 || !strings.Contains(lines[0], "no RDMA devices found"):
 		t.Errorf("stderr %q, want one line saying no RDMA devices were found", stderr)
+	}
+}
+
+// TestSimSameSeedSameOutcome: under faults, two runs with one seed end
+// the same way: the same hosts fail at the same steps, and the same
+// addresses go to the same hosts.
+func TestSimSameSeedSameOutcome(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two faulty runs (-short)")
+	}
+	outcome := func() []string {
+		_, stdout, stderr := runCLI(t, "sim", "--hosts", "3", "--loss", "0.2", "--seed", "3", "--step-timeout", "5s", "--json")
+		var rep simReport
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("not JSON: %v\n%s%s", err, stdout, stderr)
+		}
+		var out []string
+		for _, h := range rep.Hosts {
+			out = append(out, fmt.Sprintf("%s %s %s %s", h.Host, h.Status, orDash(h.Step), orDash(h.IP)))
+		}
+		return out
+	}
+	a, b := outcome(), outcome()
+	if !slices.Equal(a, b) {
+		t.Errorf("seed 3, two outcomes:\n%v\n%v", a, b)
 	}
 }

@@ -43,7 +43,7 @@ func runSim(args []string, stdout, stderr io.Writer) int {
 	dup := fs.Float64("dup", 0, "probability a packet is duplicated (0 to 1)")
 	reorder := fs.Float64("reorder", 0, "probability a packet is reordered (0 to 1)")
 	delay := fs.Duration("delay", 0, "extra one-way delay per packet, e.g. 50us")
-	seed := fs.Uint64("seed", 1, "seed of the fault injector; same seed, same faults")
+	seed := fs.Uint64("seed", 1, "seed of the faults and the DHCP clients; same seed, same faults and outcome")
 	pcapDir := fs.String("pcap", "", "write every host's IPoIB capture and the fabric's raw IB capture into this directory")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
 	timeout := fs.Duration("timeout", 120*time.Second, "give up if the demo has not finished by then")
