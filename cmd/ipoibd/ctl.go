@@ -239,6 +239,9 @@ func (s *ctlServer) waitDown() {
 // handle serves one connection; detach tells close not to wait for it.
 func (s *ctlServer) handle(c net.Conn, detach func()) {
 	var req ctlRequest
+	// A client that never finishes its request must not hold the
+	// connection, and with it the daemon's shutdown, for ever.
+	c.SetReadDeadline(time.Now().Add(ctlReadTimeout))
 	if err := json.NewDecoder(bufio.NewReader(io.LimitReader(c, 64<<10))).Decode(&req); err != nil {
 		json.NewEncoder(c).Encode(ctlReply{Error: "bad request: " + err.Error()})
 		return
@@ -269,6 +272,13 @@ func (s *ctlServer) handle(c net.Conn, detach func()) {
 // ping runs a ping for a client, calling each for every reply as it
 // comes.
 func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
+	// The socket is open to any client of the user, not only 'ipoibd
+	// ping': the same limits apply here.
+	if req.Count < 1 || req.Count > 100000 || req.Interval < 0 || req.Interval > time.Hour || req.Size < 0 ||
+		req.Size > stack.PingMaxSize || req.Linger < 0 || req.Linger > time.Hour || req.Deadline < 0 || req.Deadline > 24*time.Hour {
+		return ctlReply{Error: fmt.Sprintf("ping: count %d, interval %v, size %d, linger %v, deadline %v: out of range (count 1..100000, interval and linger up to 1h, size up to %d, deadline up to 24h)",
+			req.Count, req.Interval, req.Size, req.Linger, req.Deadline, stack.PingMaxSize)}
+	}
 	st := s.d.st.Load()
 	if st == nil {
 		return ctlReply{Error: errNotReady}
@@ -304,6 +314,9 @@ func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
 		Replies: []pingReplyJSON{},
 	}}
 }
+
+// ctlReadTimeout bounds how long the daemon waits for a request.
+var ctlReadTimeout = 10 * time.Second
 
 // downTimeout bounds how long 'down' waits for the daemon's teardown
 // (leaving the groups, releasing the lease: a few seconds at most).
