@@ -4,9 +4,55 @@
 # its checked-in seed corpus.
 #
 #   FUZZTIME=10s   how long each fuzz target runs (0 skips fuzzing)
+#   IPOIBD_VMTEST=0 skips the qemu soft-RoCE tests
+#
+# It needs only Go; without gcc, tshark, rdma-core's headers or the VM
+# tools it says first which packages bring them and what it skips.
 set -euo pipefail
 cd "$(dirname "$0")"
 FUZZTIME=${FUZZTIME:-10s}
+
+# What the full run needs beyond Go, as Debian/Ubuntu packages, and what is
+# skipped without each. Missing pieces are named first, with the one
+# command that installs them all; the run then goes on without them.
+have() { command -v "$1" >/dev/null 2>&1; }
+missing=() skipped=()
+if ! have gcc; then
+	missing+=(gcc libc6-dev)
+	skipped+=("the race detector (tests run without -race) and the verbs driver's C side")
+fi
+if [ ! -e /usr/include/infiniband/verbs.h ] || [ ! -e /usr/include/infiniband/umad.h ]; then
+	missing+=(libibverbs-dev libibumad-dev)
+	skipped+=("the verbs driver against rdma-core's headers (it builds without them and says so)")
+fi
+if ! have tshark; then
+	missing+=(tshark)
+	skipped+=("decoding the captures with tshark")
+fi
+vm=()
+have qemu-system-x86_64 || vm+=(qemu-system-x86)
+have busybox || [ -x /bin/busybox ] || vm+=(busybox-static)
+have rdma || [ -x /sbin/rdma ] || [ -x /usr/sbin/rdma ] || vm+=(iproute2)
+have modinfo || [ -x /sbin/modinfo ] || [ -x /usr/sbin/modinfo ] || vm+=(kmod)
+[ -e /usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so ] || vm+=(ibverbs-providers)
+have ibv_devinfo || vm+=(ibverbs-utils)
+if [ ${#vm[@]} -gt 0 ] && [ "${IPOIBD_VMTEST:-1}" != 0 ]; then
+	missing+=("${vm[@]}")
+	skipped+=("the qemu soft-RoCE tests (go test ./vmtest)")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+	sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo "
+	echo "== missing: ${missing[*]}"
+	echo "   install: ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${missing[*]}"
+	for s in "${skipped[@]}"; do echo "   skipped without them: $s"; done
+fi
+# IPOIBD_PREFLIGHT_ONLY=1 stops here (cmd/ipoibd's test of these lines).
+[ "${IPOIBD_PREFLIGHT_ONLY:-0}" = 1 ] && exit 0
+race=-race
+if ! have gcc; then
+	race=""
+	export CGO_ENABLED=0
+fi
 
 echo "== gofmt"
 bad=$(find . -name '*.go' -not -path './.git/*' -print0 | xargs -0 -r gofmt -l)
@@ -17,8 +63,8 @@ fi
 echo "== go vet"
 go vet ./...
 
-echo "== go test -race"
-go test -race -count=1 -timeout 20m ./...
+echo "== go test $race"
+go test $race -count=1 -timeout 20m ./...
 
 # The race detector allocates, so the steady-state allocation tests skip
 # under -race; they run here without it. The loop's wake-up tests run

@@ -47,6 +47,11 @@ var (
 	// ErrNoRDMA says the kernel or platform offers no RDMA support at all
 	// (libibverbs reports ENOSYS), as opposed to zero devices.
 	ErrNoRDMA = errors.New("this kernel has no RDMA support")
+	// ErrUnavailable says a driver is in the table but cannot run in this
+	// build or on this machine (not built in, a library it loads is
+	// missing); the wrapping error says which and what to do. Its Probe
+	// may still list the devices it can see without running.
+	ErrUnavailable = errors.New("driver unavailable")
 	// ErrNoDevice says no device of that name exists.
 	ErrNoDevice = errors.New("no such device")
 	// ErrNoPort says the port number is out of range for the device.

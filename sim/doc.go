@@ -97,7 +97,9 @@
 // # Faults
 //
 // SetFaults sets loss, duplication, reordering and delay with jitter,
-// drawn from a generator seeded by Config.Seed. SetLinkUp takes links down
+// drawn per flow (sending port and DLID) from generators seeded by
+// Config.Seed, so a flow's n-th packet meets the same fate however the
+// hosts interleave. SetLinkUp takes links down
 // and up (ib.EventPortDown, ib.EventPortActive). SetSMUp stops the SM (the
 // SA goes silent, the switches keep their tables) and restarts it (a new
 // sweep, ib.EventSMChange and ib.EventClientReregister on every active

@@ -3,15 +3,20 @@ package sim
 // Fault injection. Every packet a port puts on the wire passes the
 // injector once, on the fabric loop, in the order the fabric took them:
 // loss first, then duplication, then delay, then reordering. The random
-// draws come from one generator seeded from Config.Seed and are made in
-// that order, so the same seed, topology and traffic give the same faults.
+// draws are made in that order from a generator per flow (sending port and
+// destination LID) seeded from Config.Seed, so the n-th packet of a flow
+// meets the same fate for a seed however the hosts' goroutines interleave
+// their flows: the same seed, topology and per-flow traffic give the same
+// faults.
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/ib"
 )
 
 // ReorderHold is how long the reordering fault holds a packet back waiting
@@ -56,7 +61,9 @@ func (c Faults) validate() error {
 type faultState struct {
 	f   *Fabric
 	cfg Faults
-	rng *rand.Rand
+	// seed and flows give each flow its own generator (see flowRand).
+	seed  uint64
+	flows map[flowKey]*rand.Rand
 
 	delayed   frameHeap
 	seq       uint64
@@ -67,7 +74,8 @@ type faultState struct {
 
 func (fi *faultState) init(f *Fabric, seed uint64) {
 	fi.f = f
-	fi.rng = newRand(seed)
+	fi.seed = seed
+	fi.flows = make(map[flowKey]*rand.Rand)
 	fi.delayTmr = f.loop.NewTimer("sim delay "+f.name, fi.releaseDue)
 	fi.heldTimer = f.loop.NewTimer("sim reorder "+f.name, fi.flushHeld)
 }
@@ -86,16 +94,54 @@ func (f *Fabric) SetFaults(c Faults) error {
 // Faults returns the current fault knobs. Fabric loop.
 func (f *Fabric) Faults() Faults { return f.fi.cfg }
 
+// flowKey names a flow for the fault draws: the sending port and the
+// destination LID (a multicast group's MLID for a group send).
+type flowKey struct {
+	src  ib.GUID
+	dlid ib.LID
+}
+
+// flowRand returns the generator of fr's flow, making it on first use
+// from the fabric's seed, the port GUID and the DLID.
+func (fi *faultState) flowRand(fr *frame) *rand.Rand {
+	var k flowKey
+	k.src = fr.src.guid
+	if len(fr.buf) >= ib.LRHLen {
+		k.dlid = ib.LID(binary.BigEndian.Uint16(fr.buf[2:4])) // LRH DLID, IBA 7.7
+	}
+	r := fi.flows[k]
+	if r == nil {
+		r = newRand(fi.seed ^ mix64(uint64(k.src)) ^ mix64(uint64(k.dlid)<<1|1))
+		fi.flows[k] = r
+	}
+	return r
+}
+
+// mix64 spreads the bits of x (the splitmix64 finalizer), so nearby
+// GUIDs and LIDs seed unrelated generators.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
 // admit decides what happens to a packet that has just left its port.
 func (fi *faultState) admit(fr *frame) {
 	f := fi.f
 	c := &fi.cfg
-	if c.Loss > 0 && fi.rng.Float64() < c.Loss {
+	if c.Loss <= 0 && c.Duplicate <= 0 {
+		fi.delay(fr)
+		return
+	}
+	r := fi.flowRand(fr)
+	if c.Loss > 0 && r.Float64() < c.Loss {
 		f.drop(DropLoss, fr.src, nil)
 		f.dp.put(fr)
 		return
 	}
-	if c.Duplicate > 0 && fi.rng.Float64() < c.Duplicate {
+	if c.Duplicate > 0 && r.Float64() < c.Duplicate {
 		dup := f.dp.get()
 		dup.buf = append(dup.buf[:0], fr.buf...)
 		dup.src = fr.src
@@ -119,7 +165,7 @@ func (fi *faultState) delay(fr *frame) {
 	}
 	d := c.Delay
 	if c.Jitter > 0 {
-		d += time.Duration(fi.rng.Int64N(int64(c.Jitter)))
+		d += time.Duration(fi.flowRand(fr).Int64N(int64(c.Jitter)))
 	}
 	fi.seq++
 	fr.due = fi.f.loop.Now().Add(d)
@@ -153,7 +199,7 @@ func (fi *faultState) reorder(fr *frame) {
 		f.transmit(held)
 		return
 	}
-	if c := fi.cfg.Reorder; c > 0 && fi.rng.Float64() < c {
+	if c := fi.cfg.Reorder; c > 0 && fi.flowRand(fr).Float64() < c {
 		fi.held = fr
 		f.counters.reordered.Add(1)
 		if h := fr.src.node.host; h != nil {

@@ -3,6 +3,7 @@ package sim
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -460,5 +461,36 @@ func TestLinkMTU(t *testing.T) {
 	pr, st := e.path(xa, xb.gid())
 	if st != 0 || pr.MTU != ib.MTU2048 || pr.Rate != ib.Rate40Gbps {
 		t.Errorf("path: %v MTU %v rate %v, want the slow link's", st, pr.MTU, pr.Rate)
+	}
+}
+
+// TestFaultFlowsIndependent: a flow's draws do not depend on what other
+// flows send in between, so hosts that interleave differently from run to
+// run still see the same faults on each of their flows.
+func TestFaultFlowsIndependent(t *testing.T) {
+	frameTo := func(src ib.GUID, dlid ib.LID) *frame {
+		buf := make([]byte, ib.LRHLen)
+		buf[2], buf[3] = byte(dlid>>8), byte(dlid)
+		return &frame{buf: buf, src: &port{guid: src}}
+	}
+	a, b := frameTo(0x11, 0x3), frameTo(0x22, 0x3)
+	mcast := frameTo(0x11, 0xc000)
+	draws := func(order string) map[string][]float64 {
+		fi := &faultState{seed: 7, flows: map[flowKey]*rand.Rand{}}
+		out := map[string][]float64{}
+		for _, c := range order {
+			fr := map[rune]*frame{'a': a, 'b': b, 'm': mcast}[c]
+			out[string(c)] = append(out[string(c)], fi.flowRand(fr).Float64())
+		}
+		return out
+	}
+	x, y := draws("aaabbbmm"), draws("bmabamba")
+	for _, k := range []string{"a", "b", "m"} {
+		if !slices.Equal(x[k], y[k]) {
+			t.Errorf("flow %s: draws %v alone, %v interleaved", k, x[k], y[k])
+		}
+	}
+	if slices.Equal(x["a"], x["b"]) || slices.Equal(x["a"], x["m"]) {
+		t.Errorf("distinct flows drew the same numbers: %v", x)
 	}
 }

@@ -57,7 +57,34 @@ func (p PingStats) String() string {
 		p.Sent, p.Received, 100*p.Loss, p.Min, p.Avg, p.Max, p.StdDev, p.P50, p.P99)
 }
 
-// Ping sends count ICMP echo requests of size payload bytes to dst from
+// PingReply is one answered request, as PingWith reports it.
+type PingReply struct {
+	// Seq is the request's index, from 0.
+	Seq int
+	// Bytes is the ICMP message's length (header and payload).
+	Bytes int
+	// TTL is the reply's IPv4 time to live.
+	TTL uint8
+	// RTT is the round-trip time.
+	RTT time.Duration
+}
+
+// PingOptions are PingWith's optional settings.
+type PingOptions struct {
+	// Linger is how long to wait for replies after the last request;
+	// zero means PingLinger.
+	Linger time.Duration
+	// OnReply, if set, is called for each answered request as it comes,
+	// on Ping's goroutine.
+	OnReply func(PingReply)
+}
+
+// Ping is PingWith with the default options.
+func Ping(ctx context.Context, s *gvstack.Stack, dst netip.Addr, count int, interval time.Duration, size int) (PingStats, error) {
+	return PingWith(ctx, s, dst, count, interval, size, PingOptions{})
+}
+
+// PingWith sends count ICMP echo requests of size payload bytes to dst from
 // gVisor stack s, interval apart, and collects the replies until all have
 // come, PingLinger after the last request, or ctx ends. It uses a gVisor
 // ICMP datagram endpoint, as ping(8) uses a ping socket: gVisor chooses
@@ -67,8 +94,12 @@ func (p PingStats) String() string {
 // never skew the figures; every reply's payload is compared with what was
 // sent. It returns the statistics with an error only when it could not
 // ping at all or ctx ended before it finished sending.
-func Ping(ctx context.Context, s *gvstack.Stack, dst netip.Addr, count int, interval time.Duration, size int) (PingStats, error) {
+func PingWith(ctx context.Context, s *gvstack.Stack, dst netip.Addr, count int, interval time.Duration, size int, opt PingOptions) (PingStats, error) {
 	var st PingStats
+	linger := opt.Linger
+	if linger <= 0 {
+		linger = PingLinger
+	}
 	if !dst.Is4() || count <= 0 || interval < 0 || size < 0 || size > PingMaxSize {
 		return st, fmt.Errorf("ping %v: count %d, interval %v, size %d: %w", dst, count, interval, size, ErrBadOptions)
 	}
@@ -86,6 +117,7 @@ func Ping(ctx context.Context, s *gvstack.Stack, dst netip.Addr, count int, inte
 		return st, fmt.Errorf("ping %v: local address: %w: %s", dst, ErrGVisor, e)
 	}
 	ident := local.Port
+	ep.SocketOptions().SetReceiveTTL(true)
 
 	we, readable := waiter.NewChannelEntry(waiter.ReadableEvents)
 	wq.EventRegister(&we)
@@ -180,12 +212,15 @@ func Ping(ctx context.Context, s *gvstack.Stack, dst netip.Addr, count int, inte
 			answered[i] = true
 			st.Received++
 			st.RTTs = append(st.RTTs, now.Sub(sentAt[i]))
+			if opt.OnReply != nil {
+				opt.OnReply(PingReply{Seq: i, Bytes: len(h), TTL: res.ControlMessages.TTL, RTT: now.Sub(sentAt[i])})
+			}
 		}
 	}
 
 	tick := time.NewTimer(0)
 	defer tick.Stop()
-	var linger <-chan time.Time
+	var lingerC <-chan time.Time
 	var ctxErr error
 loop:
 	for {
@@ -196,11 +231,11 @@ loop:
 			if len(sentAt) < count {
 				tick.Reset(interval)
 			} else {
-				linger = time.After(PingLinger)
+				lingerC = time.After(linger)
 			}
 		case <-readable:
 			drain()
-		case <-linger:
+		case <-lingerC:
 			break loop
 		case <-ctx.Done():
 			if len(sentAt) < count {

@@ -38,9 +38,12 @@ var BaseModules = []string{
 // prints the device for the log.
 var hostTools = []string{"busybox", "ip", "rdma", "ibv_devinfo"}
 
-// providerFiles are the libibverbs provider for rdma_rxe and the file
-// that tells libibverbs to load it.
+// providerFiles are the libibverbs provider for rdma_rxe, the file that
+// tells libibverbs to load it, and rdma-core's libraries themselves: the
+// verbs driver loads them with dlopen, so ldd does not name them.
 var providerFiles = []string{
+	"/usr/lib/x86_64-linux-gnu/libibverbs.so.1",
+	"/usr/lib/x86_64-linux-gnu/libibumad.so.3",
 	"/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so",
 	"/etc/libibverbs.d/rxe.driver",
 }

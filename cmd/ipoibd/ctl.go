@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -33,28 +36,49 @@ type ctlRequest struct {
 	Count    int           `json:"count,omitempty"`
 	Interval time.Duration `json:"interval,omitempty"`
 	Size     int           `json:"size,omitempty"`
+	// Linger is ping -W: how long to wait for replies after the last
+	// request. Deadline is ping -w: when to stop whatever is left.
+	Linger   time.Duration `json:"linger,omitempty"`
+	Deadline time.Duration `json:"deadline,omitempty"`
 }
 
-// ctlReply is what the daemon answers.
+// ctlReply is what the daemon answers. A ping streams one reply per
+// answered request (Reply set) before the final one.
 type ctlReply struct {
-	Error string           `json:"error,omitempty"`
-	Ping  *pingJSON        `json:"ping,omitempty"`
-	Peers *peersJSON       `json:"peers,omitempty"`
-	Stats *statsJSON       `json:"stats,omitempty"`
-	Group *ipoib.GroupInfo `json:"group,omitempty"`
+	Error string         `json:"error,omitempty"`
+	Reply *pingReplyJSON `json:"reply,omitempty"`
+	Ping  *pingJSON      `json:"ping,omitempty"`
+	Peers *peersJSON     `json:"peers,omitempty"`
+	Stats *statsJSON     `json:"stats,omitempty"`
 }
 
+// pingJSON is ping's --json output: ping(8)'s statistics, every reply,
+// and RTT percentiles; the RTT figures are null when nothing came back.
 type pingJSON struct {
-	Addr     string  `json:"addr"`
-	Sent     int     `json:"sent"`
-	Received int     `json:"received"`
-	Loss     float64 `json:"loss"`
-	MinUs    float64 `json:"rtt_min_us"`
-	AvgUs    float64 `json:"rtt_avg_us"`
-	MaxUs    float64 `json:"rtt_max_us"`
-	P50Us    float64 `json:"rtt_p50_us"`
-	P99Us    float64 `json:"rtt_p99_us"`
-	Summary  string  `json:"summary"`
+	Addr        string          `json:"addr"`
+	DataBytes   int             `json:"data_bytes"`
+	Transmitted int             `json:"transmitted"`
+	Received    int             `json:"received"`
+	Duplicates  int             `json:"duplicates"`
+	Corrupt     int             `json:"corrupt"`
+	LossPercent float64         `json:"loss_percent"`
+	TimeMs      float64         `json:"time_ms"`
+	MinMs       *float64        `json:"rtt_min_ms"`
+	AvgMs       *float64        `json:"rtt_avg_ms"`
+	MaxMs       *float64        `json:"rtt_max_ms"`
+	MdevMs      *float64        `json:"rtt_mdev_ms"`
+	P50Ms       *float64        `json:"rtt_p50_ms"`
+	P99Ms       *float64        `json:"rtt_p99_ms"`
+	Replies     []pingReplyJSON `json:"replies"`
+}
+
+// pingReplyJSON is one answered request; seq counts from 1 as ping(8)'s
+// icmp_seq does.
+type pingReplyJSON struct {
+	Seq    int     `json:"seq"`
+	Bytes  int     `json:"bytes"`
+	TTL    int     `json:"ttl"`
+	TimeMs float64 `json:"time_ms"`
 }
 
 type neighJSON struct {
@@ -64,16 +88,81 @@ type neighJSON struct {
 }
 
 type peersJSON struct {
-	Neighbours []neighJSON      `json:"neighbours"`
-	Peers      []ipoib.PeerInfo `json:"peers"`
-	Group      *ipoib.GroupInfo `json:"group,omitempty"`
+	Neighbours []neighJSON `json:"neighbours"`
+	Peers      []peerJSON  `json:"peers"`
+	Group      groupJSON   `json:"group"`
 }
 
+// peerJSON is one peer-cache entry (ipoib.PeerInfo) in the convention.
+type peerJSON struct {
+	Key       int      `json:"key"`
+	Addr      string   `json:"addr"`
+	Multicast bool     `json:"multicast"`
+	Pinned    bool     `json:"pinned"`
+	State     string   `json:"state"`
+	LID       *string  `json:"lid"`
+	SL        int      `json:"sl"`
+	MTU       *int     `json:"mtu"`
+	Rate      *string  `json:"rate"`
+	AgeMs     *float64 `json:"age_ms"`
+	Pending   int      `json:"pending"`
+}
+
+// groupJSON is the broadcast group (ipoib.GroupInfo) in the convention.
+type groupJSON struct {
+	Joined    bool    `json:"joined"`
+	MGID      string  `json:"mgid"`
+	MLID      string  `json:"mlid"`
+	QKey      string  `json:"qkey"`
+	PKey      string  `json:"pkey"`
+	MTU       int     `json:"mtu"`
+	Rate      *string `json:"rate"`
+	SL        int     `json:"sl"`
+	FlowLabel int     `json:"flow_label"`
+	TClass    int     `json:"tclass"`
+	HopLimit  int     `json:"hop_limit"`
+	JoinState int     `json:"join_state"`
+	JoinedAt  *string `json:"joined_at"`
+}
+
+func toPeerJSON(p ipoib.PeerInfo) peerJSON {
+	out := peerJSON{Key: int(p.Key), Addr: p.Addr, Multicast: p.Multicast, Pinned: p.Pinned, State: p.State,
+		SL: int(p.SL), Rate: rateJSON(p.Rate), Pending: p.Pending, AgeMs: optMS(p.Age, p.Age > 0)}
+	if p.LID != 0 {
+		out.LID = optLID(p.LID)
+	}
+	if p.MTU > 0 {
+		out.MTU = &p.MTU
+	}
+	return out
+}
+
+func toGroupJSON(g ipoib.GroupInfo) groupJSON {
+	out := groupJSON{Joined: g.Joined, MGID: gidJSON(g.MGID), MLID: lidJSON(g.MLID), QKey: qkeyJSON(g.QKey),
+		PKey: pkeyJSON(g.PKey), MTU: g.MTU.Bytes(), Rate: rateJSON(g.Rate), SL: int(g.SL),
+		FlowLabel: int(g.FlowLabel), TClass: int(g.TClass), HopLimit: int(g.HopLimit), JoinState: int(g.JoinState)}
+	if !g.JoinedAt.IsZero() {
+		out.JoinedAt = optString(g.JoinedAt.UTC().Format(time.RFC3339Nano))
+	}
+	return out
+}
+
+// statsJSON is the daemon's counters: the link's by name, then the
+// endpoint's and ARP's (zero until the stack exists).
 type statsJSON struct {
 	Interface string              `json:"interface"`
-	Netdev    netdev.Snapshot     `json:"netdev"`
+	Netdev    map[string]uint64   `json:"netdev"`
 	Endpoint  stack.EndpointStats `json:"endpoint"`
 	ARP       stack.ARPStats      `json:"arp"`
+}
+
+// counterMap turns a counter snapshot into an object keyed by name.
+func counterMap(s netdev.Snapshot) map[string]uint64 {
+	out := make(map[string]uint64, len(s))
+	for _, c := range s {
+		out[c.Name] = c.Value
+	}
+	return out
 }
 
 // ctlServer serves the control socket of one daemon.
@@ -83,6 +172,9 @@ type ctlServer struct {
 	d        *daemon
 	shutdown func() // asks the daemon to leave and exit
 	wg       sync.WaitGroup
+	// downs counts 'down' requests waiting for the teardown, which
+	// close does not wait for (it is part of the teardown).
+	downs sync.WaitGroup
 }
 
 func listenControl(path string, d *daemon, shutdown func()) (*ctlServer, error) {
@@ -119,9 +211,10 @@ func (s *ctlServer) serve() {
 		}
 		s.wg.Add(1)
 		go func() {
-			defer s.wg.Done()
+			done := sync.OnceFunc(s.wg.Done)
+			defer done()
 			defer c.Close()
-			s.handle(c)
+			s.handle(c, done)
 		}()
 	}
 }
@@ -132,15 +225,102 @@ func (s *ctlServer) close() {
 	os.Remove(s.path)
 }
 
-func (s *ctlServer) handle(c net.Conn) {
+// waitDown waits, a bounded time, for the answers to 'down' requests,
+// once the daemon is torn down.
+func (s *ctlServer) waitDown() {
+	done := make(chan struct{})
+	go func() { s.downs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// handle serves one connection; detach tells close not to wait for it.
+func (s *ctlServer) handle(c net.Conn, detach func()) {
 	var req ctlRequest
+	// A client that never finishes its request must not hold the
+	// connection, and with it the daemon's shutdown, for ever.
+	c.SetReadDeadline(time.Now().Add(ctlReadTimeout))
 	if err := json.NewDecoder(bufio.NewReader(io.LimitReader(c, 64<<10))).Decode(&req); err != nil {
 		json.NewEncoder(c).Encode(ctlReply{Error: "bad request: " + err.Error()})
 		return
 	}
-	rep := s.exec(req)
-	json.NewEncoder(c).Encode(rep)
+	enc := json.NewEncoder(c)
+	if req.Cmd == "down" {
+		// Answer only once the group is left, the lease released and
+		// the device closed, so 'ipoibd down && ...' sees it gone.
+		s.downs.Add(1)
+		defer s.downs.Done()
+		s.shutdown()
+		detach()
+		select {
+		case <-s.d.finished:
+			enc.Encode(ctlReply{})
+		case <-time.After(downTimeout):
+			enc.Encode(ctlReply{Error: fmt.Sprintf("the daemon did not finish leaving within %v", downTimeout)})
+		}
+		return
+	}
+	if req.Cmd == "ping" {
+		enc.Encode(s.ping(req, func(r pingReplyJSON) { enc.Encode(ctlReply{Reply: &r}) }))
+		return
+	}
+	enc.Encode(s.exec(req))
 }
+
+// ping runs a ping for a client, calling each for every reply as it
+// comes.
+func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
+	// The socket is open to any client of the user, not only 'ipoibd
+	// ping': the same limits apply here.
+	if req.Count < 1 || req.Count > 100000 || req.Interval < 0 || req.Interval > time.Hour || req.Size < 0 ||
+		req.Size > stack.PingMaxSize || req.Linger < 0 || req.Linger > time.Hour || req.Deadline < 0 || req.Deadline > 24*time.Hour {
+		return ctlReply{Error: fmt.Sprintf("ping: count %d, interval %v, size %d, linger %v, deadline %v: out of range (count 1..100000, interval and linger up to 1h, size up to %d, deadline up to 24h)",
+			req.Count, req.Interval, req.Size, req.Linger, req.Deadline, stack.PingMaxSize)}
+	}
+	st := s.d.st.Load()
+	if st == nil {
+		return ctlReply{Error: errNotReady}
+	}
+	dst, err := netip.ParseAddr(req.Addr)
+	if err != nil || !dst.Is4() {
+		return ctlReply{Error: fmt.Sprintf("ping: %q is not an IPv4 address", req.Addr)}
+	}
+	limit := time.Duration(req.Count)*req.Interval + req.Linger + 5*time.Second
+	if req.Deadline > 0 {
+		limit = req.Deadline
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	start := time.Now()
+	ps, err := stack.PingWith(ctx, st.S, dst, req.Count, req.Interval, req.Size, stack.PingOptions{
+		Linger: req.Linger,
+		OnReply: func(r stack.PingReply) {
+			each(pingReplyJSON{Seq: r.Seq + 1, Bytes: r.Bytes, TTL: int(r.TTL), TimeMs: msJSON(r.RTT)})
+		},
+	})
+	// -w ends a ping early by design; only other failures are errors.
+	if err != nil && !(req.Deadline > 0 && errors.Is(err, context.DeadlineExceeded)) {
+		return ctlReply{Error: err.Error()}
+	}
+	got := ps.Received > 0
+	return ctlReply{Ping: &pingJSON{
+		Addr: dst.String(), DataBytes: req.Size, Transmitted: ps.Sent, Received: ps.Received,
+		Duplicates: ps.Duplicates, Corrupt: ps.Corrupt, LossPercent: math.Round(ps.Loss*1e5) / 1e3,
+		TimeMs: msJSON(time.Since(start)),
+		MinMs:  optMS(ps.Min, got), AvgMs: optMS(ps.Avg, got), MaxMs: optMS(ps.Max, got),
+		MdevMs: optMS(ps.StdDev, got), P50Ms: optMS(ps.P50, got), P99Ms: optMS(ps.P99, got),
+		Replies: []pingReplyJSON{},
+	}}
+}
+
+// ctlReadTimeout bounds how long the daemon waits for a request.
+var ctlReadTimeout = 10 * time.Second
+
+// downTimeout bounds how long 'down' waits for the daemon's teardown
+// (leaving the groups, releasing the lease: a few seconds at most).
+const downTimeout = 20 * time.Second
 
 // errNotReady answers requests that need the IP stack while the daemon is
 // still joining or leasing.
@@ -150,32 +330,18 @@ func (s *ctlServer) exec(req ctlRequest) ctlReply {
 	d := s.d
 	st := d.st.Load()
 	switch req.Cmd {
-	case "ping":
-		if st == nil {
-			return ctlReply{Error: errNotReady}
-		}
-		dst, err := netip.ParseAddr(req.Addr)
-		if err != nil || !dst.Is4() {
-			return ctlReply{Error: fmt.Sprintf("ping: %q is not an IPv4 address", req.Addr)}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(req.Count)*req.Interval+stack.PingLinger+5*time.Second)
-		defer cancel()
-		ps, err := stack.Ping(ctx, st.S, dst, req.Count, req.Interval, req.Size)
-		if err != nil {
-			return ctlReply{Error: err.Error()}
-		}
-		return ctlReply{Ping: &pingJSON{
-			Addr: dst.String(), Sent: ps.Sent, Received: ps.Received, Loss: ps.Loss,
-			MinUs: us(ps.Min), AvgUs: us(ps.Avg), MaxUs: us(ps.Max), P50Us: us(ps.P50), P99Us: us(ps.P99),
-			Summary: ps.String(),
-		}}
 	case "peers":
 		if st == nil {
 			return ctlReply{Error: errNotReady}
 		}
 		var p peersJSON
 		var err error
-		d.onLoop(func() { p.Peers, err = d.link.Peers() })
+		var peers []ipoib.PeerInfo
+		d.onLoop(func() { peers, err = d.link.Peers() })
+		p.Peers = []peerJSON{}
+		for _, pi := range peers {
+			p.Peers = append(p.Peers, toPeerJSON(pi))
+		}
 		if err != nil {
 			return ctlReply{Error: err.Error()}
 		}
@@ -186,26 +352,29 @@ func (s *ctlServer) exec(req ctlRequest) ctlReply {
 		for _, n := range neigh {
 			p.Neighbours = append(p.Neighbours, neighJSON{Addr: n.Addr.String(), LinkAddr: d.link.AddrString(n.LinkAddr), State: n.State.String()})
 		}
-		g := d.link.Group()
-		p.Group = &g
+		p.Neighbours = append([]neighJSON{}, p.Neighbours...)
+		p.Group = toGroupJSON(d.link.Group())
 		return ctlReply{Peers: &p}
 	case "stats":
 		// The link's counters exist from the start; the stack's once it is.
-		stats := &statsJSON{Interface: d.opt.name, Netdev: d.link.NetDev().Stats().Snapshot()}
+		stats := &statsJSON{Interface: d.opt.name, Netdev: counterMap(d.link.NetDev().Stats().Snapshot())}
 		if st != nil {
 			stats.Endpoint = st.Endpoint.Stats()
 			stats.ARP = stack.ARPProtocolOf(st.S).Stats()
 		}
 		return ctlReply{Stats: stats}
-	case "down":
-		s.shutdown()
-		return ctlReply{}
 	}
 	return ctlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 }
 
 // ctlCall sends one request to the daemon behind socket.
 func ctlCall(socket string, req ctlRequest, timeout time.Duration) (ctlReply, error) {
+	return ctlStream(socket, req, timeout, nil)
+}
+
+// ctlStream is ctlCall for requests whose answer comes in parts: each
+// ping reply goes to each as it arrives, the final answer is returned.
+func ctlStream(socket string, req ctlRequest, timeout time.Duration, each func(pingReplyJSON)) (ctlReply, error) {
 	var rep ctlReply
 	c, err := net.DialTimeout("unix", socket, 5*time.Second)
 	if err != nil {
@@ -216,8 +385,18 @@ func ctlCall(socket string, req ctlRequest, timeout time.Duration) (ctlReply, er
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return rep, err
 	}
-	if err := json.NewDecoder(c).Decode(&rep); err != nil {
-		return rep, fmt.Errorf("reading the daemon's answer: %w", err)
+	dec := json.NewDecoder(c)
+	for {
+		rep = ctlReply{}
+		if err := dec.Decode(&rep); err != nil {
+			return rep, fmt.Errorf("reading the daemon's answer: %w", err)
+		}
+		if rep.Reply == nil {
+			break
+		}
+		if each != nil {
+			each(*rep.Reply)
+		}
 	}
 	if rep.Error != "" {
 		return rep, errors.New(rep.Error)
@@ -251,42 +430,97 @@ func socketPath(name, socket string) string {
 }
 
 func runPing(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("ping", "[-c N] [-i INTERVAL] [-s SIZE] ADDR", stderr)
-	count := fs.Int("c", 4, "number of echo requests")
-	interval := fs.Duration("i", time.Second, "interval between requests")
-	size := fs.Int("s", 56, "payload bytes")
+	fs := newFlagSet("ping", "[-c COUNT] [-i INTERVAL] [-W TIMEOUT] [-w DEADLINE] [-s SIZE] [-q] [--json] ADDRESS", stderr)
+	count := fs.Int("c", 4, "number of requests; with -w and no -c, as many as fit before the deadline")
+	interval := fs.Float64("i", 1, "seconds between requests (fractional, at least 0.001)")
+	linger := fs.Float64("W", stack.PingLinger.Seconds(), "seconds to wait for replies after the last request")
+	deadline := fs.Float64("w", 0, "seconds before ping exits, however many requests were sent (0: no deadline)")
+	size := fs.Int("s", 56, "payload bytes of each request")
+	quiet := fs.Bool("q", false, "quiet: print only the header and the summary")
 	name, socket, asJSON := socketFlags(fs)
-	// ping(8) takes its flags before or after the address; so do we.
-	if len(args) > 1 && !strings.HasPrefix(args[0], "-") {
-		args = append(append([]string{}, args[1:]...), args[0])
-	}
-	if code, ok := parseFlagsN(fs, args, stdout, 1); !ok {
+	code, ok := parseFlagsN(fs, interspersed(fs, args), stdout, 1)
+	if !ok {
 		return code
 	}
+	countSet := false
+	fs.Visit(func(f *flag.Flag) { countSet = countSet || f.Name == "c" })
 	addr := fs.Arg(0)
 	if a, err := netip.ParseAddr(addr); err != nil || !a.Is4() {
-		fmt.Fprintf(stderr, "ipoibd ping: want an IPv4 address as the last argument, got %q\n", addr)
+		fmt.Fprintf(stderr, "ipoibd ping: want an IPv4 address, got %q\n", addr)
 		return exitUsage
 	}
-	if *count < 1 || *count > 100000 || *interval < time.Millisecond || *size < 0 || *size > stack.PingMaxSize {
-		fmt.Fprintf(stderr, "ipoibd ping: -c 1..100000, -i at least 1ms, -s 0..%d\n", stack.PingMaxSize)
+	if *count < 1 || *count > 100000 || !(*interval >= 0.001 && *interval <= 3600) || !(*linger > 0 && *linger <= 3600) ||
+		!(*deadline >= 0 && *deadline <= 86400) || *size < 0 || *size > stack.PingMaxSize {
+		fmt.Fprintf(stderr, "ipoibd ping: -c 1..100000, -i 0.001..3600, -W above 0 up to 3600, -w 0..86400, -s 0..%d\n", stack.PingMaxSize)
 		return exitUsage
 	}
-	req := ctlRequest{Cmd: "ping", Addr: addr, Count: *count, Interval: *interval, Size: *size}
-	rep, err := ctlCall(socketPath(*name, *socket), req, time.Duration(*count)*(*interval)+stack.PingLinger+10*time.Second)
+	secs := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+	req := ctlRequest{Cmd: "ping", Addr: addr, Count: *count, Interval: secs(*interval), Size: *size,
+		Linger: secs(*linger), Deadline: secs(*deadline)}
+	if *deadline > 0 && !countSet {
+		req.Count = min(100000, int(*deadline / *interval)+1)
+	}
+	timeout := time.Duration(req.Count)*req.Interval + req.Linger + 10*time.Second
+	if req.Deadline > 0 {
+		timeout = req.Deadline + 10*time.Second
+	}
+	if !*asJSON {
+		// ping(8)'s header: payload and IPv4 datagram sizes.
+		fmt.Fprintf(stdout, "PING %s (%s) %d(%d) bytes of data.\n", addr, addr, *size, *size+28)
+	}
+	var replies []pingReplyJSON
+	rep, err := ctlStream(socketPath(*name, *socket), req, timeout, func(r pingReplyJSON) {
+		replies = append(replies, r)
+		if !*asJSON && !*quiet {
+			fmt.Fprintf(stdout, "%d bytes from %s: icmp_seq=%d ttl=%d time=%s ms\n", r.Bytes, addr, r.Seq, r.TTL, rttMs(r.TimeMs))
+		}
+	})
 	if err != nil {
-		fmt.Fprintf(stderr, "ipoibd ping: %v\n", err)
-		return exitFailure
+		return fail(stdout, stderr, *asJSON, "ping", err, exitUsage)
+	}
+	p := rep.Ping
+	if replies != nil {
+		p.Replies = replies
+	}
+	code = exitOK
+	if p.Received == 0 {
+		code = exitFailure
 	}
 	if *asJSON {
-		printJSON(stdout, rep.Ping)
-	} else {
-		fmt.Fprintf(stdout, "PING %s: %s\n", addr, rep.Ping.Summary)
+		return emit(stdout, stderr, "ping", p, code)
 	}
-	if rep.Ping.Received == 0 {
-		return exitFailure
+	printPingSummary(stdout, p)
+	return code
+}
+
+// printPingSummary prints ping(8)'s closing lines.
+func printPingSummary(w io.Writer, p *pingJSON) {
+	fmt.Fprintf(w, "\n--- %s ping statistics ---\n", p.Addr)
+	fmt.Fprintf(w, "%d packets transmitted, %d received", p.Transmitted, p.Received)
+	if p.Duplicates > 0 {
+		fmt.Fprintf(w, ", +%d duplicates", p.Duplicates)
 	}
-	return exitOK
+	if p.Corrupt > 0 {
+		fmt.Fprintf(w, ", +%d corrupted", p.Corrupt)
+	}
+	fmt.Fprintf(w, ", %s%% packet loss, time %.0fms\n", strconv.FormatFloat(p.LossPercent, 'g', 4, 64), p.TimeMs)
+	if p.Received > 0 {
+		fmt.Fprintf(w, "rtt min/avg/max/mdev = %.3f/%.3f/%.3f/%.3f ms\n", *p.MinMs, *p.AvgMs, *p.MaxMs, *p.MdevMs)
+	}
+}
+
+// rttMs formats a reply's time as ping(8) does: three significant digits
+// below 100 ms.
+func rttMs(ms float64) string {
+	switch {
+	case ms < 1:
+		return strconv.FormatFloat(ms, 'f', 3, 64)
+	case ms < 10:
+		return strconv.FormatFloat(ms, 'f', 2, 64)
+	case ms < 100:
+		return strconv.FormatFloat(ms, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(ms, 'f', 0, 64)
 }
 
 func runPeers(args []string, stdout, stderr io.Writer) int {
@@ -297,12 +531,10 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 	}
 	rep, err := ctlCall(socketPath(*name, *socket), ctlRequest{Cmd: "peers"}, 10*time.Second)
 	if err != nil {
-		fmt.Fprintf(stderr, "ipoibd peers: %v\n", err)
-		return exitFailure
+		return fail(stdout, stderr, *asJSON, "peers", err, exitFailure)
 	}
 	if *asJSON {
-		printJSON(stdout, rep.Peers)
-		return exitOK
+		return emit(stdout, stderr, "peers", rep.Peers, exitOK)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tLLADDR\tSTATE")
@@ -312,9 +544,13 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 	tw.Flush()
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tIPOIB ADDRESS\tSTATE\tLID\tSL\tMTU\tAGE\tPENDING")
+	fmt.Fprintln(tw, "KEY\tIPOIB ADDRESS\tSTATE\tLID\tSL\tMTU\tAGE (ms)\tPENDING")
 	for _, p := range rep.Peers.Peers {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%#x\t%d\t%d\t%s\t%d\n", p.Key, p.Addr, p.State, uint16(p.LID), p.SL, p.MTU, p.Age.Round(time.Millisecond), p.Pending)
+		age := "-"
+		if p.AgeMs != nil {
+			age = strconv.FormatFloat(*p.AgeMs, 'f', 0, 64)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", p.Key, p.Addr, p.State, orDash(p.LID), p.SL, orDash(p.MTU), age, p.Pending)
 	}
 	return flushErr(tw, stderr)
 }
@@ -327,17 +563,20 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 	}
 	rep, err := ctlCall(socketPath(*name, *socket), ctlRequest{Cmd: "stats"}, 10*time.Second)
 	if err != nil {
-		fmt.Fprintf(stderr, "ipoibd stats: %v\n", err)
-		return exitFailure
+		return fail(stdout, stderr, *asJSON, "stats", err, exitFailure)
 	}
 	if *asJSON {
-		printJSON(stdout, rep.Stats)
-		return exitOK
+		return emit(stdout, stderr, "stats", rep.Stats, exitOK)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	for _, c := range rep.Stats.Netdev {
-		if c.Value != 0 {
-			fmt.Fprintf(tw, "%s\t%d\n", c.Name, c.Value)
+	names := make([]string, 0, len(rep.Stats.Netdev))
+	for n := range rep.Stats.Netdev {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if v := rep.Stats.Netdev[n]; v != 0 {
+			fmt.Fprintf(tw, "%s\t%d\n", n, v)
 		}
 	}
 	var b strings.Builder
@@ -363,22 +602,20 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 }
 
 func runDown(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("down", "[--name NAME]", stderr)
-	name, socket, _ := socketFlags(fs)
+	fs := newFlagSet("down", "[--name NAME] [--json]", stderr)
+	name, socket, asJSON := socketFlags(fs)
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if _, err := ctlCall(socketPath(*name, *socket), ctlRequest{Cmd: "down"}, 10*time.Second); err != nil {
-		fmt.Fprintf(stderr, "ipoibd down: %v\n", err)
-		return exitFailure
+	if _, err := ctlCall(socketPath(*name, *socket), ctlRequest{Cmd: "down"}, downTimeout+5*time.Second); err != nil {
+		return fail(stdout, stderr, *asJSON, "down", err, exitFailure)
+	}
+	if *asJSON {
+		return emit(stdout, stderr, "down", struct {
+			Stopped bool `json:"stopped"`
+		}{true}, exitOK)
 	}
 	return exitOK
-}
-
-func printJSON(w io.Writer, v any) {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
 }
 
 func flushErr(tw *tabwriter.Writer, stderr io.Writer) int {

@@ -9,6 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +41,14 @@ const (
 	demoStartSpread = 2 * time.Millisecond
 )
 
+// The steps a host goes through, as failures name them.
+const (
+	stepJoin  = "join"
+	stepStack = "stack"
+	stepDHCP  = "dhcp"
+	stepPing  = "ping"
+)
+
 // demoSeq keeps fabric and interface names unique when one process runs
 // several demos (the tests do).
 var demoSeq atomic.Uint64
@@ -57,6 +68,14 @@ type demo struct {
 	allJoined time.Duration
 	allLeased time.Duration
 	srv       *dhcp.Server
+
+	// stop ends the run early: the first host to fail a step calls it,
+	// because the demo succeeds only if every host does.
+	stop     context.CancelFunc
+	stopOnce sync.Once
+	stopped  atomic.Bool
+	// Progress counters for the terminal line.
+	nJoined, nLeased, nPinged atomic.Int64
 }
 
 // demoHost is one host of the demo.
@@ -77,13 +96,30 @@ type demoHost struct {
 	leasedAt time.Duration
 	rttSrv   time.Duration
 	rttNext  time.Duration
-	err      error
+	// err is why the host failed, step the step it failed at; halted
+	// says it was stopped unfinished because another host failed.
+	err    error
+	step   string
+	halted bool
 }
 
-func (h *demoHost) fail(err error) {
-	if h.err == nil {
-		h.err = err
+// fail records that h failed step with err and stops the run. An error
+// that only says the run was stopped marks h unfinished instead.
+func (d *demo) fail(h *demoHost, step string, err error) {
+	if h.err != nil || h.halted {
+		return
 	}
+	if d.stopped.Load() && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		h.halted = true
+		return
+	}
+	h.err, h.step = err, step
+	d.stopOnce.Do(func() {
+		d.stopped.Store(true)
+		if d.stop != nil {
+			d.stop()
+		}
+	})
 }
 
 // onLoop runs fn on the demo's loop and waits for it.
@@ -108,16 +144,55 @@ func runDemo(opt simOptions, stderr io.Writer) (*simReport, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), opt.timeout)
 	defer cancel()
-	d := &demo{opt: opt, loop: loop, start: time.Now()}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	d := &demo{opt: opt, loop: loop, start: time.Now(), stop: stop}
 	defer d.close()
 	if err := d.build(); err != nil {
 		return nil, err
+	}
+	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
+		done := d.progress(f)
+		defer done()
 	}
 	d.up(ctx)
 	d.serve()
 	d.leaseAll(ctx)
 	d.pingAll(ctx)
 	return d.report(), nil
+}
+
+// progress prints a line on the terminal, rewritten as hosts join, lease
+// and ping, until the returned function is called.
+func (d *demo) progress(w io.Writer) func() {
+	n := int64(len(d.hosts))
+	clients := n - 1
+	pings := 2 * clients
+	if clients < 2 {
+		pings = clients
+	}
+	line := func() {
+		fmt.Fprintf(w, "\rjoined %d/%d, leased %d/%d, pinged %d/%d ", d.nJoined.Load(), n, d.nLeased.Load(), clients, d.nPinged.Load(), pings)
+	}
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				line()
+			case <-quit:
+				line()
+				fmt.Fprintln(w)
+				return
+			}
+		}
+	}()
+	return func() { close(quit); wg.Wait() }
 }
 
 // build creates the fabric, opens every host's IPoIB link and starts the
@@ -192,9 +267,15 @@ func (h *demoHost) pcapCloser(f *os.File) { h.extra = append(h.extra, f) }
 // up waits for every link to come up and builds the stacks: the server's
 // with its static address, the clients' without.
 func (d *demo) up(ctx context.Context) {
+	// --step-timeout bounds each step of one host, plus a share per host
+	// for large fabrics: a host that has not finished a step by then has
+	// failed it, and the run stops, since it cannot succeed.
+	joinLimit := d.opt.stepTimeout + time.Duration(len(d.hosts))*time.Millisecond
+	limit := time.Now().Add(joinLimit)
 	for _, h := range d.hosts {
 		for {
 			if up, _ := h.link.NetDev().LinkState(); up {
+				d.nJoined.Add(1)
 				if g := h.link.Group(); !g.JoinedAt.IsZero() {
 					h.joined = g.JoinedAt.Sub(d.start)
 				} else {
@@ -204,8 +285,12 @@ func (d *demo) up(ctx context.Context) {
 				break
 			}
 			if ctx.Err() != nil {
+				d.fail(h, stepJoin, ctx.Err())
+				break
+			}
+			if time.Now().After(limit) {
 				_, reason := h.link.NetDev().LinkState()
-				h.fail(fmt.Errorf("broadcast join: %v", reason))
+				d.fail(h, stepJoin, fmt.Errorf("not in the broadcast group after %v: %v", joinLimit, reason))
 				break
 			}
 			time.Sleep(time.Millisecond)
@@ -222,7 +307,7 @@ func (d *demo) up(ctx context.Context) {
 		if d.opt.pcapDir != "" {
 			f, err := os.Create(filepath.Join(d.opt.pcapDir, h.name+".pcap"))
 			if err != nil {
-				h.fail(err)
+				d.fail(h, stepStack, err)
 				continue
 			}
 			h.pcap = f
@@ -230,7 +315,7 @@ func (d *demo) up(ctx context.Context) {
 		}
 		var err error
 		if h.st, err = stack.NewStack(h.link.NetDev(), opts); err != nil {
-			h.fail(err)
+			d.fail(h, stepStack, err)
 		}
 	}
 }
@@ -250,7 +335,7 @@ func (d *demo) serve() {
 		err = srv.Start()
 	}
 	if err != nil {
-		s.fail(fmt.Errorf("DHCP server: %w", err))
+		d.fail(s, stepDHCP, fmt.Errorf("DHCP server: %w", err))
 		return
 	}
 	d.srv = srv
@@ -261,25 +346,29 @@ func (d *demo) serve() {
 func (d *demo) leaseAll(ctx context.Context) {
 	if d.srv == nil {
 		for _, h := range d.hosts[1:] {
-			h.fail(errors.New("no DHCP server"))
+			d.fail(h, stepDHCP, errors.New("no DHCP server"))
 		}
 		return
 	}
 	var wg sync.WaitGroup
+	serial := d.serial()
 	for i, h := range d.hosts[1:] {
-		if h.err != nil {
+		if h.err != nil || h.halted || ctx.Err() != nil {
+			h.halted = h.halted || (h.err == nil && ctx.Err() != nil)
 			continue
 		}
 		wg.Add(1)
-		go func() {
+		lease := func() {
 			defer wg.Done()
 			// RFC 2131 section 4.4.1 has clients wait a random moment
 			// before the first DISCOVER so a fabric booting at once does
 			// not answer in one storm; the demo spreads its starts over
 			// demoStartSpread per client.
-			select {
-			case <-time.After(time.Duration(i) * demoStartSpread):
-			case <-ctx.Done():
+			if !serial {
+				select {
+				case <-time.After(time.Duration(i) * demoStartSpread):
+				case <-ctx.Done():
+				}
 			}
 			c, err := dhcp.NewClient(dhcp.ClientConfig{
 				Stack: h.st.S, NIC: h.st.NIC, GUID: h.attr.GUID(), Seed: d.opt.seed + uint64(i),
@@ -291,17 +380,29 @@ func (d *demo) leaseAll(ctx context.Context) {
 				err = c.Start()
 			}
 			if err != nil {
-				h.fail(err)
+				d.fail(h, stepDHCP, err)
 				return
 			}
 			h.client = c
-			l, err := c.WaitBound(ctx)
+			limit := d.opt.stepTimeout + time.Duration(len(d.hosts))*demoStartSpread
+			lctx, cancel := context.WithTimeout(ctx, limit)
+			defer cancel()
+			l, err := c.WaitBound(lctx)
 			if err != nil {
-				h.fail(fmt.Errorf("DHCP: %w", err))
+				if ctx.Err() == nil {
+					err = fmt.Errorf("no lease after %v", limit)
+				}
+				d.fail(h, stepDHCP, err)
 				return
 			}
 			h.lease, h.leasedAt = l, time.Since(d.start)
-		}()
+			d.nLeased.Add(1)
+		}
+		if serial {
+			lease()
+		} else {
+			go lease()
+		}
 	}
 	wg.Wait()
 	for _, h := range d.hosts[1:] {
@@ -309,14 +410,26 @@ func (d *demo) leaseAll(ctx context.Context) {
 	}
 }
 
+// serial says whether the demo runs its DHCP exchanges and pings one host
+// at a time: it does under faults. The fabric draws each flow's faults
+// from its own generator, so a host's own packets meet the same fates
+// whatever the others do, but the server's answers form one flow, whose
+// order would follow the clients' race; one exchange at a time makes that
+// order, and so the run's outcome, the same for a seed.
+func (d *demo) serial() bool { return d.opt.faults != (sim.Faults{}) }
+
 // pingAll has every client ping the server and its neighbour.
 func (d *demo) pingAll(ctx context.Context) {
 	clients := d.hosts[1:]
 	width := 64
+	if d.serial() {
+		width = 1
+	}
 	sem := make(chan struct{}, width)
 	var wg sync.WaitGroup
 	for i, h := range clients {
-		if h.err != nil {
+		if h.err != nil || h.halted || ctx.Err() != nil {
+			h.halted = h.halted || (h.err == nil && ctx.Err() != nil)
 			continue
 		}
 		next := clients[(i+1)%len(clients)]
@@ -326,15 +439,18 @@ func (d *demo) pingAll(ctx context.Context) {
 			defer func() { <-sem; wg.Done() }()
 			var err error
 			if h.rttSrv, err = demoPing(ctx, h, d.hosts[0]); err != nil {
-				h.fail(fmt.Errorf("ping server: %w", err))
+				d.fail(h, stepPing, fmt.Errorf("server: %w", err))
 				return
 			}
+			d.nPinged.Add(1)
 			if next == h || next.err != nil {
 				return
 			}
 			if h.rttNext, err = demoPing(ctx, h, next); err != nil {
-				h.fail(fmt.Errorf("ping %s: %w", next.name, err))
+				d.fail(h, stepPing, fmt.Errorf("%s: %w", next.name, err))
+				return
 			}
+			d.nPinged.Add(1)
 		}()
 	}
 	wg.Wait()
@@ -401,42 +517,52 @@ func (d *demo) close() {
 	}
 }
 
-// simReport is what the demo prints, as a table or as JSON.
+// simReport is what the demo prints, as a table or as JSON (the
+// convention of output.go: durations in ms, identifiers in hex strings,
+// null for what a host did not get to).
 type simReport struct {
-	OK      bool            `json:"ok"`
-	Hosts   []simHostReport `json:"hosts"`
-	Totals  simTotals       `json:"totals"`
-	Fabric  simFabricReport `json:"fabric"`
-	Pcap    string          `json:"pcap_dir,omitempty"`
-	Elapsed string          `json:"elapsed"`
+	OK        bool            `json:"ok"`
+	Seed      uint64          `json:"seed"`
+	Hosts     []simHostReport `json:"hosts"`
+	Totals    simTotals       `json:"totals"`
+	Fabric    simFabricReport `json:"fabric"`
+	Pcap      *string         `json:"pcap_dir"`
+	ElapsedMs float64         `json:"elapsed_ms"`
 }
 
 type simHostReport struct {
-	Host      string  `json:"host"`
-	GID       string  `json:"gid"`
-	LID       uint16  `json:"lid"`
-	QPN       uint32  `json:"qpn"`
-	IP        string  `json:"ip,omitempty"`
-	Lease     string  `json:"lease,omitempty"`
-	JoinMs    float64 `json:"join_ms"`
-	LeaseMs   float64 `json:"lease_ms,omitempty"`
-	Neighbour string  `json:"neighbour,omitempty"`
-	RTTServer float64 `json:"rtt_server_us,omitempty"`
-	RTTNext   float64 `json:"rtt_neighbour_us,omitempty"`
-	Error     string  `json:"error,omitempty"`
+	Host      string   `json:"host"`
+	GID       string   `json:"gid"`
+	LID       string   `json:"lid"`
+	QPN       *string  `json:"qpn"`
+	IP        *string  `json:"ip"`
+	Static    bool     `json:"static"`
+	LeaseS    *float64 `json:"lease_s"`
+	JoinMs    *float64 `json:"join_ms"`
+	LeaseMs   *float64 `json:"leased_ms"`
+	Neighbour *string  `json:"neighbour"`
+	RTTServer *float64 `json:"rtt_server_ms"`
+	RTTNext   *float64 `json:"rtt_neighbour_ms"`
+	// Status is "ok", "failed" (Step and Error say where and why) or
+	// "stopped" (unfinished: another host's failure ended the run).
+	Status string  `json:"status"`
+	Step   *string `json:"step"`
+	Error  *string `json:"error"`
 }
 
 type simTotals struct {
-	Hosts        int     `json:"hosts"`
-	OK           int     `json:"ok"`
-	Joined       int     `json:"joined"`
-	Leased       int     `json:"leased"`
-	PingsOK      int     `json:"pings_ok"`
-	PingsWanted  int     `json:"pings_wanted"`
-	RTTP50Micros float64 `json:"rtt_p50_us"`
-	RTTP99Micros float64 `json:"rtt_p99_us"`
-	AllJoinedMs  float64 `json:"all_joined_ms"`
-	AllLeasedMs  float64 `json:"all_leased_ms"`
+	Hosts       int      `json:"hosts"`
+	OK          int      `json:"ok"`
+	Failed      int      `json:"failed"`
+	Stopped     int      `json:"stopped"`
+	Joined      int      `json:"joined"`
+	Leased      int      `json:"leased"`
+	PingsOK     int      `json:"pings_ok"`
+	PingsWanted int      `json:"pings_wanted"`
+	RTTP50Ms    *float64 `json:"rtt_p50_ms"`
+	RTTP99Ms    *float64 `json:"rtt_p99_ms"`
+	AllJoinedMs *float64 `json:"all_joined_ms"`
+	AllLeasedMs *float64 `json:"all_leased_ms"`
 }
 
 type simFabricReport struct {
@@ -447,37 +573,35 @@ type simFabricReport struct {
 	Drops      map[string]uint64 `json:"drops"`
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
-
 func (d *demo) report() *simReport {
-	rep := &simReport{OK: true, Pcap: d.opt.pcapDir, Elapsed: time.Since(d.start).Round(time.Millisecond).String()}
+	rep := &simReport{OK: true, Seed: d.opt.seed, Pcap: optString(d.opt.pcapDir), ElapsedMs: msJSON(time.Since(d.start))}
 	var rtts []time.Duration
 	clients := d.hosts[1:]
 	for i, h := range d.hosts {
-		hr := simHostReport{Host: h.name, GID: h.attr.GIDs[0].String(), LID: uint16(h.attr.LID), JoinMs: ms(h.joined)}
+		hr := simHostReport{Host: h.name, GID: gidJSON(h.attr.GIDs[0]), LID: lidJSON(h.attr.LID), JoinMs: optMS(h.joined, h.joined > 0)}
 		if h.link != nil {
 			var a ib.IPoIBAddr
 			if a.Decode(h.link.NetDev().HWAddr()) == nil {
-				hr.QPN = uint32(a.QPN)
+				hr.QPN = optString(qpnJSON(a.QPN))
 			}
 		}
 		if up, _ := h.link.NetDev().LinkState(); up && h.joined > 0 {
 			rep.Totals.Joined++
 		}
 		if h.lease.Addr.IsValid() {
-			hr.IP = h.lease.Addr.String()
+			hr.IP = optString(h.lease.Addr.String())
 			if i > 0 {
 				rep.Totals.Leased++
-				hr.Lease, hr.LeaseMs = h.lease.Duration.String(), ms(h.leasedAt)
+				secs := h.lease.Duration.Seconds()
+				hr.LeaseS, hr.LeaseMs = &secs, optMS(h.leasedAt, true)
 			} else {
-				hr.Lease = "static"
+				hr.Static = true
 			}
 		}
 		if i > 0 {
 			rep.Totals.PingsWanted++
 			if len(clients) > 1 {
-				hr.Neighbour = clients[i%len(clients)].name
+				hr.Neighbour = optString(clients[i%len(clients)].name)
 				rep.Totals.PingsWanted++
 			}
 			for _, r := range []time.Duration{h.rttSrv, h.rttNext} {
@@ -486,12 +610,19 @@ func (d *demo) report() *simReport {
 					rtts = append(rtts, r)
 				}
 			}
-			hr.RTTServer, hr.RTTNext = us(h.rttSrv), us(h.rttNext)
+			hr.RTTServer, hr.RTTNext = optMS(h.rttSrv, h.rttSrv > 0), optMS(h.rttNext, h.rttNext > 0)
 		}
-		if h.err != nil {
-			hr.Error = h.err.Error()
+		switch {
+		case h.err != nil:
+			hr.Status, hr.Step, hr.Error = "failed", optString(h.step), optString(h.err.Error())
+			rep.Totals.Failed++
 			rep.OK = false
-		} else {
+		case h.halted:
+			hr.Status = "stopped"
+			rep.Totals.Stopped++
+			rep.OK = false
+		default:
+			hr.Status = "ok"
 			rep.Totals.OK++
 		}
 		rep.Hosts = append(rep.Hosts, hr)
@@ -502,10 +633,11 @@ func (d *demo) report() *simReport {
 	}
 	if len(rtts) > 0 {
 		slices.Sort(rtts)
-		rep.Totals.RTTP50Micros = us(rtts[len(rtts)/2])
-		rep.Totals.RTTP99Micros = us(rtts[(len(rtts)*99)/100])
+		rep.Totals.RTTP50Ms = optMS(rtts[len(rtts)/2], true)
+		rep.Totals.RTTP99Ms = optMS(rtts[(len(rtts)*99)/100], true)
 	}
-	rep.Totals.AllJoinedMs, rep.Totals.AllLeasedMs = ms(d.allJoined), ms(d.allLeased)
+	rep.Totals.AllJoinedMs = optMS(d.allJoined, rep.Totals.Joined == len(d.hosts))
+	rep.Totals.AllLeasedMs = optMS(d.allLeased, rep.Totals.Leased == len(clients))
 	var c sim.Counters
 	d.onLoop(func() { c = d.f.Counters() })
 	rep.Fabric = simFabricReport{Sent: c.Sent, Delivered: c.Delivered, Duplicated: c.Duplicated, Reordered: c.Reordered, Drops: map[string]uint64{}}
@@ -517,33 +649,104 @@ func (d *demo) report() *simReport {
 	return rep
 }
 
+// printTable prints one aligned row per host, every time in ms, then the
+// totals in words. Text columns are left-aligned, numbers right-aligned,
+// as ip(8) and ps(1) print them.
 func (r *simReport) printTable(w io.Writer) {
-	fmt.Fprintf(w, "%-8s %-26s %6s %8s %-16s %7s %9s %-8s %10s %10s %s\n",
-		"HOST", "GID", "LID", "QPN", "IP", "LEASE", "JOIN", "PEER", "RTT-SRV", "RTT-PEER", "STATUS")
+	header := []string{"HOST", "GID", "LID", "QPN", "IP", "LEASE (s)", "JOIN (ms)", "PEER", "RTT-SRV (ms)", "RTT-PEER (ms)", "STATUS"}
+	right := []bool{false, false, true, true, false, true, true, false, true, true, false}
+	rows := [][]string{header}
 	for _, h := range r.Hosts {
-		status := "ok"
-		if h.Error != "" {
-			status = h.Error
+		lease := "-"
+		switch {
+		case h.Static:
+			lease = "static"
+		case h.LeaseS != nil:
+			lease = strconv.FormatFloat(*h.LeaseS, 'f', 0, 64)
 		}
-		fmt.Fprintf(w, "%-8s %-26s %#6x %#8x %-16s %7s %8.1fms %-8s %10s %10s %s\n",
-			h.Host, h.GID, h.LID, h.QPN, h.IP, h.Lease, h.JoinMs, h.Neighbour, rttString(h.RTTServer), rttString(h.RTTNext), status)
+		status := h.Status
+		if h.Step != nil {
+			status += " at " + *h.Step
+		}
+		rows = append(rows, []string{h.Host, h.GID, h.LID, orDash(h.QPN), orDash(h.IP), lease, msCell(h.JoinMs),
+			orDash(h.Neighbour), msCell(h.RTTServer), msCell(h.RTTNext), status})
 	}
+	printColumns(w, rows, right)
 	t := r.Totals
-	fmt.Fprintf(w, "\n%d/%d hosts ok: %d joined the broadcast group (all by %.1fms), %d leased (all by %.1fms), %d/%d pings answered (RTT p50 %.1fus, p99 %.1fus); took %s\n",
-		t.OK, t.Hosts, t.Joined, t.AllJoinedMs, t.Leased, t.AllLeasedMs, t.PingsOK, t.PingsWanted, t.RTTP50Micros, t.RTTP99Micros, r.Elapsed)
-	fmt.Fprintf(w, "fabric: %d packets sent, %d delivered", r.Fabric.Sent, r.Fabric.Delivered)
+	fmt.Fprintf(w, "\n%d/%d hosts ok: %d joined the broadcast group (%s), %d leased (%s), %d/%d pings answered (RTT p50 %s ms, p99 %s ms); took %.0f ms\n",
+		t.OK, t.Hosts, t.Joined, allBy(t.AllJoinedMs), t.Leased, allBy(t.AllLeasedMs), t.PingsOK, t.PingsWanted, msCell(t.RTTP50Ms), msCell(t.RTTP99Ms), r.ElapsedMs)
+	fmt.Fprintf(w, "fabric: %d packets sent, %d delivered, %d duplicated, %d reordered", r.Fabric.Sent, r.Fabric.Delivered, r.Fabric.Duplicated, r.Fabric.Reordered)
 	if len(r.Fabric.Drops) > 0 {
-		fmt.Fprintf(w, ", drops %v", r.Fabric.Drops)
+		reasons := make([]string, 0, len(r.Fabric.Drops))
+		for k := range r.Fabric.Drops {
+			reasons = append(reasons, k)
+		}
+		sort.Strings(reasons)
+		var parts []string
+		for _, k := range reasons {
+			parts = append(parts, fmt.Sprintf("%d %s", r.Fabric.Drops[k], k))
+		}
+		fmt.Fprintf(w, "; dropped: %s", strings.Join(parts, ", "))
 	}
 	fmt.Fprintln(w)
-	if r.Pcap != "" {
-		fmt.Fprintf(w, "captures in %s: fabric-ib.pcap (raw InfiniBand, ERF) and one IPoIB capture per host; open them in Wireshark\n", r.Pcap)
+	if r.Pcap != nil {
+		fmt.Fprintf(w, "captures in %s: fabric-ib.pcap (raw InfiniBand, ERF) and one IPoIB capture per host; open them in Wireshark\n", *r.Pcap)
 	}
 }
 
-func rttString(us float64) string {
-	if us <= 0 {
+// printColumns prints rows as columns two spaces apart, each as wide as
+// its widest cell; the last column is not padded.
+func printColumns(w io.Writer, rows [][]string, right []bool) {
+	width := make([]int, len(right))
+	for _, row := range rows {
+		for i, c := range row {
+			width[i] = max(width[i], len(c))
+		}
+	}
+	for _, row := range rows {
+		var b strings.Builder
+		for i, c := range row {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			pad := strings.Repeat(" ", width[i]-len(c))
+			switch {
+			case right[i]:
+				b.WriteString(pad + c)
+			case i == len(row)-1:
+				b.WriteString(c)
+			default:
+				b.WriteString(c + pad)
+			}
+		}
+		fmt.Fprintln(w, b.String())
+	}
+}
+
+// msCell formats a time in ms for the table: three decimals, "-" for none.
+func msCell(v *float64) string {
+	if v == nil {
 		return "-"
 	}
-	return fmt.Sprintf("%.1fus", us)
+	return strconv.FormatFloat(*v, 'f', 3, 64)
+}
+
+// allBy says when the last host finished a step, or that not all did.
+func allBy(v *float64) string {
+	if v == nil {
+		return "not all"
+	}
+	return "all by " + msCell(v) + " ms"
+}
+
+// failures names every host that failed, with the step and the reason,
+// in one line.
+func (r *simReport) failures() string {
+	var parts []string
+	for _, h := range r.Hosts {
+		if h.Status == "failed" {
+			parts = append(parts, fmt.Sprintf("%s at %s: %s", h.Host, orDash(h.Step), orDash(h.Error)))
+		}
+	}
+	return strings.Join(parts, "; ")
 }

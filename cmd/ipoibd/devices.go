@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,12 +17,33 @@ func init() {
 	})
 }
 
+// devicesJSON is the --json form of the whole listing.
+type devicesJSON struct {
+	Drivers []driverJSON `json:"drivers"`
+	Devices []deviceJSON `json:"devices"`
+}
+
+// driverJSON says whether a driver can run here, and if not, why.
+type driverJSON struct {
+	Name string `json:"name"`
+	// Unavailable is why the driver cannot open devices in this build or
+	// on this machine (not built in, a library missing, no RDMA in the
+	// kernel); null when it can.
+	Unavailable *string `json:"unavailable"`
+	// Error is any other probing failure (a device it could not open);
+	// null when none.
+	Error *string `json:"error"`
+}
+
 // deviceJSON is the --json form of one device.
 type deviceJSON struct {
-	Driver   string     `json:"driver"`
-	Name     string     `json:"name"`
-	NodeGUID string     `json:"node_guid"`
-	NetDev   string     `json:"netdev,omitempty"`
+	Driver string `json:"driver"`
+	Name   string `json:"name"`
+	// Usable is false when the device was found (in sysfs) but its driver
+	// cannot open it.
+	Usable   bool       `json:"usable"`
+	NodeGUID *string    `json:"node_guid"`
+	NetDev   *string    `json:"netdev"`
 	Ports    []portJSON `json:"ports"`
 }
 
@@ -31,93 +51,103 @@ type portJSON struct {
 	Port      int      `json:"port"`
 	State     string   `json:"state"`
 	LinkLayer string   `json:"link_layer"`
-	LID       uint16   `json:"lid"`
-	SMLID     uint16   `json:"sm_lid"`
-	ActiveMTU int      `json:"active_mtu"`
-	MaxMTU    int      `json:"max_mtu"`
-	Rate      string   `json:"rate,omitempty"`
+	LID       *string  `json:"lid"`
+	SMLID     *string  `json:"sm_lid"`
+	ActiveMTU *int     `json:"active_mtu"`
+	MaxMTU    *int     `json:"max_mtu"`
+	Rate      *string  `json:"rate"`
 	GIDs      []string `json:"gids"`
 	PKeys     []string `json:"pkeys"`
 }
 
-type driverErrJSON struct {
-	Driver string `json:"driver"`
-	Error  string `json:"error"`
-	NoRDMA bool   `json:"no_rdma,omitempty"`
-}
-
 func runDevices(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("devices", "[--json]", stderr)
-	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	asJSON := fs.Bool("json", false, "print one JSON object instead of a list")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
 	results := ib.ProbeAll()
-	var devs []deviceJSON
-	var errs []driverErrJSON
+	out := devicesJSON{Drivers: driverStatus(results), Devices: []deviceJSON{}}
 	for _, r := range results {
-		if r.Err != nil {
-			errs = append(errs, driverErrJSON{Driver: r.Driver, Error: r.Err.Error(), NoRDMA: errors.Is(r.Err, ib.ErrNoRDMA)})
-			continue
-		}
+		usable := !isUnavailable(r.Err)
 		for _, d := range r.Devices {
-			devs = append(devs, toDeviceJSON(d))
+			out.Devices = append(out.Devices, toDeviceJSON(d, usable))
 		}
+	}
+	// Exit status as ibv_devinfo's: 1 when there is nothing to list.
+	code := exitOK
+	if len(out.Devices) == 0 {
+		code = exitFailure
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(struct {
-			Devices []deviceJSON    `json:"devices"`
-			Errors  []driverErrJSON `json:"errors,omitempty"`
-		}{nonNil(devs), errs}); err != nil {
-			fmt.Fprintf(stderr, "ipoibd devices: %v\n", err)
-			return exitFailure
+		return emit(stdout, stderr, "devices", out, code)
+	}
+	printDevices(stdout, out.Devices)
+	// Why a driver cannot run goes to stderr, once per driver: "this
+	// kernel has no RDMA support" is not "no devices".
+	explained := false
+	for _, d := range out.Drivers {
+		for _, why := range []*string{d.Unavailable, d.Error} {
+			if why != nil {
+				fmt.Fprintf(stderr, "ipoibd devices: %s\n", *why)
+				explained = true
+			}
 		}
-	} else {
-		printDevices(stdout, devs)
 	}
-	// A driver that could not look is worth a line on stderr in both
-	// forms: "this kernel has no RDMA support" is not "no devices".
-	for _, e := range errs {
-		fmt.Fprintf(stderr, "ipoibd devices: driver %s: %s\n", e.Driver, e.Error)
+	if len(out.Devices) == 0 && !explained {
+		fmt.Fprintln(stderr, "ipoibd devices: no RDMA devices found")
 	}
-	if len(devs) == 0 {
-		if len(errs) == 0 {
-			fmt.Fprintln(stderr, "ipoibd devices: no RDMA devices found")
-		}
-		return exitFailure
-	}
-	return exitOK
+	return code
 }
 
-func nonNil(d []deviceJSON) []deviceJSON {
-	if d == nil {
-		return []deviceJSON{}
-	}
-	return d
+// isUnavailable says whether a probe error means the driver cannot run at
+// all here.
+func isUnavailable(err error) bool {
+	return errors.Is(err, ib.ErrUnavailable) || errors.Is(err, ib.ErrNoRDMA)
 }
 
-func toDeviceJSON(d ib.DeviceInfo) deviceJSON {
-	out := deviceJSON{Driver: d.Driver, Name: d.Name, NodeGUID: d.NodeGUID.String(), NetDev: d.NetDev}
+// driverStatus turns probe results into the drivers section.
+func driverStatus(results []ib.ProbeResult) []driverJSON {
+	out := []driverJSON{}
+	for _, r := range results {
+		d := driverJSON{Name: r.Driver}
+		if r.Err != nil {
+			msg := oneLine(r.Err)
+			if isUnavailable(r.Err) {
+				d.Unavailable = &msg
+			} else {
+				d.Error = &msg
+			}
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func toDeviceJSON(d ib.DeviceInfo, usable bool) deviceJSON {
+	out := deviceJSON{Driver: d.Driver, Name: d.Name, Usable: usable, NetDev: optString(d.NetDev), Ports: []portJSON{}}
+	if d.NodeGUID != 0 {
+		out.NodeGUID = optString(guidJSON(d.NodeGUID))
+	}
 	for _, p := range d.Ports {
 		pj := portJSON{
 			Port: p.Num, State: p.State.String(), LinkLayer: p.LinkLayer.String(),
-			LID: uint16(p.LID), SMLID: uint16(p.SMLID),
-			ActiveMTU: p.ActiveMTU.Bytes(), MaxMTU: p.MaxMTU.Bytes(),
-			GIDs: []string{}, PKeys: []string{},
+			Rate: rateJSON(p.Rate), GIDs: []string{}, PKeys: []string{},
 		}
-		if p.Rate.Mbps() > 0 {
-			pj.Rate = p.Rate.String()
+		// A device seen only in sysfs has no LIDs or MTUs to report.
+		if usable {
+			pj.LID, pj.SMLID = optLID(p.LID), optLID(p.SMLID)
+			active, maxMTU := p.ActiveMTU.Bytes(), p.MaxMTU.Bytes()
+			pj.ActiveMTU, pj.MaxMTU = &active, &maxMTU
 		}
 		for _, g := range p.GIDs {
 			if !g.IsZero() {
-				pj.GIDs = append(pj.GIDs, g.String())
+				pj.GIDs = append(pj.GIDs, gidJSON(g))
 			}
 		}
 		for _, k := range p.PKeys {
 			if k.Valid() {
-				pj.PKeys = append(pj.PKeys, k.String())
+				pj.PKeys = append(pj.PKeys, pkeyJSON(k))
 			}
 		}
 		out.Ports = append(out.Ports, pj)
@@ -125,22 +155,51 @@ func toDeviceJSON(d ib.DeviceInfo) deviceJSON {
 	return out
 }
 
+// orDash is *s, or "-" for null.
+func orDash[T any](v *T) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprint(*v)
+}
+
 func printDevices(w io.Writer, devs []deviceJSON) {
 	for _, d := range devs {
-		fmt.Fprintf(w, "%s (driver %s) node GUID %s", d.Name, d.Driver, d.NodeGUID)
-		if d.NetDev != "" {
-			fmt.Fprintf(w, " netdev %s", d.NetDev)
+		fmt.Fprintf(w, "%s (driver %s", d.Name, d.Driver)
+		if !d.Usable {
+			fmt.Fprint(w, ", unavailable")
+		}
+		fmt.Fprintf(w, ") node GUID %s", orDash(d.NodeGUID))
+		if d.NetDev != nil {
+			fmt.Fprintf(w, " netdev %s", *d.NetDev)
 		}
 		fmt.Fprintln(w)
 		for _, p := range d.Ports {
-			fmt.Fprintf(w, "  port %d: %s, link layer %s, LID %#x, SM LID %#x, MTU %d (max %d)",
-				p.Port, p.State, p.LinkLayer, p.LID, p.SMLID, p.ActiveMTU, p.MaxMTU)
-			if p.Rate != "" {
-				fmt.Fprintf(w, ", %s", p.Rate)
+			fmt.Fprintf(w, "  port %d: %s, link layer %s", p.Port, p.State, p.LinkLayer)
+			if d.Usable {
+				fmt.Fprintf(w, ", LID %s, SM LID %s, MTU %s (max %s)", orDash(p.LID), orDash(p.SMLID), orDash(p.ActiveMTU), orDash(p.MaxMTU))
+			}
+			if p.Rate != nil {
+				fmt.Fprintf(w, ", %s", *p.Rate)
 			}
 			fmt.Fprintln(w)
-			fmt.Fprintf(w, "    GIDs:   %s\n", strings.Join(p.GIDs, " "))
-			fmt.Fprintf(w, "    P_Keys: %s\n", strings.Join(p.PKeys, " "))
+			if d.Usable {
+				fmt.Fprintf(w, "    GIDs:   %s\n", strings.Join(p.GIDs, " "))
+				fmt.Fprintf(w, "    P_Keys: %s\n", strings.Join(p.PKeys, " "))
+			}
 		}
 	}
+}
+
+// oneLine is err's message with line breaks (errors.Join) made "; ".
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// joinOneLine joins errors into one whose message is a single line.
+func joinOneLine(errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return errors.New(oneLine(errors.Join(errs...)))
 }

@@ -12,11 +12,15 @@
 //	ipoibd stats     a running daemon's counters
 //	ipoibd down      stop a running daemon (leave the group, release the lease)
 //	ipoibd sim       the embedded demo on a simulated fabric
+//	ipoibd --version module version, VCS revision, Go version, drivers
 //
-// `up` serves a control socket (unix, mode 0600; one JSON request and one
-// JSON reply per connection) that ping, peers, stats and down use. Every
-// subcommand takes --help; the data commands take --json. Exit codes: 0
-// success, 1 the operation failed, 2 the command line was wrong.
+// `up` serves a control socket (unix, mode 0600; one JSON request per
+// connection, answered with one JSON object, after a stream of replies
+// for ping) that ping, peers, stats and down use; down answers once the
+// daemon is torn down. Every subcommand takes --help; the data commands
+// take --json, all in the convention of output.go (docs/operations.md,
+// "JSON output"). Exit codes: 0 success, 1 the operation failed, 2 the
+// command line was wrong (and, for ping as for ping(8), any other error).
 //
 // How data flows: `up` opens the device on an aio loop (its own goroutine),
 // creates the IPoIB link there, waits for the broadcast join, builds the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 )
 
 // Exit codes, so scripts can tell a usage mistake from a failed operation.
@@ -41,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "-help", "help":
 		usage(stdout)
 		return exitOK
+	case "--version", "-version", "version":
+		return runVersion(args[1:], stdout, stderr)
 	}
 	c, ok := commands[args[0]]
 	if !ok {
@@ -53,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: ipoibd <command> [flags]")
+	fmt.Fprintln(w, "       ipoibd --version [--json]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "commands:")
 	names := make([]string, 0, len(commands))
@@ -116,4 +120,47 @@ func parseFlagsN(fs *flag.FlagSet, args []string, stdout io.Writer, n int) (code
 		return exitUsage, false
 	}
 	return exitOK, true
+}
+
+// interspersed moves the flags in args before the positional arguments,
+// so "ping 10.0.0.1 -c 3" parses like "ping -c 3 10.0.0.1", as ping(8)
+// and ip(8) allow. The standard flag package stops at the first
+// positional argument; rather than bring in a second flag library with
+// other spelling rules for the commands' existing flags, we reorder: a
+// token starting with "-" is a flag, and it takes the next token as its
+// value unless it is a boolean flag or already holds "=value". "--" ends
+// the flags.
+func interspersed(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue // the parser reports it
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			flags = append(flags, args[i+1])
+			i++
+		}
+	}
+	if len(pos) == 0 {
+		return flags
+	}
+	return append(append(flags, "--"), pos...)
 }

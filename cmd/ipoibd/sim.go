@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,10 +30,12 @@ type simOptions struct {
 	pcapDir string
 	json    bool
 	timeout time.Duration
+	// stepTimeout bounds one host's join and its DHCP exchange.
+	stepTimeout time.Duration
 }
 
 func runSim(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("sim", "[--hosts N] [--pkey P] [--mtu 2048|4096] [--loss P] [--dup P] [--reorder P] [--delay D] [--seed S] [--pcap DIR] [--json]", stderr)
+	fs := newFlagSet("sim", "[--hosts N] [--pkey P] [--mtu 2048|4096] [--loss P] [--dup P] [--reorder P] [--delay D] [--seed S] [--step-timeout D] [--timeout D] [--pcap DIR] [--json]", stderr)
 	hosts := fs.Int("hosts", 4, "number of DHCP client hosts besides the server (1 to 4000)")
 	pkey := fs.String("pkey", "0xffff", "partition key of the IPoIB link (full membership is implied)")
 	mtu := fs.Int("mtu", 2048, "IB MTU of the broadcast group: 2048 or 4096")
@@ -42,10 +43,11 @@ func runSim(args []string, stdout, stderr io.Writer) int {
 	dup := fs.Float64("dup", 0, "probability a packet is duplicated (0 to 1)")
 	reorder := fs.Float64("reorder", 0, "probability a packet is reordered (0 to 1)")
 	delay := fs.Duration("delay", 0, "extra one-way delay per packet, e.g. 50us")
-	seed := fs.Uint64("seed", 1, "seed of the fault injector; same seed, same faults")
+	seed := fs.Uint64("seed", 1, "seed of the faults and the DHCP clients; same seed, same faults and outcome")
 	pcapDir := fs.String("pcap", "", "write every host's IPoIB capture and the fabric's raw IB capture into this directory")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
 	timeout := fs.Duration("timeout", 120*time.Second, "give up if the demo has not finished by then")
+	stepTimeout := fs.Duration("step-timeout", 30*time.Second, "a host that has not joined, or leased, within this long has failed, and the run stops")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
@@ -54,28 +56,35 @@ func runSim(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ipoibd sim: %v\n", err)
 		return exitUsage
 	}
-	opt.seed, opt.pcapDir, opt.json = *seed, *pcapDir, *asJSON
+	if *stepTimeout <= 0 {
+		fmt.Fprintf(stderr, "ipoibd sim: --step-timeout %v: must be positive\n", *stepTimeout)
+		return exitUsage
+	}
+	opt.seed, opt.pcapDir, opt.json, opt.stepTimeout = *seed, *pcapDir, *asJSON, *stepTimeout
 
 	rep, err := runDemo(opt, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "ipoibd sim: %v\n", err)
-		return exitFailure
+		return fail(stdout, stderr, opt.json, "sim", err, exitFailure)
+	}
+	code := exitOK
+	if !rep.OK {
+		code = exitFailure
 	}
 	if opt.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			fmt.Fprintf(stderr, "ipoibd sim: %v\n", err)
-			return exitFailure
-		}
-	} else {
-		rep.printTable(stdout)
+		return emit(stdout, stderr, "sim", rep, code)
 	}
+	rep.printTable(stdout)
 	if !rep.OK {
-		fmt.Fprintf(stderr, "ipoibd sim: %d of %d hosts failed\n", rep.Totals.Hosts-rep.Totals.OK, rep.Totals.Hosts)
-		return exitFailure
+		msg := fmt.Sprintf("%d of %d hosts failed", rep.Totals.Failed, rep.Totals.Hosts)
+		if rep.Totals.Stopped > 0 {
+			msg += fmt.Sprintf(" and %d were stopped unfinished", rep.Totals.Stopped)
+		}
+		if f := rep.failures(); f != "" {
+			msg += ": " + f
+		}
+		fmt.Fprintf(stderr, "ipoibd sim: %s\n", msg)
 	}
-	return exitOK
+	return code
 }
 
 func checkSimFlags(hosts int, pkey string, mtu int, loss, dup, reorder float64, delay, timeout time.Duration) (simOptions, error) {

@@ -54,7 +54,7 @@ type upOptions struct {
 }
 
 func runUp(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("up", "--device NAME [--port N] [--pkey P] [--gid-index I] (--dhcp | --addr CIDR) [--dhcp-server RANGE] [--pcap FILE]", stderr)
+	fs := newFlagSet("up", "--device NAME [--port N] [--pkey P] [--gid-index I] (--dhcp | --addr CIDR) [--dhcp-server RANGE] [--pcap FILE] [--log-level L]", stderr)
 	device := fs.String("device", "", "RDMA device, as NAME or DRIVER:NAME (see 'ipoibd devices')")
 	port := fs.Int("port", 1, "port number on the device")
 	pkey := fs.String("pkey", "0xffff", "partition key of the IPoIB link (full membership is implied)")
@@ -67,8 +67,14 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "ib0", "interface name, also the control socket's name")
 	socket := fs.String("socket", "", "control socket path (default "+defaultSocketDir()+"/NAME.sock)")
 	joinTimeout := fs.Duration("join-timeout", 0, "give up if the link is not up by then (0: keep trying)")
+	logLevel := fs.String("log-level", "info", "least severe log messages printed on stderr: debug, info, warn or error")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "ipoibd up: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		return exitUsage
 	}
 	opt, err := checkUpFlags(*device, *port, *pkey, *gidIndex, *addr, *gateway, *dhcp, *dhcpServer)
 	if err != nil {
@@ -84,7 +90,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	// The driver's control-plane messages (joins, flushes, failures) go
 	// to stderr; progress goes to stdout.
-	opt.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	opt.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if err := serveUp(ctx, opt, stdout); err != nil {
 		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
 		return exitFailure
@@ -184,42 +190,99 @@ func parseRange(s string, subnet netip.Prefix) (netip.Addr, netip.Addr, error) {
 	return first, last, nil
 }
 
-// findDevice resolves --device against what the drivers can see.
+// findDevice resolves --device against what the drivers can see. When it
+// cannot, the error carries the drivers' own reasons (no RDMA in the
+// kernel, libibverbs missing), since "no such device" alone hides them.
 func findDevice(opt upOptions) (string, string, error) {
-	var names []string
-	for _, r := range ib.ProbeAll() {
-		if opt.driver != "" && r.Driver != opt.driver {
-			continue
-		}
-		if r.Err != nil {
-			if opt.driver != "" {
-				return "", "", fmt.Errorf("device %s: driver %s: %w", opt.device, r.Driver, r.Err)
-			}
-			continue
-		}
-		for _, d := range r.Devices {
-			if d.Name == opt.device {
-				return r.Driver, d.Name, nil
-			}
-			names = append(names, r.Driver+":"+d.Name)
-		}
-	}
 	if opt.driver != "" {
 		if _, err := ib.LookupDriver(opt.driver); err != nil {
 			return "", "", err
 		}
 	}
-	if len(names) == 0 {
-		return "", "", fmt.Errorf("unknown device %q: no RDMA devices found", opt.device)
+	var names []string
+	var why []error
+	for _, r := range ib.ProbeAll() {
+		if opt.driver != "" && r.Driver != opt.driver {
+			continue
+		}
+		for _, d := range r.Devices {
+			if d.Name != opt.device {
+				names = append(names, r.Driver+":"+d.Name)
+				continue
+			}
+			if errors.Is(r.Err, ib.ErrUnavailable) {
+				return "", "", fmt.Errorf("device %s: %w", d.Name, r.Err)
+			}
+			return r.Driver, d.Name, nil
+		}
+		if r.Err != nil {
+			why = append(why, r.Err)
+		}
 	}
-	return "", "", fmt.Errorf("unknown device %q (have: %s)", opt.device, strings.Join(names, ", "))
+	msg := fmt.Sprintf("unknown device %q", opt.device)
+	if len(names) > 0 {
+		msg += fmt.Sprintf(" (have: %s)", strings.Join(names, ", "))
+	} else {
+		msg += ": no RDMA devices found"
+	}
+	if len(why) == 0 {
+		return "", "", errors.New(msg)
+	}
+	return "", "", fmt.Errorf("%s: %w", msg, joinOneLine(why))
+}
+
+// logDHCPEvent logs a lease change: bound and renewed at info level, a
+// lease lost (expired, refused) at warning level.
+func logDHCPEvent(log *slog.Logger, ev dhcp.Event) {
+	l := ev.Lease
+	args := []any{"event", ev.Kind.String(), "addr", l.Addr.String(), "server", l.ServerID.String(), "lease_s", l.Duration.Seconds()}
+	switch ev.Kind {
+	case dhcp.EventBound:
+		log.Info("DHCP lease bound", args...)
+	case dhcp.EventRenewed:
+		log.Info("DHCP lease renewed", args...)
+	case dhcp.EventExpired, dhcp.EventNak:
+		log.Warn("DHCP lease lost", args...)
+	case dhcp.EventDeclined:
+		log.Warn("DHCP address declined: already in use", args...)
+	case dhcp.EventReleased:
+		log.Info("DHCP lease released", args...)
+	}
+}
+
+// watchDHCPState logs the client's moves to RENEWING and REBINDING (RFC
+// 2131 section 4.4.5), which it reports as states rather than events.
+func watchDHCPState(ctx context.Context, log *slog.Logger, c *dhcp.Client) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := c.State()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s := c.State()
+		if s == last {
+			continue
+		}
+		last = s
+		switch s {
+		case dhcp.StateRenewing:
+			log.Info("DHCP lease renewing", "state", s.String())
+		case dhcp.StateRebinding:
+			log.Warn("DHCP lease rebinding: the server did not answer the renewal", "state", s.String())
+		}
+	}
 }
 
 // daemon is a running `ipoibd up`.
 type daemon struct {
-	opt  upOptions
-	loop *aio.Context
-	link *ipoib.Link
+	// finished closes once the daemon is torn down.
+	finished chan struct{}
+	opt      upOptions
+	loop     *aio.Context
+	link     *ipoib.Link
 	// st is the configured stack: nil until the link is up and addressed,
 	// so control requests that need it can say so while joining.
 	st  atomic.Pointer[stack.Stack]
@@ -234,6 +297,17 @@ func (d *daemon) onLoop(fn func()) {
 }
 
 func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
+	// finished closes when everything is torn down, for 'ipoibd down',
+	// which answers only then; the answer goes out before we return.
+	finished := make(chan struct{})
+	var ctl *ctlServer
+	defer func() {
+		close(finished)
+		if ctl != nil {
+			ctl.waitDown()
+		}
+	}()
+	notify(opt.log, "STATUS=starting")
 	drv, name, err := findDevice(opt)
 	if err != nil {
 		return err
@@ -248,7 +322,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	go func() { loopDone <- loop.Run(loopCtx) }()
 	defer func() { stopLoop(); <-loopDone }()
 
-	d := &daemon{opt: opt, loop: loop, out: out}
+	d := &daemon{opt: opt, loop: loop, out: out, finished: finished}
 	var dev ib.Device
 	d.onLoop(func() {
 		if dev, err = ib.Open(loop, drv, name); err != nil {
@@ -275,6 +349,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctl = srv
 	defer srv.close()
 	fmt.Fprintf(out, "%s: control socket %s\n", opt.name, opt.socket)
 	fmt.Fprintf(out, "%s: %s:%s port %d, P_Key %s: joining the broadcast group %s\n",
@@ -335,8 +410,10 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	d.st.Store(st)
 	defer d.st.Store(nil)
 	fmt.Fprintf(out, "%s: ready\n", opt.name)
+	notify(opt.log, "READY=1\nSTATUS=serving on "+opt.socket)
 	<-ctx.Done()
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
+	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
 	return nil
 }
 
@@ -348,13 +425,19 @@ func (d *daemon) lease(ctx context.Context, st *stack.Stack, dev ib.Device) (*dh
 	if err != nil {
 		return nil, err
 	}
-	client, err := dhcp.NewClient(dhcp.ClientConfig{Stack: st.S, NIC: st.NIC, GUID: attr.GUID()})
+	log := d.opt.log.With("interface", d.opt.name)
+	client, err := dhcp.NewClient(dhcp.ClientConfig{
+		Stack: st.S, NIC: st.NIC, GUID: attr.GUID(),
+		OnEvent: func(ev dhcp.Event) { logDHCPEvent(log, ev) },
+		Logf:    func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
+	})
 	if err != nil {
 		return nil, err
 	}
 	if err := client.Start(); err != nil {
 		return nil, err
 	}
+	go watchDHCPState(ctx, log, client)
 	fmt.Fprintf(d.out, "%s: DHCP: asking for a lease (client id %x)\n", d.opt.name, client.ClientID())
 	l, err := client.WaitBound(ctx)
 	if err != nil {

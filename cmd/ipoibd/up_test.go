@@ -70,23 +70,9 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 		t.Errorf("the DHCP client's progress:\n%s", out)
 	}
 
-	code, stdout, stderr := runCLI(t, "ping", "-c", "3", "-i", "20ms", "--json", "--socket", sock(0), "10.9.0.100")
-	if code != exitOK {
-		t.Fatalf("ping: exit %d: %s %s", code, stdout, stderr)
-	}
-	var p pingJSON
-	if err := json.Unmarshal([]byte(stdout), &p); err != nil {
-		t.Fatal(err)
-	}
-	if p.Sent != 3 || p.Received != 3 || p.P50Us <= 0 {
-		t.Errorf("ping: %+v", p)
-	}
-	// Flags after the address work as with ping(8).
-	if code, _, stderr := runCLI(t, "ping", "10.9.0.1", "-c", "1", "--socket", sock(1)); code != exitOK {
-		t.Errorf("ping with trailing flags: exit %d: %s", code, stderr)
-	}
+	checkPing(t, sock(0), sock(1))
 
-	code, stdout, stderr = runCLI(t, "peers", "--json", "--socket", sock(0))
+	code, stdout, stderr := runCLI(t, "peers", "--json", "--socket", sock(0))
 	if code != exitOK {
 		t.Fatalf("peers: exit %d: %s", code, stderr)
 	}
@@ -102,9 +88,10 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 	for _, pi := range peers.Peers {
 		resolved = resolved || pi.State == "resolved"
 	}
-	if !neigh || !resolved || peers.Group == nil || !peers.Group.Joined {
+	if !neigh || !resolved || !peers.Group.Joined {
 		t.Errorf("peers: %s", stdout)
 	}
+	checkJSONConvention(t, "peers", stdout)
 	if code, stdout, _ := runCLI(t, "peers", "--socket", sock(0)); code != exitOK || !strings.Contains(stdout, "10.9.0.100") {
 		t.Errorf("peers table: %s", stdout)
 	}
@@ -117,12 +104,13 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := st.Netdev.Get("tx_ok"); n < 3 {
+	if n := st.Netdev["tx_ok"]; n < 3 {
 		t.Errorf("stats tx_ok %d after 3 pings: %s", n, stdout)
 	}
-	if n, _ := st.Netdev.Get("rx_ok"); n < 3 {
+	if n := st.Netdev["rx_ok"]; n < 3 {
 		t.Errorf("stats rx_ok %d after 3 pings", n)
 	}
+	checkJSONConvention(t, "stats", stdout)
 }
 
 func TestUpBadInput(t *testing.T) {
@@ -144,10 +132,12 @@ func TestUpBadInput(t *testing.T) {
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.5/24", "--dhcp-server", "10.0.0.2-10.0.0.9"}, exitUsage, "server's own address"},
 		{[]string{"up", "--device", "nosuchdev0", "--addr", "10.0.0.1/24"}, exitFailure, `unknown device "nosuchdev0"`},
 		{[]string{"up", "--device", "nodriver:x", "--addr", "10.0.0.1/24"}, exitFailure, "unknown driver"},
-		{[]string{"ping", "--socket", "/nonexistent/sock", "10.0.0.1"}, exitFailure, "is 'ipoibd up' running?"},
+		{[]string{"ping", "--socket", "/nonexistent/sock", "10.0.0.1"}, exitUsage, "is 'ipoibd up' running?"},
 		{[]string{"ping", "not-an-ip"}, exitUsage, "want an IPv4 address"},
+		{[]string{"ping", "-i", "1ms", "10.0.0.1"}, exitUsage, "invalid value"},
 		{[]string{"ping"}, exitUsage, "missing argument"},
 		{[]string{"ping", "-c", "0", "10.0.0.1"}, exitUsage, "-c 1..100000"},
+		{[]string{"ping", "-W", "0", "10.0.0.1"}, exitUsage, "-W above 0"},
 		{[]string{"stats", "--socket", "/nonexistent/sock"}, exitFailure, "no ipoibd at /nonexistent/sock"},
 	}
 	for _, tt := range tests {
@@ -210,10 +200,10 @@ func TestUpWithoutSM(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatal(err)
 	}
-	if n, ok := st.Netdev.Get("ipoib_joins"); !ok || n != 0 {
+	if n, ok := st.Netdev["ipoib_joins"]; !ok || n != 0 {
 		t.Errorf("ipoib_joins = %d (%v) with no SM", n, ok)
 	}
-	if code, _, stderr := runCLI(t, "ping", "--socket", sock, "10.8.0.2"); code != exitFailure || !strings.Contains(stderr, "not configured yet") {
+	if code, _, stderr := runCLI(t, "ping", "--socket", sock, "10.8.0.2"); code != exitUsage || !strings.Contains(stderr, "not configured yet") {
 		t.Errorf("ping while joining: exit %d, %q", code, stderr)
 	}
 	if code, _, stderr := runCLI(t, "down", "--socket", sock); code != exitOK {

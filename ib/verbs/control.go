@@ -13,8 +13,6 @@ package verbs
 
 /*
 #include <stdlib.h>
-#include <infiniband/verbs.h>
-#include <infiniband/umad.h>
 #include "shim.h"
 */
 import "C"
@@ -94,27 +92,27 @@ func (d *device) CreateCQ(depth int) (ib.CompletionQueue, error) {
 	if depth < 1 || depth > MaxQueueDepth {
 		return nil, fmt.Errorf("verbs: create CQ on %s: depth %d (1..%d): %w", d.name, depth, MaxQueueDepth, ErrBadConfig)
 	}
-	ch, err := C.ibv_create_comp_channel(d.ctx)
+	ch, err := C.ipo_create_comp_channel(d.ctx)
 	if ch == nil {
 		return nil, fmt.Errorf("verbs: create completion channel on %s: %w", d.name, errnoOr(err))
 	}
-	c := &cq{dev: d, ch: ch, fd: int(ch.fd), depth: depth}
+	c := &cq{dev: d, ch: ch, fd: int(C.ipo_comp_channel_fd(ch)), depth: depth}
 	fail := func(err error) (ib.CompletionQueue, error) {
 		if c.cq != nil {
-			C.ibv_destroy_cq(c.cq)
+			C.ipo_destroy_cq(c.cq)
 		}
-		C.ibv_destroy_comp_channel(ch)
+		C.ipo_destroy_comp_channel(ch)
 		return nil, err
 	}
 	if err := unix.SetNonblock(c.fd, true); err != nil {
 		return fail(fmt.Errorf("verbs: %s: make completion channel non-blocking: %w", d.name, err))
 	}
-	raw, err := C.ibv_create_cq(d.ctx, C.int(depth), nil, ch, 0)
+	raw, err := C.ipo_create_cq(d.ctx, C.int(depth), ch)
 	if raw == nil {
 		return fail(fmt.Errorf("verbs: create CQ of depth %d on %s: %w", depth, d.name, errnoOr(err)))
 	}
 	c.cq = raw
-	if rc := C.ibv_req_notify_cq(raw, 0); rc != 0 {
+	if rc := C.ipo_req_notify_cq(raw); rc != 0 {
 		return fail(fmt.Errorf("verbs: %s: arm CQ notification: %w", d.name, rcErr(rc)))
 	}
 	if err := d.loop.SetFDHandler(c.fd, aio.FDHandler{Read: c.channelReady}); err != nil {
@@ -170,7 +168,7 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 		dev:       d,
 		handle:    handle,
 		qp:        raw,
-		qpn:       ib.QPN(raw.qp_num),
+		qpn:       ib.QPN(C.ipo_qp_num(raw)),
 		port:      cfg.Port,
 		scq:       scq,
 		rcq:       rcq,
@@ -186,7 +184,7 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 		batchWR:   make([]int, cfg.SendDepth),
 	}
 	undo := func() {
-		C.ibv_destroy_qp(raw)
+		C.ipo_destroy_qp(raw)
 		freeSlab(q.recvSlab, q.recvMR)
 		freeSlab(q.sendSlab, q.sendMR)
 	}
@@ -200,10 +198,12 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 		undo()
 		return fail("receive buffers: %w", err)
 	}
+	q.recvLKey = uint32(C.ipo_mr_lkey(q.recvMR))
 	if q.sendSlab, q.sendMR, err = d.slab(cfg.SendDepth * sendSlotSize); err != nil {
 		undo()
 		return fail("send slots: %w", err)
 	}
+	q.sendLKey = uint32(C.ipo_mr_lkey(q.sendMR))
 	for i := range q.free {
 		q.free[i] = uint32(cfg.SendDepth - 1 - i) // slot 0 on top
 	}
@@ -211,7 +211,7 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 		q.repost[i] = C.uint32_t(i)
 	}
 	var posted C.int
-	if rc := C.ipo_post_recv(raw, C.uint64_t(slabAddr(q.recvSlab)), C.uint32_t(q.recvSize), q.recvMR.lkey,
+	if rc := C.ipo_post_recv(raw, C.uint64_t(slabAddr(q.recvSlab)), C.uint32_t(q.recvSize), C.uint32_t(q.recvLKey),
 		C.uint64_t(wrID(handle, true, 0)), &q.repost[0], C.int(cfg.RecvDepth), &posted); rc != 0 {
 		undo()
 		return fail("post %d receive buffers (%d taken): %w", cfg.RecvDepth, int(posted), syscall.Errno(rc))
@@ -334,7 +334,7 @@ func (q *qp) close() error {
 		}
 	}
 	q.groups = nil
-	if rc := C.ibv_destroy_qp(q.qp); rc != 0 {
+	if rc := C.ipo_destroy_qp(q.qp); rc != 0 {
 		errs = append(errs, fmt.Errorf("verbs: destroy QP %v: %w", q.qpn, rcErr(rc)))
 	}
 	q.gone = true
@@ -352,7 +352,7 @@ func (q *qp) close() error {
 			q.scq.addMade(ib.Completion{ID: q.sendIDs[i], Kind: ib.WorkSend, Status: ib.StatusFlushed, QPN: q.qpn})
 		}
 	}
-	C.ibv_dereg_mr(q.recvMR)
+	C.ipo_dereg_mr(q.recvMR)
 	q.recvMR = nil
 	d.retired = append(d.retired, q.recvSlab)
 	freeSlab(q.sendSlab, q.sendMR)
@@ -398,10 +398,10 @@ func (c *cq) close() error {
 	}
 	// Every event taken from the channel has been acknowledged, which
 	// ibv_destroy_cq insists on.
-	if rc := C.ibv_destroy_cq(c.cq); rc != 0 {
+	if rc := C.ipo_destroy_cq(c.cq); rc != 0 {
 		errs = append(errs, fmt.Errorf("verbs: destroy CQ: %w", rcErr(rc)))
 	}
-	if rc := C.ibv_destroy_comp_channel(c.ch); rc != 0 {
+	if rc := C.ipo_destroy_comp_channel(c.ch); rc != 0 {
 		errs = append(errs, fmt.Errorf("verbs: destroy completion channel: %w", rcErr(rc)))
 	}
 	return errors.Join(errs...)
@@ -530,7 +530,7 @@ func (a *ah) Destroy() error {
 	}
 	a.destroyed = true
 	delete(a.dev.ahs, a)
-	if rc := C.ibv_destroy_ah(a.ah); rc != 0 {
+	if rc := C.ipo_destroy_ah(a.ah); rc != 0 {
 		return fmt.Errorf("verbs: destroy AH to %v: %w", a.av.DGID, rcErr(rc))
 	}
 	return nil
@@ -538,7 +538,10 @@ func (a *ah) Destroy() error {
 
 // umadInit runs libibumad's one-time set-up.
 var umadInit = sync.OnceValue(func() error {
-	if rc := C.umad_init(); rc < 0 {
+	if err := loadUMAD(); err != nil {
+		return err
+	}
+	if rc := C.ipo_umad_init(); rc < 0 {
 		return fmt.Errorf("umad_init: %w", rcErr(rc))
 	}
 	return nil
@@ -576,16 +579,16 @@ func (d *device) openMADPort(port int) (*madPort, error) {
 	}
 	cname := C.CString(d.name)
 	defer C.free(unsafe.Pointer(cname))
-	pid := C.umad_open_port(cname, C.int(port))
+	pid := C.ipo_umad_open_port(cname, C.int(port))
 	if pid < 0 {
 		return nil, fmt.Errorf("verbs: umad_open_port %s port %d (is /dev/infiniband/umad* accessible?): %w", d.name, port, rcErr(pid))
 	}
-	agent := C.umad_register(pid, C.int(saMgmtClass), C.int(saClassVersion), 0, nil)
+	agent := C.ipo_umad_register(pid, C.int(saMgmtClass), C.int(saClassVersion))
 	if agent < 0 {
-		C.umad_close_port(pid)
+		C.ipo_umad_close_port(pid)
 		return nil, fmt.Errorf("verbs: register SA agent on %s port %d: %w", d.name, port, rcErr(agent))
 	}
-	m := &madPort{dev: d, port: port, portID: int(pid), fd: int(C.umad_get_fd(pid)), agent: uint32(agent)}
+	m := &madPort{dev: d, port: port, portID: int(pid), fd: int(C.ipo_umad_get_fd(pid)), agent: uint32(agent)}
 	if err := unix.SetNonblock(m.fd, true); err != nil {
 		m.release()
 		return nil, fmt.Errorf("verbs: %s port %d: make umad fd non-blocking: %w", d.name, port, err)
@@ -600,8 +603,8 @@ func (d *device) openMADPort(port int) (*madPort, error) {
 
 // release unregisters the agent and closes the umad file.
 func (m *madPort) release() {
-	C.umad_unregister(C.int(m.portID), C.int(m.agent))
-	C.umad_close_port(C.int(m.portID))
+	C.ipo_umad_unregister(C.int(m.portID), C.int(m.agent))
+	C.ipo_umad_close_port(C.int(m.portID))
 }
 
 // SetHandler installs the handler incoming MADs are given to.
@@ -648,7 +651,7 @@ func (d *device) Close() error {
 	}
 	for a := range d.ahs {
 		a.destroyed = true
-		C.ibv_destroy_ah(a.ah)
+		C.ipo_destroy_ah(a.ah)
 	}
 	for _, c := range d.cqs {
 		if err := c.close(); err != nil {
@@ -668,10 +671,10 @@ func (d *device) Close() error {
 	if err := d.loop.RemoveFDHandler(d.asyncFD); err != nil {
 		errs = append(errs, err)
 	}
-	if rc := C.ibv_dealloc_pd(d.pd); rc != 0 {
+	if rc := C.ipo_dealloc_pd(d.pd); rc != 0 {
 		errs = append(errs, fmt.Errorf("verbs: %s: deallocate protection domain: %w", d.name, rcErr(rc)))
 	}
-	if rc := C.ibv_close_device(d.ctx); rc != 0 {
+	if rc := C.ipo_close_device(d.ctx); rc != 0 {
 		errs = append(errs, fmt.Errorf("verbs: close %s: %w", d.name, rcErr(rc)))
 	}
 	return errors.Join(errs...)

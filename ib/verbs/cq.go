@@ -7,7 +7,6 @@ package verbs
 // Poll in io.go.
 
 /*
-#include <infiniband/verbs.h>
 #include "shim.h"
 */
 import "C"

@@ -8,7 +8,6 @@ package verbs
 // touched on the device's home loop only, so nothing is locked.
 
 /*
-#include <infiniband/verbs.h>
 #include "shim.h"
 */
 import "C"
@@ -76,7 +75,7 @@ type ipJoin struct {
 // openDevice opens dev, allocates its protection domain and puts its
 // async-event fd on the loop.
 func openDevice(loop *aio.Context, dev *C.struct_ibv_device, name string) (*device, error) {
-	ctx, err := C.ibv_open_device(dev)
+	ctx, err := C.ipo_open_device(dev)
 	if ctx == nil {
 		return nil, fmt.Errorf("verbs: open %s (is /dev/infiniband/uverbs* accessible?): %w", name, errnoOr(err))
 	}
@@ -84,7 +83,7 @@ func openDevice(loop *aio.Context, dev *C.struct_ibv_device, name string) (*devi
 		loop:    loop,
 		name:    name,
 		ctx:     ctx,
-		asyncFD: int(ctx.async_fd),
+		asyncFD: int(C.ipo_async_fd(ctx)),
 		qps:     make(map[uint32]*qp),
 		ahs:     make(map[*ah]struct{}),
 		mcastFD: -1,
@@ -92,16 +91,16 @@ func openDevice(loop *aio.Context, dev *C.struct_ibv_device, name string) (*devi
 	}
 	fail := func(err error) (*device, error) {
 		if d.pd != nil {
-			C.ibv_dealloc_pd(d.pd)
+			C.ipo_dealloc_pd(d.pd)
 		}
-		C.ibv_close_device(ctx)
+		C.ipo_close_device(ctx)
 		return nil, err
 	}
-	var da C.struct_ibv_device_attr
-	if rc := C.ibv_query_device(ctx, &da); rc != 0 {
+	var da C.struct_ipo_device_attr
+	if rc := C.ipo_query_device(ctx, &da); rc != 0 {
 		return fail(fmt.Errorf("verbs: query device %s: %w", name, rcErr(rc)))
 	}
-	d.guid = ib.GUID(beUint64(unsafe.Pointer(&da.node_guid)))
+	d.guid = ib.GUID(beUint64(unsafe.Pointer(&da.node_guid[0])))
 	d.nports = int(da.phys_port_cnt)
 	d.ports = make([]portCache, d.nports+1)
 	for p := 1; p <= d.nports; p++ {
@@ -109,7 +108,7 @@ func openDevice(loop *aio.Context, dev *C.struct_ibv_device, name string) (*devi
 			return fail(err)
 		}
 	}
-	pd, err := C.ibv_alloc_pd(ctx)
+	pd, err := C.ipo_alloc_pd(ctx)
 	if pd == nil {
 		return fail(fmt.Errorf("verbs: allocate protection domain on %s: %w", name, errnoOr(err)))
 	}
@@ -125,7 +124,7 @@ func openDevice(loop *aio.Context, dev *C.struct_ibv_device, name string) (*devi
 
 // refreshPort re-reads the cached attributes of one port.
 func (d *device) refreshPort(p int) error {
-	var pa C.struct_ibv_port_attr
+	var pa C.struct_ipo_port_attr
 	if rc := C.ipo_query_port(d.ctx, C.uint8_t(p), &pa); rc != 0 {
 		return fmt.Errorf("verbs: %s: query port %d: %w", d.name, p, rcErr(rc))
 	}

@@ -5,14 +5,48 @@
 // the interfaces of ib/io.go and ib/control.go, exactly as they reach the
 // simulator.
 //
-// The driver is built only with cgo on Linux (build constraint
-// "linux && cgo"); the tag noverbs leaves it out. Without it the package
-// holds only this documentation, so CGO_ENABLED=0 builds of the project
-// still work, with the simulator as the only driver. Building it needs
-// the libibverbs-dev and libibumad-dev packages; running it needs
-// libibverbs1, libibumad3 and the provider of the device (Debian
-// ibverbs-providers; for soft-RoCE librxe-rdmav34.so and
-// /etc/libibverbs.d/rxe.driver).
+// # Building and loading
+//
+// The project must build and run its simulator on any Linux machine with
+// Go, with or without gcc and the rdma-core headers, and one binary must
+// start whether or not the machine it runs on has libibverbs. So:
+//
+//   - With cgo (the default where gcc exists), the C side (shim.c) is
+//     compiled against <infiniband/verbs.h> and <infiniband/umad.h> when
+//     they are installed (libibverbs-dev, libibumad-dev), found with
+//     __has_include. It does not link libibverbs or libibumad: it loads
+//     libibverbs.so.1 with dlopen on first use, and libibumad.so.3 on the
+//     first MAD port, and calls their exported functions through pointers
+//     resolved once. The fast-path calls (ibv_poll_cq, ibv_post_send,
+//     ibv_post_recv, ibv_req_notify_cq) are the header's static inline
+//     dispatches through the provider's ops table, exactly as when
+//     linked, so the data path is unchanged: one cgo call per batch.
+//   - With cgo but without those headers, shim.c compiles to stubs; the
+//     Go side never names an rdma-core type (shim.h declares the verbs
+//     objects as incomplete structs and flattens what Go reads), so the
+//     package still compiles.
+//   - Without cgo (CGO_ENABLED=0, the noverbs tag, another OS) nocgo.go
+//     registers the driver in its place.
+//
+// In every case the driver stays in the table. When it cannot run,
+// Probe and Open return an error wrapping ib.ErrUnavailable that names
+// the cause and the fix: not built in, built without the rdma-core
+// headers, or libibverbs.so.1 missing (a kernel without RDMA is
+// ib.ErrNoRDMA, as below). Probe then still lists the devices sysfs shows
+// (through github.com/Mellanox/rdmamap), so "ipoibd devices" tells a
+// machine with hardware but no usable driver from one without hardware.
+//
+// Why dlopen rather than a build tag or linking: a build tag cannot see
+// whether headers are installed, so the README's "go run ./cmd/ipoibd
+// sim" would fail to compile on a machine with gcc but no rdma-core; and
+// a linked binary does not start at all where libibverbs.so.1 is
+// missing, simulator included. The cost is that the shim resolves about
+// thirty symbols by name, each checked at load time; a library too old to
+// have one fails the load with that name.
+//
+// Running it needs libibverbs1 (libibumad3 for InfiniBand MAD ports) and
+// the provider of the device (Debian ibverbs-providers; for soft-RoCE
+// librxe-rdmav34.so and /etc/libibverbs.d/rxe.driver).
 //
 // # What it does
 //
@@ -124,7 +158,12 @@
 // The host tests check the pure parts (work request IDs, rate and status
 // mapping, the user-MAD header against golden vectors and the C layout,
 // TID restoring, a fuzz target) and that Probe reports ib.ErrNoRDMA on a
-// kernel without RDMA. The device tests run where IPOIBD_VERBS_DEVICE
+// kernel without RDMA; the sysfs tests read a made-up class directory;
+// and where the driver cannot run, that Probe says so and lists sysfs.
+// cmd/ipoibd's TestBuildWithoutRDMA builds the binary without the
+// rdma-core headers and with CGO_ENABLED=0 and runs it, and
+// TestVerbsWithoutLibibverbs runs it where libibverbs.so.1 cannot load. The device tests
+// run where IPOIBD_VERBS_DEVICE
 // names a device; go test ./vmtest builds this package's test binary and
 // runs it against rxe0 in one qemu VM, and TestPeer between two.
 package verbs

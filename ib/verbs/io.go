@@ -20,7 +20,6 @@ package verbs
 #cgo nocallback ipo_post_send
 #cgo noescape ipo_post_recv
 #cgo nocallback ipo_post_recv
-#include <infiniband/verbs.h>
 #include "shim.h"
 */
 import "C"
@@ -93,7 +92,7 @@ func (q *qp) PostSend(wrs []ib.SendWR) (int, error) {
 			addr:        C.uint64_t(slabAddr(q.sendSlab) + uint64(off)),
 			ah:          a.ah,
 			length:      C.uint32_t(n),
-			lkey:        q.sendMR.lkey,
+			lkey:        C.uint32_t(q.sendLKey),
 			remote_qpn:  C.uint32_t(wr.RemoteQPN),
 			remote_qkey: C.uint32_t(wr.RemoteQKey),
 		}
@@ -144,7 +143,7 @@ func (q *qp) RepostRecv(ids ...uint64) error {
 		return stop
 	}
 	var posted C.int
-	rc := C.ipo_post_recv(q.qp, C.uint64_t(slabAddr(q.recvSlab)), C.uint32_t(q.recvSize), q.recvMR.lkey,
+	rc := C.ipo_post_recv(q.qp, C.uint64_t(slabAddr(q.recvSlab)), C.uint32_t(q.recvSize), C.uint32_t(q.recvLKey),
 		C.uint64_t(wrID(q.handle, true, 0)), &q.repost[0], C.int(k), &posted)
 	q.posted += int(posted)
 	if rc != 0 {

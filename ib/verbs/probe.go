@@ -7,9 +7,8 @@ package verbs
 // goroutine because it opens its own short-lived device contexts.
 
 /*
-#cgo LDFLAGS: -libverbs -libumad
+#cgo LDFLAGS: -ldl
 #include <stdlib.h>
-#include <infiniband/verbs.h>
 #include "shim.h"
 */
 import "C"
@@ -19,19 +18,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"unsafe"
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
 )
-
-// DriverName is the name the driver registers in the ib driver table.
-const DriverName = "verbs"
 
 // Errors of this driver that callers may test with errors.Is.
 var (
@@ -70,14 +62,17 @@ func init() {
 }
 
 // deviceList returns libibverbs' device list; the caller frees it with
-// C.ibv_free_device_list. A kernel without RDMA support makes libibverbs
+// C.ipo_free_device_list. A kernel without RDMA support makes libibverbs
 // fail with ENOSYS, which becomes ib.ErrNoRDMA.
 func deviceList() (**C.struct_ibv_device, []*C.struct_ibv_device, error) {
+	if err := loadVerbs(); err != nil {
+		return nil, nil, err
+	}
 	var n C.int
 	list, err := C.ipo_device_list(&n)
 	if list == nil {
 		if errors.Is(err, syscall.ENOSYS) {
-			return nil, nil, fmt.Errorf("verbs: ibv_get_device_list: %w (%w)", ib.ErrNoRDMA, err)
+			return nil, nil, fmt.Errorf("verbs: %w (ibv_get_device_list: %w); load the HCA's kernel driver, or for soft-RoCE: modprobe rdma_rxe && rdma link add rxe0 type rxe netdev eth0", ib.ErrNoRDMA, err)
 		}
 		if err == nil {
 			err = syscall.EIO
@@ -88,26 +83,32 @@ func deviceList() (**C.struct_ibv_device, []*C.struct_ibv_device, error) {
 }
 
 // Probe lists every RDMA device with its ports. On a kernel without RDMA
-// support it returns an error wrapping ib.ErrNoRDMA, not an empty list. A
-// device that cannot be opened (no permission on /dev/infiniband) is left
-// out and named in the returned error, next to the devices that could be.
+// support it returns an error wrapping ib.ErrNoRDMA, not an empty list.
+// When libibverbs cannot be loaded (or the package was built without the
+// rdma-core headers) it returns an error wrapping ib.ErrUnavailable, with
+// the devices sysfs shows. A device that cannot be opened (no permission
+// on /dev/infiniband) is left out and named in the returned error, next
+// to the devices that could be.
 func Probe() ([]ib.DeviceInfo, error) {
 	list, devs, err := deviceList()
+	if errors.Is(err, ib.ErrUnavailable) {
+		return sysfsDevices(), err
+	}
 	if err != nil {
 		return nil, err
 	}
-	defer C.ibv_free_device_list(list)
+	defer C.ipo_free_device_list(list)
 	var out []ib.DeviceInfo
 	var errs []error
 	for _, dev := range devs {
-		name := C.GoString(C.ibv_get_device_name(dev))
-		ctx, err := C.ibv_open_device(dev)
+		name := C.GoString(C.ipo_device_name(dev))
+		ctx, err := C.ipo_open_device(dev)
 		if ctx == nil {
 			errs = append(errs, fmt.Errorf("verbs: open %s: %w", name, errnoOr(err)))
 			continue
 		}
 		info, err := describe(ctx, name)
-		C.ibv_close_device(ctx)
+		C.ipo_close_device(ctx)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -120,11 +121,11 @@ func Probe() ([]ib.DeviceInfo, error) {
 // describe fills a DeviceInfo from an open context.
 func describe(ctx *C.struct_ibv_context, name string) (ib.DeviceInfo, error) {
 	info := ib.DeviceInfo{Driver: DriverName, Name: name}
-	var da C.struct_ibv_device_attr
-	if rc := C.ibv_query_device(ctx, &da); rc != 0 {
+	var da C.struct_ipo_device_attr
+	if rc := C.ipo_query_device(ctx, &da); rc != 0 {
 		return info, fmt.Errorf("verbs: query device %s: %w", name, rcErr(rc))
 	}
-	info.NodeGUID = ib.GUID(beUint64(unsafe.Pointer(&da.node_guid)))
+	info.NodeGUID = ib.GUID(beUint64(unsafe.Pointer(&da.node_guid[0])))
 	gids, err := gidTable(ctx)
 	if err != nil {
 		return info, fmt.Errorf("verbs: device %s: %w", name, err)
@@ -161,7 +162,7 @@ type gidEntry struct {
 // per port.
 func gidTable(ctx *C.struct_ibv_context) ([]gidEntry, error) {
 	for size := 256; size <= 1<<16; size *= 4 {
-		buf := make([]C.struct_ibv_gid_entry, size)
+		buf := make([]C.struct_ipo_gid_entry, size)
 		n, err := C.ipo_gid_table(ctx, &buf[0], C.size_t(size))
 		if n < 0 {
 			if errors.Is(err, syscall.EINVAL) && size < 1<<16 {
@@ -174,7 +175,7 @@ func gidTable(ctx *C.struct_ibv_context) ([]gidEntry, error) {
 			out = append(out, gidEntry{
 				port:    int(e.port_num),
 				index:   int(e.gid_index),
-				gid:     ib.GID(*(*[16]byte)(unsafe.Pointer(&e.gid))),
+				gid:     ib.GID(*(*[16]byte)(unsafe.Pointer(&e.gid[0]))),
 				ifindex: int(e.ndev_ifindex),
 			})
 		}
@@ -186,7 +187,7 @@ func gidTable(ctx *C.struct_ibv_context) ([]gidEntry, error) {
 // queryPort snapshots one port: ibv_query_port for the scalar attributes,
 // the GID table read by gidTable, and ibv_query_pkey for the P_Keys.
 func queryPort(ctx *C.struct_ibv_context, port int, gids []gidEntry) (ib.PortAttr, error) {
-	var pa C.struct_ibv_port_attr
+	var pa C.struct_ipo_port_attr
 	if rc := C.ipo_query_port(ctx, C.uint8_t(port), &pa); rc != 0 {
 		return ib.PortAttr{}, fmt.Errorf("query port %d: %w", port, rcErr(rc))
 	}
@@ -217,8 +218,8 @@ func queryPort(ctx *C.struct_ibv_context, port int, gids []gidEntry) (ib.PortAtt
 		}
 	}
 	for i := 0; i < int(pa.pkey_tbl_len); i++ {
-		var be C.__be16
-		if rc := C.ibv_query_pkey(ctx, C.uint8_t(port), C.int(i), &be); rc != 0 {
+		var be C.uint16_t
+		if rc := C.ipo_query_pkey(ctx, C.uint8_t(port), C.int(i), &be); rc != 0 {
 			return a, fmt.Errorf("query port %d P_Key %d: %w", port, i, rcErr(rc))
 		}
 		a.PKeys = append(a.PKeys, ib.PKey(binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&be))[:])))
@@ -297,9 +298,7 @@ func portRate(width uint8, speed uint32) ib.Rate {
 }
 
 // netdevName finds the network interface behind a RoCE port: the GID
-// table names it by ifindex, and sysfs
-// (/sys/class/infiniband/<dev>/ports/<n>/gid_attrs/ndevs/<i>) by name
-// when the index cannot be resolved from this network namespace.
+// table names it by ifindex; failing that, sysfs as rdmamap reads it.
 func netdevName(dev string, port int, gids []gidEntry) string {
 	for _, e := range gids {
 		if e.port != port || e.ifindex == 0 {
@@ -308,13 +307,8 @@ func netdevName(dev string, port int, gids []gidEntry) string {
 		if ifc, err := net.InterfaceByIndex(e.ifindex); err == nil {
 			return ifc.Name
 		}
-		b, err := os.ReadFile(filepath.Join("/sys/class/infiniband", dev, "ports",
-			strconv.Itoa(port), "gid_attrs", "ndevs", strconv.Itoa(e.index)))
-		if err == nil {
-			return strings.TrimSpace(string(b))
-		}
 	}
-	return ""
+	return sysfsNetdevs()[dev]
 }
 
 // netdevIndex returns the ifindex of the network interface behind a RoCE
@@ -361,9 +355,9 @@ func Open(loop *aio.Context, name string) (ib.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer C.ibv_free_device_list(list)
+	defer C.ipo_free_device_list(list)
 	for _, dev := range devs {
-		if C.GoString(C.ibv_get_device_name(dev)) == name {
+		if C.GoString(C.ipo_device_name(dev)) == name {
 			return openDevice(loop, dev, name)
 		}
 	}

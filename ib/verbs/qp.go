@@ -8,7 +8,6 @@ package verbs
 
 /*
 #include <stdlib.h>
-#include <infiniband/verbs.h>
 #include "shim.h"
 */
 import "C"
@@ -41,6 +40,7 @@ type qp struct {
 	// posted counts those the QP holds.
 	recvSlab  []byte
 	recvMR    *C.struct_ibv_mr
+	recvLKey  uint32 // recvMR's lkey, read once so posting needs no C call
 	recvSize  int
 	recvDepth int
 	lent      []bool
@@ -52,6 +52,7 @@ type qp struct {
 	// the caller's ID of each busy one.
 	sendSlab []byte
 	sendMR   *C.struct_ibv_mr
+	sendLKey uint32 // sendMR's lkey
 	free     []uint32
 	slotBusy []bool
 	sendIDs  []uint64
@@ -102,7 +103,7 @@ func (d *device) slab(size int) ([]byte, *C.struct_ibv_mr, error) {
 // freeSlab undoes slab.
 func freeSlab(b []byte, mr *C.struct_ibv_mr) {
 	if mr != nil {
-		C.ibv_dereg_mr(mr)
+		C.ipo_dereg_mr(mr)
 	}
 	if b != nil {
 		_ = unix.Munmap(b)
