@@ -58,7 +58,7 @@ func TestPrintDevicesUnavailable(t *testing.T) {
 		Ports: []portJSON{{Port: 1, State: "ACTIVE", LinkLayer: "Ethernet", GIDs: []string{}, PKeys: []string{}}}}}
 	var b strings.Builder
 	printDevices(&b, devs)
-	want := "rxe0 (driver verbs, unavailable) node GUID 0x505400fffe123456 netdev eth0\n  port 1: ACTIVE, link layer Ethernet\n"
+	want := "verbs:rxe0 (unavailable) node GUID 0x505400fffe123456 netdev eth0\n  port 1: ACTIVE, link layer Ethernet\n"
 	if b.String() != want {
 		t.Errorf("printDevices:\n%s\nwant:\n%s", b.String(), want)
 	}

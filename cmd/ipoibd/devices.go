@@ -165,11 +165,12 @@ func orDash[T any](v *T) string {
 
 func printDevices(w io.Writer, devs []deviceJSON) {
 	for _, d := range devs {
-		fmt.Fprintf(w, "%s (driver %s", d.Name, d.Driver)
+		// DRIVER:NAME, the form --device takes.
+		fmt.Fprintf(w, "%s:%s", d.Driver, d.Name)
 		if !d.Usable {
-			fmt.Fprint(w, ", unavailable")
+			fmt.Fprint(w, " (unavailable)")
 		}
-		fmt.Fprintf(w, ") node GUID %s", orDash(d.NodeGUID))
+		fmt.Fprintf(w, " node GUID %s", orDash(d.NodeGUID))
 		if d.NetDev != nil {
 			fmt.Fprintf(w, " netdev %s", *d.NetDev)
 		}

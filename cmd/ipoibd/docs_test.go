@@ -26,6 +26,7 @@ var docSkips = []struct {
 	{regexp.MustCompile(`^ipoibd up\b`), "needs an RDMA port (hardware or soft-RoCE); vmtest runs it in qemu"},
 	{regexp.MustCompile(`^ipoibd (ping|peers|stats|down)\b`), "needs a daemon running on an RDMA port; TestUpPingPeersStatsDown runs these against the simulator"},
 	{regexp.MustCompile(`^\./test\.sh\b`), "the test command itself"},
+	{regexp.MustCompile(`^(ip |for n in a b|--dhcp-server |/tmp/ipoibd )`), "the two-namespace quick start: needs root and network namespaces; nstest's TestThreeHosts builds the same set-up and runs DHCP, ping and TCP over it"},
 	{regexp.MustCompile(`^(apt-get|modprobe|rdma|ibv_devinfo|CGO_ENABLED=1 go build|go build|go test)\b`), "not an ipoibd command (set-up or build shown for context)"},
 }
 
@@ -53,6 +54,8 @@ func extractDocCommands(t *testing.T, file string) []docCommand {
 			inSh = true
 		case strings.HasPrefix(line, "```") && inSh:
 			inSh = false
+		case inSh && strings.HasPrefix(line, "#"):
+			// A comment line in the block: nothing to run.
 		case inSh && line != "":
 			if i := strings.Index(line, " # "); i >= 0 {
 				line = strings.TrimSpace(line[:i])
