@@ -40,6 +40,12 @@ if [ ${#vm[@]} -gt 0 ] && [ "${IPOIBD_VMTEST:-1}" != 0 ]; then
 	missing+=("${vm[@]}")
 	skipped+=("the qemu soft-RoCE tests (go test ./vmtest)")
 fi
+if [ "$(id -u)" != 0 ]; then
+	echo "== not root: the network-namespace tests (nstest: ipoibd daemons on the udp driver over veth pairs) skip; run as root for them"
+elif ! have ip; then
+	missing+=(iproute2)
+	skipped+=("the network-namespace tests (nstest)")
+fi
 if [ ${#missing[@]} -gt 0 ]; then
 	sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo "
 	echo "== missing: ${missing[*]}"
