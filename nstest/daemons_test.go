@@ -32,9 +32,18 @@ var (
 
 // pingJSON is what the test reads of `ipoibd ping --json`.
 type pingJSON struct {
-	Sent     int    `json:"sent"`
-	Received int    `json:"received"`
-	Summary  string `json:"summary"`
+	Sent     int      `json:"transmitted"`
+	Received int      `json:"received"`
+	P50Ms    *float64 `json:"rtt_p50_ms"`
+}
+
+// summary is the line the test logs for a ping.
+func (p pingJSON) summary() string {
+	s := fmt.Sprintf("%d/%d answered", p.Received, p.Sent)
+	if p.P50Ms != nil {
+		s += fmt.Sprintf(", rtt p50 %.3f ms", *p.P50Ms)
+	}
+	return s
 }
 
 // TestThreeHosts runs three ipoibd daemons on udp devices in three
@@ -83,16 +92,16 @@ func TestThreeHosts(t *testing.T) {
 			if i == j {
 				continue
 			}
-			out, err := exec.Command(ipoibd, "ping", "--socket", sock(i), "--json", "-c", fmt.Sprint(pingCount), "-i", "5ms", dst).Output()
+			out, err := exec.Command(ipoibd, "ping", "--socket", sock(i), "--json", "-c", fmt.Sprint(pingCount), "-i", "0.005", dst).Output()
 			var p pingJSON
 			if jerr := json.Unmarshal(out, &p); err != nil || jerr != nil {
 				t.Errorf("h%d ping %s: %v %v\n%s", i, dst, err, jerr, out)
 				continue
 			}
 			if p.Received < p.Sent*9/10 || p.Sent != pingCount {
-				t.Errorf("h%d ping %s: %s", i, dst, p.Summary)
+				t.Errorf("h%d ping %s: %s", i, dst, p.summary())
 			}
-			t.Logf("h%d -> %s: %s", i, dst, p.Summary)
+			t.Logf("h%d -> %s: %s", i, dst, p.summary())
 		}
 	}
 
