@@ -39,6 +39,12 @@ const (
 	demoPingTries = 10
 	// demoStartSpread is the gap between two clients' first DISCOVERs.
 	demoStartSpread = 2 * time.Millisecond
+	// demoLeaseShare is each host's share of the lease step's time limit,
+	// on top of --step-timeout. Every DHCP message of every client is a
+	// broadcast (RFC 4390) that all hosts of the one process receive, so
+	// the time to lease grows with the subnet: 1024 clients took about
+	// 45 s on a quiet 2-core machine, past a flat 30 s limit.
+	demoLeaseShare = 50 * time.Millisecond
 )
 
 // The steps a host goes through, as failures name them.
@@ -384,7 +390,7 @@ func (d *demo) leaseAll(ctx context.Context) {
 				return
 			}
 			h.client = c
-			limit := d.opt.stepTimeout + time.Duration(len(d.hosts))*demoStartSpread
+			limit := d.opt.stepTimeout + time.Duration(len(d.hosts))*demoLeaseShare
 			lctx, cancel := context.WithTimeout(ctx, limit)
 			defer cancel()
 			l, err := c.WaitBound(lctx)
