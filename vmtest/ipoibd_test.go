@@ -189,45 +189,9 @@ func TestIPoIBDTwoVMs(t *testing.T) {
 	t.Logf("two-VM ipoibd run: %v", time.Since(start).Round(time.Millisecond))
 
 	// The lease, and pings both ways.
-	addr, err := os.ReadFile(filepath.Join(share, "vm1.addr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	leased := strings.TrimSpace(string(addr))
-	if !strings.HasPrefix(leased, "10.66.0.1") || leased == vmServerAddr {
-		t.Errorf("vm1 leased %q, want an address from %s", leased, vmDHCPRange)
-	}
-	pings := map[string]pingFigures{}
-	for _, vm := range []string{"vm0", "vm1"} {
-		b, err := os.ReadFile(filepath.Join(share, "ping-"+vm+".json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p pingFigures
-		if err := json.Unmarshal(b, &p); err != nil {
-			t.Fatalf("%s ping output: %v\n%s", vm, err, b)
-		}
-		if p.Received == 0 || p.Received < p.Sent*9/10 {
-			t.Errorf("%s ping: %d of %d answered", vm, p.Received, p.Sent)
-		}
-		pings[vm] = p
-		t.Logf("%s ipoibd ping: %d/%d answered, rtt avg %.3f ms, p50 %.3f ms", vm, p.Received, p.Sent, p.AvgMs, p.P50Ms)
-	}
-
-	// The TCP transfer.
-	xfer := map[string][]string{}
-	for _, r := range res {
-		if m := xferRE.FindStringSubmatch(string(r.Log)); m != nil {
-			xfer[m[1]] = m
-		}
-	}
-	src, sink := xfer["source"], xfer["sink"]
-	switch {
-	case src == nil || sink == nil:
-		t.Errorf("no VMXFER lines from both sides (source %v, sink %v)", src != nil, sink != nil)
-	case sink[4] != "true" || sink[3] != src[3] || sink[2] != strconv.Itoa(vmXferBytes):
-		t.Errorf("TCP transfer not byte-identical: source %v, sink %v", src[1:], sink[1:])
-	default:
+	pings := checkLeaseAndPings(t, share)
+	sink := checkXfer(t, res)
+	if sink != nil {
 		t.Logf("TCP through ipoib+stack: %s bytes in %s ms = %s Mbit/s (sink side), sha256 %s", sink[2], sink[5], sink[6], sink[3][:16])
 	}
 
@@ -254,6 +218,59 @@ func TestIPoIBDTwoVMs(t *testing.T) {
 	}
 
 	checkCapture(t, filepath.Join(share, "vm0.pcap"))
+}
+
+// checkLeaseAndPings checks, from what the VMs left in the share, that
+// vm1 leased an address from the pool and that both pings were answered,
+// and returns the ping figures by VM.
+func checkLeaseAndPings(t *testing.T, share string) map[string]pingFigures {
+	t.Helper()
+	addr, err := os.ReadFile(filepath.Join(share, "vm1.addr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leased := strings.TrimSpace(string(addr)); !strings.HasPrefix(leased, "10.66.0.1") || leased == vmServerAddr {
+		t.Errorf("vm1 leased %q, want an address from %s", leased, vmDHCPRange)
+	}
+	pings := map[string]pingFigures{}
+	for _, vm := range []string{"vm0", "vm1"} {
+		b, err := os.ReadFile(filepath.Join(share, "ping-"+vm+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p pingFigures
+		if err := json.Unmarshal(b, &p); err != nil {
+			t.Fatalf("%s ping output: %v\n%s", vm, err, b)
+		}
+		if p.Received == 0 || p.Received < p.Sent*9/10 {
+			t.Errorf("%s ping: %d of %d answered", vm, p.Received, p.Sent)
+		}
+		pings[vm] = p
+		t.Logf("%s ipoibd ping: %d/%d answered, rtt avg %.3f ms, p50 %.3f ms", vm, p.Received, p.Sent, p.AvgMs, p.P50Ms)
+	}
+	return pings
+}
+
+// checkXfer checks the VMXFER lines of both VMs: the stream arrived whole
+// and byte-identical. It returns the sink's line, or nil after an error.
+func checkXfer(t *testing.T, res []Result) []string {
+	t.Helper()
+	xfer := map[string][]string{}
+	for _, r := range res {
+		if m := xferRE.FindStringSubmatch(string(r.Log)); m != nil {
+			xfer[m[1]] = m
+		}
+	}
+	src, sink := xfer["source"], xfer["sink"]
+	switch {
+	case src == nil || sink == nil:
+		t.Errorf("no VMXFER lines from both sides (source %v, sink %v)", src != nil, sink != nil)
+	case sink[4] != "true" || sink[3] != src[3] || sink[2] != strconv.Itoa(vmXferBytes):
+		t.Errorf("TCP transfer not byte-identical: source %v, sink %v", src[1:], sink[1:])
+	default:
+		return sink
+	}
+	return nil
 }
 
 func xferMbps(m []string) string {
