@@ -109,6 +109,27 @@ func (c *Context) ScheduleOneshot(name string, fn func()) {
 	c.Notify()
 }
 
+// Call runs fn on the loop and waits until it has run, the way QEMU's
+// aio_wait_bh_oneshot does: the one way a goroutine off the loop runs
+// control-plane code, which asserts it is home. Called from the home
+// goroutine it runs fn at once, since waiting there would wait forever.
+// It fails with ErrClosed, without running fn, once the Context is closed.
+// The loop must be running (Run) or be run by someone, or Call waits until
+// it is.
+func (c *Context) Call(name string, fn func()) error {
+	if c.InHome() {
+		fn()
+		return nil
+	}
+	if c.closed.Load() {
+		return fmt.Errorf("aio: call %s on %q: %w", name, c.name, ErrClosed)
+	}
+	done := make(chan struct{})
+	c.ScheduleOneshot(name, func() { defer close(done); fn() })
+	<-done
+	return nil
+}
+
 // Notify wakes the loop if it is sleeping, or makes its next pass skip the
 // sleep. The eventfd is written only when a pass has announced it may
 // sleep, so notifying a busy loop costs two atomic loads.

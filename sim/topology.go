@@ -111,3 +111,65 @@ func (f *Fabric) buildFatTree(tc TreeConfig) ([]*Host, error) {
 	}
 	return hosts, f.Start()
 }
+
+// ClusterHostsPerLeaf is how many hosts Cluster puts on a leaf switch once
+// one switch is not enough.
+const ClusterHostsPerLeaf = 32
+
+// Cluster builds and starts a fabric of n hosts, "host0"..., each made with
+// hc: one switch "sw0" when they fit on it, otherwise leaves of
+// ClusterHostsPerLeaf hosts ("leaf0"...) under one spine "spine0", the last
+// leaf holding the rest. It is the shape for any n, where Star and Tree
+// each fit some.
+func Cluster(loop *aio.Context, cfg Config, n int, hc HostConfig) (*Fabric, []*Host, error) {
+	if n < 1 {
+		return nil, nil, fmt.Errorf("sim: cluster of %d hosts: %w", n, ErrBadConfig)
+	}
+	f, err := New(loop, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	hosts, err := f.buildCluster(n, hc)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, hosts, nil
+}
+
+func (f *Fabric) buildCluster(n int, hc HostConfig) ([]*Host, error) {
+	var leaves []*Switch
+	if n < MaxSwitchPorts {
+		sw, err := f.AddSwitch("sw0", SwitchConfig{Ports: max(n, DefaultSwitchPorts)})
+		if err != nil {
+			return nil, err
+		}
+		leaves = append(leaves, sw)
+	} else {
+		spine, err := f.AddSwitch("spine0", SwitchConfig{Ports: (n + ClusterHostsPerLeaf - 1) / ClusterHostsPerLeaf})
+		if err != nil {
+			return nil, err
+		}
+		for i := 0; i*ClusterHostsPerLeaf < n; i++ {
+			leaf, err := f.AddSwitch(fmt.Sprintf("leaf%d", i), SwitchConfig{Ports: ClusterHostsPerLeaf + 1})
+			if err != nil {
+				return nil, err
+			}
+			if _, err := f.Connect(leaf, spine, LinkConfig{}); err != nil {
+				return nil, err
+			}
+			leaves = append(leaves, leaf)
+		}
+	}
+	hosts := make([]*Host, n)
+	for i := range hosts {
+		var err error
+		if hosts[i], err = f.AddHost(fmt.Sprintf("host%d", i), hc); err != nil {
+			return nil, err
+		}
+		if _, err := f.Connect(hosts[i], leaves[min(i/ClusterHostsPerLeaf, len(leaves)-1)], LinkConfig{}); err != nil {
+			return nil, err
+		}
+	}
+	return hosts, f.Start()
+}

@@ -1,0 +1,162 @@
+package ipoibd
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipoibd/ipoibd/sim"
+	"github.com/ipoibd/ipoibd/stack"
+)
+
+// TestConfigErrors checks that every unusable Config is refused by New
+// with ErrConfig (or the driver table's error) and a message naming the
+// field, before anything is opened.
+func TestConfigErrors(t *testing.T) {
+	p := netip.MustParsePrefix
+	a := netip.MustParseAddr
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no device", Config{DHCP: true}, "no Device"},
+		{"no address", Config{Device: "sim:x/host0"}, "no address"},
+		{"both", Config{Device: "sim:x/host0", DHCP: true, Addr: p("10.0.0.1/24")}, "choose one"},
+		{"ipv6", Config{Device: "sim:x/host0", Addr: p("fd00::1/64")}, "not an IPv4 address"},
+		{"subnet address", Config{Device: "sim:x/host0", Addr: p("10.0.0.0/24")}, "subnet's own address"},
+		{"/31", Config{Device: "sim:x/host0", Addr: p("10.0.0.1/31")}, "prefix of /1 to /30"},
+		{"gateway outside", Config{Device: "sim:x/host0", Addr: p("10.0.0.1/24"), Gateway: a("10.0.1.1")}, "not inside"},
+		{"gateway without address", Config{Device: "sim:x/host0", DHCP: true, Gateway: a("10.0.1.1")}, "not inside"},
+		{"server without address", Config{Device: "sim:x/host0", DHCP: true, DHCPServer: &DHCPServer{}}, "needs a static address"},
+		{"pool outside", Config{Device: "sim:x/host0", Addr: p("10.0.0.1/24"), DHCPServer: &DHCPServer{PoolStart: a("10.0.0.10"), PoolEnd: a("10.0.1.10")}}, "inside 10.0.0.0/24"},
+		{"pool reversed", Config{Device: "sim:x/host0", Addr: p("10.0.0.1/24"), DHCPServer: &DHCPServer{PoolStart: a("10.0.0.10"), PoolEnd: a("10.0.0.5")}}, "ascending"},
+		{"pool half", Config{Device: "sim:x/host0", Addr: p("10.0.0.1/24"), DHCPServer: &DHCPServer{PoolStart: a("10.0.0.10")}}, "both ends"},
+		{"port", Config{Device: "sim:x/host0", DHCP: true, Port: 300}, "port 300"},
+		{"gid index", Config{Device: "sim:x/host0", DHCP: true, GIDIndex: -1}, "GID index"},
+		{"two pcaps", Config{Device: "sim:x/host0", DHCP: true, PcapPath: "x", Pcap: &strings.Builder{}}, "choose one"},
+		{"unknown driver", Config{Device: "nosuch:dev", DHCP: true}, "nosuch"},
+		{"unknown device", Config{Device: "nosuchdevice0", DHCP: true}, `unknown device "nosuchdevice0"`},
+		{"no fabric", Config{Device: "sim:nofabric/host0", DHCP: true}, "no live fabric"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			i, err := New(tt.cfg)
+			if err == nil {
+				i.Close()
+				t.Fatalf("New accepted %+v", tt.cfg)
+			}
+			var se *StepError
+			if !errors.As(err, &se) || se.Step != StepOpen {
+				t.Errorf("error %v is not a StepError of StepOpen", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not say %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestLifecycle walks an Interface through New, the calls that need the
+// stack (refused with ErrNotUp), Up, the same calls working, a bad network
+// refused, and Close (after which they say ErrClosed), on a simulated
+// fabric.
+func TestLifecycle(t *testing.T) {
+	fabric, err := NewSimFabric(SimConfig{Hosts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fabric.Close()
+	var events []EventKind
+	i, err := New(Config{Device: fabric.Device(0), Name: "life0", Addr: netip.MustParsePrefix("10.9.0.1/24"),
+		OnEvent: func(ev Event) { events = append(events, ev.Kind) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := i.Dial("tcp", "10.9.0.2:1"); !errors.Is(err, ErrNotUp) {
+		t.Errorf("Dial before Up: %v, want ErrNotUp", err)
+	}
+	if a := i.Addr(); a.IsValid() {
+		t.Errorf("Addr before Up = %v", a)
+	}
+	if s := i.Stats(); s.Interface != "life0" || len(s.Netdev) == 0 {
+		t.Errorf("Stats before Up = %+v, want the link's counters", s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := i.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := i.Up(ctx); err != nil {
+		t.Errorf("second Up: %v", err)
+	}
+	if got, want := events, []EventKind{EventJoining, EventLinkUp, EventAddress}; !equal(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+	if a := i.Addr(); a != netip.MustParsePrefix("10.9.0.1/24") {
+		t.Errorf("Addr = %v", a)
+	}
+	if up, reason := i.LinkState(); !up || i.MTU() != 2044 || !strings.HasPrefix(i.HWAddr(), "00:") {
+		t.Errorf("link up %v (%v), MTU %d, hw %s", up, reason, i.MTU(), i.HWAddr())
+	}
+	for _, bad := range [][2]string{{"tcp6", "10.9.0.2:1"}, {"tcp", "host.example:1"}, {"tcp", "[fd00::1]:1"}, {"tcp", "10.9.0.2"}, {"tcp", "10.9.0.2:99999"}} {
+		if _, err := i.Dial(bad[0], bad[1]); !errors.Is(err, stack.ErrBadAddress) {
+			t.Errorf("Dial(%q, %q): %v, want ErrBadAddress", bad[0], bad[1], err)
+		}
+	}
+	if _, err := i.Listen("udp", ":1"); !errors.Is(err, stack.ErrBadAddress) {
+		t.Errorf("Listen udp: %v", err)
+	}
+	if _, err := i.ListenPacket("tcp", ":1"); !errors.Is(err, stack.ErrBadAddress) {
+		t.Errorf("ListenPacket tcp: %v", err)
+	}
+	p, err := i.Peers()
+	if err != nil || !p.Group.Joined {
+		t.Errorf("Peers: %+v, %v", p, err)
+	}
+	if err := i.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := i.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := i.Dial("tcp", "10.9.0.2:1"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Dial after Close: %v, want ErrClosed", err)
+	}
+	if err := i.Up(ctx); err == nil {
+		t.Error("Up after Close succeeded")
+	}
+}
+
+// TestJoinTimeout checks that a link that cannot come up (no subnet
+// manager) fails Up at the join step with the link's reason.
+func TestJoinTimeout(t *testing.T) {
+	fabric, err := NewSimFabric(SimConfig{Hosts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fabric.Close()
+	if err := fabric.Do(func(f *sim.Fabric) error { return f.SetSMUp(false) }); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(context.Background(), Config{Device: fabric.Device(0), Name: "nosm0", DHCP: true, JoinTimeout: 300 * time.Millisecond})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != StepJoin || !strings.Contains(err.Error(), "link not up after 300ms") {
+		t.Errorf("Open without an SM: %v, want a join-step error", err)
+	}
+}
+
+func equal[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if a[k] != b[k] {
+			return false
+		}
+	}
+	return true
+}
