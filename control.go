@@ -102,6 +102,10 @@ type Tuning struct {
 	// transaction IDs and jitter reproducible.
 	DHCPBackoff dhcp.Backoff
 	DHCPSeed    uint64
+	// NoAddress builds the IP stack without an address and runs no DHCP
+	// client, for a program that configures the stack itself (Stack):
+	// the project's tests run their own DHCP clients on manual clocks.
+	NoAddress bool
 }
 
 // DHCPServer configures the DHCP server an Interface with a static address
@@ -277,8 +281,10 @@ func (c *Config) check() error {
 		return bad("GID index %d is negative", c.GIDIndex)
 	case static && c.DHCP:
 		return bad("both a static address %v and DHCP; choose one", c.Addr)
-	case !static && !c.DHCP:
+	case !static && !c.DHCP && !c.Tuning.NoAddress:
 		return bad("no address: set Addr, or DHCP")
+	case c.Tuning.NoAddress && (static || c.DHCP):
+		return bad("NoAddress with an address or DHCP")
 	case static && (!c.Addr.Addr().Is4() || c.Addr.Bits() < 1 || c.Addr.Bits() > 30):
 		return bad("address %v is not an IPv4 address with a prefix of /1 to /30", c.Addr)
 	case static && (c.Addr.Addr() == c.Addr.Masked().Addr()):
@@ -444,7 +450,7 @@ func (i *Interface) Up(ctx context.Context) error {
 			i.closePcap()
 			return &StepError{StepDHCP, err}
 		}
-	} else {
+	} else if !i.cfg.Tuning.NoAddress {
 		i.event(Event{Kind: EventAddress, Text: fmt.Sprintf("address %s", i.cfg.Addr), Addr: i.cfg.Addr})
 	}
 	if s := i.cfg.DHCPServer; s != nil {
@@ -462,11 +468,7 @@ func (i *Interface) Up(ctx context.Context) error {
 
 // lease runs the DHCP client until it holds a lease.
 func (i *Interface) lease(ctx context.Context, st *stack.Stack) error {
-	var attr ib.PortAttr
-	var err error
-	if cerr := i.loop.Call("ipoibd query port", func() { attr, err = i.dev.QueryPort(i.cfg.Port) }); cerr != nil {
-		return cerr
-	}
+	attr, err := i.PortAttr()
 	if err != nil {
 		return err
 	}

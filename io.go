@@ -11,12 +11,15 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/stack"
+	"github.com/ipoibd/ipoibd/stack/dhcp"
 )
 
 // Dial connects to address ("10.66.0.1:22") on network "tcp" or "udp"
-// (also "tcp4", "udp4"): the link carries IPv4 and resolves no names.
+// (also "tcp4", "udp4"): the link carries IPv4 and resolves no names. A
+// TCP Conn also has CloseWrite and CloseRead, as *net.TCPConn does.
 func (i *Interface) Dial(network, address string) (net.Conn, error) {
 	return i.DialContext(context.Background(), network, address)
 }
@@ -55,16 +58,17 @@ type PingStats = stack.PingStats
 // PingReply is one answered echo request.
 type PingReply = stack.PingReply
 
-// PingOptions shapes Ping; the zero value sends one 56-byte request.
+// PingOptions shapes Ping; the zero value sends one request with no
+// payload. ping(8)'s defaults are Count 1 per second and Size 56.
 type PingOptions struct {
 	// Count is how many requests to send; 0 means 1.
 	Count int
-	// Interval separates the requests; 0 means a second, as ping(8).
+	// Interval separates the requests.
 	Interval time.Duration
-	// Size is the payload size in bytes; 0 means 56, as ping(8).
+	// Size is the payload size in bytes, up to stack.PingMaxSize.
 	Size int
 	// Linger is how long to wait for replies after the last request; 0
-	// means ten seconds, as ping(8) waits.
+	// means stack.PingLinger.
 	Linger time.Duration
 	// OnReply, if set, is called for each reply as it comes.
 	OnReply func(PingReply)
@@ -79,12 +83,6 @@ func (i *Interface) Ping(ctx context.Context, dst netip.Addr, opt PingOptions) (
 	}
 	if opt.Count == 0 {
 		opt.Count = 1
-	}
-	if opt.Interval == 0 {
-		opt.Interval = time.Second
-	}
-	if opt.Size == 0 {
-		opt.Size = 56
 	}
 	return stack.PingWith(ctx, st.S, dst, opt.Count, opt.Interval, opt.Size, stack.PingOptions{Linger: opt.Linger, OnReply: opt.OnReply})
 }
@@ -106,6 +104,12 @@ func (i *Interface) Addr() netip.Prefix {
 	}
 	return i.cfg.Addr
 }
+
+// Stack returns the IP stack under the interface (nil before Up), for
+// what this package does not cover: gVisor's whole API is reachable
+// through it. What a program does there is its own affair; the
+// Interface's methods keep working.
+func (i *Interface) Stack() *stack.Stack { return i.st.Load() }
 
 // Name returns the interface's name (Config.Name).
 func (i *Interface) Name() string { return i.cfg.Name }
@@ -131,6 +135,32 @@ func (i *Interface) LinkState() (up bool, reason error) { return i.link.NetDev()
 
 // Group returns the broadcast group as joined (zero until it is).
 func (i *Interface) Group() ipoib.GroupInfo { return i.link.Group() }
+
+// LinkAddr returns the interface's 20-byte IPoIB hardware address.
+func (i *Interface) LinkAddr() []byte { return i.link.NetDev().HWAddr() }
+
+// Lease returns the DHCP lease the interface holds, if it was configured
+// by DHCP and holds one now.
+func (i *Interface) Lease() (dhcp.Lease, bool) {
+	i.upMu.Lock()
+	c := i.client
+	i.upMu.Unlock()
+	if c == nil {
+		return dhcp.Lease{}, false
+	}
+	return c.Lease()
+}
+
+// PortAttr returns the port's attributes as the driver reports them now
+// (state, LID, GIDs, P_Keys, MTU, rate).
+func (i *Interface) PortAttr() (ib.PortAttr, error) {
+	var attr ib.PortAttr
+	var err error
+	if cerr := i.loop.Call("ipoibd query port", func() { attr, err = i.dev.QueryPort(i.cfg.Port) }); cerr != nil {
+		return attr, cerr
+	}
+	return attr, err
+}
 
 // FormatHWAddr formats a link address of this interface's kind.
 func (i *Interface) FormatHWAddr(addr []byte) string { return i.link.AddrString(addr) }
@@ -184,6 +214,9 @@ type Stats struct {
 	// Netdev holds the link's counters by name (packets, bytes, drops
 	// and their reasons, joins), which exist from New on.
 	Netdev map[string]uint64 `json:"netdev"`
+	// Driver holds the device driver's own counters, for drivers that
+	// keep them (ib.CounterSource: the udp driver's ICRC failures).
+	Driver map[string]uint64 `json:"driver,omitempty"`
 	// Endpoint and ARP are the IP stack's side, zero before Up.
 	Endpoint stack.EndpointStats `json:"endpoint"`
 	ARP      stack.ARPStats      `json:"arp"`
@@ -196,6 +229,9 @@ func (i *Interface) Stats() Stats {
 	s := Stats{Interface: i.cfg.Name, Netdev: make(map[string]uint64, len(snap))}
 	for _, c := range snap {
 		s.Netdev[c.Name] = c.Value
+	}
+	if cs, ok := i.dev.(ib.CounterSource); ok {
+		s.Driver = cs.DriverCounters()
 	}
 	if st := i.st.Load(); st != nil {
 		s.Endpoint = st.Endpoint.Stats()

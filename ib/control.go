@@ -123,6 +123,14 @@ type Event struct {
 	Port int
 }
 
+// CounterSource is implemented by a Device whose driver counts what it
+// passes and drops itself, beneath the queue pairs (the udp driver's
+// datagrams with a bad ICRC, say). DriverCounters returns them by name, in
+// snake_case; it is safe from any goroutine.
+type CounterSource interface {
+	DriverCounters() map[string]uint64
+}
+
 // Device is an open HCA (or simulated host). Every method is control plane:
 // it runs on the loop the device was opened on.
 type Device interface {

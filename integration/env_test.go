@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipoibd/ipoibd"
 	"github.com/ipoibd/ipoibd/aio"
-	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/sim"
 	"github.com/ipoibd/ipoibd/stack"
 )
@@ -31,6 +30,7 @@ type env struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 	f     *sim.Fabric
+	name  string // the fabric's, in the hosts' Config.Device
 	hosts []*host
 	// pcaps, when set before up, gives each host's IPoIB capture writer.
 	pcaps func(i int) io.Writer
@@ -44,12 +44,14 @@ type env struct {
 	stopLoops []func() // the host loops' stops, for close
 }
 
-// host is one simulated machine: its HCA, its IPoIB link and its stack.
+// host is one simulated machine: its HCA and the interface on it, built
+// the one way the project builds hosts (package ipoibd). st is the
+// interface's stack, which the tests reach into for what the public API
+// does not cover (their own DHCP clients, gVisor's neighbour table).
 type host struct {
 	loop *aio.Context // the fabric's loop unless env.hostLoops
 	sim  *sim.Host
-	dev  ib.Device
-	link *ipoib.Link
+	ifc  *ipoibd.Interface
 	st   *stack.Stack
 	addr netip.Addr
 }
@@ -72,8 +74,9 @@ func newEnv(t testing.TB, build func(loop *aio.Context, cfg sim.Config) (*sim.Fa
 	}()
 	t.Cleanup(e.close)
 	var hosts []*sim.Host
+	e.name = fmt.Sprintf("it%d", seq.Add(1))
 	e.onLoop(func() {
-		cfg := sim.Config{Name: fmt.Sprintf("it%d", seq.Add(1)), Seed: 1}
+		cfg := sim.Config{Name: e.name, Seed: 1}
 		e.f, hosts, err = build(loop, cfg)
 	})
 	if err != nil {
@@ -117,22 +120,9 @@ func (e *env) hostLoop(i int) *aio.Context {
 
 func (e *env) close() {
 	for _, h := range e.hosts {
-		if h.st != nil {
-			h.st.Close()
+		if h.ifc != nil {
+			h.ifc.Close()
 		}
-	}
-	for _, h := range e.hosts {
-		if h.loop == nil {
-			continue
-		}
-		runOn(h.loop, func() {
-			if h.link != nil {
-				h.link.Close()
-			}
-			if h.dev != nil {
-				h.dev.Close()
-			}
-		})
 	}
 	e.onLoop(func() {
 		if e.f != nil {
@@ -152,58 +142,48 @@ func addrOf(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(i / 250), byte(i%250 + 1), 1})
 }
 
-// up opens an IPoIB link on every host (cfg says how), waits for all of
-// them to come up, and builds a stack on each with a static address.
-func (e *env) up(cfg func(i int) ipoib.Config) {
+// up brings up an interface on every host (cfg says how; Device, Name,
+// the loop and the address are filled in) with a static address in
+// 10.0.0.0/8.
+func (e *env) up(cfg func(i int) ipoibd.Config) {
 	e.upWith(cfg, func(i int) netip.Prefix { return netip.PrefixFrom(addrOf(i), 8) })
 }
 
 // upWith is up with the addresses chosen by addr; a zero Prefix leaves
-// that host's stack without one (for DHCP).
-func (e *env) upWith(cfg func(i int) ipoib.Config, addr func(i int) netip.Prefix) {
+// that host's stack without one (for the tests' own DHCP clients). Every
+// interface is created first, so the joins run at once, then each is
+// waited for and brought up.
+func (e *env) upWith(cfg func(i int) ipoibd.Config, addr func(i int) netip.Prefix) {
 	e.t.Helper()
-	var err error
 	for i, h := range e.hosts {
 		h.loop = e.loop
 		if e.hostLoops {
 			h.loop = e.hostLoop(i)
 		}
-		runOn(h.loop, func() {
-			dev, derr := h.sim.Open(h.loop)
-			if derr != nil {
-				err = derr
-				return
-			}
-			h.dev = dev
-			c := cfg(i)
-			if c.Name == "" {
-				c.Name = fmt.Sprintf("ib%d-%d", seq.Add(1), i)
-			}
-			if h.link, err = ipoib.New(h.loop, dev, c); err != nil {
-				return
-			}
-			err = h.link.NetDev().Open()
-		})
-		if err != nil {
-			break
+		c := cfg(i)
+		c.Device = fmt.Sprintf("sim:%s/%s", e.name, h.sim.Name())
+		if c.Name == "" {
+			c.Name = fmt.Sprintf("ib%d-%d", seq.Add(1), i)
+		}
+		c.Tuning.Loop, c.Tuning.NoGSO, c.Pcap = h.loop, e.noGSO, e.pcap(i)
+		if p := addr(i); p.IsValid() {
+			c.Addr = p
+			h.addr = p.Addr()
+		} else {
+			c.Tuning.NoAddress = true
+		}
+		var err error
+		if h.ifc, err = ipoibd.New(c); err != nil {
+			e.t.Fatalf("open host %d: %v", i, err)
 		}
 	}
-	if err != nil {
-		e.t.Fatalf("open links: %v", err)
-	}
-	e.waitUp(e.hosts, 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	for i, h := range e.hosts {
-		p := addr(i)
-		h.addr = p.Addr()
-		h.st, err = stack.NewStack(h.link.NetDev(), stack.Options{
-			Addr:   p,
-			Groups: h.link,
-			Pcap:   e.pcap(i),
-			NoGSO:  e.noGSO,
-		})
-		if err != nil {
-			e.t.Fatalf("stack on host %d: %v", i, err)
+		if err := h.ifc.Up(ctx); err != nil {
+			e.t.Fatalf("host %d: %v", i, err)
 		}
+		h.st = h.ifc.Stack()
 	}
 }
 
@@ -219,17 +199,11 @@ func (e *env) pcap(i int) io.Writer {
 // waitUp waits until every host's link reports up.
 func (e *env) waitUp(hosts []*host, limit time.Duration) {
 	e.t.Helper()
-	deadline := time.Now().Add(limit)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
 	for _, h := range hosts {
-		for {
-			up, reason := h.link.NetDev().LinkState()
-			if up {
-				break
-			}
-			if time.Now().After(deadline) {
-				e.t.Fatalf("link %s still down after %v: %v", h.link.NetDev().Name(), limit, reason)
-			}
-			time.Sleep(2 * time.Millisecond)
+		if err := h.ifc.WaitLink(ctx); err != nil {
+			e.t.Fatalf("%s: %v", h.ifc, err)
 		}
 	}
 }
@@ -341,7 +315,7 @@ func star(n int) func(*aio.Context, sim.Config) (*sim.Fabric, []*sim.Host, error
 }
 
 // defaults is the ipoib configuration of a host that only needs a name.
-func defaults(int) ipoib.Config { return ipoib.Config{} }
+func defaults(int) ipoibd.Config { return ipoibd.Config{} }
 
 // parallel runs fn(i) for i in [0, n) on up to width goroutines.
 func parallel(n, width int, fn func(i int)) {

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipoibd/ipoibd"
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/sim"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -21,7 +21,7 @@ func TestTwoHosts(t *testing.T) {
 	e := newEnv(t, star(2))
 	e.up(defaults)
 	a, b := e.hosts[0], e.hosts[1]
-	if mtu := a.link.NetDev().MTU(); mtu != 2044 {
+	if mtu := a.ifc.MTU(); mtu != 2044 {
 		t.Errorf("IP MTU %d, want 2044 for the default 2048-byte broadcast group", mtu)
 	}
 	st := ping(t, a, b, 5)
@@ -37,8 +37,8 @@ func TestTwoHosts(t *testing.T) {
 	for _, n := range neigh {
 		if n.Addr == b.addr {
 			found = true
-			if !bytes.Equal(n.LinkAddr, b.link.NetDev().HWAddr()) || len(n.LinkAddr) != ib.IPoIBAddrLen {
-				t.Errorf("neighbour %v has link address %x, want %x", n.Addr, n.LinkAddr, b.link.NetDev().HWAddr())
+			if !bytes.Equal(n.LinkAddr, b.ifc.LinkAddr()) || len(n.LinkAddr) != ib.IPoIBAddrLen {
+				t.Errorf("neighbour %v has link address %x, want %x", n.Addr, n.LinkAddr, b.ifc.LinkAddr())
 			}
 			if n.State != gvstack.Reachable && n.State != gvstack.Stale && n.State != gvstack.Delay && n.State != gvstack.Probe {
 				t.Errorf("neighbour %v in state %v", n.Addr, n.State)
@@ -135,8 +135,8 @@ func TestSMOutage(t *testing.T) {
 		t.Errorf("cached path stopped working with the SM down: %v", st)
 	}
 	for _, h := range e.hosts {
-		if up, err := h.link.NetDev().LinkState(); !up {
-			t.Errorf("%s went down with the SM: %v", h.link.NetDev().Name(), err)
+		if up, err := h.ifc.LinkState(); !up {
+			t.Errorf("%s went down with the SM: %v", h.ifc.Name(), err)
 		}
 	}
 	// c has never talked to d: ARP goes over the broadcast group, but the
@@ -241,7 +241,7 @@ func TestPartitions(t *testing.T) {
 		}
 		return f, hosts, f.Start()
 	})
-	e.up(func(i int) ipoib.Config { return ipoib.Config{PKey: pkeys[i]} })
+	e.up(func(i int) ipoibd.Config { return ipoibd.Config{PKey: uint16(pkeys[i])} })
 	if st := ping(t, e.hosts[0], e.hosts[1], 2); st.Received != 2 {
 		t.Errorf("same partition 0x8001: %v", st)
 	}
@@ -261,7 +261,7 @@ func TestPartitions(t *testing.T) {
 	// the right partition but a wrong Q_Key: the fabric drops both and
 	// counts why; the target's IPoIB link never sees them.
 	target := e.hosts[2]
-	rx := target.link.NetDev().Stats().Snapshot()
+	rx := target.ifc.Stats().Netdev
 	rawSend(t, e, raw, 1, target, 0)          // P_Key index 1 = 0x8001
 	rawSend(t, e, raw, 2, target, 0x12345678) // 0x8002, wrong Q_Key
 	time.Sleep(100 * time.Millisecond)
@@ -272,8 +272,8 @@ func TestPartitions(t *testing.T) {
 	if final.Dropped(sim.DropQKey) == 0 {
 		t.Errorf("wrong-Q_Key datagram not counted as a Q_Key drop: %v", final)
 	}
-	before0, _ := rx.Get("rx_ok")
-	after0, _ := target.link.NetDev().Stats().Snapshot().Get("rx_ok")
+	before0 := rx["rx_ok"]
+	after0 := target.ifc.Stats().Netdev["rx_ok"]
 	if after0 != before0 {
 		t.Errorf("target received %d packets, want none of the raw ones", after0-before0)
 	}
@@ -304,7 +304,7 @@ func rawSend(t *testing.T, e *env, from *sim.Host, pkeyIndex int, dst *host, qke
 			return
 		}
 		var hw ib.IPoIBAddr
-		if err = hw.Decode(dst.link.NetDev().HWAddr()); err != nil {
+		if err = hw.Decode(dst.ifc.LinkAddr()); err != nil {
 			return
 		}
 		attr, _ := dst.sim.Port(1)
@@ -313,7 +313,7 @@ func rawSend(t *testing.T, e *env, from *sim.Host, pkeyIndex int, dst *host, qke
 			return
 		}
 		if qkey == 0 {
-			qkey = dst.link.Group().QKey
+			qkey = dst.ifc.Group().QKey
 		}
 		payload := []byte{0x08, 0x00, 0, 0, 0x45, 0, 0, 20}
 		_, err = qp.PostSend([]ib.SendWR{{AH: ah, RemoteQPN: hw.QPN, RemoteQKey: qkey, Data: [][]byte{payload}}})

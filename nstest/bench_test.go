@@ -16,10 +16,9 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 
+	"github.com/ipoibd/ipoibd"
 	"github.com/ipoibd/ipoibd/aio"
-	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ib/udp"
-	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/stack"
 )
 
@@ -34,9 +33,7 @@ const benchChunk = 1 << 20
 // this process: its loop's thread entered the namespace before the device
 // opened its sockets.
 type udpHost struct {
-	loop *aio.Context
-	dev  ib.Device
-	link *ipoib.Link
+	ifc  *ipoibd.Interface
 	st   *stack.Stack
 	addr netip.Addr
 }
@@ -64,52 +61,26 @@ func newUDPHost(tb testing.TB, ns string, addr netip.Prefix, gid int) *udpHost {
 	if err := <-entered; err != nil {
 		tb.Fatal(err)
 	}
-	h := &udpHost{loop: loop, addr: addr.Addr()}
-	onLoop := func(fn func()) {
-		ch := make(chan struct{})
-		loop.ScheduleOneshot("nstest", func() { fn(); close(ch) })
-		<-ch
-	}
-	onLoop(func() {
-		if h.dev, err = ib.Open(loop, udp.DriverName, "eth0"); err != nil {
-			return
-		}
-		if h.link, err = ipoib.New(loop, h.dev, ipoib.Config{Name: fmt.Sprintf("ib%d", hostSeq.Add(1)), GIDIndex: gid}); err != nil {
-			return
-		}
-		err = h.link.NetDev().Open()
-	})
+	h := &udpHost{addr: addr.Addr()}
 	tb.Cleanup(func() {
-		if h.st != nil {
-			h.st.Close()
+		if h.ifc != nil {
+			h.ifc.Close()
 		}
-		onLoop(func() {
-			if h.link != nil {
-				h.link.Close()
-			}
-			if h.dev != nil {
-				h.dev.Close()
-			}
-		})
 		stop()
 		<-done
 		loop.Close()
 	})
-	if err != nil {
+	// The interface runs on the namespace's loop, so the udp device opens
+	// its sockets there.
+	octx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if h.ifc, err = ipoibd.Open(octx, ipoibd.Config{
+		Device: udp.DriverName + ":eth0", Name: fmt.Sprintf("ib%d", hostSeq.Add(1)), GIDIndex: gid, Addr: addr,
+		Tuning: ipoibd.Tuning{Loop: loop},
+	}); err != nil {
 		tb.Fatalf("%s: %v", ns, err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if up, _ := h.link.NetDev().LinkState(); up {
-			break
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: IPoIB link not up", ns)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if h.st, err = stack.NewStack(h.link.NetDev(), stack.Options{Addr: addr, Groups: h.link}); err != nil {
-		tb.Fatal(err)
-	}
+	h.st = h.ifc.Stack()
 	return h
 }
 
@@ -148,7 +119,7 @@ func vethTCP(b *testing.B, mtu int) {
 				return h0.st.DialTCP(ctx, netip.AddrPortFrom(h1.addr, 5002))
 			})
 			throughput(b, w, r)
-			reportCounters(b, h1.dev)
+			reportCounters(b, h1.ifc)
 		})
 	}
 	b.Run("kernel", func(b *testing.B) {
@@ -212,12 +183,11 @@ func throughput(b *testing.B, w io.Writer, r io.Reader) {
 
 // reportCounters logs the receiving device's drops: a throughput figure
 // with losses behind it says so.
-func reportCounters(b *testing.B, dev ib.Device) {
-	if c, ok := udp.DeviceCounters(dev); ok {
-		b.Logf("udp device counters: %+v", c)
-		if c.RxBadICRC != 0 || c.RxMalformed != 0 {
-			b.Errorf("bad datagrams on a clean link: %+v", c)
-		}
+func reportCounters(b *testing.B, ifc *ipoibd.Interface) {
+	c := ifc.Stats().Driver
+	b.Logf("udp device counters: %v", c)
+	if c["rx_bad_icrc"] != 0 || c["rx_malformed"] != 0 {
+		b.Errorf("bad datagrams on a clean link: %v", c)
 	}
 }
 

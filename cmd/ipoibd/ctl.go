@@ -20,8 +20,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ipoibd/ipoibd"
 	"github.com/ipoibd/ipoibd/ipoib"
-	"github.com/ipoibd/ipoibd/netdev"
 	"github.com/ipoibd/ipoibd/stack"
 )
 
@@ -149,21 +149,7 @@ func toGroupJSON(g ipoib.GroupInfo) groupJSON {
 
 // statsJSON is the daemon's counters: the link's by name, then the
 // endpoint's and ARP's (zero until the stack exists).
-type statsJSON struct {
-	Interface string              `json:"interface"`
-	Netdev    map[string]uint64   `json:"netdev"`
-	Endpoint  stack.EndpointStats `json:"endpoint"`
-	ARP       stack.ARPStats      `json:"arp"`
-}
-
-// counterMap turns a counter snapshot into an object keyed by name.
-func counterMap(s netdev.Snapshot) map[string]uint64 {
-	out := make(map[string]uint64, len(s))
-	for _, c := range s {
-		out[c.Name] = c.Value
-	}
-	return out
-}
+type statsJSON = ipoibd.Stats
 
 // ctlServer serves the control socket of one daemon.
 type ctlServer struct {
@@ -279,8 +265,7 @@ func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
 		return ctlReply{Error: fmt.Sprintf("ping: count %d, interval %v, size %d, linger %v, deadline %v: out of range (count 1..100000, interval and linger up to 1h, size up to %d, deadline up to 24h)",
 			req.Count, req.Interval, req.Size, req.Linger, req.Deadline, stack.PingMaxSize)}
 	}
-	st := s.d.st.Load()
-	if st == nil {
+	if !s.d.ready.Load() {
 		return ctlReply{Error: errNotReady}
 	}
 	dst, err := netip.ParseAddr(req.Addr)
@@ -294,8 +279,8 @@ func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	start := time.Now()
-	ps, err := stack.PingWith(ctx, st.S, dst, req.Count, req.Interval, req.Size, stack.PingOptions{
-		Linger: req.Linger,
+	ps, err := s.d.ifc.Ping(ctx, dst, ipoibd.PingOptions{
+		Count: req.Count, Interval: req.Interval, Size: req.Size, Linger: req.Linger,
 		OnReply: func(r stack.PingReply) {
 			each(pingReplyJSON{Seq: r.Seq + 1, Bytes: r.Bytes, TTL: int(r.TTL), TimeMs: msJSON(r.RTT)})
 		},
@@ -328,41 +313,27 @@ const errNotReady = "the interface is not configured yet (still joining the broa
 
 func (s *ctlServer) exec(req ctlRequest) ctlReply {
 	d := s.d
-	st := d.st.Load()
 	switch req.Cmd {
 	case "peers":
-		if st == nil {
+		if !d.ready.Load() {
 			return ctlReply{Error: errNotReady}
 		}
-		var p peersJSON
-		var err error
-		var peers []ipoib.PeerInfo
-		d.onLoop(func() { peers, err = d.link.Peers() })
-		p.Peers = []peerJSON{}
-		for _, pi := range peers {
+		peers, err := d.ifc.Peers()
+		if err != nil {
+			return ctlReply{Error: err.Error()}
+		}
+		p := peersJSON{Neighbours: []neighJSON{}, Peers: []peerJSON{}, Group: toGroupJSON(peers.Group)}
+		for _, pi := range peers.Peers {
 			p.Peers = append(p.Peers, toPeerJSON(pi))
 		}
-		if err != nil {
-			return ctlReply{Error: err.Error()}
+		for _, n := range peers.Neighbours {
+			p.Neighbours = append(p.Neighbours, neighJSON{Addr: n.Addr.String(), LinkAddr: n.LinkAddr, State: n.State})
 		}
-		neigh, err := st.Neighbors()
-		if err != nil {
-			return ctlReply{Error: err.Error()}
-		}
-		for _, n := range neigh {
-			p.Neighbours = append(p.Neighbours, neighJSON{Addr: n.Addr.String(), LinkAddr: d.link.AddrString(n.LinkAddr), State: n.State.String()})
-		}
-		p.Neighbours = append([]neighJSON{}, p.Neighbours...)
-		p.Group = toGroupJSON(d.link.Group())
 		return ctlReply{Peers: &p}
 	case "stats":
 		// The link's counters exist from the start; the stack's once it is.
-		stats := &statsJSON{Interface: d.opt.name, Netdev: counterMap(d.link.NetDev().Stats().Snapshot())}
-		if st != nil {
-			stats.Endpoint = st.Endpoint.Stats()
-			stats.ARP = stack.ARPProtocolOf(st.S).Stats()
-		}
-		return ctlReply{Stats: stats}
+		stats := statsJSON(d.ifc.Stats())
+		return ctlReply{Stats: &stats}
 	}
 	return ctlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 }

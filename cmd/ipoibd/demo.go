@@ -16,11 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd"
 	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/sim"
-	"github.com/ipoibd/ipoibd/stack"
 	"github.com/ipoibd/ipoibd/stack/dhcp"
 )
 
@@ -65,15 +63,13 @@ var serverPrefix = netip.MustParsePrefix("10.77.0.1/16")
 
 // demo is one run.
 type demo struct {
-	opt   simOptions
-	loop  *aio.Context
-	f     *sim.Fabric
-	hosts []*demoHost
-	start time.Time
+	opt    simOptions
+	fabric *ipoibd.SimFabric
+	hosts  []*demoHost
+	start  time.Time
 
 	allJoined time.Duration
 	allLeased time.Duration
-	srv       *dhcp.Server
 
 	// stop ends the run early: the first host to fail a step calls it,
 	// because the demo succeeds only if every host does.
@@ -86,16 +82,12 @@ type demo struct {
 
 // demoHost is one host of the demo.
 type demoHost struct {
-	name   string
-	sim    *sim.Host
-	dev    ib.Device
-	link   *ipoib.Link
-	st     *stack.Stack
-	client *dhcp.Client
-	attr   ib.PortAttr
-	pcap   *os.File
-	// extra are more files to close with the demo (the fabric capture).
-	extra []*os.File
+	name string
+	ifc  *ipoibd.Interface
+	attr ib.PortAttr
+	// files are closed with the demo: the host's capture, and on the
+	// server the fabric's.
+	files []*os.File
 
 	joined   time.Duration
 	lease    dhcp.Lease
@@ -128,31 +120,30 @@ func (d *demo) fail(h *demoHost, step string, err error) {
 	})
 }
 
-// onLoop runs fn on the demo's loop and waits for it.
-func (d *demo) onLoop(fn func()) {
-	done := make(chan struct{})
-	d.loop.ScheduleOneshot("demo", func() { fn(); close(done) })
-	<-done
+// failUp records a failure of Up at the step it names.
+func (d *demo) failUp(h *demoHost, err error) {
+	step := stepDHCP
+	var se *ipoibd.StepError
+	if errors.As(err, &se) {
+		switch se.Step {
+		case ipoibd.StepJoin:
+			step = stepJoin
+		case ipoibd.StepStack:
+			step = stepStack
+		}
+		err = se.Err
+	}
+	d.fail(h, step, err)
 }
 
 // runDemo builds the fabric, brings every host up, leases, pings and
 // reports.
 func runDemo(opt simOptions, stderr io.Writer) (*simReport, error) {
-	loop, err := aio.New(aio.WithName("ipoibd-sim"))
-	if err != nil {
-		return nil, err
-	}
-	defer loop.Close()
-	loopCtx, stopLoop := context.WithCancel(context.Background())
-	loopDone := make(chan error, 1)
-	go func() { loopDone <- loop.Run(loopCtx) }()
-	defer func() { stopLoop(); <-loopDone }()
-
 	ctx, cancel := context.WithTimeout(context.Background(), opt.timeout)
 	defer cancel()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	d := &demo{opt: opt, loop: loop, start: time.Now(), stop: stop}
+	d := &demo{opt: opt, start: time.Now(), stop: stop}
 	defer d.close()
 	if err := d.build(); err != nil {
 		return nil, err
@@ -161,8 +152,8 @@ func runDemo(opt simOptions, stderr io.Writer) (*simReport, error) {
 		done := d.progress(f)
 		defer done()
 	}
-	d.up(ctx)
-	d.serve()
+	d.join(ctx)
+	d.serve(ctx)
 	d.leaseAll(ctx)
 	d.pingAll(ctx)
 	return d.report(), nil
@@ -201,15 +192,11 @@ func (d *demo) progress(w io.Writer) func() {
 	return func() { close(quit); wg.Wait() }
 }
 
-// build creates the fabric, opens every host's IPoIB link and starts the
-// joins.
+// build creates the fabric and every host's interface, which starts the
+// joins. All hosts share the fabric's loop: a thousand loops of their
+// own would cost a thousand epoll sets for no gain in one process.
 func (d *demo) build() error {
-	cfg := sim.Config{
-		Name:  fmt.Sprintf("demo%d-%d", os.Getpid(), demoSeq.Add(1)),
-		Seed:  d.opt.seed,
-		MTU:   ib.MTU4096,
-		Group: sim.GroupDefaults{MTU: d.opt.mtu},
-	}
+	name := fmt.Sprintf("demo%d-%d", os.Getpid(), demoSeq.Add(1))
 	var fabricPcap *os.File
 	if d.opt.pcapDir != "" {
 		if err := os.MkdirAll(d.opt.pcapDir, 0o755); err != nil {
@@ -219,138 +206,113 @@ func (d *demo) build() error {
 		if fabricPcap, err = os.Create(filepath.Join(d.opt.pcapDir, "fabric-ib.pcap")); err != nil {
 			return fmt.Errorf("pcap: %w", err)
 		}
-		cfg.Capture = fabricPcap
+	}
+	sc := ipoibd.SimConfig{Name: name, Hosts: d.opt.hosts + 1, Seed: d.opt.seed, BroadcastMTU: d.opt.mtu}
+	if fabricPcap != nil {
+		sc.Capture = fabricPcap
+	}
+	if d.opt.pkey != ib.PKeyDefault {
+		sc.PKeys = []uint16{uint16(d.opt.pkey)}
 	}
 	var err error
-	d.onLoop(func() {
-		var hosts []*sim.Host
-		if d.f, hosts, err = buildDemoFabric(d.loop, cfg, d.opt, d.opt.hosts+1); err != nil {
-			return
-		}
-		if err = d.f.SetFaults(d.opt.faults); err != nil {
-			return
-		}
-		for i, sh := range hosts {
-			h := &demoHost{sim: sh, name: sh.Name()}
-			if i == 0 {
-				h.name = "server"
-			}
-			d.hosts = append(d.hosts, h)
-			if h.dev, err = sh.Open(d.loop); err != nil {
-				return
-			}
-			if h.attr, err = h.dev.QueryPort(1); err != nil {
-				return
-			}
-			lc := ipoib.Config{
-				Name: cfg.Name + "-" + h.name, PKey: d.opt.pkey, BroadcastMTU: d.opt.mtu,
-				SendDepth: demoSendDepth, RecvDepth: demoRecvDepth,
-			}
-			h.link, err = ipoib.New(d.loop, h.dev, lc)
-			if err != nil {
-				return
-			}
-			if err = h.link.NetDev().Open(); err != nil {
-				return
-			}
-		}
-	})
-	if err != nil {
+	if d.fabric, err = ipoibd.NewSimFabric(sc); err != nil {
 		if fabricPcap != nil {
 			fabricPcap.Close()
 		}
 		return fmt.Errorf("build fabric: %w", err)
 	}
-	if fabricPcap != nil {
-		d.hosts[0].pcapCloser(fabricPcap)
+	if err := d.fabric.Do(func(f *sim.Fabric) error { return f.SetFaults(d.opt.faults) }); err != nil {
+		return fmt.Errorf("build fabric: %w", err)
 	}
-	return nil
-}
-
-// pcapCloser hands a file to the host so it is closed with the demo.
-func (h *demoHost) pcapCloser(f *os.File) { h.extra = append(h.extra, f) }
-
-// up waits for every link to come up and builds the stacks: the server's
-// with its static address, the clients' without.
-func (d *demo) up(ctx context.Context) {
-	// --step-timeout bounds each step of one host, plus a share per host
-	// for large fabrics: a host that has not finished a step by then has
-	// failed it, and the run stops, since it cannot succeed.
-	joinLimit := d.opt.stepTimeout + time.Duration(len(d.hosts))*time.Millisecond
-	limit := time.Now().Add(joinLimit)
-	for _, h := range d.hosts {
-		for {
-			if up, _ := h.link.NetDev().LinkState(); up {
-				d.nJoined.Add(1)
-				if g := h.link.Group(); !g.JoinedAt.IsZero() {
-					h.joined = g.JoinedAt.Sub(d.start)
-				} else {
-					h.joined = time.Since(d.start)
-				}
-				d.allJoined = max(d.allJoined, h.joined)
-				break
-			}
-			if ctx.Err() != nil {
-				d.fail(h, stepJoin, ctx.Err())
-				break
-			}
-			if time.Now().After(limit) {
-				_, reason := h.link.NetDev().LinkState()
-				d.fail(h, stepJoin, fmt.Errorf("not in the broadcast group after %v: %v", joinLimit, reason))
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	for i, h := range d.hosts {
-		if h.err != nil {
-			continue
-		}
-		opts := stack.Options{Groups: h.link}
+	for i := range sc.Hosts {
+		h := &demoHost{name: fmt.Sprintf("host%d", i)}
 		if i == 0 {
-			opts.Addr = serverPrefix
+			h.name = "server"
+			if fabricPcap != nil {
+				h.files = append(h.files, fabricPcap)
+			}
+		}
+		d.hosts = append(d.hosts, h)
+		cfg := ipoibd.Config{
+			Device: d.fabric.Device(i), Name: name + "-" + h.name, PKey: uint16(d.opt.pkey),
+			Tuning: ipoibd.Tuning{
+				Loop: d.fabric.Loop(), SendDepth: demoSendDepth, RecvDepth: demoRecvDepth, BroadcastMTU: d.opt.mtu,
+				// The demo's fabric answers in microseconds: retry after
+				// half a second rather than RFC 2131's 4 s, still doubling.
+				DHCPBackoff: dhcp.Backoff{Initial: 500 * time.Millisecond, Max: 8 * time.Second, Jitter: 200 * time.Millisecond},
+				DHCPSeed:    d.opt.seed + uint64(i),
+			},
+		}
+		if i == 0 {
+			cfg.Addr = serverPrefix
+			cfg.DHCPServer = &ipoibd.DHCPServer{
+				PoolStart: netip.MustParseAddr("10.77.1.1"), PoolEnd: netip.MustParseAddr("10.77.255.254"),
+				Router: serverPrefix.Addr(), DNS: []netip.Addr{serverPrefix.Addr()}, LeaseTime: time.Hour,
+			}
+		} else {
+			cfg.DHCP = true
 		}
 		if d.opt.pcapDir != "" {
 			f, err := os.Create(filepath.Join(d.opt.pcapDir, h.name+".pcap"))
 			if err != nil {
-				d.fail(h, stepStack, err)
-				continue
+				return fmt.Errorf("pcap: %w", err)
 			}
-			h.pcap = f
-			opts.Pcap = f
+			h.files = append(h.files, f)
+			cfg.Pcap = f
 		}
-		var err error
-		if h.st, err = stack.NewStack(h.link.NetDev(), opts); err != nil {
-			d.fail(h, stepStack, err)
+		if h.ifc, err = ipoibd.New(cfg); err != nil {
+			return fmt.Errorf("build fabric: %s: %w", h.name, err)
 		}
+		if h.attr, err = h.ifc.PortAttr(); err != nil {
+			return fmt.Errorf("build fabric: %s: %w", h.name, err)
+		}
+	}
+	return nil
+}
+
+// join waits for every link to come up.
+func (d *demo) join(ctx context.Context) {
+	// --step-timeout bounds each step of one host, plus a share per host
+	// for large fabrics: a host that has not finished a step by then has
+	// failed it, and the run stops, since it cannot succeed.
+	joinLimit := d.opt.stepTimeout + time.Duration(len(d.hosts))*time.Millisecond
+	jctx, cancel := context.WithTimeout(ctx, joinLimit)
+	defer cancel()
+	for _, h := range d.hosts {
+		if err := h.ifc.WaitLink(jctx); err != nil {
+			if ctx.Err() == nil {
+				_, reason := h.ifc.LinkState()
+				err = fmt.Errorf("not in the broadcast group after %v: %v", joinLimit, reason)
+			}
+			d.fail(h, stepJoin, err)
+			continue
+		}
+		d.nJoined.Add(1)
+		if g := h.ifc.Group(); !g.JoinedAt.IsZero() {
+			h.joined = g.JoinedAt.Sub(d.start)
+		} else {
+			h.joined = time.Since(d.start)
+		}
+		d.allJoined = max(d.allJoined, h.joined)
 	}
 }
 
-// serve starts the DHCP server on host 0.
-func (d *demo) serve() {
+// serve brings the server up: its stack, static address and DHCP server.
+func (d *demo) serve(ctx context.Context) {
 	s := d.hosts[0]
 	if s.err != nil {
 		return
 	}
-	srv, err := dhcp.NewServer(dhcp.ServerConfig{
-		Stack: s.st.S, NIC: s.st.NIC, ServerID: serverPrefix.Addr(), Subnet: serverPrefix.Masked(),
-		PoolStart: netip.MustParseAddr("10.77.1.1"), PoolEnd: netip.MustParseAddr("10.77.255.254"),
-		Router: serverPrefix.Addr(), DNS: []netip.Addr{serverPrefix.Addr()}, LeaseTime: time.Hour,
-	})
-	if err == nil {
-		err = srv.Start()
-	}
-	if err != nil {
-		d.fail(s, stepDHCP, fmt.Errorf("DHCP server: %w", err))
+	if err := s.ifc.Up(ctx); err != nil {
+		d.failUp(s, err)
 		return
 	}
-	d.srv = srv
 	s.lease = dhcp.Lease{Addr: serverPrefix}
 }
 
-// leaseAll runs every client's DHCP exchange at once.
+// leaseAll brings every client up at once, each leasing its address.
 func (d *demo) leaseAll(ctx context.Context) {
-	if d.srv == nil {
+	if d.hosts[0].err != nil {
 		for _, h := range d.hosts[1:] {
 			d.fail(h, stepDHCP, errors.New("no DHCP server"))
 		}
@@ -376,32 +338,19 @@ func (d *demo) leaseAll(ctx context.Context) {
 				case <-ctx.Done():
 				}
 			}
-			c, err := dhcp.NewClient(dhcp.ClientConfig{
-				Stack: h.st.S, NIC: h.st.NIC, GUID: h.attr.GUID(), Seed: d.opt.seed + uint64(i),
-				// The demo's fabric answers in microseconds: retry after
-				// half a second rather than RFC 2131's 4 s, still doubling.
-				Backoff: dhcp.Backoff{Initial: 500 * time.Millisecond, Max: 8 * time.Second, Jitter: 200 * time.Millisecond},
-			})
-			if err == nil {
-				err = c.Start()
-			}
-			if err != nil {
-				d.fail(h, stepDHCP, err)
-				return
-			}
-			h.client = c
 			limit := d.opt.stepTimeout + time.Duration(len(d.hosts))*demoLeaseShare
 			lctx, cancel := context.WithTimeout(ctx, limit)
 			defer cancel()
-			l, err := c.WaitBound(lctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					err = fmt.Errorf("no lease after %v", limit)
+			if err := h.ifc.Up(lctx); err != nil {
+				var se *ipoibd.StepError
+				if errors.As(err, &se) && se.Step == ipoibd.StepDHCP && ctx.Err() == nil {
+					err = &ipoibd.StepError{Step: ipoibd.StepDHCP, Err: fmt.Errorf("no lease after %v", limit)}
 				}
-				d.fail(h, stepDHCP, err)
+				d.failUp(h, err)
 				return
 			}
-			h.lease, h.leasedAt = l, time.Since(d.start)
+			h.lease, _ = h.ifc.Lease()
+			h.leasedAt = time.Since(d.start)
 			d.nLeased.Add(1)
 		}
 		if serial {
@@ -466,7 +415,7 @@ func (d *demo) pingAll(ctx context.Context) {
 func demoPing(ctx context.Context, h, to *demoHost) (time.Duration, error) {
 	dst := to.lease.Addr.Addr()
 	for range demoPingTries {
-		st, err := stack.Ping(ctx, h.st.S, dst, 1, 0, 56)
+		st, err := h.ifc.Ping(ctx, dst, ipoibd.PingOptions{Size: 56})
 		if err != nil {
 			return 0, err
 		}
@@ -477,47 +426,25 @@ func demoPing(ctx context.Context, h, to *demoHost) (time.Duration, error) {
 	return 0, fmt.Errorf("%v: no answer to %d pings", dst, demoPingTries)
 }
 
-// close releases the leases and tears everything down.
+// close releases the leases and tears everything down: the interfaces at
+// once (each release waits for the server's loop), then the fabric.
 func (d *demo) close() {
 	var wg sync.WaitGroup
-	for _, h := range d.hosts {
-		if h.client != nil {
+	for _, h := range d.hosts[min(1, len(d.hosts)):] {
+		if h.ifc != nil {
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				h.client.Stop(ctx)
-			}()
+			go func() { defer wg.Done(); h.ifc.Close() }()
 		}
 	}
 	wg.Wait()
-	if d.srv != nil {
-		d.srv.Stop()
+	if len(d.hosts) > 0 && d.hosts[0].ifc != nil {
+		d.hosts[0].ifc.Close()
+	}
+	if d.fabric != nil {
+		d.fabric.Close()
 	}
 	for _, h := range d.hosts {
-		if h.st != nil {
-			h.st.Close()
-		}
-	}
-	d.onLoop(func() {
-		for _, h := range d.hosts {
-			if h.link != nil {
-				h.link.Close()
-			}
-			if h.dev != nil {
-				h.dev.Close()
-			}
-		}
-		if d.f != nil {
-			d.f.Close()
-		}
-	})
-	for _, h := range d.hosts {
-		if h.pcap != nil {
-			h.pcap.Close()
-		}
-		for _, f := range h.extra {
+		for _, f := range h.files {
 			f.Close()
 		}
 	}
@@ -585,13 +512,13 @@ func (d *demo) report() *simReport {
 	clients := d.hosts[1:]
 	for i, h := range d.hosts {
 		hr := simHostReport{Host: h.name, GID: gidJSON(h.attr.GIDs[0]), LID: lidJSON(h.attr.LID), JoinMs: optMS(h.joined, h.joined > 0)}
-		if h.link != nil {
+		if h.ifc != nil {
 			var a ib.IPoIBAddr
-			if a.Decode(h.link.NetDev().HWAddr()) == nil {
+			if a.Decode(h.ifc.LinkAddr()) == nil {
 				hr.QPN = optString(qpnJSON(a.QPN))
 			}
 		}
-		if up, _ := h.link.NetDev().LinkState(); up && h.joined > 0 {
+		if up, _ := h.ifc.LinkState(); up && h.joined > 0 {
 			rep.Totals.Joined++
 		}
 		if h.lease.Addr.IsValid() {
@@ -645,7 +572,7 @@ func (d *demo) report() *simReport {
 	rep.Totals.AllJoinedMs = optMS(d.allJoined, rep.Totals.Joined == len(d.hosts))
 	rep.Totals.AllLeasedMs = optMS(d.allLeased, rep.Totals.Leased == len(clients))
 	var c sim.Counters
-	d.onLoop(func() { c = d.f.Counters() })
+	d.fabric.Do(func(f *sim.Fabric) error { c = f.Counters(); return nil })
 	rep.Fabric = simFabricReport{Sent: c.Sent, Delivered: c.Delivered, Duplicated: c.Duplicated, Reordered: c.Reordered, Drops: map[string]uint64{}}
 	for r := sim.DropReason(0); r < sim.NumDropReasons; r++ {
 		if n := c.Dropped(r); n > 0 {

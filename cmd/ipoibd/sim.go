@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/sim"
 )
@@ -121,61 +120,6 @@ func checkSimFlags(hosts int, pkey string, mtu int, loss, dup, reorder float64, 
 	opt.hosts, opt.timeout = hosts, timeout
 	opt.faults = sim.Faults{Loss: loss, Duplicate: dup, Reorder: reorder, Delay: delay}
 	return opt, nil
-}
-
-// buildDemoFabric cables the hosts to one switch when they fit on it and to
-// a two-level tree otherwise. Every host holds the default partition and
-// the demo's.
-func buildDemoFabric(loop *aio.Context, cfg sim.Config, opt simOptions, n int) (*sim.Fabric, []*sim.Host, error) {
-	f, err := sim.New(loop, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	hc := sim.HostConfig{PKeys: []ib.PKey{ib.PKeyDefault}}
-	if opt.pkey != ib.PKeyDefault {
-		hc.PKeys = append(hc.PKeys, opt.pkey)
-	}
-	const perLeaf = 32
-	var leaves []*sim.Switch
-	if n < sim.MaxSwitchPorts {
-		sw, err := f.AddSwitch("sw0", sim.SwitchConfig{Ports: max(n, sim.DefaultSwitchPorts)})
-		if err != nil {
-			return nil, nil, err
-		}
-		leaves = append(leaves, sw)
-	} else {
-		spine, err := f.AddSwitch("spine0", sim.SwitchConfig{Ports: (n + perLeaf - 1) / perLeaf})
-		if err != nil {
-			return nil, nil, err
-		}
-		for i := 0; i*perLeaf < n; i++ {
-			leaf, err := f.AddSwitch(fmt.Sprintf("leaf%d", i), sim.SwitchConfig{Ports: perLeaf + 1})
-			if err != nil {
-				return nil, nil, err
-			}
-			if _, err := f.Connect(leaf, spine, sim.LinkConfig{}); err != nil {
-				return nil, nil, err
-			}
-			leaves = append(leaves, leaf)
-		}
-	}
-	hosts := make([]*sim.Host, n)
-	for i := range hosts {
-		if hosts[i], err = f.AddHost(fmt.Sprintf("host%d", i), hc); err != nil {
-			return nil, nil, err
-		}
-		leaf := leaves[0]
-		if len(leaves) > 1 {
-			leaf = leaves[i/perLeaf]
-		}
-		if _, err := f.Connect(hosts[i], leaf, sim.LinkConfig{}); err != nil {
-			return nil, nil, err
-		}
-	}
-	if err := f.Start(); err != nil {
-		return nil, nil, err
-	}
-	return f, hosts, nil
 }
 
 // errDemoTimeout says the demo ran out of time.

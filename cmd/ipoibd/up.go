@@ -15,11 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd"
 	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/ipoib"
-	"github.com/ipoibd/ipoibd/stack"
-	"github.com/ipoibd/ipoibd/stack/dhcp"
 )
 
 func init() {
@@ -190,110 +187,40 @@ func parseRange(s string, subnet netip.Prefix) (netip.Addr, netip.Addr, error) {
 	return first, last, nil
 }
 
-// findDevice resolves --device against what the drivers can see. When it
-// cannot, the error carries the drivers' own reasons (no RDMA in the
-// kernel, libibverbs missing), since "no such device" alone hides them.
-func findDevice(opt upOptions) (string, string, error) {
-	if opt.driver != "" {
-		if _, err := ib.LookupDriver(opt.driver); err != nil {
-			return "", "", err
-		}
-	}
-	var names []string
-	var why []error
-	for _, r := range ib.ProbeAll() {
-		if opt.driver != "" && r.Driver != opt.driver {
-			continue
-		}
-		for _, d := range r.Devices {
-			if d.Name != opt.device {
-				names = append(names, r.Driver+":"+d.Name)
-				continue
-			}
-			if errors.Is(r.Err, ib.ErrUnavailable) {
-				return "", "", fmt.Errorf("device %s: %w", d.Name, r.Err)
-			}
-			return r.Driver, d.Name, nil
-		}
-		if r.Err != nil {
-			why = append(why, r.Err)
-		}
-	}
-	msg := fmt.Sprintf("unknown device %q", opt.device)
-	if len(names) > 0 {
-		msg += fmt.Sprintf(" (have: %s)", strings.Join(names, ", "))
-	} else {
-		msg += ": no RDMA devices found"
-	}
-	if len(why) == 0 {
-		return "", "", errors.New(msg)
-	}
-	return "", "", fmt.Errorf("%s: %w", msg, joinOneLine(why))
-}
-
-// logDHCPEvent logs a lease change: bound and renewed at info level, a
-// lease lost (expired, refused) at warning level.
-func logDHCPEvent(log *slog.Logger, ev dhcp.Event) {
-	l := ev.Lease
-	args := []any{"event", ev.Kind.String(), "addr", l.Addr.String(), "server", l.ServerID.String(), "lease_s", l.Duration.Seconds()}
-	switch ev.Kind {
-	case dhcp.EventBound:
-		log.Info("DHCP lease bound", args...)
-	case dhcp.EventRenewed:
-		log.Info("DHCP lease renewed", args...)
-	case dhcp.EventExpired, dhcp.EventNak:
-		log.Warn("DHCP lease lost", args...)
-	case dhcp.EventDeclined:
-		log.Warn("DHCP address declined: already in use", args...)
-	case dhcp.EventReleased:
-		log.Info("DHCP lease released", args...)
-	}
-}
-
-// watchDHCPState logs the client's moves to RENEWING and REBINDING (RFC
-// 2131 section 4.4.5), which it reports as states rather than events.
-func watchDHCPState(ctx context.Context, log *slog.Logger, c *dhcp.Client) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	last := c.State()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		s := c.State()
-		if s == last {
-			continue
-		}
-		last = s
-		switch s {
-		case dhcp.StateRenewing:
-			log.Info("DHCP lease renewing", "state", s.String())
-		case dhcp.StateRebinding:
-			log.Warn("DHCP lease rebinding: the server did not answer the renewal", "state", s.String())
-		}
-	}
-}
-
 // daemon is a running `ipoibd up`.
 type daemon struct {
 	// finished closes once the daemon is torn down.
 	finished chan struct{}
 	opt      upOptions
-	loop     *aio.Context
-	link     *ipoib.Link
-	// st is the configured stack: nil until the link is up and addressed,
-	// so control requests that need it can say so while joining.
-	st  atomic.Pointer[stack.Stack]
-	out io.Writer
+	// ifc is the interface, from before the join on; ready says Up has
+	// finished, so requests that need the IP stack can say they wait.
+	ifc   *ipoibd.Interface
+	ready atomic.Bool
+	out   io.Writer
 }
 
-// onLoop runs fn on the daemon's loop and waits for it.
-func (d *daemon) onLoop(fn func()) {
-	done := make(chan struct{})
-	d.loop.ScheduleOneshot("ipoibd", func() { fn(); close(done) })
-	<-done
+// config turns up's options into the interface's Config; progress lines
+// go to out.
+func (opt upOptions) config(out io.Writer) ipoibd.Config {
+	cfg := ipoibd.Config{
+		Device: opt.device, Port: opt.port, PKey: uint16(opt.pkey), GIDIndex: opt.gidIndex, Name: opt.name,
+		Addr: opt.addr, Gateway: opt.gateway, DHCP: opt.dhcp, PcapPath: opt.pcap,
+		JoinTimeout: opt.joinTimeout, Logger: opt.log,
+		OnEvent: func(ev ipoibd.Event) {
+			// Lease changes after start-up are logged by the interface.
+			if ev.Kind != ipoibd.EventDHCP {
+				fmt.Fprintf(out, "%s: %s\n", ev.Interface, ev.Text)
+			}
+		},
+	}
+	if opt.driver != "" {
+		cfg.Device = opt.driver + ":" + opt.device
+	}
+	if opt.dhcpServer != "" {
+		first, last, _ := parseRange(opt.dhcpServer, opt.addr)
+		cfg.DHCPServer = &ipoibd.DHCPServer{PoolStart: first, PoolEnd: last, Router: opt.gateway}
+	}
+	return cfg
 }
 
 func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
@@ -308,38 +235,19 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		}
 	}()
 	notify(opt.log, "STATUS=starting")
-	drv, name, err := findDevice(opt)
+	d := &daemon{opt: opt, out: out, finished: finished}
+	ifc, err := ipoibd.New(opt.config(out))
 	if err != nil {
+		var se *ipoibd.StepError
+		if errors.As(err, &se) {
+			return se.Err
+		}
 		return err
 	}
-	loop, err := aio.New(aio.WithName("ipoibd-" + opt.name))
-	if err != nil {
-		return err
-	}
-	defer loop.Close()
-	loopCtx, stopLoop := context.WithCancel(context.Background())
-	loopDone := make(chan error, 1)
-	go func() { loopDone <- loop.Run(loopCtx) }()
-	defer func() { stopLoop(); <-loopDone }()
-
-	d := &daemon{opt: opt, loop: loop, out: out, finished: finished}
-	var dev ib.Device
-	d.onLoop(func() {
-		if dev, err = ib.Open(loop, drv, name); err != nil {
-			return
-		}
-		d.link, err = ipoib.New(loop, dev, ipoib.Config{Name: opt.name, Port: opt.port, PKey: opt.pkey, GIDIndex: opt.gidIndex, Logger: opt.log})
-		if err != nil {
-			dev.Close()
-			return
-		}
-		err = d.link.NetDev().Open()
-	})
-	if err != nil {
-		return fmt.Errorf("%s:%s port %d: %w", drv, name, opt.port, err)
-	}
-	// Closing the link leaves the groups; the device is ours to close.
-	defer d.onLoop(func() { d.link.Close(); dev.Close() })
+	d.ifc = ifc
+	// Closing the interface releases the lease, leaves the groups and
+	// closes the device.
+	defer ifc.Close()
 	// The control socket opens before the join, so `ipoibd stats` can
 	// show the join retries of a daemon stuck without an SM, and `ipoibd
 	// down` can stop it.
@@ -352,144 +260,26 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	ctl = srv
 	defer srv.close()
 	fmt.Fprintf(out, "%s: control socket %s\n", opt.name, opt.socket)
-	fmt.Fprintf(out, "%s: %s:%s port %d, P_Key %s: joining the broadcast group %s\n",
-		opt.name, drv, name, opt.port, opt.pkey, ib.IPoIBBroadcastGID(opt.pkey))
-	if err := d.waitLinkUp(ctx); err != nil {
+	if err := ifc.Up(ctx); err != nil {
+		var se *ipoibd.StepError
+		if errors.As(err, &se) {
+			switch se.Step {
+			case ipoibd.StepDHCP:
+				return fmt.Errorf("DHCP: %w", se.Err)
+			default:
+				return se.Err
+			}
+		}
 		return err
 	}
-	g := d.link.Group()
-	fmt.Fprintf(out, "%s: link up: hw %s, MTU %d (group MLID %v, Q_Key %v)\n",
-		opt.name, d.link.AddrString(d.link.NetDev().HWAddr()), d.link.NetDev().MTU(), g.MLID, g.QKey)
-
-	var pcapFile *os.File
-	if opt.pcap != "" {
-		if pcapFile, err = os.Create(opt.pcap); err != nil {
-			return fmt.Errorf("pcap: %w", err)
-		}
-		defer pcapFile.Close()
-	}
-	sopt := stack.Options{Addr: opt.addr, Gateway: opt.gateway, Groups: d.link}
-	if pcapFile != nil {
-		sopt.Pcap = pcapFile
-	}
-	st, err := stack.NewStack(d.link.NetDev(), sopt)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if opt.dhcp {
-		client, err := d.lease(ctx, st, dev)
-		if err != nil {
-			return err
-		}
-		// Release the lease on the way out (RFC 2131 section 4.4.6).
-		defer func() {
-			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			client.Stop(rctx)
-		}()
-	} else {
-		fmt.Fprintf(out, "%s: address %s\n", opt.name, opt.addr)
-	}
-	if opt.dhcpServer != "" {
-		first, last, _ := parseRange(opt.dhcpServer, opt.addr)
-		srv, err := dhcp.NewServer(dhcp.ServerConfig{
-			Stack: st.S, NIC: st.NIC, ServerID: opt.addr.Addr(), Subnet: opt.addr.Masked(),
-			PoolStart: first, PoolEnd: last, Router: opt.gateway,
-		})
-		if err == nil {
-			err = srv.Start()
-		}
-		if err != nil {
-			return fmt.Errorf("DHCP server: %w", err)
-		}
-		defer srv.Stop()
-		fmt.Fprintf(out, "%s: serving DHCP leases %s-%s\n", opt.name, first, last)
-	}
-
-	d.st.Store(st)
-	defer d.st.Store(nil)
+	d.ready.Store(true)
+	defer d.ready.Store(false)
 	fmt.Fprintf(out, "%s: ready\n", opt.name)
 	notify(opt.log, "READY=1\nSTATUS=serving on "+opt.socket)
 	<-ctx.Done()
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
 	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
 	return nil
-}
-
-// lease runs the DHCP client until it holds a lease, printing progress.
-func (d *daemon) lease(ctx context.Context, st *stack.Stack, dev ib.Device) (*dhcp.Client, error) {
-	var attr ib.PortAttr
-	var err error
-	d.onLoop(func() { attr, err = dev.QueryPort(d.opt.port) })
-	if err != nil {
-		return nil, err
-	}
-	log := d.opt.log.With("interface", d.opt.name)
-	client, err := dhcp.NewClient(dhcp.ClientConfig{
-		Stack: st.S, NIC: st.NIC, GUID: attr.GUID(),
-		OnEvent: func(ev dhcp.Event) { logDHCPEvent(log, ev) },
-		Logf:    func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := client.Start(); err != nil {
-		return nil, err
-	}
-	go watchDHCPState(ctx, log, client)
-	fmt.Fprintf(d.out, "%s: DHCP: asking for a lease (client id %x)\n", d.opt.name, client.ClientID())
-	l, err := client.WaitBound(ctx)
-	if err != nil {
-		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		client.Stop(rctx)
-		return nil, fmt.Errorf("DHCP: %w", err)
-	}
-	fmt.Fprintf(d.out, "%s: address %s from DHCP server %s, lease %v", d.opt.name, l.Addr, l.ServerID, l.Duration)
-	if l.Router.IsValid() {
-		fmt.Fprintf(d.out, ", router %v", l.Router)
-	}
-	if len(l.DNS) > 0 {
-		fmt.Fprintf(d.out, ", DNS %v", l.DNS)
-	}
-	fmt.Fprintln(d.out)
-	return client, nil
-}
-
-// waitLinkUp waits for the broadcast join, printing progress.
-func (d *daemon) waitLinkUp(ctx context.Context) error {
-	start := time.Now()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	report := start.Add(5 * time.Second)
-	for {
-		up, reason := d.link.NetDev().LinkState()
-		if up {
-			return nil
-		}
-		now := time.Now()
-		if d.opt.joinTimeout > 0 && now.Sub(start) > d.opt.joinTimeout {
-			return fmt.Errorf("link not up after %v: %v", d.opt.joinTimeout, reason)
-		}
-		if now.After(report) {
-			fmt.Fprintf(d.out, "%s: still joining after %v: %v\n", d.opt.name, now.Sub(start).Round(time.Second), reason)
-			report = now.Add(5 * time.Second)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stopped while joining: %v", reason)
-		case <-tick.C:
-		}
-	}
-}
-
-// linkGroups lets the gVisor stack join IPv4 groups on the IPoIB link.
-type linkGroups struct{ l *ipoib.Link }
-
-func (g linkGroups) JoinLinkGroup(group netip.Addr, _ []byte) error { return g.l.JoinMulticast(group) }
-func (g linkGroups) LeaveLinkGroup(group netip.Addr, _ []byte) error {
-	return g.l.LeaveMulticast(group)
 }
 
 // defaultSocketDir is where control sockets live unless --socket says.

@@ -392,6 +392,17 @@ func (d *device) Counters() Counters {
 	}
 }
 
+// DriverCounters returns Counters by name (ib.CounterSource).
+func (d *device) DriverCounters() map[string]uint64 {
+	c := d.Counters()
+	return map[string]uint64{
+		"rx_packets": c.RxPackets, "rx_bad_icrc": c.RxBadICRC, "rx_malformed": c.RxMalformed,
+		"rx_not_ud": c.RxNotUD, "rx_no_qp": c.RxNoQP, "rx_pkey": c.RxPKey, "rx_qkey": c.RxQKey,
+		"rx_no_buffer": c.RxNoBuffer, "rx_too_long": c.RxTooLong,
+		"tx_packets": c.TxPackets, "tx_errors": c.TxErrors,
+	}
+}
+
 // DeviceCounters returns the counters of a device this driver opened.
 func DeviceCounters(dev ib.Device) (Counters, bool) {
 	d, ok := dev.(*device)

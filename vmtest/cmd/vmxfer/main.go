@@ -1,5 +1,5 @@
 // Command vmxfer is a test helper for the vmtest package: it brings up
-// its own IPoIB interface (ipoib.New plus stack.NewStack) on an RDMA port
+// its own IPoIB interface (ipoibd.Open, the public API) on an RDMA port
 // and moves a TCP stream between two such interfaces, so the two-VM test
 // can check that bytes cross the link unchanged and measure throughput
 // without adding a command to ipoibd's control socket.
@@ -31,12 +31,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ipoibd/ipoibd/aio"
-	"github.com/ipoibd/ipoibd/ib"
-	_ "github.com/ipoibd/ipoibd/ib/udp"   // registers the udp (RoCEv2 on UDP) driver
-	_ "github.com/ipoibd/ipoibd/ib/verbs" // registers the verbs driver (cgo builds)
-	"github.com/ipoibd/ipoibd/ipoib"
-	"github.com/ipoibd/ipoibd/stack"
+	"github.com/ipoibd/ipoibd"
 )
 
 // port is the TCP port the sink listens on.
@@ -92,70 +87,28 @@ func run(device string, gidIndex int, addr string, sink bool, source string, n i
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	loop, err := aio.New(aio.WithName("vmxfer"))
-	if err != nil {
-		return err
+	if !strings.Contains(device, ":") {
+		device = "verbs:" + device
 	}
-	defer loop.Close()
-	loopCtx, stopLoop := context.WithCancel(context.Background())
-	loopDone := make(chan error, 1)
-	go func() { loopDone <- loop.Run(loopCtx) }()
-	defer func() { stopLoop(); <-loopDone }()
-	onLoop := func(fn func()) {
-		done := make(chan struct{})
-		loop.ScheduleOneshot("vmxfer", func() { fn(); close(done) })
-		<-done
-	}
-
-	var dev ib.Device
-	var link *ipoib.Link
-	onLoop(func() {
-		drv, name := "verbs", device
-		if d, n, ok := strings.Cut(device, ":"); ok {
-			drv, name = d, n
-		}
-		if dev, err = ib.Open(loop, drv, name); err != nil {
-			return
-		}
-		if link, err = ipoib.New(loop, dev, ipoib.Config{Name: "xfer0", GIDIndex: gidIndex}); err != nil {
-			dev.Close()
-			return
-		}
-		err = link.NetDev().Open()
-	})
+	ifc, err := ipoibd.Open(ctx, ipoibd.Config{Device: device, Name: "xfer0", GIDIndex: gidIndex, Addr: prefix})
 	if err != nil {
 		return fmt.Errorf("open %s: %w", device, err)
 	}
-	defer onLoop(func() { link.Close(); dev.Close() })
-	for {
-		up, reason := link.NetDev().LinkState()
-		if up {
-			break
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("link not up: %v: %w", reason, ctx.Err())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	st, err := stack.NewStack(link.NetDev(), stack.Options{Addr: prefix, Groups: link})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	fmt.Printf("vmxfer: %s up as %s, MTU %d\n", device, prefix, link.NetDev().MTU())
+	defer ifc.Close()
+	fmt.Printf("vmxfer: %s up as %s, MTU %d\n", device, prefix, ifc.MTU())
 
 	if sink {
-		return runSink(ctx, st, n)
+		return runSink(ctx, ifc, n)
 	}
 	dst, err := netip.ParseAddr(source)
 	if err != nil {
 		return fmt.Errorf("-source: %w", err)
 	}
-	return runSource(ctx, st, dst, n)
+	return runSource(ctx, ifc, dst, n)
 }
 
-func runSink(ctx context.Context, st *stack.Stack, n int64) error {
-	l, err := st.ListenTCP(port)
+func runSink(ctx context.Context, ifc *ipoibd.Interface, n int64) error {
+	l, err := ifc.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		return err
 	}
@@ -203,17 +156,21 @@ func runSink(ctx context.Context, st *stack.Stack, n int64) error {
 	return nil
 }
 
-func runSource(ctx context.Context, st *stack.Stack, dst netip.Addr, n int64) error {
+func runSource(ctx context.Context, ifc *ipoibd.Interface, dst netip.Addr, n int64) error {
 	var c interface {
 		io.WriteCloser
 		CloseWrite() error
 	}
 	for {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		conn, err := st.DialTCP(dctx, netip.AddrPortFrom(dst, port))
+		conn, err := ifc.DialContext(dctx, "tcp", netip.AddrPortFrom(dst, port).String())
 		cancel()
 		if err == nil {
-			c = conn
+			// A TCP conn half-closes, as *net.TCPConn does.
+			c = conn.(interface {
+				io.WriteCloser
+				CloseWrite() error
+			})
 			break
 		}
 		if ctx.Err() != nil {
