@@ -253,7 +253,7 @@ func New(cfg Config) (*Interface, error) {
 		return nil, &StepError{StepOpen, fmt.Errorf("%s:%s port %d: %w", drv, name, i.Port(), err)}
 	}
 	i.event(Event{Kind: EventJoining, Text: fmt.Sprintf("%s:%s port %d, P_Key %v: joining the broadcast group %s",
-		drv, name, i.Port(), i.link.PKey(), ib.IPoIBBroadcastGID(i.link.PKey()))})
+		drv, name, i.Port(), i.link.PKey(), ipoib.BroadcastGID(i.link.PKey()))})
 	return i, nil
 }
 

@@ -36,8 +36,8 @@
 // can count drops by cause; they never panic on bad input. A MAD with a
 // non-zero status becomes a *MADStatusError that errors.Is matches against
 // SAStatus values such as SAErrNoRecords, so callers can tell "no such
-// path" from "SA busy". IPoIBBroadcastGID and IPv4MulticastGID give the
-// MGIDs IPoIB joins (RFC 4391 section 4). Package ib/pcap
+// path" from "SA busy". (The MGIDs IPoIB joins, RFC 4391 section 4, are
+// package ipoib's.) Package ib/pcap
 // writes what these codecs produce into captures Wireshark reads.
 //
 // # Driver model

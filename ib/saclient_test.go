@@ -409,7 +409,7 @@ func TestSAClientMCMemberRecord(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newSAEnv(t, SAClientConfig{})
 			var res []saResult[MCMemberRecord]
-			r, m := MCMemberQuery(IPoIBBroadcastGID(PKeyDefault), e.c.PortGID(), PKeyDefault, JoinFullMember)
+			r, m := MCMemberQuery(testBroadcastMGID, e.c.PortGID(), PKeyDefault, JoinFullMember)
 			h, err := tt.start(e.c, r, m, saCollect(e, &res))
 			if err != nil {
 				t.Fatal(err)

@@ -66,7 +66,7 @@ func goldenMCMemberRecord(t testing.TB) ([]byte, MCMemberRecord) {
 		"80 00 00",    // ProxyJoin 1, reserved
 	)
 	r := MCMemberRecord{
-		MGID:        IPoIBBroadcastGID(PKeyDefault),
+		MGID:        testBroadcastMGID,
 		PortGID:     GIDFromParts(0xfe80000000000000, 0x0002c9020024f636),
 		QKey:        QKeyIPoIBDefault,
 		MLID:        0xc001,

@@ -299,3 +299,8 @@ func (s PortState) String() string {
 	}
 	return "unknown(" + strconv.Itoa(int(s)) + ")"
 }
+
+// MGIDScopeLinkLocal is the multicast GID scope of link-local groups, the
+// scope IPoIB links use unless configured otherwise (IBA 4.1.1, multicast
+// GID scope 2).
+const MGIDScopeLinkLocal = 0x2

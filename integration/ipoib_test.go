@@ -10,6 +10,7 @@ import (
 	"github.com/ipoibd/ipoibd"
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/sim"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -37,7 +38,7 @@ func TestTwoHosts(t *testing.T) {
 	for _, n := range neigh {
 		if n.Addr == b.addr {
 			found = true
-			if !bytes.Equal(n.LinkAddr, b.ifc.LinkAddr()) || len(n.LinkAddr) != ib.IPoIBAddrLen {
+			if !bytes.Equal(n.LinkAddr, b.ifc.LinkAddr()) || len(n.LinkAddr) != ipoib.AddrLen {
 				t.Errorf("neighbour %v has link address %x, want %x", n.Addr, n.LinkAddr, b.ifc.LinkAddr())
 			}
 			if n.State != gvstack.Reachable && n.State != gvstack.Stale && n.State != gvstack.Delay && n.State != gvstack.Probe {
@@ -303,7 +304,7 @@ func rawSend(t *testing.T, e *env, from *sim.Host, pkeyIndex int, dst *host, qke
 		if err != nil {
 			return
 		}
-		var hw ib.IPoIBAddr
+		var hw ipoib.Addr
 		if err = hw.Decode(dst.ifc.LinkAddr()); err != nil {
 			return
 		}

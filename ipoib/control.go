@@ -186,8 +186,8 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 			return fail(err)
 		}
 	}
-	d.self = ib.IPoIBAddr{QPN: d.qp.QPN(), GID: attr.GIDs[cfg.GIDIndex]}
-	var hw [ib.IPoIBAddrLen]byte
+	d.self = Addr{QPN: d.qp.QPN(), GID: attr.GIDs[cfg.GIDIndex]}
+	var hw [AddrLen]byte
 	_ = d.self.Encode(hw[:]) // a QPN from the QP fits 24 bits
 	mtu, _ := IPMTU(cfg.BroadcastMTU)
 	maxMTU, _ := IPMTU(ib.MTU4096)
@@ -205,7 +205,7 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if d.bcast, err = d.newGroup(ib.IPoIBBroadcastGID(cfg.PKey), true, true); err != nil {
+	if d.bcast, err = d.newGroup(BroadcastGID(cfg.PKey), true, true); err != nil {
 		return fail(err)
 	}
 	d.publishGroup()
@@ -408,12 +408,12 @@ func (l *Link) LeaveMulticast(group netip.Addr) error {
 // groupGID maps an IP multicast group to its MGID in the link's
 // partition.
 func (l *Link) groupGID(group netip.Addr) (ib.GID, error) {
-	var raw [ib.IPoIBAddrLen]byte
+	var raw [AddrLen]byte
 	addr, err := l.Multicast(group, raw[:0])
 	if err != nil {
 		return ib.GID{}, err
 	}
-	var a ib.IPoIBAddr
+	var a Addr
 	_ = a.Decode(addr) // Multicast appended a whole address
 	return a.GID, nil
 }

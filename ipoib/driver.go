@@ -255,7 +255,7 @@ type driver struct {
 	attr      ib.PortAttr // the port as last queried
 	roce      bool        // Ethernet link layer: no SA, paths and groups are local (roce.go)
 	pkeyIndex int         // the QP's P_Key index
-	self      ib.IPoIBAddr
+	self      Addr
 	selfRef   Ref
 	qkey      ib.QKey // what sends carry and the QP accepts: the group's
 

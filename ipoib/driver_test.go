@@ -55,7 +55,7 @@ func TestJoinAndMTU(t *testing.T) {
 				if !n.up() || n.nd.MTU() != tc.wantMTU || !g.Joined || g.MTU != tc.wantIB {
 					t.Fatalf("%s: up %v, MTU %d, group %+v; want up, MTU %d", n.nd.Name(), n.up(), n.nd.MTU(), g, tc.wantMTU)
 				}
-				if g.MGID != ib.IPoIBBroadcastGID(ib.PKeyDefault) || !g.MLID.IsMulticast() || g.QKey != ib.QKeyIPoIBDefault || g.PKey != ib.PKeyDefault {
+				if g.MGID != BroadcastGID(ib.PKeyDefault) || !g.MLID.IsMulticast() || g.QKey != ib.QKeyIPoIBDefault || g.PKey != ib.PKeyDefault {
 					t.Fatalf("%s: group %+v", n.nd.Name(), g)
 				}
 				if n.stat(Joins) != 1 {
@@ -72,7 +72,7 @@ func TestJoinAndMTU(t *testing.T) {
 				}
 			}
 			// The address is flags 0, the QPN and the port GID.
-			var self ib.IPoIBAddr
+			var self Addr
 			_ = self.Decode(a.addr())
 			attr, _ := a.dev.QueryPort(1)
 			if self.Flags != 0 || self.QPN != a.l.d.qp.QPN() || self.GID != attr.GIDs[0] {
@@ -122,9 +122,9 @@ func TestUnicastBothWays(t *testing.T) {
 	for _, p := range peers {
 		states[p.Addr] = p.State
 	}
-	var bAddr ib.IPoIBAddr
+	var bAddr Addr
 	_ = bAddr.Decode(b.addr())
-	if states[bAddr.String()] != "resolved" || states[ib.IPoIBBroadcastAddr(ib.PKeyDefault).String()] != "joined" {
+	if states[bAddr.String()] != "resolved" || states[BroadcastAddr(ib.PKeyDefault).String()] != "joined" {
 		t.Fatalf("peers %+v", peers)
 	}
 }
@@ -214,7 +214,7 @@ func TestMulticastOnDemand(t *testing.T) {
 			t.Fatalf("%s received %+v", n.nd.Name(), n.rx)
 		}
 	}
-	mgid, _ := ib.IPv4MulticastGID(ib.PKeyDefault, grp)
+	mgid, _ := IPv4MulticastGID(ib.PKeyDefault, grp)
 	var members map[ib.GID]ib.JoinState
 	for _, g := range e.f.Groups() {
 		if g.MGID == mgid {

@@ -69,10 +69,10 @@ func FuzzReceive(f *testing.F) {
 			t.Fatalf("delivered %#x %x from frame %x", fr.proto, fr.data, frame)
 		}
 		if grh {
-			var want [ib.IPoIBAddrLen]byte
+			var want [AddrLen]byte
 			var g ib.GRH
 			_ = g.Decode(data)
-			_ = ib.IPoIBAddr{QPN: wc.SrcQPN, GID: g.SGID}.Encode(want[:])
+			_ = Addr{QPN: wc.SrcQPN, GID: g.SGID}.Encode(want[:])
 			if !bytes.Equal(fr.src, want[:]) {
 				t.Fatalf("source %x, GRH says %x", fr.src, want)
 			}

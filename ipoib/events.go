@@ -194,7 +194,7 @@ func (d *driver) updateSelf() {
 	if d.qp == nil || d.cfg.GIDIndex >= len(d.attr.GIDs) {
 		return
 	}
-	self := ib.IPoIBAddr{QPN: d.qp.QPN(), GID: d.attr.GIDs[d.cfg.GIDIndex]}
+	self := Addr{QPN: d.qp.QPN(), GID: d.attr.GIDs[d.cfg.GIDIndex]}
 	if self == d.self {
 		return
 	}
@@ -208,7 +208,7 @@ func (d *driver) updateSelf() {
 	}
 	_ = d.cache.Unpin(d.selfRef)
 	d.self, d.selfRef = self, p.Ref()
-	var hw [ib.IPoIBAddrLen]byte
+	var hw [AddrLen]byte
 	_ = self.Encode(hw[:]) // a QPN from the QP fits 24 bits
 	if err := d.nd.SetHWAddr(hw[:]); err != nil {
 		d.log.Warn("new interface address", "addr", self, "err", err)

@@ -28,17 +28,17 @@ import (
 // freed.
 func (c *PeerCache) Enter(addr []byte) (*Peer, error) {
 	c.checkIO("ipoib.PeerCache.Enter")
-	if len(addr) != ib.IPoIBAddrLen {
-		return nil, fmt.Errorf("ipoib peer cache: enter a %d-byte address, want %d: %w", len(addr), ib.IPoIBAddrLen, netdev.ErrBadAddr)
+	if len(addr) != AddrLen {
+		return nil, fmt.Errorf("ipoib peer cache: enter a %d-byte address, want %d: %w", len(addr), AddrLen, netdev.ErrBadAddr)
 	}
-	return c.enter((*[ib.IPoIBAddrLen]byte)(addr))
+	return c.enter((*[AddrLen]byte)(addr))
 }
 
 // EnterAddr is Enter for an address in structured form, as a receive path
 // has it from the completion's source QPN and the GRH's source GID.
-func (c *PeerCache) EnterAddr(a ib.IPoIBAddr) (*Peer, error) {
+func (c *PeerCache) EnterAddr(a Addr) (*Peer, error) {
 	c.checkIO("ipoib.PeerCache.EnterAddr")
-	var raw [ib.IPoIBAddrLen]byte
+	var raw [AddrLen]byte
 	if err := a.Encode(raw[:]); err != nil {
 		return nil, fmt.Errorf("ipoib peer cache: enter %v: %w: %w", a, netdev.ErrBadAddr, err)
 	}
@@ -49,10 +49,10 @@ func (c *PeerCache) EnterAddr(a ib.IPoIBAddr) (*Peer, error) {
 // place in the LRU order, or nil when addr has no key.
 func (c *PeerCache) Find(addr []byte) *Peer {
 	c.checkIO("ipoib.PeerCache.Find")
-	if len(addr) != ib.IPoIBAddrLen {
+	if len(addr) != AddrLen {
 		return nil
 	}
-	raw := (*[ib.IPoIBAddrLen]byte)(addr)
+	raw := (*[AddrLen]byte)(addr)
 	if k, _, _ := c.locate(raw); k != NoKey {
 		return &c.slots[k]
 	}
@@ -201,7 +201,7 @@ func (l *Link) TxPeer(b *netdev.Buffer) (*Peer, error) {
 // interface's own address, or the group for a multicast datagram) and the
 // source (the completion's source QPN and the GRH's source GID) in the
 // cache and writes their keys into the header for Link.Pull to read.
-func (l *Link) SetRxPeers(b *netdev.Buffer, dst, src ib.IPoIBAddr) error {
+func (l *Link) SetRxPeers(b *netdev.Buffer, dst, src Addr) error {
 	l.cache.checkIO("ipoib.Link.SetRxPeers")
 	if b.Len() < HeaderLen {
 		return fmt.Errorf("ipoib receive: %d-byte frame, header is %d: %w", b.Len(), HeaderLen, netdev.ErrShort)
@@ -510,10 +510,10 @@ func (d *driver) receive(wc *ib.Completion) {
 	}
 	dst := d.self
 	if mcast {
-		dst = ib.IPoIBMulticastAddr(d.grh.DGID)
+		dst = MulticastAddr(d.grh.DGID)
 	}
 	if wc.HasGRH {
-		err = d.l.SetRxPeers(b, dst, ib.IPoIBAddr{QPN: wc.SrcQPN, GID: d.grh.SGID})
+		err = d.l.SetRxPeers(b, dst, Addr{QPN: wc.SrcQPN, GID: d.grh.SGID})
 		if err == nil {
 			d.checkSource(b, wc)
 		}
@@ -543,7 +543,7 @@ func (d *driver) checkSource(b *netdev.Buffer, wc *ib.Completion) {
 // keyWithoutGRH keys a datagram that came without a GRH, so without the
 // sender's GID: the sender is found by LID and QPN among the peers whose
 // paths we resolved, else the frame goes up with no source key.
-func (d *driver) keyWithoutGRH(b *netdev.Buffer, dst ib.IPoIBAddr, wc *ib.Completion) error {
+func (d *driver) keyWithoutGRH(b *netdev.Buffer, dst Addr, wc *ib.Completion) error {
 	dp, err := d.cache.EnterAddr(dst)
 	if err != nil {
 		return fmt.Errorf("ipoib receive: destination: %w", err)

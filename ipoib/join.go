@@ -88,7 +88,7 @@ type group struct {
 
 // newGroup enters and pins the group's address and makes its state.
 func (d *driver) newGroup(mgid ib.GID, bcast, full bool) (*group, error) {
-	p, err := d.cache.EnterAddr(ib.IPoIBMulticastAddr(mgid))
+	p, err := d.cache.EnterAddr(MulticastAddr(mgid))
 	if err != nil {
 		return nil, fmt.Errorf("ipoib %s: group %v: %w", d.cfg.Name, mgid, err)
 	}

@@ -31,7 +31,7 @@ func IPMTU(m ib.MTU) (int, error) {
 // shares its PeerCache, and that cache's loop, with the driver.
 type Link struct {
 	cache *PeerCache
-	bcast atomic.Pointer[[ib.IPoIBAddrLen]byte]
+	bcast atomic.Pointer[[AddrLen]byte]
 	pkey  atomic.Uint32
 
 	// srcMemo is the key of the last source Push entered. Nearly every
@@ -69,8 +69,8 @@ func (l *Link) setPKey(pkey ib.PKey) error {
 	if !pkey.Valid() {
 		return fmt.Errorf("P_Key %v names the invalid partition 0: %w", pkey, netdev.ErrInvalidConfig)
 	}
-	var raw [ib.IPoIBAddrLen]byte
-	_ = ib.IPoIBBroadcastAddr(pkey).Encode(raw[:]) // cannot fail: multicast QPN fits 24 bits
+	var raw [AddrLen]byte
+	_ = BroadcastAddr(pkey).Encode(raw[:]) // cannot fail: multicast QPN fits 24 bits
 	l.pkey.Store(uint32(pkey | ib.PKeyFullMember))
 	l.bcast.Store(&raw)
 	return nil
@@ -89,7 +89,7 @@ func (l *Link) Name() string { return LinkName }
 func (l *Link) HeaderLen() int { return HeaderLen }
 
 // AddrLen returns 20.
-func (l *Link) AddrLen() int { return ib.IPoIBAddrLen }
+func (l *Link) AddrLen() int { return AddrLen }
 
 // Push prepends the IPoIB header for a packet of type proto from src to
 // dst, entering both addresses in the peer cache and writing their keys
@@ -100,19 +100,19 @@ func (l *Link) AddrLen() int { return ib.IPoIBAddrLen }
 // the cache has no slot to give.
 func (l *Link) Push(b *netdev.Buffer, dst, src []byte, proto uint16) error {
 	l.cache.checkIO("ipoib.Link.Push")
-	if len(dst) != ib.IPoIBAddrLen || len(src) != ib.IPoIBAddrLen {
-		return fmt.Errorf("ipoib push: %d-byte destination and %d-byte source, want %d: %w", len(dst), len(src), ib.IPoIBAddrLen, netdev.ErrBadAddr)
+	if len(dst) != AddrLen || len(src) != AddrLen {
+		return fmt.Errorf("ipoib push: %d-byte destination and %d-byte source, want %d: %w", len(dst), len(src), AddrLen, netdev.ErrBadAddr)
 	}
 	if b.Headroom() < HeaderLen {
 		// Checked before the cache changes, so a refused packet leaves no
 		// trace there.
 		return l.errNoHeadroom
 	}
-	dk, err := l.cache.enterKey((*[ib.IPoIBAddrLen]byte)(dst))
+	dk, err := l.cache.enterKey((*[AddrLen]byte)(dst))
 	if err != nil {
 		return err
 	}
-	sk, err := l.cache.enterMemo((*[ib.IPoIBAddrLen]byte)(src), &l.srcMemo)
+	sk, err := l.cache.enterMemo((*[AddrLen]byte)(src), &l.srcMemo)
 	if err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func (l *Link) Pull(b *netdev.Buffer) (dst, src []byte, proto uint16, err error)
 		return nil, nil, 0, l.errRxUnknown
 	}
 	_, _ = b.Pull(HeaderLen) // cannot fail: the length was checked
-	const n = ib.IPoIBAddrLen
+	const n = AddrLen
 	if sk == NoKey {
 		return c.addrs[dk][:n:n], nil, proto, nil
 	}
@@ -173,10 +173,10 @@ func (l *Link) Broadcast() []byte {
 // hardware address, twenty colon-separated hex octets. Anything else is
 // shown as bad-ipoib-addr(<hex>).
 func (l *Link) AddrString(addr []byte) string {
-	if len(addr) != ib.IPoIBAddrLen {
+	if len(addr) != AddrLen {
 		return "bad-ipoib-addr(" + hex.EncodeToString(addr) + ")"
 	}
-	var a ib.IPoIBAddr
+	var a Addr
 	_ = a.Decode(addr) // cannot fail: the length is right
 	return a.String()
 }
@@ -194,16 +194,16 @@ func (l *Link) Multicast(group netip.Addr, dst []byte) ([]byte, error) {
 	)
 	switch {
 	case group.Is4():
-		mgid, err = ib.IPv4MulticastGID(l.PKey(), group)
+		mgid, err = IPv4MulticastGID(l.PKey(), group)
 	case group.Is6() && !group.Is4In6():
-		mgid, err = ib.IPv6MulticastGID(l.PKey(), group)
+		mgid, err = IPv6MulticastGID(l.PKey(), group)
 	default:
 		err = fmt.Errorf("no IP address")
 	}
 	if err != nil {
 		return dst, fmt.Errorf("ipoib multicast address for %v: %w: %w", group, netdev.ErrNoMulticast, err)
 	}
-	var raw [ib.IPoIBAddrLen]byte
-	_ = ib.IPoIBMulticastAddr(mgid).Encode(raw[:]) // cannot fail: multicast QPN fits 24 bits
+	var raw [AddrLen]byte
+	_ = MulticastAddr(mgid).Encode(raw[:]) // cannot fail: multicast QPN fits 24 bits
 	return append(dst, raw[:]...), nil
 }

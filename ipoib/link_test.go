@@ -72,7 +72,7 @@ func TestLinkPushPullGolden(t *testing.T) {
 		}
 		// The wire frame keyed by the receive path pulls to the same
 		// addresses again.
-		var d, s ib.IPoIBAddr
+		var d, s Addr
 		_ = d.Decode(tc.dst)
 		_ = s.Decode(tc.src)
 		if err := l.SetRxPeers(b, d, s); err != nil {
@@ -134,7 +134,7 @@ func TestLinkErrors(t *testing.T) {
 	if _, err := l.TxPeer(bufWith(0, nil)); !errors.Is(err, netdev.ErrNoPeer) {
 		t.Errorf("TxPeer on an empty frame: %v", err)
 	}
-	if err := l.SetRxPeers(bufWith(0, []byte{8}), ib.IPoIBAddr{}, ib.IPoIBAddr{}); !errors.Is(err, netdev.ErrShort) {
+	if err := l.SetRxPeers(bufWith(0, []byte{8}), Addr{}, Addr{}); !errors.Is(err, netdev.ErrShort) {
 		t.Errorf("SetRxPeers on a 1-byte frame: %v", err)
 	}
 	if _, err := NewLink(nil, ib.PKeyDefault); !errors.Is(err, netdev.ErrInvalidConfig) {
@@ -309,7 +309,7 @@ func (d *testDriver) send(dev *netdev.Device, i int) {
 		_ = dev.TxComplete(h.b, err)
 		return
 	}
-	intended := h.b.Bytes()[HeaderLen : HeaderLen+ib.IPoIBAddrLen]
+	intended := h.b.Bytes()[HeaderLen : HeaderLen+AddrLen]
 	if !bytes.Equal(p.HWAddr(), intended) {
 		d.t.Fatalf("frame for %x would go to %x", intended, p.HWAddr())
 	}
@@ -414,7 +414,7 @@ func TestLinkOnDevice(t *testing.T) {
 		_ = b.Reset(ib.GRHSize)
 		_ = b.Append(wire)
 		if keyed {
-			var self, src ib.IPoIBAddr
+			var self, src Addr
 			_ = self.Decode(dev.HWAddr())
 			_ = src.Decode(peer)
 			if err := l.SetRxPeers(b, self, src); err != nil {
@@ -533,7 +533,7 @@ func TestZeroAllocs(t *testing.T) {
 	for i := range peers {
 		peers[i] = testAddr(i + 1)
 	}
-	var selfAddr, peerAddr ib.IPoIBAddr
+	var selfAddr, peerAddr Addr
 	_ = selfAddr.Decode(self)
 	buf := bufWith(HeaderLen, []byte{0x45, 0, 0, 0x54})
 	noRoom := bufWith(0, nil)

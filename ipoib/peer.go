@@ -110,14 +110,14 @@ func PathFromRecord(r *ib.PathRecord) Path {
 // reused; code that keeps it beyond the current packet keeps its Ref
 // instead.
 type Peer struct {
-	raw     [ib.IPoIBAddrLen]byte // the address as on the wire
+	raw     [AddrLen]byte // the address as on the wire
 	key     Key
 	nparked uint8
 	home    uint16 // index cell the address hashes to
 	tag     uint8  // hash bits kept beside the key in the index
 	pins    uint16
 	gen     uint32
-	addr    ib.IPoIBAddr
+	addr    Addr
 	path    Path
 	hasPath bool
 	parked  [MaxParked]*netdev.Buffer
@@ -130,12 +130,12 @@ func (p *Peer) Key() Key { return p.key }
 func (p *Peer) Ref() Ref { return Ref{Key: p.key, Gen: p.gen} }
 
 // Addr returns the peer's IPoIB address.
-func (p *Peer) Addr() ib.IPoIBAddr { return p.addr }
+func (p *Peer) Addr() Addr { return p.addr }
 
 // HWAddr returns the peer's address as the 20 bytes the link protocol
 // hands upwards. The slice points into the cache; it holds this address
 // until the slot is reused, so a caller that keeps it copies it.
-func (p *Peer) HWAddr() []byte { return p.raw[:ib.IPoIBAddrLen:ib.IPoIBAddrLen] }
+func (p *Peer) HWAddr() []byte { return p.raw[:AddrLen:AddrLen] }
 
 // Path returns the path to the peer and whether one has been set.
 func (p *Peer) Path() (Path, bool) { return p.path, p.hasPath }
@@ -209,7 +209,7 @@ type PeerCache struct {
 	// (about 7 KB, all in L1), apart from the bulky Peer slots: the
 	// address to compare and hand out, the LRU links, the epoch of the
 	// last Enter and the slot state.
-	addrs   [MaxPeers + 1][ib.IPoIBAddrLen]byte
+	addrs   [MaxPeers + 1][AddrLen]byte
 	lruPrev [MaxPeers + 1]Key // LRU neighbours; 0 is the list head
 	lruNext [MaxPeers + 1]Key
 	stamp   [MaxPeers + 1]uint32 // epoch of the last Enter
@@ -316,7 +316,7 @@ func (c *PeerCache) checkIO(op string) {
 // 64x64->128-bit multiplies keyed by a seed that is random per cache, so
 // a remote host cannot choose GIDs that pile into one probe run; a general
 // byte hash would cost several times as much.
-func (c *PeerCache) locate(raw *[ib.IPoIBAddrLen]byte) (k Key, home uint16, tag uint8) {
+func (c *PeerCache) locate(raw *[AddrLen]byte) (k Key, home uint16, tag uint8) {
 	w0 := binary.LittleEndian.Uint64(raw[0:8])
 	w1 := binary.LittleEndian.Uint64(raw[8:16])
 	w2 := binary.LittleEndian.Uint32(raw[16:20])
@@ -342,7 +342,7 @@ func (c *PeerCache) locate(raw *[ib.IPoIBAddrLen]byte) (k Key, home uint16, tag 
 
 // sameAddr compares two addresses as three loads each rather than a call
 // to the general memory compare.
-func sameAddr(x, y *[ib.IPoIBAddrLen]byte) bool {
+func sameAddr(x, y *[AddrLen]byte) bool {
 	return binary.LittleEndian.Uint64(x[0:8]) == binary.LittleEndian.Uint64(y[0:8]) &&
 		binary.LittleEndian.Uint64(x[8:16]) == binary.LittleEndian.Uint64(y[8:16]) &&
 		binary.LittleEndian.Uint32(x[16:20]) == binary.LittleEndian.Uint32(y[16:20])
@@ -426,7 +426,7 @@ func (c *PeerCache) release(k Key) {
 		c.unlink(k)
 	}
 	*p = Peer{key: k, gen: p.gen + 1}
-	c.addrs[k] = [ib.IPoIBAddrLen]byte{}
+	c.addrs[k] = [AddrLen]byte{}
 	c.state[k] = 0
 	c.free[c.nfree] = k
 	c.nfree++
@@ -435,7 +435,7 @@ func (c *PeerCache) release(k Key) {
 
 // enter returns the peer for raw, creating it if needed, and marks it
 // most recently used.
-func (c *PeerCache) enter(raw *[ib.IPoIBAddrLen]byte) (*Peer, error) {
+func (c *PeerCache) enter(raw *[AddrLen]byte) (*Peer, error) {
 	k, err := c.enterKey(raw)
 	if err != nil {
 		return nil, err
@@ -445,7 +445,7 @@ func (c *PeerCache) enter(raw *[ib.IPoIBAddrLen]byte) (*Peer, error) {
 
 // enterKey is enter for callers that only need the key, which it finds
 // without touching the bulky slot.
-func (c *PeerCache) enterKey(raw *[ib.IPoIBAddrLen]byte) (Key, error) {
+func (c *PeerCache) enterKey(raw *[AddrLen]byte) (Key, error) {
 	k, home, tag := c.locate(raw)
 	if k != NoKey {
 		c.touch(k)
@@ -482,7 +482,7 @@ func (c *PeerCache) touch(k Key) {
 // enterMemo is enterKey with a one-entry memo: when raw is the address
 // the memo's key still holds, it skips the hash and the index. The memo
 // is only a hint; a reused or emptied slot simply misses.
-func (c *PeerCache) enterMemo(raw *[ib.IPoIBAddrLen]byte, memo *Key) (Key, error) {
+func (c *PeerCache) enterMemo(raw *[AddrLen]byte, memo *Key) (Key, error) {
 	if k := *memo; c.isLive(k) && sameAddr(&c.addrs[k], raw) {
 		c.touch(k)
 		return k, nil

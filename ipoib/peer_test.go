@@ -15,7 +15,7 @@ import (
 // testAddr returns a distinct unicast IPoIB address for every i: QPN
 // 0x48 + i%0x1000, GID fe80::2:c903:<i>.
 func testAddr(i int) []byte {
-	a := make([]byte, ib.IPoIBAddrLen)
+	a := make([]byte, AddrLen)
 	binary.BigEndian.PutUint32(a[0:], uint32(0x48+i%0x1000))
 	a[4], a[5] = 0xfe, 0x80
 	binary.BigEndian.PutUint32(a[12:], 0x0002c903)
@@ -118,7 +118,7 @@ func TestCacheFillAndLookupBothWays(t *testing.T) {
 		if p == nil || !bytes.Equal(p.HWAddr(), addr) {
 			t.Fatalf("Lookup(%d) = %v, want address %d", r.Key, p, i)
 		}
-		var want ib.IPoIBAddr
+		var want Addr
 		_ = want.Decode(addr)
 		if p.Addr() != want {
 			t.Fatalf("key %d: Addr %v, want %v", r.Key, p.Addr(), want)
@@ -326,7 +326,7 @@ func TestResolveAndClaimErrors(t *testing.T) {
 	if _, err := c.Enter(make([]byte, 6)); !errors.Is(err, netdev.ErrBadAddr) {
 		t.Errorf("Enter of a 6-byte address: %v", err)
 	}
-	if _, err := c.EnterAddr(ib.IPoIBAddr{QPN: 1 << 24}); !errors.Is(err, netdev.ErrBadAddr) {
+	if _, err := c.EnterAddr(Addr{QPN: 1 << 24}); !errors.Is(err, netdev.ErrBadAddr) {
 		t.Errorf("EnterAddr with a 25-bit QPN: %v", err)
 	}
 	if c.Find(make([]byte, 3)) != nil {

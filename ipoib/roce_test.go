@@ -158,7 +158,7 @@ func TestRoCEBroadcastJoin(t *testing.T) {
 			if up, why := l.NetDev().LinkState(); !up {
 				t.Fatalf("link down after the local join: %v", why)
 			}
-			mgid := ib.IPoIBBroadcastGID(pkey)
+			mgid := BroadcastGID(pkey)
 			if mlid, ok := dev.qp().attached[mgid]; !ok || mlid != 0 {
 				t.Errorf("attached %v, want %v with MLID 0", dev.qp().attached, mgid)
 			}
@@ -198,8 +198,8 @@ func TestRoCEUnicastPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.settle()
-	peer := ib.IPoIBAddr{QPN: 0x11, GID: ib.GID{0xfe, 0x80, 14: 0x12, 15: 0x34}}
-	var dst [ib.IPoIBAddrLen]byte
+	peer := Addr{QPN: 0x11, GID: ib.GID{0xfe, 0x80, 14: 0x12, 15: 0x34}}
+	var dst [AddrLen]byte
 	if err := peer.Encode(dst[:]); err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestRoCEMulticastAndEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bcast := ib.IPoIBBroadcastGID(ib.PKeyDefault)
+	bcast := BroadcastGID(ib.PKeyDefault)
 	check := func(when string, want ...ib.GID) {
 		t.Helper()
 		got := dev.qp().attached

@@ -324,8 +324,8 @@ func (r *rawQP) drain() {
 // addr is the raw QP's address as an IPoIB peer would name it.
 func (r *rawQP) addr() []byte {
 	attr, _ := r.dev.QueryPort(1)
-	var b [ib.IPoIBAddrLen]byte
-	_ = ib.IPoIBAddr{QPN: r.qp.QPN(), GID: attr.GIDs[0]}.Encode(b[:])
+	var b [AddrLen]byte
+	_ = Addr{QPN: r.qp.QPN(), GID: attr.GIDs[0]}.Encode(b[:])
 	return b[:]
 }
 

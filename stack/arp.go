@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib"
 )
 
 // ARP over IPoIB (RFC 4391 section 9.1, packet layout of RFC 826). The
@@ -26,7 +26,7 @@ const (
 	ARPEtherType uint16 = 0x0806
 	// ARPHardwareLen is ar$hln for IPoIB: the 20-byte link address, flags
 	// and QPN followed by the port GID (RFC 4391 section 9.1.1).
-	ARPHardwareLen = ib.IPoIBAddrLen
+	ARPHardwareLen = ipoib.AddrLen
 	// ARPProtocolLen is ar$pln for IPv4 (RFC 826).
 	ARPProtocolLen = 4
 

@@ -18,7 +18,7 @@ var arpCaptures = []struct {
 	want ARP
 }{
 	{
-		// ib/pcap/testdata/tcpdump-tests-ipoib.pcap frame 6 (and 25):
+		// ipoib/capture/testdata/tcpdump-tests-ipoib.pcap frame 6 (and 25):
 		// "Who has 192.168.56.24? Tell 192.168.56.10", sent to the
 		// broadcast group; the target hardware field holds a broadcast
 		// address with MGID ff10:401b::ffff:ffff, which we carry as is.

@@ -18,7 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -294,7 +294,7 @@ func (e *Endpoint) packetType(dst []byte) tcpip.PacketType {
 // addresses, the Ethernet group bit.
 func isMulticastLinkAddr(a []byte) bool {
 	switch len(a) {
-	case ib.IPoIBAddrLen:
+	case ipoib.AddrLen:
 		return a[1] == 0xff && a[2] == 0xff && a[3] == 0xff && a[4] == 0xff
 	case ethAddrLen:
 		return a[0]&1 != 0

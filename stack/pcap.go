@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/ib/pcap"
+	"github.com/ipoibd/ipoibd/ipoib"
+	"github.com/ipoibd/ipoibd/ipoib/capture"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -15,18 +16,18 @@ import (
 // the destination-address pseudo-header, received ones with the GRH form,
 // which keeps the sender's QPN and GID.
 type pcapTap struct {
-	w   *pcap.IPoIBWriter
+	w   *capture.Writer
 	grh GRHSource
 }
 
 // newPcapTap writes the capture's file header to w. The capture form
 // needs 20-byte IPoIB addresses, so other links are refused.
 func newPcapTap(w io.Writer, link netdev.LinkProtocol, grh GRHSource) (*pcapTap, error) {
-	if link.AddrLen() != ib.IPoIBAddrLen {
+	if link.AddrLen() != ipoib.AddrLen {
 		return nil, fmt.Errorf("pcap tap: %s link has %d-byte addresses, the IPoIB capture form needs %d: %w",
-			link.Name(), link.AddrLen(), ib.IPoIBAddrLen, netdev.ErrInvalidConfig)
+			link.Name(), link.AddrLen(), ipoib.AddrLen, netdev.ErrInvalidConfig)
 	}
-	pw, err := pcap.NewIPoIBWriter(w)
+	pw, err := capture.NewWriter(w)
 	if err != nil {
 		return nil, fmt.Errorf("pcap tap: %w", err)
 	}
@@ -36,7 +37,7 @@ func newPcapTap(w io.Writer, link netdev.LinkProtocol, grh GRHSource) (*pcapTap,
 // transmit records a packet handed to the device for dst. It runs on the
 // loop; a write error is counted, never returned to the data path.
 func (t *pcapTap) transmit(e *Endpoint, dst []byte, proto uint16, payload []byte) {
-	var a ib.IPoIBAddr
+	var a ipoib.Addr
 	if a.Decode(dst) != nil || t.w.WriteTransmit(time.Now(), a, proto, payload) != nil {
 		e.stats.tapErrors.Add(1)
 	}
@@ -53,7 +54,7 @@ func (t *pcapTap) receive(e *Endpoint, b *netdev.Buffer, proto uint16, dst, src 
 		qpn ib.QPN
 	)
 	if t.grh == nil || !t.grh.ReceivedGRH(b, &grh, &qpn) {
-		var s, d ib.IPoIBAddr
+		var s, d ipoib.Addr
 		if s.Decode(src) != nil || d.Decode(dst) != nil {
 			e.stats.tapErrors.Add(1)
 			return

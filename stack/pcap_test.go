@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/ib/pcap"
+	"github.com/ipoibd/ipoibd/ipoib/capture"
 )
 
 // lockedBuffer is a bytes.Buffer the loop writes and the test reads.
@@ -86,7 +86,7 @@ func TestPcapTapFrames(t *testing.T) {
 	}
 	// Walk the records (nanosecond pcap, little-endian) and check both
 	// pseudo-header forms decode and carry the expected addresses.
-	var forms = map[pcap.IPoIBForm]int{}
+	var forms = map[capture.Form]int{}
 	sawARP := false
 	for off := fileHeader; off < len(raw); {
 		if off+16 > len(raw) {
@@ -95,8 +95,8 @@ func TestPcapTapFrames(t *testing.T) {
 		incl := int(uint32(raw[off+8]) | uint32(raw[off+9])<<8 | uint32(raw[off+10])<<16 | uint32(raw[off+11])<<24)
 		frame := raw[off+16 : off+16+incl]
 		off += 16 + incl
-		var f pcap.IPoIBFrame
-		if err := pcap.DecodeIPoIB(frame, &f); err != nil {
+		var f capture.Frame
+		if err := capture.Decode(frame, &f); err != nil {
 			t.Fatal(err)
 		}
 		forms[f.Form]++
@@ -110,11 +110,11 @@ func TestPcapTapFrames(t *testing.T) {
 			}
 			sawARP = true
 		}
-		if f.Form == pcap.IPoIBFormGRH && (f.SrcQPN != 0x4a || f.GRH.SGID != (ib.GID{0xfe, 0x80, 15: 2})) {
+		if f.Form == capture.FormGRH && (f.SrcQPN != 0x4a || f.GRH.SGID != (ib.GID{0xfe, 0x80, 15: 2})) {
 			t.Errorf("received frame from QPN %#x GID %v, want B's", f.SrcQPN, f.GRH.SGID)
 		}
 	}
-	if forms[pcap.IPoIBFormAddress] == 0 || forms[pcap.IPoIBFormGRH] == 0 || !sawARP {
+	if forms[capture.FormAddress] == 0 || forms[capture.FormGRH] == 0 || !sawARP {
 		t.Errorf("forms %v, ARP seen %v", forms, sawARP)
 	}
 }

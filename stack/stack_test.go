@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -366,10 +367,10 @@ func arpFrame(op uint16, sha []byte, spa [4]byte, tha []byte, tpa [4]byte) []byt
 func TestARPDropsAndCounts(t *testing.T) {
 	var w testWire
 	b := newTestNode(t, &w, 2, "10.0.0.2/24", nil)
-	stranger := ib.IPoIBAddr{QPN: 0x99, GID: ib.GID{0xfe, 0x80, 15: 0x99}}
+	stranger := ipoib.Addr{QPN: 0x99, GID: ib.GID{0xfe, 0x80, 15: 0x99}}
 	var sha [20]byte
 	_ = stranger.Encode(sha[:])
-	bcast := ib.IPoIBBroadcastAddr(testPKey)
+	bcast := ipoib.BroadcastAddr(testPKey)
 	var bcastRaw [20]byte
 	_ = bcast.Encode(bcastRaw[:])
 	ethARP := []byte{ // RFC 826 Ethernet request: htype 1, 6-byte addresses

@@ -93,7 +93,7 @@ func (w *testWire) release(sl *sharedLoop) {
 
 type rxFrame struct {
 	b        *netdev.Buffer
-	src, dst ib.IPoIBAddr
+	src, dst ipoib.Addr
 }
 
 type testPort struct {
@@ -101,7 +101,7 @@ type testPort struct {
 	loop *aio.Context
 	dev  *netdev.Device
 	link *ipoib.Link
-	addr ib.IPoIBAddr
+	addr ipoib.Addr
 	raw  []byte
 
 	inMu    sync.Mutex
@@ -141,8 +141,8 @@ func newTestPort(tb testing.TB, w *testWire, n int) *testPort {
 		inq:    make([]rxFrame, 0, testRxQueueLen),
 	}
 	p.scratch = make([]rxFrame, 0, testRxQueueLen)
-	p.addr = ib.IPoIBAddr{QPN: ib.QPN(0x48 + n), GID: ib.GID{0xfe, 0x80, 14: byte(n >> 8), 15: byte(n)}}
-	p.raw = make([]byte, ib.IPoIBAddrLen)
+	p.addr = ipoib.Addr{QPN: ib.QPN(0x48 + n), GID: ib.GID{0xfe, 0x80, 14: byte(n >> 8), 15: byte(n)}}
+	p.raw = make([]byte, ipoib.AddrLen)
 	if err := p.addr.Encode(p.raw); err != nil {
 		tb.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func (p *testPort) Transmit(d *netdev.Device, b *netdev.Buffer) error {
 }
 
 // deliver copies frame to the ports dst names.
-func (w *testWire) deliver(src, dst ib.IPoIBAddr, frame []byte) {
+func (w *testWire) deliver(src, dst ipoib.Addr, frame []byte) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, q := range w.ports {
@@ -239,7 +239,7 @@ func (w *testWire) deliver(src, dst ib.IPoIBAddr, frame []byte) {
 
 // enqueue copies frame into a receive buffer of q and has its loop
 // receive it.
-func (q *testPort) enqueue(src, dst ib.IPoIBAddr, frame []byte) {
+func (q *testPort) enqueue(src, dst ipoib.Addr, frame []byte) {
 	b, err := q.dev.AllocBuffer()
 	if err != nil {
 		q.rxDrops.Add(1)
@@ -279,7 +279,7 @@ func (q *testPort) receiveAll() {
 }
 
 // inject delivers a frame to q as if src had sent it to dst.
-func (q *testPort) inject(src, dst ib.IPoIBAddr, proto uint16, payload []byte) {
+func (q *testPort) inject(src, dst ipoib.Addr, proto uint16, payload []byte) {
 	frame := ipoib.Header{Type: proto}.AppendTo(nil)
 	q.enqueue(src, dst, append(frame, payload...))
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/internal/pcaptest"
 	"github.com/ipoibd/ipoibd/internal/rocetest"
+	"github.com/ipoibd/ipoibd/ipoib"
 )
 
 // The kernel-interop test of the udp driver: vm0 runs ipoibd over
@@ -122,7 +123,7 @@ func checkInteropWire(t *testing.T, path string) {
 	for _, b := range s.BadICRC {
 		t.Error(b)
 	}
-	bcast := ib.IPoIBBroadcastGID(ib.PKeyDefault)
+	bcast := ipoib.BroadcastGID(ib.PKeyDefault)
 	var fromVM [2]int
 	var rxeBcast int
 	for _, fr := range frames {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ipoibd/ipoibd"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/sim"
 	"github.com/ipoibd/ipoibd/stack/dhcp"
 )
@@ -513,7 +514,7 @@ func (d *demo) report() *simReport {
 	for i, h := range d.hosts {
 		hr := simHostReport{Host: h.name, GID: gidJSON(h.attr.GIDs[0]), LID: lidJSON(h.attr.LID), JoinMs: optMS(h.joined, h.joined > 0)}
 		if h.ifc != nil {
-			var a ib.IPoIBAddr
+			var a ipoib.Addr
 			if a.Decode(h.ifc.LinkAddr()) == nil {
 				hr.QPN = optString(qpnJSON(a.QPN))
 			}

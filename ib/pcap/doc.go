@@ -9,7 +9,8 @@
 //     them. The dedicated link type 247 exists but tshark 4.0 cannot open
 //     it.
 //   - IPoIB frames use link type 242 with a 40-byte pseudo-header before
-//     the 4-byte IPoIB header; see the IPoIB writer in this package.
+//     the 4-byte IPoIB header; that framing is IPoIB's, so it lives in
+//     ipoib/capture, which writes through this package's Writer.
 //
 // Writer is the common base: one pcap file of one link type, nanosecond
 // timestamps, built on gopacket's pcapgo. Every writer here is safe for

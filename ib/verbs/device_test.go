@@ -19,6 +19,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib"
 )
 
 // testDevice returns the device named by IPOIBD_VERBS_DEVICE or skips.
@@ -317,7 +318,7 @@ func TestMulticast(t *testing.T) {
 	r := newRig(t)
 	e := r.endpoint(8, 8, ib.GRHSize+r.port.ActiveMTU.Bytes())
 	defer e.close()
-	mgid := ib.IPoIBBroadcastGID(ib.PKeyDefault)
+	mgid := ipoib.BroadcastGID(ib.PKeyDefault)
 	if mgid.String() != "ff12:401b:ffff::ffff:ffff" {
 		t.Fatalf("broadcast MGID %v", mgid)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib"
 )
 
 // TestPeer runs in two VMs at once (vmtest's TestVerbsTwoVMs) and does
@@ -31,7 +32,7 @@ func TestPeer(t *testing.T) {
 	r := newRig(t)
 	e := r.endpoint(16, 32, ib.GRHSize+r.port.ActiveMTU.Bytes())
 	defer e.close()
-	mgid := ib.IPoIBBroadcastGID(ib.PKeyDefault)
+	mgid := ipoib.BroadcastGID(ib.PKeyDefault)
 	const mlid = 0xC000
 	if err := e.qp.AttachMcast(mgid, mlid); err != nil {
 		t.Fatal(err)

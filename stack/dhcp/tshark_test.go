@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/ib/pcap"
+	"github.com/ipoibd/ipoibd/ipoib"
+	"github.com/ipoibd/ipoibd/ipoib/capture"
 )
 
 // etherTypeIPv4 is the IPoIB header's type for IPv4 (RFC 4391 section
@@ -32,12 +32,12 @@ func TestTsharkDecodesExchange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw, err := pcap.NewIPoIBWriter(f)
+	pw, err := capture.NewWriter(f)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	bcast := ib.IPoIBBroadcastAddr(0xffff)
+	bcast := ipoib.BroadcastAddr(0xffff)
 	ts := testEpoch
 	w := newWire(t, 0)
 	w.tap = func(pkt []byte) {

@@ -1,4 +1,4 @@
-package pcap
+package capture
 
 import (
 	"bytes"
@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ib/pcap"
 	"github.com/ipoibd/ipoibd/internal/pcaptest"
+	"github.com/ipoibd/ipoibd/ipoib"
 )
 
 // ipoibCapture is a real LINKTYPE_IPOIB capture from tcpdump's test suite:
@@ -44,12 +46,12 @@ func ipoibMustGID(t testing.TB, s string) ib.GID {
 // ipoibReadCapture returns the frames of the tcpdump capture.
 func ipoibReadCapture(t testing.TB) [][]byte {
 	t.Helper()
-	return pcaptest.Read(t, ipoibCapture, LinkTypeIPoIB)
+	return pcaptest.Read(t, ipoibCapture, pcap.LinkTypeIPoIB)
 }
 
 func TestIPoIBGolden(t *testing.T) {
 	payload := []byte{0x45, 0x00}
-	dst := ib.IPoIBAddr{Flags: 0x80, QPN: 0x550, GID: ipoibMustGID(t, "fe80::10:e000:664a:b451")}
+	dst := ipoib.Addr{Flags: 0x80, QPN: 0x550, GID: ipoibMustGID(t, "fe80::10:e000:664a:b451")}
 	tx := ipoibHex(t,
 		"00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", // bytes 0-19 zero
 		"80 00 05 50", // destination flags + QPN
@@ -57,12 +59,12 @@ func TestIPoIBGolden(t *testing.T) {
 		"08 00 00 00", // IPoIB header: IPv4, reserved
 		"45 00",       // payload
 	)
-	got, err := AppendIPoIBTransmit(nil, dst, 0x0800, payload)
+	got, err := AppendTransmit(nil, dst, 0x0800, payload)
 	if err != nil || !bytes.Equal(got, tx) {
-		t.Errorf("AppendIPoIBTransmit = %x, %v\nwant %x", got, err, tx)
+		t.Errorf("AppendTransmit = %x, %v\nwant %x", got, err, tx)
 	}
 	grh := ib.GRH{TClass: 0xa5, FlowLabel: 0x12345, PayLen: 999, NxtHdr: 0x1b, HopLmt: 9,
-		SGID: ipoibMustGID(t, "fe80::10:e000:14a:d211"), DGID: ib.IPoIBBroadcastGID(0xffff)}
+		SGID: ipoibMustGID(t, "fe80::10:e000:14a:d211"), DGID: ipoib.BroadcastGID(0xffff)}
 	rx := ipoibHex(t,
 		"6a 51 23 45", // IPVer 6, TClass 0xa5, FlowLabel 0x12345
 		"00 00 00 4f", // zero, source QPN 0x4f (where a GRH has PayLen, NxtHdr, HopLmt)
@@ -71,23 +73,23 @@ func TestIPoIBGolden(t *testing.T) {
 		"08 06 00 00", // IPoIB header: ARP
 		"45 00",
 	)
-	got, err = AppendIPoIBReceive([]byte("pre"), &grh, 0x4f, 0x0806, payload)
+	got, err = AppendReceive([]byte("pre"), &grh, 0x4f, 0x0806, payload)
 	if err != nil || !bytes.Equal(got, append([]byte("pre"), rx...)) {
-		t.Errorf("AppendIPoIBReceive = %x, %v\nwant pre+%x", got, err, rx)
+		t.Errorf("AppendReceive = %x, %v\nwant pre+%x", got, err, rx)
 	}
 
 	tests := []struct {
 		name  string
 		frame []byte
-		want  IPoIBFrame
+		want  Frame
 	}{
-		{"transmit", tx, IPoIBFrame{Form: IPoIBFormAddress, Dest: dst, EtherType: 0x0800, Payload: payload}},
-		{"receive", rx, IPoIBFrame{Form: IPoIBFormGRH, GRH: ib.GRH{IPVer: 6, TClass: 0xa5, FlowLabel: 0x12345,
+		{"transmit", tx, Frame{Form: FormAddress, Dest: dst, EtherType: 0x0800, Payload: payload}},
+		{"receive", rx, Frame{Form: FormGRH, GRH: ib.GRH{IPVer: 6, TClass: 0xa5, FlowLabel: 0x12345,
 			SGID: grh.SGID, DGID: grh.DGID}, SrcQPN: 0x4f, EtherType: 0x0806, Payload: payload}},
 	}
 	for _, tt := range tests {
-		var f IPoIBFrame
-		if err := DecodeIPoIB(tt.frame, &f); err != nil {
+		var f Frame
+		if err := Decode(tt.frame, &f); err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
 		if !ipoibFrameEqual(&f, &tt.want) {
@@ -96,27 +98,27 @@ func TestIPoIBGolden(t *testing.T) {
 	}
 }
 
-func ipoibFrameEqual(a, b *IPoIBFrame) bool {
+func ipoibFrameEqual(a, b *Frame) bool {
 	return a.Form == b.Form && a.Dest == b.Dest && a.GRH == b.GRH && a.SrcQPN == b.SrcQPN &&
 		a.EtherType == b.EtherType && a.Reserved == b.Reserved && bytes.Equal(a.Payload, b.Payload)
 }
 
 func TestIPoIBErrors(t *testing.T) {
-	var f IPoIBFrame
+	var f Frame
 	for _, n := range []int{0, 1, 40, 43} {
-		err := DecodeIPoIB(make([]byte, n), &f)
-		if !errors.Is(err, ErrIPoIBFrame) || !errors.Is(err, ib.ErrTruncated) {
-			t.Errorf("DecodeIPoIB(%d bytes) = %v", n, err)
+		err := Decode(make([]byte, n), &f)
+		if !errors.Is(err, ErrFrame) || !errors.Is(err, ib.ErrTruncated) {
+			t.Errorf("Decode(%d bytes) = %v", n, err)
 		}
 	}
-	if err := DecodeIPoIB(make([]byte, 44), &f); err != nil || f.Form != IPoIBFormAddress || len(f.Payload) != 0 {
-		t.Errorf("DecodeIPoIB(44 zero bytes) = %+v, %v", f, err)
+	if err := Decode(make([]byte, 44), &f); err != nil || f.Form != FormAddress || len(f.Payload) != 0 {
+		t.Errorf("Decode(44 zero bytes) = %+v, %v", f, err)
 	}
-	bad := []IPoIBFrame{
+	bad := []Frame{
 		{},
-		{Form: IPoIBFormAddress, Dest: ib.IPoIBAddr{QPN: 1 << 24}},
-		{Form: IPoIBFormGRH, SrcQPN: 1 << 24},
-		{Form: IPoIBFormGRH, GRH: ib.GRH{FlowLabel: 1 << 20}},
+		{Form: FormAddress, Dest: ipoib.Addr{QPN: 1 << 24}},
+		{Form: FormGRH, SrcQPN: 1 << 24},
+		{Form: FormGRH, GRH: ib.GRH{FlowLabel: 1 << 20}},
 	}
 	for _, fr := range bad {
 		out, err := fr.AppendTo([]byte("keep"))
@@ -137,17 +139,17 @@ func TestIPoIBCapture(t *testing.T) {
 	if len(frames) != 30 {
 		t.Fatalf("capture has %d frames, want 30", len(frames))
 	}
-	peer, err := ib.ParseIPoIBAddr("80:00:05:50:fe:80:00:00:00:00:00:00:00:10:e0:00:66:4a:b4:51")
+	peer, err := ipoib.ParseAddr("80:00:05:50:fe:80:00:00:00:00:00:00:00:10:e0:00:66:4a:b4:51")
 	if err != nil {
 		t.Fatal(err)
 	}
-	bcast := ib.IPoIBAddr{QPN: ib.QPNMulticast, GID: ipoibMustGID(t, "ff10:401b::ffff:ffff")}
+	bcast := ipoib.Addr{QPN: ib.QPNMulticast, GID: ipoibMustGID(t, "ff10:401b::ffff:ffff")}
 	arp := map[int]bool{6: true, 7: true, 25: true, 26: true}
 	junk := map[int]bool{7: true, 26: true}
 	for i, frame := range frames {
 		n := i + 1
-		var f IPoIBFrame
-		if err := DecodeIPoIB(frame, &f); err != nil {
+		var f Frame
+		if err := Decode(frame, &f); err != nil {
 			t.Fatalf("frame %d: %v", n, err)
 		}
 		wantDest, wantType := peer, uint16(0x0800)
@@ -157,7 +159,7 @@ func TestIPoIBCapture(t *testing.T) {
 		if arp[n] {
 			wantType = 0x0806
 		}
-		if f.Form != IPoIBFormAddress || f.Dest != wantDest || f.EtherType != wantType || f.Reserved != 0 {
+		if f.Form != FormAddress || f.Dest != wantDest || f.EtherType != wantType || f.Reserved != 0 {
 			t.Errorf("frame %d: form %v dest %v type %#04x reserved %#x; want address form, %v, %#04x",
 				n, f.Form, f.Dest, f.EtherType, f.Reserved, wantDest, wantType)
 		}
@@ -195,23 +197,23 @@ func TestIPoIBTshark(t *testing.T) {
 		t.Skip("tshark not on PATH")
 	}
 	src := ipoibReadCapture(t)
-	me := ib.IPoIBAddr{Flags: 0x80, QPN: 0x4f, GID: ipoibMustGID(t, "fe80::10:e000:14a:d211")}
-	peer := ib.IPoIBAddr{Flags: 0x80, QPN: 0x550, GID: ipoibMustGID(t, "fe80::10:e000:664a:b451")}
+	me := ipoib.Addr{Flags: 0x80, QPN: 0x4f, GID: ipoibMustGID(t, "fe80::10:e000:14a:d211")}
+	peer := ipoib.Addr{Flags: 0x80, QPN: 0x550, GID: ipoibMustGID(t, "fe80::10:e000:664a:b451")}
 	path := filepath.Join(t.TempDir(), "ipoib.pcap")
 	file, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer file.Close()
-	w, err := NewIPoIBWriter(file)
+	w, err := NewWriter(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := time.Unix(1700000000, 0)
 	var wants [][]string
 	for _, fr := range src {
-		var f IPoIBFrame
-		if err := DecodeIPoIB(fr, &f); err != nil {
+		var f Frame
+		if err := Decode(fr, &f); err != nil {
 			t.Fatal(err)
 		}
 		if f.EtherType != 0x0800 {
@@ -233,17 +235,17 @@ func TestIPoIBTshark(t *testing.T) {
 	var arp []byte
 	arp = binary.BigEndian.AppendUint16(arp, 32)     // hardware type InfiniBand
 	arp = binary.BigEndian.AppendUint16(arp, 0x0800) // protocol IPv4
-	arp = append(arp, ib.IPoIBAddrLen, 4)            // sizes
+	arp = append(arp, ipoib.AddrLen, 4)              // sizes
 	arp = binary.BigEndian.AppendUint16(arp, 1)      // request
-	sha := make([]byte, ib.IPoIBAddrLen)
+	sha := make([]byte, ipoib.AddrLen)
 	if err := me.Encode(sha); err != nil {
 		t.Fatal(err)
 	}
 	arp = append(arp, sha...)
 	arp = append(arp, 192, 168, 56, 10)
-	arp = append(arp, make([]byte, ib.IPoIBAddrLen)...)
+	arp = append(arp, make([]byte, ipoib.AddrLen)...)
 	arp = append(arp, 192, 168, 56, 24)
-	if err := w.WriteTransmit(ts, ib.IPoIBBroadcastAddr(0xffff), 0x0806, arp); err != nil {
+	if err := w.WriteTransmit(ts, ipoib.BroadcastAddr(0xffff), 0x0806, arp); err != nil {
 		t.Fatal(err)
 	}
 	wants = append(wants, []string{"0xffffff", "ff12:401b:ffff::ffff:ffff", "", "", "0x0806", "", "32", "20"})
@@ -294,21 +296,21 @@ func TestIPoIBTshark(t *testing.T) {
 	}
 }
 
-// FuzzDecodeIPoIBPcap decodes arbitrary frames and checks that re-encoding
+// FuzzDecode decodes arbitrary frames and checks that re-encoding
 // gives back the frame (up to the bytes the form leaves undefined) and
 // decodes to the same value.
-func FuzzDecodeIPoIBPcap(f *testing.F) {
+func FuzzDecode(f *testing.F) {
 	payload := []byte{0x45, 0, 0, 20}
-	tx, _ := AppendIPoIBTransmit(nil, ib.IPoIBBroadcastAddr(0xffff), 0x0800, payload)
+	tx, _ := AppendTransmit(nil, ipoib.BroadcastAddr(0xffff), 0x0800, payload)
 	f.Add(tx)
 	grh := ib.GRH{SGID: ib.GIDFromParts(0xfe80<<48, 1), DGID: ib.GIDFromParts(0xfe80<<48, 2)}
-	rx, _ := AppendIPoIBReceive(nil, &grh, 0x48, 0x86dd, payload)
+	rx, _ := AppendReceive(nil, &grh, 0x48, 0x86dd, payload)
 	f.Add(rx)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var fr IPoIBFrame
-		err := DecodeIPoIB(b, &fr)
-		if (err != nil) != (len(b) < IPoIBFrameHeaderLen) {
-			t.Fatalf("DecodeIPoIB(%d bytes) = %v", len(b), err)
+		var fr Frame
+		err := Decode(b, &fr)
+		if (err != nil) != (len(b) < FrameHeaderLen) {
+			t.Fatalf("Decode(%d bytes) = %v", len(b), err)
 		}
 		if err != nil {
 			return
@@ -319,9 +321,9 @@ func FuzzDecodeIPoIBPcap(f *testing.F) {
 		}
 		want := bytes.Clone(b)
 		switch fr.Form {
-		case IPoIBFormAddress:
+		case FormAddress:
 			clear(want[:20])
-		case IPoIBFormGRH:
+		case FormGRH:
 			want[4] = 0
 		default:
 			t.Fatalf("form %v", fr.Form)
@@ -329,8 +331,8 @@ func FuzzDecodeIPoIBPcap(f *testing.F) {
 		if !bytes.Equal(out, want) {
 			t.Fatalf("re-encode:\n got %x\nwant %x", out, want)
 		}
-		var again IPoIBFrame
-		if err := DecodeIPoIB(out, &again); err != nil || !ipoibFrameEqual(&again, &fr) {
+		var again Frame
+		if err := Decode(out, &again); err != nil || !ipoibFrameEqual(&again, &fr) {
 			t.Fatalf("decode(encode(x)) = %+v, %v; want %+v", again, err, fr)
 		}
 	})
@@ -339,15 +341,15 @@ func FuzzDecodeIPoIBPcap(f *testing.F) {
 func BenchmarkAppendIPoIBTransmit(b *testing.B) {
 	payload := make([]byte, 1400)
 	buf := make([]byte, 0, 2048)
-	dst := ib.IPoIBBroadcastAddr(0xffff)
-	var f IPoIBFrame
+	dst := ipoib.BroadcastAddr(0xffff)
+	var f Frame
 	b.ReportAllocs()
 	for b.Loop() {
-		out, err := AppendIPoIBTransmit(buf[:0], dst, 0x0800, payload)
+		out, err := AppendTransmit(buf[:0], dst, 0x0800, payload)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := DecodeIPoIB(out, &f); err != nil {
+		if err := Decode(out, &f); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -358,9 +360,9 @@ func BenchmarkAppendIPoIBTransmit(b *testing.B) {
 // allocate nothing.
 func TestIPoIBNoAlloc(t *testing.T) {
 	frames := ipoibReadCapture(t)
-	var f IPoIBFrame
+	var f Frame
 	buf := make([]byte, 0, 4096)
-	w, err := NewIPoIBWriter(io.Discard)
+	w, err := NewWriter(io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,9 +372,9 @@ func TestIPoIBNoAlloc(t *testing.T) {
 		name string
 		f    func()
 	}{
-		{"DecodeIPoIB", func() { _ = DecodeIPoIB(frames[0], &f) }},
+		{"Decode", func() { _ = Decode(frames[0], &f) }},
 		{"AppendTo", func() { _, _ = f.AppendTo(buf[:0]) }},
-		{"AppendIPoIBReceive", func() { _, _ = AppendIPoIBReceive(buf[:0], &grh, 1, 0x0800, frames[0][44:]) }},
+		{"AppendReceive", func() { _, _ = AppendReceive(buf[:0], &grh, 1, 0x0800, frames[0][44:]) }},
 		{"WriteTransmit", func() { _ = w.WriteTransmit(ts, f.Dest, 0x0800, frames[0][44:]) }},
 		{"WriteReceive", func() { _ = w.WriteReceive(ts, &grh, 1, 0x0800, frames[0][44:]) }},
 	}

@@ -1,4 +1,4 @@
-package pcap
+package capture
 
 import (
 	"encoding/binary"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ib/pcap"
+	"github.com/ipoibd/ipoibd/ipoib"
 )
 
 // The IPoIB capture form (LINKTYPE_IPOIB, 242). Every frame starts with a
@@ -31,58 +33,58 @@ import (
 // Writing only the 4-byte IPoIB header, as some tools do, is silently
 // misread by tshark and tcpdump, which always skip 40 bytes first.
 
-// IPoIB capture frame sizes; the link type is LinkTypeIPoIB.
+// IPoIB capture frame sizes; the link type is pcap.LinkTypeIPoIB.
 const (
-	// IPoIBPseudoHeaderLen is the pseudo-header in front of the IPoIB
+	// PseudoHeaderLen is the pseudo-header in front of the IPoIB
 	// header.
-	IPoIBPseudoHeaderLen = 40
-	// IPoIBHeaderLen is the IPoIB encapsulation header (RFC 4391 section 6).
-	IPoIBHeaderLen = 4
-	// IPoIBFrameHeaderLen is everything in front of the payload.
-	IPoIBFrameHeaderLen = IPoIBPseudoHeaderLen + IPoIBHeaderLen
-	// ipoibAddrOffset is where the address form keeps the destination.
-	ipoibAddrOffset = IPoIBPseudoHeaderLen - ib.IPoIBAddrLen
-	// ipoibSrcQPNOffset is where the GRH form keeps the sender's QPN.
-	ipoibSrcQPNOffset = 4
+	PseudoHeaderLen = 40
+	// HeaderLen is the IPoIB encapsulation header (RFC 4391 section 6).
+	HeaderLen = 4
+	// FrameHeaderLen is everything in front of the payload.
+	FrameHeaderLen = PseudoHeaderLen + HeaderLen
+	// addrOffset is where the address form keeps the destination.
+	addrOffset = PseudoHeaderLen - ipoib.AddrLen
+	// srcQPNOffset is where the GRH form keeps the sender's QPN.
+	srcQPNOffset = 4
 )
 
-// ErrIPoIBFrame means a buffer is too short to be an IPoIB capture frame.
-var ErrIPoIBFrame = errors.New("pcap: not an IPoIB capture frame")
+// ErrFrame means a buffer is too short to be an IPoIB capture frame.
+var ErrFrame = errors.New("capture: not an IPoIB capture frame")
 
-// IPoIBForm says which pseudo-header layout a frame uses.
-type IPoIBForm uint8
+// Form says which pseudo-header layout a frame uses.
+type Form uint8
 
 // Pseudo-header layouts.
 const (
-	// IPoIBFormAddress carries the destination IPoIB address: what we
+	// FormAddress carries the destination IPoIB address: what we
 	// write for transmitted packets, and what Linux writes both ways.
-	IPoIBFormAddress IPoIBForm = iota + 1
-	// IPoIBFormGRH carries the GRH fields and the sender's QPN: what we
+	FormAddress Form = iota + 1
+	// FormGRH carries the GRH fields and the sender's QPN: what we
 	// write for received packets.
-	IPoIBFormGRH
+	FormGRH
 )
 
 // String names the form.
-func (f IPoIBForm) String() string {
+func (f Form) String() string {
 	switch f {
-	case IPoIBFormAddress:
+	case FormAddress:
 		return "address"
-	case IPoIBFormGRH:
+	case FormGRH:
 		return "GRH"
 	}
-	return fmt.Sprintf("IPoIBForm(%d)", uint8(f))
+	return fmt.Sprintf("Form(%d)", uint8(f))
 }
 
-// IPoIBFrame is one decoded IPoIB capture frame.
-type IPoIBFrame struct {
-	Form IPoIBForm
-	// Dest is the destination address (IPoIBFormAddress only).
-	Dest ib.IPoIBAddr
-	// GRH holds IPVer, TClass, FlowLabel, SGID and DGID (IPoIBFormGRH
+// Frame is one decoded IPoIB capture frame.
+type Frame struct {
+	Form Form
+	// Dest is the destination address (FormAddress only).
+	Dest ipoib.Addr
+	// GRH holds IPVer, TClass, FlowLabel, SGID and DGID (FormGRH
 	// only); PayLen, NxtHdr and HopLmt are not in the capture and stay
 	// zero.
 	GRH ib.GRH
-	// SrcQPN is the sender's QPN (IPoIBFormGRH only).
+	// SrcQPN is the sender's QPN (FormGRH only).
 	SrcQPN ib.QPN
 	// EtherType says what the payload is (0x0800 IPv4, 0x0806 ARP, 0x86DD
 	// IPv6).
@@ -93,35 +95,35 @@ type IPoIBFrame struct {
 	Payload []byte
 }
 
-// DecodeIPoIB decodes one LINKTYPE_IPOIB frame into f without allocating.
+// Decode decodes one LINKTYPE_IPOIB frame into f without allocating.
 // A pseudo-header whose top nibble is 6 (the GRH's IPVer) is the GRH form;
 // anything else is the address form, since Linux may leave non-zero
 // headroom in bytes 0-19 of that form (Wireshark reads any pseudo-header
 // that does not start with zero bytes as a GRH, and so misreads those).
-// Only a frame shorter than IPoIBFrameHeaderLen is an error.
-func DecodeIPoIB(frame []byte, f *IPoIBFrame) error {
-	if len(frame) < IPoIBFrameHeaderLen {
+// Only a frame shorter than FrameHeaderLen is an error.
+func Decode(frame []byte, f *Frame) error {
+	if len(frame) < FrameHeaderLen {
 		return fmt.Errorf("decode IPoIB capture frame: %d bytes, need at least %d: %w: %w",
-			len(frame), IPoIBFrameHeaderLen, ErrIPoIBFrame, ib.ErrTruncated)
+			len(frame), FrameHeaderLen, ErrFrame, ib.ErrTruncated)
 	}
 	if frame[0]>>4 == ib.GRHIPVer {
-		f.Form = IPoIBFormGRH
-		f.Dest = ib.IPoIBAddr{}
+		f.Form = FormGRH
+		f.Dest = ipoib.Addr{}
 		if err := f.GRH.Decode(frame); err != nil {
 			return fmt.Errorf("decode IPoIB capture frame: %w", err)
 		}
 		f.GRH.PayLen, f.GRH.NxtHdr, f.GRH.HopLmt = 0, 0, 0
-		f.SrcQPN = ib.QPN(binary.BigEndian.Uint32(frame[ipoibSrcQPNOffset:])) & ib.QPNMask
+		f.SrcQPN = ib.QPN(binary.BigEndian.Uint32(frame[srcQPNOffset:])) & ib.QPNMask
 	} else {
-		f.Form = IPoIBFormAddress
+		f.Form = FormAddress
 		f.GRH, f.SrcQPN = ib.GRH{}, 0
-		if err := f.Dest.Decode(frame[ipoibAddrOffset:]); err != nil {
+		if err := f.Dest.Decode(frame[addrOffset:]); err != nil {
 			return fmt.Errorf("decode IPoIB capture frame: %w", err)
 		}
 	}
-	f.EtherType = binary.BigEndian.Uint16(frame[IPoIBPseudoHeaderLen:])
-	f.Reserved = binary.BigEndian.Uint16(frame[IPoIBPseudoHeaderLen+2:])
-	f.Payload = frame[IPoIBFrameHeaderLen:]
+	f.EtherType = binary.BigEndian.Uint16(frame[PseudoHeaderLen:])
+	f.Reserved = binary.BigEndian.Uint16(frame[PseudoHeaderLen+2:])
+	f.Payload = frame[FrameHeaderLen:]
 	return nil
 }
 
@@ -129,16 +131,16 @@ func DecodeIPoIB(frame []byte, f *IPoIBFrame) error {
 // (0-19 of the address form, 4 of the GRH form) are written as zero, and
 // the GRH form always carries IPVer 6 so a reader can recognise it. On
 // error b is returned unchanged.
-func (f *IPoIBFrame) AppendTo(b []byte) ([]byte, error) {
+func (f *Frame) AppendTo(b []byte) ([]byte, error) {
 	n := len(b)
-	b = append(b, make([]byte, IPoIBFrameHeaderLen)...)
-	hdr := b[n : n+IPoIBFrameHeaderLen]
+	b = append(b, make([]byte, FrameHeaderLen)...)
+	hdr := b[n : n+FrameHeaderLen]
 	switch f.Form {
-	case IPoIBFormAddress:
-		if err := f.Dest.Encode(hdr[ipoibAddrOffset:]); err != nil {
+	case FormAddress:
+		if err := f.Dest.Encode(hdr[addrOffset:]); err != nil {
 			return b[:n], fmt.Errorf("encode IPoIB capture frame: destination: %w", err)
 		}
-	case IPoIBFormGRH:
+	case FormGRH:
 		if !f.SrcQPN.Valid() {
 			return b[:n], fmt.Errorf("encode IPoIB capture frame: source QPN %#x exceeds 24 bits: %w",
 				uint32(f.SrcQPN), ib.ErrFieldRange)
@@ -148,52 +150,52 @@ func (f *IPoIBFrame) AppendTo(b []byte) ([]byte, error) {
 		if err := g.Encode(hdr); err != nil {
 			return b[:n], fmt.Errorf("encode IPoIB capture frame: %w", err)
 		}
-		binary.BigEndian.PutUint32(hdr[ipoibSrcQPNOffset:], uint32(f.SrcQPN))
+		binary.BigEndian.PutUint32(hdr[srcQPNOffset:], uint32(f.SrcQPN))
 	default:
 		return b[:n], fmt.Errorf("encode IPoIB capture frame: form %v: %w", f.Form, ib.ErrFieldRange)
 	}
-	binary.BigEndian.PutUint16(hdr[IPoIBPseudoHeaderLen:], f.EtherType)
-	binary.BigEndian.PutUint16(hdr[IPoIBPseudoHeaderLen+2:], f.Reserved)
+	binary.BigEndian.PutUint16(hdr[PseudoHeaderLen:], f.EtherType)
+	binary.BigEndian.PutUint16(hdr[PseudoHeaderLen+2:], f.Reserved)
 	return append(b, f.Payload...), nil
 }
 
-// AppendIPoIBTransmit appends the capture frame of a packet sent to dst:
+// AppendTransmit appends the capture frame of a packet sent to dst:
 // address form, reserved bytes zero. It allocates only if b lacks room.
-func AppendIPoIBTransmit(b []byte, dst ib.IPoIBAddr, etherType uint16, payload []byte) ([]byte, error) {
-	f := IPoIBFrame{Form: IPoIBFormAddress, Dest: dst, EtherType: etherType, Payload: payload}
+func AppendTransmit(b []byte, dst ipoib.Addr, etherType uint16, payload []byte) ([]byte, error) {
+	f := Frame{Form: FormAddress, Dest: dst, EtherType: etherType, Payload: payload}
 	return f.AppendTo(b)
 }
 
-// AppendIPoIBReceive appends the capture frame of a packet received from
+// AppendReceive appends the capture frame of a packet received from
 // srcQPN: GRH form with the TClass, FlowLabel, SGID and DGID of grh (a
 // packet that arrived without a GRH still gets one: the sender's GID as
 // SGID, the receiving port's GID or the MGID as DGID). It allocates only if
 // b lacks room.
-func AppendIPoIBReceive(b []byte, grh *ib.GRH, srcQPN ib.QPN, etherType uint16, payload []byte) ([]byte, error) {
-	f := IPoIBFrame{Form: IPoIBFormGRH, GRH: *grh, SrcQPN: srcQPN, EtherType: etherType, Payload: payload}
+func AppendReceive(b []byte, grh *ib.GRH, srcQPN ib.QPN, etherType uint16, payload []byte) ([]byte, error) {
+	f := Frame{Form: FormGRH, GRH: *grh, SrcQPN: srcQPN, EtherType: etherType, Payload: payload}
 	return f.AppendTo(b)
 }
 
-// IPoIBWriter writes IPoIB frames into a pcap file of link type
-// LinkTypeIPoIB. Like Writer it is safe for concurrent use.
-type IPoIBWriter struct {
-	w *Writer
+// Writer writes IPoIB frames into a pcap file of link type
+// pcap.LinkTypeIPoIB. Like pcap.Writer it is safe for concurrent use.
+type Writer struct {
+	w *pcap.Writer
 }
 
-// NewIPoIBWriter writes a pcap file header for LinkTypeIPoIB to w, with
-// DefaultSnaplen so connected-mode frames fit whole.
-func NewIPoIBWriter(w io.Writer) (*IPoIBWriter, error) {
-	pw, err := NewWriter(w, LinkTypeIPoIB, DefaultSnaplen)
+// NewWriter writes a pcap file header for pcap.LinkTypeIPoIB to w, with
+// pcap.DefaultSnaplen so connected-mode frames fit whole.
+func NewWriter(w io.Writer) (*Writer, error) {
+	pw, err := pcap.NewWriter(w, pcap.LinkTypeIPoIB, pcap.DefaultSnaplen)
 	if err != nil {
 		return nil, fmt.Errorf("IPoIB writer: %w", err)
 	}
-	return &IPoIBWriter{w: pw}, nil
+	return &Writer{w: pw}, nil
 }
 
 // WriteFrame writes f captured at ts (zero for now). The payload is not
 // copied into a buffer of the caller's.
-func (w *IPoIBWriter) WriteFrame(ts time.Time, f *IPoIBFrame) error {
-	var hb [IPoIBFrameHeaderLen]byte
+func (w *Writer) WriteFrame(ts time.Time, f *Frame) error {
+	var hb [FrameHeaderLen]byte
 	head := *f
 	head.Payload = nil
 	h, err := head.AppendTo(hb[:0])
@@ -204,12 +206,12 @@ func (w *IPoIBWriter) WriteFrame(ts time.Time, f *IPoIBFrame) error {
 }
 
 // WriteTransmit writes a packet sent to dst, in the address form.
-func (w *IPoIBWriter) WriteTransmit(ts time.Time, dst ib.IPoIBAddr, etherType uint16, payload []byte) error {
-	return w.WriteFrame(ts, &IPoIBFrame{Form: IPoIBFormAddress, Dest: dst, EtherType: etherType, Payload: payload})
+func (w *Writer) WriteTransmit(ts time.Time, dst ipoib.Addr, etherType uint16, payload []byte) error {
+	return w.WriteFrame(ts, &Frame{Form: FormAddress, Dest: dst, EtherType: etherType, Payload: payload})
 }
 
 // WriteReceive writes a packet received from srcQPN, in the GRH form; see
-// AppendIPoIBReceive for what grh should hold.
-func (w *IPoIBWriter) WriteReceive(ts time.Time, grh *ib.GRH, srcQPN ib.QPN, etherType uint16, payload []byte) error {
-	return w.WriteFrame(ts, &IPoIBFrame{Form: IPoIBFormGRH, GRH: *grh, SrcQPN: srcQPN, EtherType: etherType, Payload: payload})
+// AppendReceive for what grh should hold.
+func (w *Writer) WriteReceive(ts time.Time, grh *ib.GRH, srcQPN ib.QPN, etherType uint16, payload []byte) error {
+	return w.WriteFrame(ts, &Frame{Form: FormGRH, GRH: *grh, SrcQPN: srcQPN, EtherType: etherType, Payload: payload})
 }

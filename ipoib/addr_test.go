@@ -1,14 +1,17 @@
-package ib
+package ipoib
 
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/ipoibd/ipoibd/ib"
 )
 
 // The address of 192.168.56.24 in the tcpdump IPoIB test capture (ARP
@@ -18,22 +21,22 @@ const (
 	ipoibTestAddrColon = "80:00:05:50:fe:80:00:00:00:00:00:00:00:10:e0:00:66:4a:b4:51"
 )
 
-func ipoibTestAddr() IPoIBAddr {
-	return IPoIBAddr{Flags: IPoIBFlagConnected, QPN: 0x550, GID: GIDFromParts(0xfe80000000000000, 0x0010e000664ab451)}
+func ipoibTestAddr() Addr {
+	return Addr{Flags: FlagConnected, QPN: 0x550, GID: ib.GIDFromParts(0xfe80000000000000, 0x0010e000664ab451)}
 }
 
-func TestIPoIBAddrGolden(t *testing.T) {
-	wire := madHex(t, 0,
-		"80",       // flags: connected mode
-		"00 05 50", // QPN 0x550
-		"fe 80 00 00 00 00 00 00 00 10 e0 00 66 4a b4 51", // GID
-	)
+func TestAddrGolden(t *testing.T) {
+	wire, _ := hex.DecodeString(strings.ReplaceAll(
+		"80"+ // flags: connected mode
+			"00 05 50"+ // QPN 0x550
+			"fe 80 00 00 00 00 00 00 00 10 e0 00 66 4a b4 51", // GID
+		" ", ""))
 	want := ipoibTestAddr()
-	var a IPoIBAddr
+	var a Addr
 	if err := a.Decode(wire); err != nil || a != want {
 		t.Fatalf("Decode = %+v, %v; want %+v", a, err, want)
 	}
-	out := make([]byte, IPoIBAddrLen)
+	out := make([]byte, AddrLen)
 	if err := want.Encode(out); err != nil || !bytes.Equal(out, wire) {
 		t.Errorf("Encode = %x, %v; want %x", out, err, wire)
 	}
@@ -44,13 +47,13 @@ func TestIPoIBAddrGolden(t *testing.T) {
 		t.Errorf("ConnectedMode %v IsMulticast %v", want.ConnectedMode(), want.IsMulticast())
 	}
 	for _, s := range []string{ipoibTestAddrColon, ipoibTestAddrHex, "80:00:05:50:FE:80:00:00:00:00:00:00:00:10:E0:00:66:4A:B4:51"} {
-		if got, err := ParseIPoIBAddr(s); err != nil || got != want {
-			t.Errorf("ParseIPoIBAddr(%q) = %+v, %v", s, got, err)
+		if got, err := ParseAddr(s); err != nil || got != want {
+			t.Errorf("ParseAddr(%q) = %+v, %v", s, got, err)
 		}
 	}
 }
 
-func TestIPoIBAddrErrors(t *testing.T) {
+func TestAddrErrors(t *testing.T) {
 	bad := []string{
 		"",
 		ipoibTestAddrHex[:38],
@@ -60,26 +63,26 @@ func TestIPoIBAddrErrors(t *testing.T) {
 		"g0000550fe800000000000000010e000664ab451",
 	}
 	for _, s := range bad {
-		if _, err := ParseIPoIBAddr(s); !errors.Is(err, ErrIPoIBAddr) {
-			t.Errorf("ParseIPoIBAddr(%q) = %v, want ErrIPoIBAddr", s, err)
+		if _, err := ParseAddr(s); !errors.Is(err, ErrAddr) {
+			t.Errorf("ParseAddr(%q) = %v, want ErrAddr", s, err)
 		}
 	}
-	var a IPoIBAddr
-	if err := a.Decode(make([]byte, 19)); !errors.Is(err, ErrTruncated) {
+	var a Addr
+	if err := a.Decode(make([]byte, 19)); !errors.Is(err, ib.ErrTruncated) {
 		t.Errorf("Decode(19 bytes) = %v", err)
 	}
-	if err := ipoibTestAddr().Encode(make([]byte, 19)); !errors.Is(err, ErrTruncated) {
+	if err := ipoibTestAddr().Encode(make([]byte, 19)); !errors.Is(err, ib.ErrTruncated) {
 		t.Errorf("Encode into 19 bytes = %v", err)
 	}
-	big := IPoIBAddr{QPN: 0x1000000}
-	if err := big.Encode(make([]byte, 20)); !errors.Is(err, ErrFieldRange) {
-		t.Errorf("Encode QPN 2^24 = %v", err)
+	big := Addr{QPN: 0x1000000}
+	if err := big.Encode(make([]byte, 20)); !errors.Is(err, ib.ErrFieldRange) {
+		t.Errorf("Encode ib.QPN 2^24 = %v", err)
 	}
 }
 
-func TestIPoIBMulticastGIDs(t *testing.T) {
-	gid := func(s string) GID {
-		g, err := ParseGID(s)
+func TestMulticastGIDs(t *testing.T) {
+	gid := func(s string) ib.GID {
+		g, err := ib.ParseGID(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +92,7 @@ func TestIPoIBMulticastGIDs(t *testing.T) {
 	// and 5), the others follow RFC 4391 section 4 with the full-member
 	// bit forced on.
 	bcast := []struct {
-		pkey PKey
+		pkey ib.PKey
 		want string
 	}{
 		{0xffff, "ff12:401b:ffff::ffff:ffff"},
@@ -98,11 +101,11 @@ func TestIPoIBMulticastGIDs(t *testing.T) {
 		{0x0001, "ff12:401b:8001::ffff:ffff"},
 	}
 	for _, tt := range bcast {
-		if got := IPoIBBroadcastGID(tt.pkey); got != gid(tt.want) {
-			t.Errorf("IPoIBBroadcastGID(%v) = %v, want %s", tt.pkey, got, tt.want)
+		if got := BroadcastGID(tt.pkey); got != gid(tt.want) {
+			t.Errorf("BroadcastGID(%v) = %v, want %s", tt.pkey, got, tt.want)
 		}
 	}
-	ba := IPoIBBroadcastAddr(PKeyDefault)
+	ba := BroadcastAddr(ib.PKeyDefault)
 	if got := ba.String(); got != "00:ff:ff:ff:ff:12:40:1b:ff:ff:00:00:00:00:00:00:ff:ff:ff:ff" {
 		t.Errorf("broadcast address = %s", got)
 	}
@@ -111,7 +114,7 @@ func TestIPoIBMulticastGIDs(t *testing.T) {
 	}
 
 	mc := []struct {
-		pkey  PKey
+		pkey  ib.PKey
 		group string
 		want  string
 	}{
@@ -126,7 +129,7 @@ func TestIPoIBMulticastGIDs(t *testing.T) {
 	}
 	for _, tt := range mc {
 		g := netip.MustParseAddr(tt.group)
-		var got GID
+		var got ib.GID
 		var err error
 		if g.Is4() {
 			got, err = IPv4MulticastGID(tt.pkey, g)
@@ -136,8 +139,8 @@ func TestIPoIBMulticastGIDs(t *testing.T) {
 		if err != nil || got != gid(tt.want) {
 			t.Errorf("MGID(%v, %s) = %v, %v; want %s", tt.pkey, tt.group, got, err, tt.want)
 		}
-		if a := IPoIBMulticastAddr(got); !a.IsMulticast() {
-			t.Errorf("IPoIBMulticastAddr(%v) is not multicast", got)
+		if a := MulticastAddr(got); !a.IsMulticast() {
+			t.Errorf("MulticastAddr(%v) is not multicast", got)
 		}
 	}
 	for _, s := range []string{"10.0.0.1", "255.255.255.255", "::ffff:224.0.0.1", "fe80::1"} {
@@ -154,14 +157,14 @@ func TestIPoIBMulticastGIDs(t *testing.T) {
 	}
 }
 
-// TestIPoIBAddrCapture decodes the ARP hardware addresses of the IPoIB ARP
+// TestAddrCapture decodes the ARP hardware addresses of the IPoIB ARP
 // exchange in the soft-RoCE capture (frames 5 and 6) and checks the sender
 // address against the packet's own headers: its QPN is the DETH source QP
 // and, where a GRH is present, its GID the GRH source GID.
-func TestIPoIBAddrCapture(t *testing.T) {
-	f, err := os.Open("testdata/softroce-demo-infiniband.pcap")
+func TestAddrCapture(t *testing.T) {
+	f, err := os.Open("../ib/testdata/softroce-demo-infiniband.pcap")
 	if err != nil {
-		t.Skipf("capture not present: %v", err)
+		t.Fatal(err)
 	}
 	defer f.Close()
 	r, err := pcapgo.NewReader(f)
@@ -183,25 +186,25 @@ func TestIPoIBAddrCapture(t *testing.T) {
 			continue
 		}
 		wlen := int(binary.BigEndian.Uint16(data[14:]))
-		var p Packet
-		if err := DecodePacket(data[16:16+wlen], &p); err != nil {
+		var p ib.Packet
+		if err := ib.DecodePacket(data[16:16+wlen], &p); err != nil {
 			t.Fatalf("frame %d: %v", n, err)
 		}
 		// IPoIB header (ethertype 0x0806), then ARP: htype 32, ptype,
 		// hlen 20, plen 4, op, sha, spa, tha, tpa.
 		arp := p.Payload[4:]
-		if binary.BigEndian.Uint16(p.Payload) != 0x0806 || binary.BigEndian.Uint16(arp) != 32 || arp[4] != IPoIBAddrLen {
+		if binary.BigEndian.Uint16(p.Payload) != 0x0806 || binary.BigEndian.Uint16(arp) != 32 || arp[4] != AddrLen {
 			t.Fatalf("frame %d is not IPoIB ARP: %x", n, p.Payload[:12])
 		}
-		var sha, tha IPoIBAddr
+		var sha, tha Addr
 		if err := sha.Decode(arp[8:]); err != nil {
 			t.Fatal(err)
 		}
 		if err := tha.Decode(arp[8+20+4:]); err != nil {
 			t.Fatal(err)
 		}
-		for i, a := range []IPoIBAddr{sha, tha} {
-			parsed, err := ParseIPoIBAddr(w[i])
+		for i, a := range []Addr{sha, tha} {
+			parsed, err := ParseAddr(w[i])
 			if err != nil || parsed != a {
 				t.Errorf("frame %d address %d = %v, tshark says %s", n, i, a, w[i])
 			}
@@ -210,9 +213,9 @@ func TestIPoIBAddrCapture(t *testing.T) {
 			t.Errorf("frame %d: sender QPN %v, DETH SrcQP %v", n, sha.QPN, p.DETH.SrcQP)
 		}
 		if p.HasGRH && sha.GID != p.GRH.SGID {
-			t.Errorf("frame %d: sender GID %v, GRH SGID %v", n, sha.GID, p.GRH.SGID)
+			t.Errorf("frame %d: sender ib.GID %v, GRH SGID %v", n, sha.GID, p.GRH.SGID)
 		}
-		if p.HasGRH && p.GRH.DGID != IPoIBBroadcastGID(p.BTH.PKey) {
+		if p.HasGRH && p.GRH.DGID != BroadcastGID(p.BTH.PKey) {
 			t.Errorf("frame %d: ARP request to %v, want the broadcast MGID of %v", n, p.GRH.DGID, p.BTH.PKey)
 		}
 		seen++
@@ -222,27 +225,27 @@ func TestIPoIBAddrCapture(t *testing.T) {
 	}
 }
 
-func FuzzDecodeIPoIBAddr(f *testing.F) {
-	seed := make([]byte, IPoIBAddrLen)
+func FuzzDecodeAddr(f *testing.F) {
+	seed := make([]byte, AddrLen)
 	_ = ipoibTestAddr().Encode(seed)
 	f.Add(seed)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var a IPoIBAddr
+		var a Addr
 		err := a.Decode(b)
-		if (err != nil) != (len(b) < IPoIBAddrLen) {
+		if (err != nil) != (len(b) < AddrLen) {
 			t.Fatalf("Decode(%d bytes) = %v", len(b), err)
 		}
 		if err != nil {
 			return
 		}
-		out := make([]byte, IPoIBAddrLen)
-		if err := a.Encode(out); err != nil || !bytes.Equal(out, b[:IPoIBAddrLen]) {
-			t.Fatalf("re-encode = %x, %v; want %x", out, err, b[:IPoIBAddrLen])
+		out := make([]byte, AddrLen)
+		if err := a.Encode(out); err != nil || !bytes.Equal(out, b[:AddrLen]) {
+			t.Fatalf("re-encode = %x, %v; want %x", out, err, b[:AddrLen])
 		}
 		s := a.String()
-		back, err := ParseIPoIBAddr(s)
+		back, err := ParseAddr(s)
 		if err != nil || back != a {
-			t.Fatalf("ParseIPoIBAddr(%q) = %+v, %v; want %+v", s, back, err, a)
+			t.Fatalf("ParseAddr(%q) = %+v, %v; want %+v", s, back, err, a)
 		}
 	})
 }
