@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync/atomic"
 
+	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -12,15 +13,15 @@ import (
 // ARPProtocolNumber is the gVisor network protocol number ARPProtocol
 // registers: the ARP ethertype, so the NIC hands it the frames whose
 // IPoIB header says ARP.
-const ARPProtocolNumber tcpip.NetworkProtocolNumber = tcpip.NetworkProtocolNumber(ARPEtherType)
+const ARPProtocolNumber tcpip.NetworkProtocolNumber = tcpip.NetworkProtocolNumber(arp.EtherType)
 
 // ARPProtocol is ARP over IPoIB as a gVisor network protocol. Its
 // endpoints are gVisor LinkAddressResolvers for IPv4, so gVisor's
 // neighbour cache, NUD state machine and queues of packets waiting for
-// resolution do the bookkeeping; ARPProtocol only speaks the wire format
-// of RFC 4391 section 9.1. It replaces gVisor's own arp package, which
-// knows only 6-byte Ethernet addresses and must not be registered on
-// IPoIB NICs.
+// resolution do the bookkeeping; the packet and the rules of RFC 4391
+// section 9.1 are package ipoib/arp's, and ARPProtocol applies them.
+// It replaces gVisor's own arp package, which knows only 6-byte Ethernet
+// addresses and must not be registered on IPoIB NICs.
 //
 // Register it with NewARPProtocol in stack.Options.NetworkProtocols,
 // next to ipv4.NewProtocol. It works on NICs whose link endpoint is an
@@ -111,7 +112,7 @@ func (p *ARPProtocol) Number() tcpip.NetworkProtocolNumber { return ARPProtocolN
 
 // MinimumPacketSize implements stack.NetworkProtocol. HandlePacket
 // checks lengths itself, so that a short or foreign frame is counted.
-func (p *ARPProtocol) MinimumPacketSize() int { return ARPLen }
+func (p *ARPProtocol) MinimumPacketSize() int { return arp.Len }
 
 // ParseAddresses implements stack.NetworkProtocol. ARP has no network
 // addresses in the IP sense.
@@ -143,7 +144,7 @@ func (p *ARPProtocol) Wait() {}
 // Parse implements stack.NetworkProtocol: the whole ARP packet is the
 // network header, and nothing follows it.
 func (p *ARPProtocol) Parse(pkt *gvstack.PacketBuffer) (tcpip.TransportProtocolNumber, bool, bool) {
-	_, ok := pkt.NetworkHeader().Consume(ARPLen)
+	_, ok := pkt.NetworkHeader().Consume(arp.Len)
 	return 0, false, ok
 }
 
@@ -202,15 +203,15 @@ func (e *arpEndpoint) DefaultTTL() uint8 { return 0 }
 // MTU implements stack.NetworkEndpoint: what is left of the link MTU
 // after an ARP packet, which nothing uses since ARP carries no payload.
 func (e *arpEndpoint) MTU() uint32 {
-	return max(e.nic.MTU(), ARPLen) - ARPLen
+	return max(e.nic.MTU(), arp.Len) - arp.Len
 }
 
 // EndpointHeaderSize implements stack.NetworkEndpoint.
-func (e *arpEndpoint) EndpointHeaderSize() uint32 { return ARPLen }
+func (e *arpEndpoint) EndpointHeaderSize() uint32 { return arp.Len }
 
 // MaxHeaderLength implements stack.NetworkEndpoint: room for the link
 // header in front of the ARP packet.
-func (e *arpEndpoint) MaxHeaderLength() uint16 { return e.nic.MaxHeaderLength() + ARPLen }
+func (e *arpEndpoint) MaxHeaderLength() uint16 { return e.nic.MaxHeaderLength() + arp.Len }
 
 // WritePacket implements stack.NetworkEndpoint; ARP carries no
 // transport packets.
@@ -291,8 +292,7 @@ func (e *arpEndpoint) LinkAddressRequest(target, localAddr tcpip.Address, remote
 	if target.Len() != header.IPv4AddressSize || localAddr.Len() != header.IPv4AddressSize {
 		return &tcpip.ErrBadAddress{}
 	}
-	a := ARP{Op: ARPRequest, SenderIP: localAddr.As4(), TargetIP: target.As4()}
-	copy(a.SenderHW[:], e.nic.LinkAddress())
+	a := arp.NewRequest([]byte(e.nic.LinkAddress()), localAddr.As4(), target.As4())
 	if err := e.send(&a, remote); err != nil {
 		return err
 	}
@@ -301,12 +301,15 @@ func (e *arpEndpoint) LinkAddressRequest(target, localAddr tcpip.Address, remote
 }
 
 // send writes a to the link address to through the NIC.
-func (e *arpEndpoint) send(a *ARP, to tcpip.LinkAddress) tcpip.Error {
+func (e *arpEndpoint) send(a *arp.Packet, to tcpip.LinkAddress) tcpip.Error {
 	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		ReserveHeaderBytes: int(e.MaxHeaderLength()),
 	})
 	defer pkt.DecRef()
-	a.put(pkt.NetworkHeader().Push(ARPLen))
+	if err := a.Encode(pkt.NetworkHeader().Push(arp.Len)); err != nil {
+		e.proto.c.sendErrors.Add(1)
+		return &tcpip.ErrMessageTooLong{}
+	}
 	pkt.NetworkProtocolNumber = ARPProtocolNumber
 	if err := e.nic.WritePacketToRemote(to, pkt); err != nil {
 		e.proto.c.sendErrors.Add(1)
@@ -333,7 +336,7 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 		return
 	}
 	var (
-		a   ARP
+		a   arp.Packet
 		err error
 	)
 	if _, _, ok := e.proto.Parse(pkt); ok {
@@ -345,31 +348,31 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 		err = a.Decode(raw)
 	}
 	if err != nil {
-		if errors.Is(err, ErrARPHardwareType) || errors.Is(err, ErrARPProtocolType) {
+		if errors.Is(err, arp.ErrHardwareType) || errors.Is(err, arp.ErrProtocolType) {
 			c.foreign.Add(1)
 		} else {
 			c.malformed.Add(1)
 		}
 		return
 	}
-	if isMulticastLinkAddr(a.SenderHW[:]) || !usableSender(a.SenderIP) {
-		c.malformed.Add(1)
-		return
-	}
-	own := e.nic.LinkAddress()
-	if sameIPoIBHost(a.SenderHW[:], own) {
-		c.looped.Add(1)
+	own := []byte(e.nic.LinkAddress())
+	if err := a.Check(own); err != nil {
+		if errors.Is(err, arp.ErrLooped) {
+			c.looped.Add(1)
+		} else {
+			c.malformed.Add(1)
+		}
 		return
 	}
 	sender := tcpip.AddrFrom4(a.SenderIP)
 	senderHW := tcpip.LinkAddress(a.SenderHW[:])
 	switch a.Op {
-	case ARPRequest:
+	case arp.Request:
 		c.requests.Add(1)
 		target := tcpip.AddrFrom4(a.TargetIP)
 		if !e.nic.CheckLocalAddress(header.IPv4ProtocolNumber, target) {
 			c.notForUs.Add(1)
-			if sender == target {
+			if a.IsAnnouncement() {
 				// A gratuitous ARP announces a (new) address; let it
 				// refresh an entry the cache already has, nothing more.
 				_ = e.nic.HandleNeighborConfirmation(header.IPv4ProtocolNumber, sender, senderHW,
@@ -377,17 +380,14 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 			}
 			return
 		}
-		if sender != header.IPv4Any {
-			// An address probe (RFC 5227) comes from 0.0.0.0 and must
-			// not create an entry.
+		if !a.IsProbe() {
 			_ = e.nic.HandleNeighborProbe(header.IPv4ProtocolNumber, sender, senderHW)
 		}
-		reply := ARP{Op: ARPReply, SenderIP: a.TargetIP, TargetHW: a.SenderHW, TargetIP: a.SenderIP}
-		copy(reply.SenderHW[:], own)
+		reply := a.Answer(own)
 		if e.send(&reply, senderHW) == nil {
 			c.repliesSent.Add(1)
 		}
-	case ARPReply:
+	case arp.Reply:
 		c.replies.Add(1)
 		_ = e.nic.HandleNeighborConfirmation(header.IPv4ProtocolNumber, sender, senderHW,
 			gvstack.ReachabilityConfirmationFlags{
@@ -399,17 +399,4 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 	default:
 		c.unknownOp.Add(1)
 	}
-}
-
-// usableSender reports whether ip may be an ARP sender's address: not a
-// multicast or limited-broadcast address (RFC 1812 section 5.3.7 forbids
-// ARP entries for them). 0.0.0.0 is allowed for address probes.
-func usableSender(ip [4]byte) bool {
-	return ip[0] < 224
-}
-
-// sameIPoIBHost reports whether two IPoIB addresses name the same queue
-// pair: QPN and GID equal, whatever the flag octet says.
-func sameIPoIBHost(a []byte, b tcpip.LinkAddress) bool {
-	return len(a) == len(b) && len(a) > 1 && string(a[1:]) == string(b[1:])
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -22,7 +23,7 @@ import (
 // and the IANA ARP hardware type of RFC 4391 section 9.1.1. gVisor only
 // names None, Ether and Loopback; it uses the value for interface
 // listings, where Ether would make tools expect 6-byte addresses.
-const ARPHardwareInfiniBand header.ARPHardwareType = header.ARPHardwareType(ARPHardwareIPoIB)
+const ARPHardwareInfiniBand header.ARPHardwareType = header.ARPHardwareType(arp.HardwareIPoIB)
 
 // DefaultTxQueueLen is the transmit queue bound when EndpointOptions
 // leaves it zero. It is sized for bursts, not for the device: gVisor's
