@@ -314,13 +314,8 @@ func startLoop(name string) (*aio.Context, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		loop.Run(ctx)
-	}()
-	return loop, func() { cancel(); <-done; loop.Close() }, nil
+	stop := loop.Start()
+	return loop, func() { _ = stop() }, nil
 }
 
 // findDevice resolves a Config.Device to a driver and a device name. A

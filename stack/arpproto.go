@@ -153,7 +153,7 @@ type arpEndpoint struct {
 	proto   *ARPProtocol
 	nic     gvstack.NetworkInterface
 	enabled atomic.Bool
-	link    atomic.Pointer[Endpoint] // found on first use; see attached
+	link    atomic.Pointer[Endpoint] // found on first use; see ep
 }
 
 var (
@@ -169,16 +169,36 @@ type arpEndpointStats struct{}
 func (arpEndpointStats) IsNetworkEndpointStats() {}
 
 // ep returns the Endpoint under the NIC, or nil when the NIC is over
-// another kind of link.
+// another kind of link. gVisor hands a network protocol only a
+// NetworkInterface, which hides the link endpoint, yet ARP over IPoIB
+// needs the link's broadcast address and multicast mapping; the stack
+// knows the NIC's link endpoint by NIC number. The look-up takes the
+// stack's lock, so it is done once: NewStack makes it right after it
+// creates the NIC (see bindLink), before gVisor can call in holding
+// that lock.
 func (e *arpEndpoint) ep() *Endpoint {
 	if l := e.link.Load(); l != nil {
 		return l
 	}
-	l := endpointOf(e.nic)
+	n, err := e.proto.stack.GetNICByID(e.nic.ID())
+	if err != nil {
+		return nil
+	}
+	l, _ := n.NetworkLinkEndpoint.(*Endpoint)
 	if l != nil {
 		e.link.Store(l)
 	}
 	return l
+}
+
+// bindLink has the ARP endpoint of NIC id in s find its link now, outside
+// gVisor's locks (see arpEndpoint.ep).
+func bindLink(s *gvstack.Stack, id tcpip.NICID) {
+	if nep, err := s.GetNetworkEndpoint(id, ARPProtocolNumber); err == nil {
+		if e, ok := nep.(*arpEndpoint); ok {
+			e.ep()
+		}
+	}
 }
 
 // Enable implements stack.NetworkEndpoint; only an enabled NIC's

@@ -115,6 +115,7 @@ func NewStack(dev *netdev.Device, opts Options) (*Stack, error) {
 		s.Destroy()
 		return nil, fmt.Errorf("stack: new stack on %s: create NIC %d: %w: %s", dev.Name(), nicID, ErrGVisor, e)
 	}
+	bindLink(s, nicID)
 	// One NIC carries everything: the subnet, and the limited broadcast
 	// and IPv4 multicast, which would otherwise have no route (a DHCP
 	// client needs the broadcast one before it has an address).

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -229,13 +228,11 @@ func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	loopDone := make(chan struct{})
-	go func() { defer close(loopDone); loop.Run(ctx) }()
+	stop := loop.Start()
 	onLoop := func(fn func()) {
-		done := make(chan struct{})
-		loop.ScheduleOneshot("test", func() { fn(); close(done) })
-		<-done
+		if err := loop.Call("test", fn); err != nil {
+			t.Error(err)
+		}
 	}
 	var f *sim.Fabric
 	onLoop(func() {
@@ -247,9 +244,9 @@ func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error
 		if f != nil {
 			onLoop(func() { f.Close() })
 		}
-		cancel()
-		<-loopDone
-		loop.Close()
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
 	})
 	if err != nil {
 		t.Fatal(err)
