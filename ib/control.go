@@ -182,6 +182,45 @@ type QPConfig struct {
 	RecvBufSize int
 }
 
+// QPLimits are the bounds a driver can honour in a QPConfig.
+type QPLimits struct {
+	// Ports is the number of ports; valid port numbers are 1 to Ports.
+	Ports int
+	// PKeys is the number of entries of the port's P_Key table.
+	PKeys int
+	// MaxDepth bounds SendDepth and RecvDepth.
+	MaxDepth int
+	// MaxRecvBufSize bounds RecvBufSize (which is at least GRHSize).
+	MaxRecvBufSize int
+	// MaxRecvBytes, when not zero, bounds RecvDepth × RecvBufSize: the
+	// memory one QP's receive buffers take.
+	MaxRecvBytes int64
+}
+
+// Validate checks c against what a driver can honour and says what is
+// wrong in terms of the request: the error wraps ErrNoPort for a port out
+// of range and ErrBadConfig for anything else. The completion queues are
+// the driver's to check, since only it knows its own.
+func (c *QPConfig) Validate(l QPLimits) error {
+	switch {
+	case c.Port < 1 || c.Port > l.Ports:
+		return fmt.Errorf("port %d (1..%d): %w", c.Port, l.Ports, ErrNoPort)
+	case c.PKeyIndex < 0 || c.PKeyIndex >= l.PKeys:
+		return fmt.Errorf("P_Key index %d, table has %d entries: %w", c.PKeyIndex, l.PKeys, ErrBadConfig)
+	case c.SendCQ == nil || c.RecvCQ == nil:
+		return fmt.Errorf("a send and a receive CQ are needed: %w", ErrBadConfig)
+	case c.SendDepth < 1 || c.SendDepth > l.MaxDepth:
+		return fmt.Errorf("send depth %d (1..%d): %w", c.SendDepth, l.MaxDepth, ErrBadConfig)
+	case c.RecvDepth < 1 || c.RecvDepth > l.MaxDepth:
+		return fmt.Errorf("receive depth %d (1..%d): %w", c.RecvDepth, l.MaxDepth, ErrBadConfig)
+	case c.RecvBufSize < GRHSize || c.RecvBufSize > l.MaxRecvBufSize:
+		return fmt.Errorf("receive buffer %d bytes (%d..%d): %w", c.RecvBufSize, GRHSize, l.MaxRecvBufSize, ErrBadConfig)
+	case l.MaxRecvBytes > 0 && int64(c.RecvDepth)*int64(c.RecvBufSize) > l.MaxRecvBytes:
+		return fmt.Errorf("%d receive buffers of %d bytes exceed %d bytes: %w", c.RecvDepth, c.RecvBufSize, l.MaxRecvBytes, ErrBadConfig)
+	}
+	return nil
+}
+
 // QPControl is the control half of a queue pair.
 type QPControl interface {
 	// QPN is the queue pair number peers address datagrams to.

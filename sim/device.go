@@ -27,6 +27,9 @@ const (
 	MaxQueueDepth = 1 << 16
 	// MaxRecvBufSize bounds one receive buffer.
 	MaxRecvBufSize = 1 << 20
+	// maxRecvBytes bounds the receive buffers of one QP together, which
+	// the two bounds above would let reach 64 GiB.
+	maxRecvBytes = 1 << 30
 	// madRingLen is how many received MADs a MAD port holds before its
 	// handler has run; more are dropped as DropNoRecvBuffer.
 	madRingLen = 64

@@ -65,7 +65,10 @@ var (
 	ErrBusy = errors.New("sim: resource in use")
 	// ErrLIDInUse says a requested LID already belongs to another port.
 	ErrLIDInUse = errors.New("sim: LID in use")
-	// ErrBadConfig says a configuration value is out of range.
+	// ErrBadConfig says a fabric's configuration (Config, a topology, a
+	// fault) is out of range. A device's requests (queue pairs,
+	// completion queues, address vectors) fail with ib.ErrBadConfig, as
+	// on every driver.
 	ErrBadConfig = errors.New("sim: bad configuration")
 )
 

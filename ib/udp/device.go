@@ -25,6 +25,9 @@ const (
 	MaxQueueDepth = 1 << 16
 	// MaxRecvBufSize bounds one receive buffer.
 	MaxRecvBufSize = 1 << 20
+	// maxRecvBytes bounds the receive buffers of one QP together, which
+	// the two bounds above would let reach 64 GiB.
+	maxRecvBytes = 1 << 30
 	// rxBatch is how many datagrams one recvmmsg call may return, and
 	// txBatch how many one sendmmsg call may carry.
 	rxBatch = 64

@@ -227,15 +227,15 @@ func TestDeviceOpen(t *testing.T) {
 	if _, err := r.dev.QueryPort(2); !errors.Is(err, ib.ErrNoPort) {
 		t.Errorf("QueryPort(2) = %v, want ErrNoPort", err)
 	}
-	if _, err := r.dev.CreateCQ(0); !errors.Is(err, ErrBadConfig) {
-		t.Errorf("CreateCQ(0) = %v, want ErrBadConfig", err)
+	if _, err := r.dev.CreateCQ(0); !errors.Is(err, ib.ErrBadConfig) {
+		t.Errorf("CreateCQ(0) = %v, want ib.ErrBadConfig", err)
 	}
 	cq, err := r.dev.CreateCQ(8)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.dev.CreateUDQP(ib.QPConfig{Port: 1, SendCQ: cq, RecvCQ: cq, SendDepth: 1, RecvDepth: 1, RecvBufSize: 10}); !errors.Is(err, ErrBadConfig) {
-		t.Errorf("CreateUDQP with 10-byte buffers = %v, want ErrBadConfig", err)
+	if _, err := r.dev.CreateUDQP(ib.QPConfig{Port: 1, SendCQ: cq, RecvCQ: cq, SendDepth: 1, RecvDepth: 1, RecvBufSize: 10}); !errors.Is(err, ib.ErrBadConfig) {
+		t.Errorf("CreateUDQP with 10-byte buffers = %v, want ib.ErrBadConfig", err)
 	}
 }
 
@@ -360,8 +360,8 @@ func TestMulticast(t *testing.T) {
 	if ethernet && igmp6Has(t, mgid) {
 		t.Errorf("after DetachMcast, /proc/net/igmp6 still lists %v", mgid)
 	}
-	if err := e.qp.DetachMcast(mgid, 0xC000); !errors.Is(err, ErrBadConfig) {
-		t.Errorf("second DetachMcast = %v, want ErrBadConfig", err)
+	if err := e.qp.DetachMcast(mgid, 0xC000); !errors.Is(err, ib.ErrBadConfig) {
+		t.Errorf("second DetachMcast = %v, want ib.ErrBadConfig", err)
 	}
 }
 
