@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 )
 
 // PortAttr is a snapshot of one port's attributes (IBA 14.2.5.6, PortInfo;
@@ -128,7 +129,7 @@ type Event struct {
 // datagrams with a bad ICRC, say). DriverCounters returns them by name, in
 // snake_case; it is safe from any goroutine.
 type CounterSource interface {
-	DriverCounters() map[string]uint64
+	DriverCounters() counter.Snapshot
 }
 
 // Device is an open HCA (or simulated host). Every method is control plane:

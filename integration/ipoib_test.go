@@ -273,8 +273,8 @@ func TestPartitions(t *testing.T) {
 	if final.Dropped(sim.DropQKey) == 0 {
 		t.Errorf("wrong-Q_Key datagram not counted as a Q_Key drop: %v", final)
 	}
-	before0 := rx["rx_ok"]
-	after0 := target.ifc.Stats().Netdev["rx_ok"]
+	before0 := rx.Count("rx_ok")
+	after0 := target.ifc.Stats().Netdev.Count("rx_ok")
 	if after0 != before0 {
 		t.Errorf("target received %d packets, want none of the raw ones", after0-before0)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync/atomic"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -28,13 +29,7 @@ const ARPProtocolNumber tcpip.NetworkProtocolNumber = tcpip.NetworkProtocolNumbe
 // *Endpoint; on others it drops what it receives and resolves nothing.
 type ARPProtocol struct {
 	stack *gvstack.Stack
-	c     arpCounters
-}
-
-// arpCounters back ARPStats.
-type arpCounters struct {
-	received, disabled, malformed, foreign, requests, replies, notForUs, looped, unknownOp, noLink atomic.Uint64
-	requestsSent, repliesSent, sendErrors                                                          atomic.Uint64
+	c     counter.Block[ARPStats]
 }
 
 // ARPStats counts what the ARP protocol of one stack did, over all its
@@ -89,23 +84,11 @@ func ARPProtocolOf(s *gvstack.Stack) *ARPProtocol {
 // Stats returns a snapshot of the protocol's counters. Safe from any
 // goroutine.
 func (p *ARPProtocol) Stats() ARPStats {
-	c := &p.c
-	return ARPStats{
-		Received:     c.received.Load(),
-		Disabled:     c.disabled.Load(),
-		Malformed:    c.malformed.Load(),
-		WrongType:    c.foreign.Load(),
-		Requests:     c.requests.Load(),
-		Replies:      c.replies.Load(),
-		NotForUs:     c.notForUs.Load(),
-		Looped:       c.looped.Load(),
-		UnknownOp:    c.unknownOp.Load(),
-		NoLink:       c.noLink.Load(),
-		RequestsSent: c.requestsSent.Load(),
-		RepliesSent:  c.repliesSent.Load(),
-		SendErrors:   c.sendErrors.Load(),
-	}
+	return p.c.Load()
 }
+
+// Snapshot returns the counters by name, for output.
+func (p *ARPProtocol) Snapshot() counter.Snapshot { return p.c.Snapshot() }
 
 // Number implements stack.NetworkProtocol.
 func (p *ARPProtocol) Number() tcpip.NetworkProtocolNumber { return ARPProtocolNumber }
@@ -291,7 +274,7 @@ func (e *arpEndpoint) ResolveStaticAddress(addr tcpip.Address) (tcpip.LinkAddres
 func (e *arpEndpoint) LinkAddressRequest(target, localAddr tcpip.Address, remote tcpip.LinkAddress) tcpip.Error {
 	l := e.ep()
 	if l == nil {
-		e.proto.c.noLink.Add(1)
+		counter.Inc(&e.proto.c.V.NoLink)
 		return &tcpip.ErrNotSupported{}
 	}
 	if len(remote) == 0 {
@@ -316,7 +299,7 @@ func (e *arpEndpoint) LinkAddressRequest(target, localAddr tcpip.Address, remote
 	if err := e.send(&a, remote); err != nil {
 		return err
 	}
-	e.proto.c.requestsSent.Add(1)
+	counter.Inc(&e.proto.c.V.RequestsSent)
 	return nil
 }
 
@@ -327,12 +310,12 @@ func (e *arpEndpoint) send(a *arp.Packet, to tcpip.LinkAddress) tcpip.Error {
 	})
 	defer pkt.DecRef()
 	if err := a.Encode(pkt.NetworkHeader().Push(arp.Len)); err != nil {
-		e.proto.c.sendErrors.Add(1)
+		counter.Inc(&e.proto.c.V.SendErrors)
 		return &tcpip.ErrMessageTooLong{}
 	}
 	pkt.NetworkProtocolNumber = ARPProtocolNumber
 	if err := e.nic.WritePacketToRemote(to, pkt); err != nil {
-		e.proto.c.sendErrors.Add(1)
+		counter.Inc(&e.proto.c.V.SendErrors)
 		return err
 	}
 	return nil
@@ -345,14 +328,14 @@ func (e *arpEndpoint) send(a *arp.Packet, to tcpip.LinkAddress) tcpip.Error {
 // they came by unicast. Everything dropped is counted.
 func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 	c := &e.proto.c
-	c.received.Add(1)
+	counter.Inc(&c.V.Received)
 	if !e.Enabled() {
-		c.disabled.Add(1)
+		counter.Inc(&c.V.Disabled)
 		return
 	}
 	l := e.ep()
 	if l == nil {
-		c.noLink.Add(1)
+		counter.Inc(&c.V.NoLink)
 		return
 	}
 	var (
@@ -369,18 +352,18 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 	}
 	if err != nil {
 		if errors.Is(err, arp.ErrHardwareType) || errors.Is(err, arp.ErrProtocolType) {
-			c.foreign.Add(1)
+			counter.Inc(&c.V.WrongType)
 		} else {
-			c.malformed.Add(1)
+			counter.Inc(&c.V.Malformed)
 		}
 		return
 	}
 	own := []byte(e.nic.LinkAddress())
 	if err := a.Check(own); err != nil {
 		if errors.Is(err, arp.ErrLooped) {
-			c.looped.Add(1)
+			counter.Inc(&c.V.Looped)
 		} else {
-			c.malformed.Add(1)
+			counter.Inc(&c.V.Malformed)
 		}
 		return
 	}
@@ -388,10 +371,10 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 	senderHW := tcpip.LinkAddress(a.SenderHW[:])
 	switch a.Op {
 	case arp.Request:
-		c.requests.Add(1)
+		counter.Inc(&c.V.Requests)
 		target := tcpip.AddrFrom4(a.TargetIP)
 		if !e.nic.CheckLocalAddress(header.IPv4ProtocolNumber, target) {
-			c.notForUs.Add(1)
+			counter.Inc(&c.V.NotForUs)
 			if a.IsAnnouncement() {
 				// A gratuitous ARP announces a (new) address; let it
 				// refresh an entry the cache already has, nothing more.
@@ -405,10 +388,10 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 		}
 		reply := a.Answer(own)
 		if e.send(&reply, senderHW) == nil {
-			c.repliesSent.Add(1)
+			counter.Inc(&c.V.RepliesSent)
 		}
 	case arp.Reply:
-		c.replies.Add(1)
+		counter.Inc(&c.V.Replies)
 		_ = e.nic.HandleNeighborConfirmation(header.IPv4ProtocolNumber, sender, senderHW,
 			gvstack.ReachabilityConfirmationFlags{
 				// A reply sent to us alone answers our request; one sent
@@ -417,6 +400,6 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 				Solicited: pkt.PktType == tcpip.PacketHost,
 			})
 	default:
-		c.unknownOp.Add(1)
+		counter.Inc(&c.V.UnknownOp)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -124,14 +125,14 @@ func (e *Endpoint) changeGroupMode(ctx context.Context, group netip.Addr, delta 
 	if ctx == nil {
 		e.onLoop(name, func() {
 			if call(group, addr) != nil {
-				e.stats.groupErrors.Add(1)
+				counter.Inc(&e.stats.V.GroupErrors)
 			}
 		})
 		return nil
 	}
 	err = e.runOnLoop(ctx, name, func() error { return call(group, addr) })
 	if err != nil {
-		e.stats.groupErrors.Add(1)
+		counter.Inc(&e.stats.V.GroupErrors)
 		return fmt.Errorf("stack: %s group %v (%s) on %s: %w", op, group, e.link.AddrString(addr), e.dev.Name(), err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"github.com/ipoibd/ipoibd/netdev"
@@ -117,7 +118,7 @@ type Endpoint struct {
 	gmu    sync.Mutex
 	gcount map[netip.Addr]int
 
-	stats endpointCounters
+	stats counter.Block[EndpointStats]
 }
 
 var _ gvstack.LinkEndpoint = (*Endpoint)(nil)
@@ -142,14 +143,6 @@ type txEntry struct {
 	proto uint16
 	dlen  uint8
 	dst   [maxLinkAddrLen]byte
-}
-
-// endpointCounters are the endpoint's own counters; Stats snapshots
-// them.
-type endpointCounters struct {
-	txQueued, txSent, txQueueFull, txNoBuffer, txBadAddr, txTooBig, txClosed, txDevice atomic.Uint64
-	rxDelivered, rxDropped                                                             atomic.Uint64
-	groupErrors, tapErrors                                                             atomic.Uint64
 }
 
 // EndpointStats counts what the endpoint did with packets. The device's
@@ -233,22 +226,12 @@ func (e *Endpoint) Device() *netdev.Device { return e.dev }
 // Stats returns a snapshot of the endpoint's counters. Safe from any
 // goroutine.
 func (e *Endpoint) Stats() EndpointStats {
-	c := &e.stats
-	return EndpointStats{
-		TxQueued:    c.txQueued.Load(),
-		TxSent:      c.txSent.Load(),
-		TxQueueFull: c.txQueueFull.Load(),
-		TxNoBuffer:  c.txNoBuffer.Load(),
-		TxBadAddr:   c.txBadAddr.Load(),
-		TxTooBig:    c.txTooBig.Load(),
-		TxClosed:    c.txClosed.Load(),
-		TxDevice:    c.txDevice.Load(),
-		RxDelivered: c.rxDelivered.Load(),
-		RxDropped:   c.rxDropped.Load(),
-		GroupErrors: c.groupErrors.Load(),
-		TapErrors:   c.tapErrors.Load(),
-	}
+	return e.stats.Load()
 }
+
+// Snapshot returns the counters by name, for output. Safe from any
+// goroutine.
+func (e *Endpoint) Snapshot() counter.Snapshot { return e.stats.Snapshot() }
 
 // MTU implements stack.LinkEndpoint: the device's network-layer MTU (for
 // IPoIB the broadcast group's IB MTU less the 4-byte header), lowered by

@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/ipoib/capture"
@@ -39,7 +40,7 @@ func newPcapTap(w io.Writer, link netdev.LinkProtocol, grh GRHSource) (*pcapTap,
 func (t *pcapTap) transmit(e *Endpoint, dst []byte, proto uint16, payload []byte) {
 	var a ipoib.Addr
 	if a.Decode(dst) != nil || t.w.WriteTransmit(time.Now(), a, proto, payload) != nil {
-		e.stats.tapErrors.Add(1)
+		counter.Inc(&e.stats.V.TapErrors)
 	}
 }
 
@@ -56,13 +57,13 @@ func (t *pcapTap) receive(e *Endpoint, b *netdev.Buffer, proto uint16, dst, src 
 	if t.grh == nil || !t.grh.ReceivedGRH(b, &grh, &qpn) {
 		var s, d ipoib.Addr
 		if s.Decode(src) != nil || d.Decode(dst) != nil {
-			e.stats.tapErrors.Add(1)
+			counter.Inc(&e.stats.V.TapErrors)
 			return
 		}
 		grh = ib.GRH{IPVer: ib.GRHIPVer, SGID: s.GID, DGID: d.GID}
 		qpn = s.QPN
 	}
 	if t.w.WriteReceive(time.Now(), &grh, qpn, proto, b.Bytes()) != nil {
-		e.stats.tapErrors.Add(1)
+		counter.Inc(&e.stats.V.TapErrors)
 	}
 }

@@ -13,9 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -539,33 +537,13 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		return emit(stdout, stderr, "stats", rep.Stats, exitOK)
 	}
+	// Like ip -s link: the non-zero counters, group by group, in the
+	// order each layer declares them.
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	names := make([]string, 0, len(rep.Stats.Netdev))
-	for n := range rep.Stats.Netdev {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if v := rep.Stats.Netdev[n]; v != 0 {
-			fmt.Fprintf(tw, "%s\t%d\n", n, v)
-		}
-	}
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.Encode(rep.Stats.Endpoint)
-	enc.Encode(rep.Stats.ARP)
-	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil {
-			keys := make([]string, 0, len(m))
-			for k := range m {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				if v, ok := m[k].(float64); ok && v != 0 {
-					fmt.Fprintf(tw, "%s\t%v\n", k, v)
-				}
+	for _, g := range rep.Stats.Groups() {
+		for _, c := range g.Counters {
+			if c.Value != 0 {
+				fmt.Fprintf(tw, "%s\t%s\t%d\n", g.Name, c.Name, c.Value)
 			}
 		}
 	}

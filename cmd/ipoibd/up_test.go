@@ -103,10 +103,10 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatal(err)
 	}
-	if n := st.Netdev["tx_ok"]; n < 3 {
+	if n := st.Netdev.Count("tx_ok"); n < 3 {
 		t.Errorf("stats tx_ok %d after 3 pings: %s", n, stdout)
 	}
-	if n := st.Netdev["rx_ok"]; n < 3 {
+	if n := st.Netdev.Count("rx_ok"); n < 3 {
 		t.Errorf("stats rx_ok %d after 3 pings", n)
 	}
 	checkJSONConvention(t, "stats", stdout)
@@ -199,7 +199,7 @@ func TestUpWithoutSM(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatal(err)
 	}
-	if n, ok := st.Netdev["ipoib_joins"]; !ok || n != 0 {
+	if n, ok := st.Netdev.Get("ipoib_joins"); !ok || n != 0 {
 		t.Errorf("ipoib_joins = %d (%v) with no SM", n, ok)
 	}
 	if code, _, stderr := runCLI(t, "ping", "--socket", sock, "10.8.0.2"); code != exitUsage || !strings.Contains(stderr, "not configured yet") {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
@@ -374,26 +375,10 @@ func (d *device) Close() error {
 }
 
 // Counters returns the device's counts; safe from any goroutine.
-func (d *device) Counters() Counters {
-	c := &d.ctr
-	return Counters{
-		RxPackets: c.rxPackets.Load(), RxBadICRC: c.rxBadICRC.Load(), RxMalformed: c.rxMalformed.Load(),
-		RxNotUD: c.rxNotUD.Load(), RxNoQP: c.rxNoQP.Load(), RxPKey: c.rxPKey.Load(), RxQKey: c.rxQKey.Load(),
-		RxNoBuffer: c.rxNoBuffer.Load(), RxTooLong: c.rxTooLong.Load(),
-		TxPackets: c.txPackets.Load(), TxErrors: c.txErrors.Load(),
-	}
-}
+func (d *device) Counters() Counters { return d.ctr.Load() }
 
 // DriverCounters returns Counters by name (ib.CounterSource).
-func (d *device) DriverCounters() map[string]uint64 {
-	c := d.Counters()
-	return map[string]uint64{
-		"rx_packets": c.RxPackets, "rx_bad_icrc": c.RxBadICRC, "rx_malformed": c.RxMalformed,
-		"rx_not_ud": c.RxNotUD, "rx_no_qp": c.RxNoQP, "rx_pkey": c.RxPKey, "rx_qkey": c.RxQKey,
-		"rx_no_buffer": c.RxNoBuffer, "rx_too_long": c.RxTooLong,
-		"tx_packets": c.TxPackets, "tx_errors": c.TxErrors,
-	}
-}
+func (d *device) DriverCounters() counter.Snapshot { return d.ctr.Snapshot() }
 
 // DeviceCounters returns the counters of a device this driver opened.
 func DeviceCounters(dev ib.Device) (Counters, bool) {
