@@ -14,7 +14,6 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/counter"
-	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"github.com/ipoibd/ipoibd/netdev"
 )
@@ -51,16 +50,6 @@ type LinkGroups interface {
 	LeaveLinkGroup(group netip.Addr, addr []byte) error
 }
 
-// GRHSource is implemented by a driver that knows the GRH a frame arrived
-// with, so the pcap tap can record it as received. ReceivedGRH runs on the
-// device's loop during the Receiver call for b (its link header already
-// pulled); it fills grh (TClass, FlowLabel, SGID, DGID) and srcQPN and
-// reports whether it could. When it cannot, or no GRHSource is given, the
-// tap builds the GRH from the frame's source and destination addresses.
-type GRHSource interface {
-	ReceivedGRH(b *netdev.Buffer, grh *ib.GRH, srcQPN *ib.QPN) bool
-}
-
 // EndpointOptions configures NewEndpoint. The zero value is usable.
 type EndpointOptions struct {
 	// TxQueueLen bounds the packets that wait between WritePackets and
@@ -74,8 +63,6 @@ type EndpointOptions struct {
 	// Groups is told about multicast memberships; nil means the link
 	// needs no joins (or the driver joins on first send).
 	Groups LinkGroups
-	// GRH supplies received GRHs to the pcap tap.
-	GRH GRHSource
 	// NoGSO turns off gVisor's software segmentation offload. With it on
 	// (the default), gVisor's TCP builds segments of up to
 	// gvstack.GVisorGSOMaxSize bytes and cuts them to the MSS once, in a
@@ -209,7 +196,7 @@ func NewEndpoint(dev *netdev.Device, opts EndpointOptions) (*Endpoint, error) {
 		noGSO:   opts.NoGSO,
 	}
 	if opts.Pcap != nil {
-		tap, err := newPcapTap(opts.Pcap, link, opts.GRH)
+		tap, err := newPcapTap(opts.Pcap, link)
 		if err != nil {
 			return nil, fmt.Errorf("stack: new endpoint on %s: %w", dev.Name(), err)
 		}

@@ -128,7 +128,7 @@ func newTestPort(tb testing.TB, w *testWire, n int) *testPort {
 	sl := w.loopFor(tb, n)
 	loop := sl.loop
 	cache := ipoib.NewPeerCache(loop)
-	link, err := ipoib.NewLink(cache, testPKey)
+	link, err := ipoib.NewProtocol(cache, testPKey)
 	if err != nil {
 		tb.Fatal(err)
 	}
