@@ -40,22 +40,6 @@ const (
 	DefaultDeclineWait = 10 * time.Second
 )
 
-// serverBroadcast is where a client sends when it does not know (or may
-// not use) its server: the limited broadcast address, server port.
-var serverBroadcast = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), ServerPort)
-
-// requestedOptions is the parameter request list (option 55) the client
-// sends: what Lease holds.
-var requestedOptions = []dhcpv4.OptionCode{
-	dhcpv4.OptionSubnetMask,
-	dhcpv4.OptionRouter,
-	dhcpv4.OptionDomainNameServer,
-	dhcpv4.OptionDomainName,
-	dhcpv4.OptionIPAddressLeaseTime,
-	dhcpv4.OptionRenewTimeValue,
-	dhcpv4.OptionRebindingTimeValue,
-}
-
 // Backoff shapes retransmission in SELECTING and REQUESTING: the n-th
 // wait (from 0) is Initial<<n, capped at Max, plus a uniform random
 // offset in [-Jitter, +Jitter]. Zero fields take the RFC 2131 defaults
@@ -427,35 +411,6 @@ func (c *Client) Stats() ClientStats {
 	}
 }
 
-// deliver queues a received datagram for the client's goroutine. It
-// copies b (the socket reuses it) and drops the datagram when the queue
-// is full: DHCP retransmits, and a flood must not stall the receiver.
-//
-// Replies to the server broadcast reach every client on the link, so on
-// a busy fabric most of what arrives is other clients' OFFERs and ACKs.
-// Those are recognised by their transaction ID (bytes 4 to 7, RFC 2131
-// section 2) before anything is copied or queued, lest they crowd out
-// the client's own reply.
-func (c *Client) deliver(b []byte, _ netip.AddrPort) {
-	if len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) != c.curXID.Load() {
-		c.stats.ignored.Add(1)
-		return
-	}
-	select {
-	case c.events <- event{kind: evRx, data: bytes.Clone(b)}:
-	default:
-		c.stats.ignored.Add(1)
-	}
-}
-
-// post queues ev, waiting for room unless the client is stopping.
-func (c *Client) post(ev event) {
-	select {
-	case c.events <- ev:
-	case <-c.stopReq:
-	}
-}
-
 // run is the client's goroutine.
 func (c *Client) run() {
 	defer close(c.exited)
@@ -782,13 +737,6 @@ func (c *Client) handleMessage(b []byte) {
 	}
 }
 
-// sameServer reports whether m comes from server, judged by its server
-// identifier; a message without one is given the benefit of the doubt.
-func sameServer(m *dhcpv4.DHCPv4, server netip.Addr) bool {
-	sid := m.Options.Get(dhcpv4.OptionServerIdentifier)
-	return sid == nil || addrOf(sid) == server
-}
-
 // handleOffer takes the first usable offer (RFC 2131 section 4.4.1 lets
 // the client choose; waiting for more buys nothing on a fabric with one
 // server) and requests it.
@@ -862,90 +810,4 @@ func (c *Client) cancelProbe() {
 		c.probeStop = nil
 	}
 	c.probeGen++
-}
-
-// --- sending ---
-
-// message starts a client message of type mt in the current transaction
-// with what every one carries: the RFC 4390 fields and option 61.
-func (c *Client) message(mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
-	m := newIPoIBMessage(dhcpv4.OpcodeBootRequest, c.xid, mt)
-	m.UpdateOption(dhcpv4.OptClientIdentifier(c.id))
-	secs := c.clock.Now().Sub(c.began) / time.Second
-	m.NumSeconds = uint16(min(max(secs, 0), 0xffff))
-	return m
-}
-
-// withParams adds the parameter request list and hostname.
-func (c *Client) withParams(m *dhcpv4.DHCPv4) {
-	m.UpdateOption(dhcpv4.OptParameterRequestList(requestedOptions...))
-	if c.cfg.Hostname != "" {
-		m.UpdateOption(dhcpv4.OptHostName(c.cfg.Hostname))
-	}
-}
-
-// sendDiscover broadcasts a DISCOVER (RFC 2131 section 4.4.1).
-func (c *Client) sendDiscover() {
-	m := c.message(dhcpv4.MessageTypeDiscover)
-	c.withParams(m)
-	if c.prevAddr.IsValid() {
-		m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(c.prevAddr)))
-	}
-	c.stats.discovers.Add(1)
-	c.transmit(m, serverBroadcast)
-}
-
-// sendSelectingRequest broadcasts the REQUEST that accepts c.offer:
-// ciaddr zero, the offered address in option 50 and the chosen server in
-// option 54, so the other servers learn they were not chosen (RFC 2131
-// section 4.3.2, SELECTING).
-func (c *Client) sendSelectingRequest() {
-	m := c.message(dhcpv4.MessageTypeRequest)
-	c.withParams(m)
-	m.UpdateOption(dhcpv4.OptRequestedIPAddress(c.offer.YourIPAddr))
-	m.UpdateOption(dhcpv4.OptServerIdentifier(c.offer.ServerIdentifier()))
-	c.stats.requests.Add(1)
-	c.transmit(m, serverBroadcast)
-}
-
-// sendLeaseRequest sends the REQUEST of RENEWING (unicast to the server)
-// or REBINDING (broadcast): ciaddr set, neither option 50 nor 54 (RFC
-// 2131 section 4.3.2).
-func (c *Client) sendLeaseRequest(dst netip.AddrPort) {
-	m := c.message(dhcpv4.MessageTypeRequest)
-	c.withParams(m)
-	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
-	c.stats.requests.Add(1)
-	c.transmit(m, dst)
-}
-
-// sendDecline broadcasts a DECLINE of l (RFC 2131 section 4.4.4):
-// ciaddr zero, the address in option 50, a fresh xid.
-func (c *Client) sendDecline(l *Lease) {
-	c.newXID()
-	m := c.message(dhcpv4.MessageTypeDecline)
-	m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(l.Addr.Addr())))
-	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(l.ServerID)))
-	c.stats.declines.Add(1)
-	c.transmit(m, serverBroadcast)
-}
-
-// sendRelease unicasts a RELEASE of the lease to its server (RFC 2131
-// section 4.4.6).
-func (c *Client) sendRelease() {
-	c.newXID()
-	m := c.message(dhcpv4.MessageTypeRelease)
-	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
-	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(c.lease.ServerID)))
-	c.stats.releases.Add(1)
-	c.transmit(m, netip.AddrPortFrom(c.lease.ServerID, ServerPort))
-}
-
-// transmit encodes and sends m; a failure is counted and logged, and the
-// retransmission timer tries again.
-func (c *Client) transmit(m *dhcpv4.DHCPv4, dst netip.AddrPort) {
-	if err := c.tr.send(m.ToBytes(), dst); err != nil {
-		c.stats.sendErrors.Add(1)
-		c.logf("%v", err)
-	}
 }
