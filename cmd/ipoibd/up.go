@@ -8,11 +8,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ipoibd/ipoibd"
@@ -27,11 +26,9 @@ func init() {
 	})
 }
 
-// upContext is the context `up` serves under; tests replace it to stop a
-// daemon without signals.
-var upContext = func() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
+// upContext is the context `up` serves under: SIGINT or SIGTERM ends it
+// (see upSignals). Tests replace it to stop a daemon without signals.
+var upContext = func() (context.Context, context.CancelFunc) { return upSignals(os.Stderr) }
 
 // upOptions are up's flags after validation.
 type upOptions struct {
@@ -46,6 +43,7 @@ type upOptions struct {
 	pcap           string
 	name           string
 	socket         string
+	socketDir      bool // socket is in the default directory, to be checked
 	joinTimeout    time.Duration
 	log            *slog.Logger
 }
@@ -79,9 +77,13 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	opt.pcap, opt.name, opt.joinTimeout = *pcap, *name, *joinTimeout
+	if err := checkIfName(opt.name); err != nil {
+		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
+		return exitUsage
+	}
 	opt.socket = *socket
 	if opt.socket == "" {
-		opt.socket = defaultSocketDir() + "/" + opt.name + ".sock"
+		opt.socket, opt.socketDir = filepath.Join(defaultSocketDir(), opt.name+".sock"), true
 	}
 	ctx, stop := upContext()
 	defer stop()
@@ -253,7 +255,10 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	// down` can stop it.
 	ctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	srv, err := listenControl(opt.socket, d, stopRun)
+	go shutdownWatchdog(ctx, finished, opt.log)
+	srv, err := listenControl(opt.socket, opt.socketDir, d, stopRun, func(format string, args ...any) {
+		opt.log.Warn(fmt.Sprintf(format, args...))
+	})
 	if err != nil {
 		return err
 	}
@@ -280,12 +285,4 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
 	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
 	return nil
-}
-
-// defaultSocketDir is where control sockets live unless --socket says.
-func defaultSocketDir() string {
-	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
-		return dir + "/ipoibd"
-	}
-	return fmt.Sprintf("%s/ipoibd-%d", os.TempDir(), os.Getuid())
 }
