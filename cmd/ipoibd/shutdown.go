@@ -25,6 +25,10 @@ var shutdownTimeout = 15 * time.Second
 // exitNow ends the process; tests replace it.
 var exitNow = os.Exit
 
+// teardownHook runs as the teardown begins; tests make it hang to check
+// that the teardown's bound holds.
+var teardownHook = func() {}
+
 // upSignals returns a context that the first SIGINT or SIGTERM cancels.
 // A second one exits at once with 128 plus its number, as a shell reports
 // a process killed by it, after saying so on stderr.

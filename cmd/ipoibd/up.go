@@ -249,7 +249,10 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	d.ifc = ifc
 	// Closing the interface releases the lease, leaves the groups and
 	// closes the device.
-	defer ifc.Close()
+	defer func() {
+		teardownHook()
+		ifc.Close()
+	}()
 	// The control socket opens before the join, so `ipoibd stats` can
 	// show the join retries of a daemon stuck without an SM, and `ipoibd
 	// down` can stop it.
