@@ -38,6 +38,11 @@ const (
 	// before it starts over (RFC 2131 section 3.1 step 5: at least ten
 	// seconds, so a misconfigured network does not loop at line rate).
 	DefaultDeclineWait = 10 * time.Second
+	// rebootTries is how many REQUESTs the client sends in INIT-REBOOT
+	// before it falls back to INIT (asking, in its DISCOVER, for the
+	// same address): a server with no record of the client stays
+	// silent (RFC 2131 section 4.3.2), so waiting long buys nothing.
+	rebootTries = 2
 )
 
 // Backoff shapes retransmission in SELECTING and REQUESTING: the n-th
@@ -81,6 +86,12 @@ type ClientConfig struct {
 	// error counts as "not in use": a failed probe is no evidence of a
 	// conflict.
 	Probe func(ctx context.Context, addr netip.Addr) (inUse bool, err error)
+	// LeaseFile, if set, keeps the lease across restarts: written on
+	// every binding and renewal, removed when the lease ends (released,
+	// expired, refused). A client that starts with a lease of its own
+	// there, still running, asks for it back in INIT-REBOOT (RFC 2131
+	// section 3.2) rather than starting over.
+	LeaseFile string
 	// OnEvent, if set, is called on the client's goroutine for every
 	// Event. It must not block or call Stop; reading Lease and State is
 	// fine.
@@ -94,7 +105,7 @@ type ClientConfig struct {
 
 // State is where the client is in the state machine of RFC 2131 section
 // 4.4, figure 5, plus Probing (between ACK and BOUND while the Probe hook
-// runs) and Stopped.
+// runs) and Stopped. Rebooting is figure 5's REBOOTING, numbered last.
 type State int
 
 // Client states.
@@ -107,9 +118,10 @@ const (
 	StateRenewing
 	StateRebinding
 	StateStopped
+	StateRebooting
 )
 
-var stateNames = [...]string{"INIT", "SELECTING", "REQUESTING", "PROBING", "BOUND", "RENEWING", "REBINDING", "STOPPED"}
+var stateNames = [...]string{"INIT", "SELECTING", "REQUESTING", "PROBING", "BOUND", "RENEWING", "REBINDING", "STOPPED", "REBOOTING"}
 
 // String returns the RFC's name of the state.
 func (s State) String() string {
@@ -234,6 +246,7 @@ type Client struct {
 	offer     *dhcpv4.DHCPv4
 	lease     *Lease
 	pending   *Lease // acknowledged, being probed
+	reboot    *Lease // the lease file's, asked for in REBOOTING
 	prevAddr  netip.Addr
 	timer     Timer
 	timerGen  uint64
@@ -415,7 +428,11 @@ func (c *Client) Stats() ClientStats {
 func (c *Client) run() {
 	defer close(c.exited)
 	c.began = c.clock.Now()
-	c.enterInit()
+	if l, ok := c.loadLease(c.began); ok {
+		c.enterReboot(l)
+	} else {
+		c.enterInit()
+	}
 	for {
 		select {
 		case ev := <-c.events:
@@ -548,6 +565,18 @@ func (c *Client) tick() {
 		c.stats.retransmits.Add(1)
 		c.sendDiscover()
 		c.armIn(c.backoff())
+	case StateRebooting:
+		c.attempt++
+		if c.attempt >= rebootTries {
+			c.logf("no answer to %d REQUESTs for %v in INIT-REBOOT, starting over", c.attempt, c.reboot.Addr)
+			c.prevAddr = c.reboot.Addr.Addr()
+			c.reboot = nil
+			c.enterInit()
+			return
+		}
+		c.stats.retransmits.Add(1)
+		c.sendRebootRequest()
+		c.armIn(c.backoff())
 	case StateRequesting:
 		c.attempt++
 		if c.attempt >= c.cfg.RequestTries {
@@ -624,9 +653,23 @@ func (c *Client) newXID() {
 	c.curXID.Store(x)
 }
 
+// enterReboot asks for l, the lease of an earlier run, again (RFC 2131
+// section 3.2 and 4.4.2, INIT-REBOOT): a REQUEST with the address in
+// option 50 and no server identifier.
+func (c *Client) enterReboot(l *Lease) {
+	c.offer, c.pending, c.reboot = nil, nil, l
+	c.attempt = 0
+	c.newXID()
+	c.reqSent = c.clock.Now()
+	c.setState(StateRebooting)
+	c.logf("asking for %v again (INIT-REBOOT)", l.Addr)
+	c.sendRebootRequest()
+	c.armIn(c.backoff())
+}
+
 // enterInit starts acquisition: a new transaction and a DISCOVER.
 func (c *Client) enterInit() {
-	c.offer, c.pending = nil, nil
+	c.offer, c.pending, c.reboot = nil, nil, nil
 	c.attempt = 0
 	c.began = c.clock.Now()
 	c.newXID()
@@ -642,6 +685,7 @@ func (c *Client) dropLease() {
 	l := c.lease
 	c.lease = nil
 	c.prevAddr = l.Addr.Addr()
+	c.forgetLease()
 	if err := c.netc.deconfigure(l); err != nil {
 		c.stats.configErrors.Add(1)
 		c.logf("%v", err)
@@ -671,7 +715,8 @@ func (c *Client) bind(l *Lease, renewed bool) {
 			c.logf("%v", err)
 		}
 	}
-	c.lease, c.pending, c.offer = l, nil, nil
+	c.lease, c.pending, c.offer, c.reboot = l, nil, nil, nil
+	c.saveLease(l)
 	c.setState(StateBound)
 	if renewed {
 		c.logf("renewed %v", l)
@@ -708,6 +753,16 @@ func (c *Client) handleMessage(b []byte) {
 		c.handleOffer(m)
 	case mt == dhcpv4.MessageTypeAck && c.state == StateRequesting:
 		c.handleSelectingAck(m)
+	case mt == dhcpv4.MessageTypeAck && c.state == StateRebooting:
+		c.handleRebootAck(m)
+	case mt == dhcpv4.MessageTypeNak && c.state == StateRebooting:
+		c.stats.naks.Add(1)
+		l := c.reboot
+		c.logf("NAK for %v in INIT-REBOOT: %q", l.Addr, m.Message())
+		c.reboot = nil
+		c.forgetLease()
+		c.emit(EventNak, l)
+		c.enterInit()
 	case mt == dhcpv4.MessageTypeNak && c.state == StateRequesting:
 		if !sameServer(m, addrOf(c.offer.ServerIdentifier())) {
 			c.stats.ignored.Add(1)
@@ -757,7 +812,20 @@ func (c *Client) handleOffer(m *dhcpv4.DHCPv4) {
 // handleSelectingAck checks an ACK against the offer requested and binds
 // it, after the Probe hook when there is one.
 func (c *Client) handleSelectingAck(m *dhcpv4.DHCPv4) {
-	if !sameServer(m, addrOf(c.offer.ServerIdentifier())) || !m.YourIPAddr.Equal(c.offer.YourIPAddr) {
+	ours := sameServer(m, addrOf(c.offer.ServerIdentifier())) && m.YourIPAddr.Equal(c.offer.YourIPAddr)
+	c.acceptAck(m, ours)
+}
+
+// handleRebootAck binds the address asked for in INIT-REBOOT, after the
+// Probe hook when there is one.
+func (c *Client) handleRebootAck(m *dhcpv4.DHCPv4) {
+	c.acceptAck(m, addrOf(m.YourIPAddr) == c.reboot.Addr.Addr())
+}
+
+// acceptAck turns an ACK that answers what the client asked for (ours)
+// into a lease and binds it.
+func (c *Client) acceptAck(m *dhcpv4.DHCPv4, ours bool) {
+	if !ours {
 		c.stats.ignored.Add(1)
 		return
 	}
@@ -767,6 +835,12 @@ func (c *Client) handleSelectingAck(m *dhcpv4.DHCPv4) {
 		return
 	}
 	c.stats.acks.Add(1)
+	c.probeThenBind(l)
+}
+
+// probeThenBind binds an acknowledged lease, or first runs the Probe
+// hook on it (PROBING) when there is one.
+func (c *Client) probeThenBind(l *Lease) {
 	c.stopTimer()
 	if c.cfg.Probe == nil {
 		c.bind(l, false)
@@ -797,7 +871,8 @@ func (c *Client) probeDone(inUse bool) {
 	}
 	c.logf("%v is in use, declining it", l.Addr.Addr())
 	c.sendDecline(l)
-	c.pending, c.offer = nil, nil
+	c.pending, c.offer, c.reboot = nil, nil, nil
+	c.forgetLease()
 	c.emit(EventDeclined, l)
 	c.setState(StateInit)
 	c.armIn(c.cfg.DeclineWait)

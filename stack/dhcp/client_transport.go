@@ -68,6 +68,17 @@ func (c *Client) sendSelectingRequest() {
 	c.transmit(m, serverBroadcast)
 }
 
+// sendRebootRequest broadcasts the REQUEST of INIT-REBOOT: ciaddr zero,
+// the remembered address in option 50, no option 54 (RFC 2131 section
+// 4.3.2).
+func (c *Client) sendRebootRequest() {
+	m := c.message(dhcpv4.MessageTypeRequest)
+	c.withParams(m)
+	m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(c.reboot.Addr.Addr())))
+	c.stats.requests.Add(1)
+	c.transmit(m, serverBroadcast)
+}
+
 // sendLeaseRequest sends the REQUEST of RENEWING (unicast to the server)
 // or REBINDING (broadcast): ciaddr set, neither option 50 nor 54 (RFC
 // 2131 section 4.3.2).
