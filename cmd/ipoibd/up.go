@@ -44,6 +44,7 @@ type upOptions struct {
 	name           string
 	socket         string
 	socketDir      bool // socket is in the default directory, to be checked
+	leaseFile      string
 	joinTimeout    time.Duration
 	log            *slog.Logger
 }
@@ -60,6 +61,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	dhcpServer := fs.String("dhcp-server", "", "also serve DHCP on the link, handing out FIRST-LAST (needs --addr)")
 	pcap := fs.String("pcap", "", "write the interface's IPoIB traffic to this pcap file")
 	name := fs.String("name", "ib0", "interface name, also the control socket's name")
+	leaseFile := fs.String("lease-file", "", "DHCP lease file: the lease with --dhcp, the bindings with --dhcp-server (default "+defaultStateDir()+"/NAME.lease or NAME.leases)")
 	socket := fs.String("socket", "", "control socket path (default "+defaultSocketDir()+"/NAME.sock)")
 	joinTimeout := fs.Duration("join-timeout", 0, "give up if the link is not up by then (0: keep trying)")
 	logLevel := fs.String("log-level", "info", "least severe log messages printed on stderr: debug, info, warn or error")
@@ -81,6 +83,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
 		return exitUsage
 	}
+	opt.leaseFile = *leaseFile
 	opt.socket = *socket
 	if opt.socket == "" {
 		opt.socket, opt.socketDir = filepath.Join(defaultSocketDir(), opt.name+".sock"), true
@@ -218,9 +221,14 @@ func (opt upOptions) config(out io.Writer) ipoibd.Config {
 	if opt.driver != "" {
 		cfg.Device = opt.driver + ":" + opt.device
 	}
+	// The daemon checks addresses on the link before it hands them out
+	// or uses them, and keeps leases across restarts (see leaseFilePath).
+	cfg.DHCPProbe, cfg.DHCPLeaseFile = opt.dhcp, opt.leaseFile
 	if opt.dhcpServer != "" {
 		first, last, _ := parseRange(opt.dhcpServer, opt.addr)
-		cfg.DHCPServer = &ipoibd.DHCPServer{PoolStart: first, PoolEnd: last, Router: opt.gateway}
+		cfg.DHCPServer = &ipoibd.DHCPServer{PoolStart: first, PoolEnd: last, Router: opt.gateway,
+			LeaseFile: opt.leaseFile, Probe: true}
+		cfg.DHCPLeaseFile = ""
 	}
 	return cfg
 }
@@ -237,6 +245,13 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		}
 	}()
 	notify(opt.log, "STATUS=starting")
+	if opt.dhcp || opt.dhcpServer != "" {
+		path, err := leaseFilePath(opt)
+		if err != nil {
+			return err
+		}
+		opt.leaseFile = path
+	}
 	d := &daemon{opt: opt, out: out, finished: finished}
 	ifc, err := ipoibd.New(opt.config(out))
 	if err != nil {
