@@ -4,6 +4,7 @@ go 1.26.3
 
 require (
 	github.com/Mellanox/rdmamap v1.2.0
+	github.com/armon/go-socks5 v0.0.0-20160902184237-e75332964ef5
 	github.com/coreos/go-systemd/v22 v22.6.0
 	github.com/gopacket/gopacket v1.7.7
 	github.com/insomniacslk/dhcp v0.0.0-20260901064844-234b97448fae
