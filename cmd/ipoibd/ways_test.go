@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,6 +100,15 @@ func TestForwardServeSOCKS5(t *testing.T) {
 // daemonRun is an `ipoibd up` running in the test's process.
 type daemonRun struct {
 	out, err *syncBuffer
+	sock     string
+	stopOnce sync.Once
+	stopped  func(t *testing.T)
+}
+
+// stop takes the daemon down with `ipoibd down` and checks it exited
+// well; the test's cleanup does it for a daemon still running.
+func (d *daemonRun) stop(t *testing.T) {
+	d.stopOnce.Do(func() { d.stopped(t) })
 }
 
 // startDaemon runs `ipoibd up` on host i of fabric with a static address
@@ -106,12 +116,12 @@ type daemonRun struct {
 func startDaemon(t *testing.T, fabric string, i int, addr string, extra ...string) *daemonRun {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	d := &daemonRun{out: &syncBuffer{}, err: &syncBuffer{}}
+	d := &daemonRun{out: &syncBuffer{}, err: &syncBuffer{}, sock: sock}
 	args := append([]string{"up", "--device", fmt.Sprintf("sim:%s/host%d", fabric, i), "--name", fmt.Sprintf("ib%d", i),
 		"--socket", sock, "--join-timeout", "20s", "--addr", addr}, extra...)
 	exited := make(chan int, 1)
 	go func() { exited <- run(args, d.out, d.err) }()
-	t.Cleanup(func() {
+	d.stopped = func(t *testing.T) {
 		runCLI(t, "down", "--socket", sock)
 		select {
 		case code := <-exited:
@@ -121,7 +131,8 @@ func startDaemon(t *testing.T, fabric string, i int, addr string, extra ...strin
 		case <-time.After(20 * time.Second):
 			t.Errorf("up on host%d did not stop", i)
 		}
-	})
+	}
+	t.Cleanup(func() { d.stop(t) })
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(d.out.String(), "ready") {
 		select {
@@ -176,8 +187,11 @@ func checkEcho(t *testing.T, c net.Conn, n int) {
 
 // kernelTCPEcho runs a kernel TCP echo server on 127.0.0.1 that passes
 // the client's end of stream back as its own.
-func kernelTCPEcho(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func kernelTCPEcho(t *testing.T) string { return tcpEchoOn(t, net.Listen, "127.0.0.1:0") }
+
+// tcpEchoOn runs that echo server on a listener listen opens at addr.
+func tcpEchoOn(t *testing.T, listen func(network, address string) (net.Listener, error), addr string) string {
+	ln, err := listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +205,7 @@ func kernelTCPEcho(t *testing.T) string {
 			go func() {
 				defer c.Close()
 				if _, err := io.Copy(c, c); err == nil {
-					c.(*net.TCPConn).CloseWrite()
+					c.(closeWriter).CloseWrite()
 					io.Copy(io.Discard, c)
 				}
 			}()
