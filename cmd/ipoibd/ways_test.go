@@ -102,18 +102,18 @@ type daemonRun struct {
 	out, err *syncBuffer
 	sock     string
 	stopOnce sync.Once
-	stopped  func(t *testing.T)
+	stopped  func(t testing.TB)
 }
 
 // stop takes the daemon down with `ipoibd down` and checks it exited
 // well; the test's cleanup does it for a daemon still running.
-func (d *daemonRun) stop(t *testing.T) {
+func (d *daemonRun) stop(t testing.TB) {
 	d.stopOnce.Do(func() { d.stopped(t) })
 }
 
 // startDaemon runs `ipoibd up` on host i of fabric with a static address
 // and extra flags, waits until it is ready, and stops it at the test's end.
-func startDaemon(t *testing.T, fabric string, i int, addr string, extra ...string) *daemonRun {
+func startDaemon(t testing.TB, fabric string, i int, addr string, extra ...string) *daemonRun {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
 	d := &daemonRun{out: &syncBuffer{}, err: &syncBuffer{}, sock: sock}
@@ -121,8 +121,8 @@ func startDaemon(t *testing.T, fabric string, i int, addr string, extra ...strin
 		"--socket", sock, "--join-timeout", "20s", "--addr", addr}, extra...)
 	exited := make(chan int, 1)
 	go func() { exited <- run(args, d.out, d.err) }()
-	d.stopped = func(t *testing.T) {
-		runCLI(t, "down", "--socket", sock)
+	d.stopped = func(t testing.TB) {
+		run([]string{"down", "--socket", sock}, io.Discard, io.Discard)
 		select {
 		case code := <-exited:
 			if code != exitOK {
@@ -148,7 +148,7 @@ func startDaemon(t *testing.T, fabric string, i int, addr string, extra ...strin
 }
 
 // listening finds the address a progress line matching re reports.
-func (d *daemonRun) listening(t *testing.T, re string) string {
+func (d *daemonRun) listening(t testing.TB, re string) string {
 	t.Helper()
 	m := regexp.MustCompile(re).FindStringSubmatch(d.out.String())
 	if m == nil {
