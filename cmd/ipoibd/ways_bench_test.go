@@ -133,17 +133,9 @@ func BenchmarkWaysIn(b *testing.B) {
 // serveSink reads each connection to its end and answers with the number
 // of bytes read.
 func serveSink(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
+	acceptEach(ln, func(c net.Conn) {
+		if n, err := io.Copy(io.Discard, c); err == nil {
+			binary.Write(c, binary.BigEndian, uint64(n))
 		}
-		go func() {
-			defer c.Close()
-			n, err := io.Copy(io.Discard, c)
-			if err == nil {
-				binary.Write(c, binary.BigEndian, uint64(n))
-			}
-		}()
-	}
+	})
 }

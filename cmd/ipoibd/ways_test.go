@@ -196,22 +196,28 @@ func tcpEchoOn(t *testing.T, listen func(network, address string) (net.Listener,
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := io.Copy(c, c); err == nil {
-					c.(closeWriter).CloseWrite()
-					io.Copy(io.Discard, c)
-				}
-			}()
+	go acceptEach(ln, func(c net.Conn) {
+		if _, err := io.Copy(c, c); err == nil {
+			c.(closeWriter).CloseWrite()
+			io.Copy(io.Discard, c)
 		}
-	}()
+	})
 	return ln.Addr().String()
+}
+
+// acceptEach serves each connection ln accepts with handle on a goroutine
+// of its own, closing it afterwards, until ln is closed.
+func acceptEach(ln net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			handle(c)
+		}()
+	}
 }
 
 // kernelUDPEcho runs a kernel UDP echo server on 127.0.0.1.
