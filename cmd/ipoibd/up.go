@@ -47,10 +47,11 @@ type upOptions struct {
 	leaseFile      string
 	joinTimeout    time.Duration
 	log            *slog.Logger
+	ways           waysOptions
 }
 
 func runUp(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("up", "--device NAME [--port N] [--pkey P] [--gid-index I] (--dhcp | --addr CIDR) [--dhcp-server RANGE] [--pcap FILE] [--log-level L]", stderr)
+	fs := newFlagSet("up", "--device NAME [--port N] [--pkey P] [--gid-index I] (--dhcp | --addr CIDR) [--dhcp-server RANGE] [--pcap FILE] [--forward SPEC]... [--serve SPEC]... [--socks5 ADDR] [--tun NAME] [--log-level L]", stderr)
 	device := fs.String("device", "", "RDMA device, as NAME or DRIVER:NAME (see 'ipoibd devices')")
 	port := fs.Int("port", 1, "port number on the device")
 	pkey := fs.String("pkey", "0xffff", "partition key of the IPoIB link (full membership is implied)")
@@ -64,6 +65,8 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	leaseFile := fs.String("lease-file", "", "DHCP lease file: the lease with --dhcp, the bindings with --dhcp-server (default "+defaultStateDir()+"/NAME.lease or NAME.leases)")
 	socket := fs.String("socket", "", "control socket path (default "+defaultSocketDir()+"/NAME.sock)")
 	joinTimeout := fs.Duration("join-timeout", 0, "give up if the link is not up by then (0: keep trying)")
+	var ways waysOptions
+	ways.register(fs)
 	logLevel := fs.String("log-level", "info", "least severe log messages printed on stderr: debug, info, warn or error")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
@@ -85,6 +88,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	}
 	opt.leaseFile = *leaseFile
 	opt.socket = *socket
+	opt.ways = ways
 	if opt.socket == "" {
 		opt.socket, opt.socketDir = filepath.Join(defaultSocketDir(), opt.name+".sock"), true
 	}
@@ -295,6 +299,11 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		}
 		return err
 	}
+	ws, err := startWays(opt.ways, ifc, out, opt.log)
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
 	d.ready.Store(true)
 	defer d.ready.Store(false)
 	fmt.Fprintf(out, "%s: ready\n", opt.name)
