@@ -85,7 +85,7 @@ func (d *device) CreateCQ(depth int) (ib.CompletionQueue, error) {
 	if depth < 1 || depth > MaxQueueDepth {
 		return nil, fmt.Errorf("sim: create CQ on %s: depth %d (1..%d): %w", d.name, depth, MaxQueueDepth, ib.ErrBadConfig)
 	}
-	c := &cq{dev: d, loop: d.loop, ring: make([]ib.Completion, depth)}
+	c := &cq{dev: d, loop: d.loop, ring: ib.NewCompletionRing(depth)}
 	c.bh = d.loop.NewBH("sim cq "+d.name, c.run)
 	d.cqs = append(d.cqs, c)
 	return c, nil
@@ -135,12 +135,10 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 		payload:   make([]byte, 0, maxFrameLen),
 		bufSize:   cfg.RecvBufSize,
 		slab:      make([]byte, cfg.RecvDepth*cfg.RecvBufSize),
-		ring:      make([]uint32, cfg.RecvDepth),
-		lent:      make([]bool, cfg.RecvDepth),
-		n:         cfg.RecvDepth,
-	}
-	for i := range q.ring {
-		q.ring[i] = uint32(i)
+		// The buffer posted last is used first: see ib.NewRecvQueue; in
+		// a 1024-host fabric, taking them in order would touch every
+		// page of 1024 receive rings, half a gigabyte.
+		recv: ib.NewRecvQueue(cfg.RecvDepth, true),
 	}
 	q.qkey.Store(uint32(cfg.QKey))
 	h.mu.Lock()
@@ -266,10 +264,8 @@ func (q *qp) close() {
 	h.mu.Unlock()
 	q.mu.Lock()
 	q.closed = true
-	for ; q.n > 0; q.n-- {
-		id := q.ring[q.head]
-		q.head = (q.head + 1) % len(q.ring)
-		q.lent[id] = true
+	for id, ok := q.recv.Next(); ok; id, ok = q.recv.Next() {
+		q.recv.Lend()
 		wc := ib.Completion{ID: uint64(id), Kind: ib.WorkRecv, Status: ib.StatusFlushed, QPN: q.qpn}
 		q.recvCQ.push(&wc)
 	}
@@ -285,7 +281,7 @@ func (c *cq) SetHandler(fn func()) {
 	c.handler = fn
 	if fn != nil {
 		c.mu.Lock()
-		pending := c.n > 0
+		pending := c.ring.Len() > 0
 		c.mu.Unlock()
 		if pending {
 			c.bh.Schedule()

@@ -244,7 +244,7 @@ func (d *device) CreateCQ(depth int) (ib.CompletionQueue, error) {
 	if depth < 1 || depth > MaxQueueDepth {
 		return nil, fmt.Errorf("udp %s: CQ depth %d (1 to %d): %w", d.info.name, depth, MaxQueueDepth, ib.ErrBadConfig)
 	}
-	c := &cq{dev: d, ring: make([]ib.Completion, depth)}
+	c := &cq{dev: d, ring: ib.NewCompletionRing(depth)}
 	c.bh = d.loop.NewBH("udp cq "+d.info.name, c.run)
 	d.cqs[c] = struct{}{}
 	return c, nil
@@ -272,12 +272,8 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 	}
 	q := &qp{dev: d, qpn: d.nextQPN, pkeyIndex: cfg.PKeyIndex, pkey: d.attr.PKeys[cfg.PKeyIndex], qkey: cfg.QKey,
 		sendCQ: scq, recvCQ: rcq, sendDepth: cfg.SendDepth, bufSize: cfg.RecvBufSize,
-		slab: make([]byte, cfg.RecvDepth*cfg.RecvBufSize), ring: make([]uint32, cfg.RecvDepth), lent: make([]bool, cfg.RecvDepth)}
+		slab: make([]byte, cfg.RecvDepth*cfg.RecvBufSize), recv: ib.NewRecvQueue(cfg.RecvDepth, false)}
 	d.nextQPN++
-	for i := range q.ring {
-		q.ring[i] = uint32(i)
-	}
-	q.n = cfg.RecvDepth
 	scq.users++
 	rcq.users++
 	d.qps[q.qpn] = q
@@ -393,7 +389,7 @@ func DeviceCounters(dev ib.Device) (Counters, bool) {
 func (c *cq) SetHandler(fn func()) {
 	c.dev.loop.AssertHome("udp CQ.SetHandler")
 	c.handler = fn
-	if fn != nil && c.n > 0 {
+	if fn != nil && c.ring.Len() > 0 {
 		c.bh.Schedule()
 	}
 }

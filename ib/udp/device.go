@@ -98,8 +98,7 @@ type cq struct {
 	dev     *device
 	bh      *aio.BH
 	handler func()
-	ring    []ib.Completion
-	head, n int
+	ring    ib.CompletionRing
 	users   int
 	closed  bool
 }
@@ -122,9 +121,7 @@ type qp struct {
 
 	bufSize int
 	slab    []byte
-	ring    []uint32 // posted receive buffer IDs, FIFO
-	head, n int
-	lent    []bool
+	recv    ib.RecvQueue // posted receive buffers, used in order
 }
 
 // ah is an address handle: the destination socket address and the

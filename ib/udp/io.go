@@ -208,16 +208,9 @@ func (q *qp) RepostRecv(ids ...uint64) error {
 		return fmt.Errorf("udp: repost receive on QP %v: %w", q.qpn, ib.ErrClosed)
 	}
 	for _, id := range ids {
-		if id >= uint64(len(q.lent)) || !q.lent[id] {
+		if !q.recv.Repost(id) {
 			return fmt.Errorf("udp: repost receive buffer %d on QP %v: not lent out: %w", id, q.qpn, ErrInvalidWR)
 		}
-		q.lent[id] = false
-		i := q.head + q.n
-		if i >= len(q.ring) {
-			i -= len(q.ring)
-		}
-		q.ring[i] = uint32(id)
-		q.n++
 	}
 	return nil
 }
@@ -227,21 +220,7 @@ func (c *cq) Poll(wcs []ib.Completion) (int, error) {
 	if c.closed {
 		return 0, fmt.Errorf("udp: poll CQ: %w", ib.ErrClosed)
 	}
-	k := min(len(wcs), c.n)
-	for i := range k {
-		j := c.head + i
-		if j >= len(c.ring) {
-			j -= len(c.ring)
-		}
-		wcs[i] = c.ring[j]
-		c.ring[j] = ib.Completion{}
-	}
-	c.head += k
-	if c.head >= len(c.ring) {
-		c.head -= len(c.ring)
-	}
-	c.n -= k
-	return k, nil
+	return c.ring.Poll(wcs), nil
 }
 
 // push appends a completion and schedules the handler; false when full.
@@ -249,15 +228,9 @@ func (c *cq) push(wc *ib.Completion) bool {
 	if c.closed {
 		return true
 	}
-	if c.n == len(c.ring) {
+	if !c.ring.Push(wc) {
 		return false
 	}
-	i := c.head + c.n
-	if i >= len(c.ring) {
-		i -= len(c.ring)
-	}
-	c.ring[i] = *wc
-	c.n++
 	c.bh.Schedule()
 	return true
 }
@@ -361,11 +334,11 @@ func (d *device) deliver(q *qp, dg *datagram) {
 		counter.Inc(&d.ctr.V.RxQKey)
 		return
 	}
-	if q.n == 0 {
+	id, ok := q.recv.Next()
+	if !ok {
 		counter.Inc(&d.ctr.V.RxNoBuffer)
 		return
 	}
-	id := q.ring[q.head]
 	off := int(id) * q.bufSize
 	buf := q.slab[off : off+q.bufSize : off+q.bufSize]
 	wc := ib.Completion{ID: uint64(id), Kind: ib.WorkRecv, QPN: q.qpn, Buf: buf}
@@ -389,12 +362,7 @@ func (d *device) deliver(q *qp, dg *datagram) {
 		counter.Inc(&d.ctr.V.RxNoBuffer)
 		return
 	}
-	q.head++
-	if q.head == len(q.ring) {
-		q.head = 0
-	}
-	q.n--
-	q.lent[id] = true
+	q.recv.Lend()
 	if wc.Status == ib.StatusSuccess {
 		counter.Inc(&d.ctr.V.RxPackets)
 	}
