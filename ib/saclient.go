@@ -360,16 +360,9 @@ func (c *SAClient) GetPathRecord(query PathRecord, mask ComponentMask, done func
 	case mask.Has(PathRecCompSGID):
 		name.kind, name.gid = saKeySGID, query.SGID
 	}
-	if done == nil {
-		return SAQuery{}, fmt.Errorf("%v: nil completion callback", name)
-	}
-	q, err := c.newQuery(name, mask)
+	q, err := c.prepare(name, mask, done != nil, query.Encode)
 	if err != nil {
 		return SAQuery{}, err
-	}
-	if err := query.Encode(q.buf[SADataOffset:]); err != nil {
-		c.release(q)
-		return SAQuery{}, fmt.Errorf("%v: %w", name, err)
 	}
 	q.onPath = done
 	return c.launch(q), nil
@@ -407,19 +400,30 @@ func (c *SAClient) startMC(method Method, query MCMemberRecord, mask ComponentMa
 	case mask.Has(MCMemberCompPortGID):
 		name.kind, name.gid = saKeyPortGID, query.PortGID
 	}
-	if done == nil {
-		return SAQuery{}, fmt.Errorf("%v: nil completion callback", name)
-	}
-	q, err := c.newQuery(name, mask)
+	q, err := c.prepare(name, mask, done != nil, query.Encode)
 	if err != nil {
 		return SAQuery{}, err
 	}
-	if err := query.Encode(q.buf[SADataOffset:]); err != nil {
-		c.release(q)
-		return SAQuery{}, fmt.Errorf("%v: %w", name, err)
-	}
 	q.onMC = done
 	return c.launch(q), nil
+}
+
+// prepare checks that a query has a completion callback, takes a query
+// object and writes the record into its MAD with encode; the caller sets
+// the callback and launches it.
+func (c *SAClient) prepare(name saQueryName, mask ComponentMask, hasDone bool, encode func([]byte) error) (*saQuery, error) {
+	if !hasDone {
+		return nil, fmt.Errorf("%v: nil completion callback", name)
+	}
+	q, err := c.newQuery(name, mask)
+	if err != nil {
+		return nil, err
+	}
+	if err := encode(q.buf[SADataOffset:]); err != nil {
+		c.release(q)
+		return nil, fmt.Errorf("%v: %w", name, err)
+	}
+	return q, nil
 }
 
 // newQuery takes a query object from the free list (or makes one), gives
