@@ -118,14 +118,11 @@ func checkUpFlags(device string, port int, pkey string, gidIndex int, addr, gate
 		return opt, fmt.Errorf("--port %d: ports are numbered 1 to 254", port)
 	}
 	opt.port = port
-	pk, err := strconv.ParseUint(pkey, 0, 16)
+	pk, err := parsePKey(pkey)
 	if err != nil {
-		return opt, fmt.Errorf("--pkey %q: not a 16-bit number (e.g. 0xffff or 0x8001)", pkey)
+		return opt, err
 	}
-	opt.pkey = ib.PKey(pk) | ib.PKeyFullMember
-	if !opt.pkey.Valid() {
-		return opt, fmt.Errorf("--pkey %q: partition 0 is the invalid P_Key", pkey)
-	}
+	opt.pkey = pk
 	if gidIndex < 0 || gidIndex > 255 {
 		return opt, fmt.Errorf("--gid-index %d: must be 0 to 255", gidIndex)
 	}
@@ -312,4 +309,19 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
 	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
 	return nil
+}
+
+// parsePKey reads a --pkey value: a 16-bit number, decimal or 0x hex, with
+// the full-member bit added (a daemon joins as a full member, RFC 4391
+// section 5) and partition 0, the invalid P_Key, refused.
+func parsePKey(s string) (ib.PKey, error) {
+	pk, err := strconv.ParseUint(s, 0, 16)
+	if err != nil {
+		return 0, fmt.Errorf("--pkey %q: not a 16-bit number (e.g. 0xffff or 0x8001)", s)
+	}
+	p := ib.PKey(pk) | ib.PKeyFullMember
+	if !p.Valid() {
+		return 0, fmt.Errorf("--pkey %q: partition 0 is the invalid P_Key", s)
+	}
+	return p, nil
 }

@@ -283,12 +283,8 @@ func newClient(cfg ClientConfig, tr transport, netc netConfig) *Client {
 	if cfg.IAID == 0 {
 		cfg.IAID = DefaultIAID(cfg.GUID)
 	}
-	if cfg.Backoff.Initial <= 0 {
-		cfg.Backoff.Initial = DefaultBackoffInitial
-	}
-	if cfg.Backoff.Max <= 0 {
-		cfg.Backoff.Max = DefaultBackoffMax
-	}
+	defaultTo(&cfg.Backoff.Initial, DefaultBackoffInitial)
+	defaultTo(&cfg.Backoff.Max, DefaultBackoffMax)
 	if cfg.Backoff.Max < cfg.Backoff.Initial {
 		cfg.Backoff.Max = cfg.Backoff.Initial
 	}
@@ -297,15 +293,9 @@ func newClient(cfg ClientConfig, tr transport, netc netConfig) *Client {
 	} else if cfg.Backoff.Jitter == 0 {
 		cfg.Backoff.Jitter = DefaultBackoffJitter
 	}
-	if cfg.RequestTries <= 0 {
-		cfg.RequestTries = DefaultRequestTries
-	}
-	if cfg.RenewMin <= 0 {
-		cfg.RenewMin = DefaultRenewMin
-	}
-	if cfg.DeclineWait <= 0 {
-		cfg.DeclineWait = DefaultDeclineWait
-	}
+	defaultTo(&cfg.RequestTries, DefaultRequestTries)
+	defaultTo(&cfg.RenewMin, DefaultRenewMin)
+	defaultTo(&cfg.DeclineWait, DefaultDeclineWait)
 	seed := cfg.Seed
 	if seed == 0 {
 		var b [8]byte

@@ -197,21 +197,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if !cfg.Subnet.Contains(cfg.PoolStart) || !cfg.Subnet.Contains(cfg.PoolEnd) || u32(cfg.PoolStart) > u32(cfg.PoolEnd) {
 		return bad("pool %v-%v not an ascending range inside %v", cfg.PoolStart, cfg.PoolEnd, cfg.Subnet)
 	}
-	if cfg.LeaseTime <= 0 {
-		cfg.LeaseTime = DefaultLeaseTime
-	}
+	defaultTo(&cfg.LeaseTime, DefaultLeaseTime)
 	if cfg.LeaseTime < 2*time.Second || cfg.LeaseTime/time.Second >= leaseTimeInfinite {
 		return bad("lease time %v out of range", cfg.LeaseTime)
 	}
-	if cfg.OfferHold <= 0 {
-		cfg.OfferHold = DefaultOfferHold
-	}
-	if cfg.DeclineHold <= 0 {
-		cfg.DeclineHold = DefaultDeclineHold
-	}
-	if cfg.ProbeWait <= 0 {
-		cfg.ProbeWait = DefaultServerProbeWait
-	}
+	defaultTo(&cfg.OfferHold, DefaultOfferHold)
+	defaultTo(&cfg.DeclineHold, DefaultDeclineHold)
+	defaultTo(&cfg.ProbeWait, DefaultServerProbeWait)
 	if cfg.Clock == nil {
 		cfg.Clock = SystemClock{}
 	}
@@ -684,4 +676,12 @@ func (s *Server) inform(m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	out.ClientIPAddr = ip4(ci)
 	s.withConfig(out)
 	return out, nil
+}
+
+// defaultTo sets *v to d when it is zero or negative: how a Config's
+// durations and counts take their defaults.
+func defaultTo[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }
