@@ -187,10 +187,7 @@ func TestPathExpiry(t *testing.T) {
 // TestBatchTransmit sends one batch to a resolved peer, the broadcast
 // group and an unresolved peer.
 func TestBatchTransmit(t *testing.T) {
-	e := newEnv(t, sim.Config{})
-	hs := e.star(3, sim.HostConfig{})
-	a, b, c := e.open(hs[0], Config{}), e.open(hs[1], Config{}), e.open(hs[2], Config{})
-	e.settle()
+	e, a, b, c := newTrio(t)
 	a.mustSend(b.addr(), []byte("warm"))
 	e.settle()
 	var pkts []netdev.Packet
@@ -212,10 +209,7 @@ func TestBatchTransmit(t *testing.T) {
 // link leaves the broadcast group, the packet is aborted, the netdev's
 // name is free again and the other host is unaffected.
 func TestCloseLeaves(t *testing.T) {
-	e := newEnv(t, sim.Config{})
-	hs := e.star(3, sim.HostConfig{})
-	a, b, c := e.open(hs[0], Config{}), e.open(hs[1], Config{}), e.open(hs[2], Config{})
-	e.settle()
+	e, a, b, c := newTrio(t)
 	if g := e.f.Groups(); len(g) != 1 || len(g[0].Members) != 3 {
 		t.Fatalf("groups %+v", g)
 	}

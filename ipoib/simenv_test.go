@@ -347,3 +347,14 @@ func (n *node) lid() ib.LID {
 	a, _ := n.dev.QueryPort(1)
 	return a.LID
 }
+
+// newTrio is the three-host star many tests start from: links opened with
+// the default Config on a fresh fabric, joined and settled.
+func newTrio(t *testing.T) (e *env, a, b, c *node) {
+	t.Helper()
+	e = newEnv(t, sim.Config{})
+	hs := e.star(3, sim.HostConfig{})
+	a, b, c = e.open(hs[0], Config{}), e.open(hs[1], Config{}), e.open(hs[2], Config{})
+	e.settle()
+	return e, a, b, c
+}

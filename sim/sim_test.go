@@ -448,14 +448,7 @@ func TestRealSAExchange(t *testing.T) {
 	req, want := captureFrame32(t), captureFrame33(t)
 	var capture bytes.Buffer
 	e := newEnv(t, Config{MTU: ib.MTU2048, Rate: ib.Rate10Gbps, Capture: &capture})
-	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
-	a, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
-	b, _ := e.f.AddHost("b", HostConfig{PortGUIDs: []ib.GUID{0x0002c90300001895}, LIDs: []ib.LID{2}})
-	e.f.Connect(a, sw, CableConfig{})
-	e.f.Connect(b, sw, CableConfig{})
-	if err := e.f.Start(); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := captureHosts(t, e, 0x0002c90300001895)
 	x := e.open(a, 1)
 	e.f.sa.psn = 979798
 	e.inject(a, 1, req)
@@ -483,14 +476,7 @@ func TestRealMulticastFrame(t *testing.T) {
 	want := captureFrame5(t)
 	var capture bytes.Buffer
 	e := newEnv(t, Config{MTU: ib.MTU2048, Rate: ib.Rate10Gbps, Capture: &capture})
-	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
-	a, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
-	b, _ := e.f.AddHost("b", HostConfig{LIDs: []ib.LID{2}})
-	e.f.Connect(a, sw, CableConfig{})
-	e.f.Connect(b, sw, CableConfig{})
-	if err := e.f.Start(); err != nil {
-		t.Fatal(err)
-	}
+	a, b := captureHosts(t, e, 0)
 	a.nextQPN = 0x405
 	xa, xb := e.open(a, ib.QKeyIPoIBDefault), e.open(b, ib.QKeyIPoIBDefault)
 	xa.qp.(*qp).psn = 8367
