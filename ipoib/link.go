@@ -40,7 +40,7 @@ type Link struct {
 	srcMemo Key
 
 	// Prebuilt errors for the per-packet refusals.
-	errNoHeadroom, errTxNoPeer, errRxUnknown error
+	errNoHeadroom, errRxUnknown error
 
 	// d runs the link on a port (New); nil for the protocol alone
 	// (NewProtocol).
@@ -63,7 +63,6 @@ func NewProtocol(cache *PeerCache, pkey ib.PKey) (*Link, error) {
 		return nil, fmt.Errorf("new IPoIB link: %w", err)
 	}
 	l.errNoHeadroom = fmt.Errorf("ipoib push: %d-byte header: %w", HeaderLen, netdev.ErrNoHeadroom)
-	l.errTxNoPeer = fmt.Errorf("ipoib transmit: destination key names no peer: %w", netdev.ErrNoPeer)
 	l.errRxUnknown = fmt.Errorf("ipoib pull: header key names no peer: %w", netdev.ErrUnknownKey)
 	return l, nil
 }
@@ -96,7 +95,7 @@ func (l *Link) AddrLen() int { return AddrLen }
 
 // Push prepends the IPoIB header for a packet of type proto from src to
 // dst, entering both addresses in the peer cache and writing their keys
-// into the reserved bytes. The driver takes the frame with TxPeer, which
+// into the reserved bytes. The driver takes the frame with PeerCache.TakeTx, which
 // zeroes the keys before the frame reaches the wire. Push fails with
 // netdev.ErrBadAddr for an address that is not 20 bytes,
 // netdev.ErrNoHeadroom, and netdev.ErrNoPeer (with ErrCacheFull) when

@@ -168,7 +168,7 @@ func (p *Peer) held() bool { return p.pins > 0 || p.nparked > 0 }
 //     taking the frame, between the driver writing receive keys and
 //     Link.Pull), there is no room beside it for anything else. So the
 //     cache refuses to evict a peer entered since the last key was claimed
-//     (Claim, which Link.Pull and Link.TxPeer call, or Settle): a key
+//     (Claim, which Link.Pull and PeerCache.TakeTx call, or Settle): a key
 //     cannot be reused while a header may still carry it unread. The
 //     refusal costs nothing in normal running: it bites only when every
 //     evictable peer has been entered since the last claim (a
@@ -220,7 +220,7 @@ type PeerCache struct {
 
 	// Prebuilt errors, so that refusals on the data path allocate
 	// nothing.
-	errFull, errUnknown, errStale, errParkFull error
+	errFull, errUnknown, errStale, errParkFull, errTxNoPeer error
 
 	live       atomic.Int32
 	entered    atomic.Uint64
@@ -270,6 +270,7 @@ func NewPeerCache(loop *aio.Context) *PeerCache {
 	}
 	c.errFull = fmt.Errorf("ipoib peer cache: enter address: all %d slots held or in use by unread headers: %w (%w)", MaxPeers, ErrCacheFull, netdev.ErrNoPeer)
 	c.errUnknown = fmt.Errorf("ipoib peer cache: key names no peer: %w", netdev.ErrUnknownKey)
+	c.errTxNoPeer = fmt.Errorf("ipoib transmit: destination key names no peer: %w", netdev.ErrNoPeer)
 	c.errStale = fmt.Errorf("ipoib peer cache: resolve reference: %w", ErrStalePeer)
 	c.errParkFull = fmt.Errorf("ipoib peer cache: park packet: %d already waiting: %w (%w)", MaxParked, ErrParkFull, netdev.ErrNoPath)
 	return c

@@ -205,7 +205,7 @@ func (p *testPort) Close(*netdev.Device) error { return nil }
 
 // Transmit implements netdev.Ops: the frame goes on the wire at once.
 func (p *testPort) Transmit(d *netdev.Device, b *netdev.Buffer) error {
-	peer, err := p.link.TxPeer(b)
+	peer, err := p.link.Cache().TakeTx(b)
 	if err != nil {
 		return err
 	}
