@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
@@ -188,15 +189,6 @@ type ClientStats struct {
 	ConfigErrors uint64
 }
 
-// clientCounters is ClientStats as atomics.
-type clientCounters struct {
-	discovers, requests, declines, releases atomic.Uint64
-	offers, acks, naks                      atomic.Uint64
-	retransmits                             atomic.Uint64
-	malformed, ignored                      atomic.Uint64
-	sendErrors, configErrors                atomic.Uint64
-}
-
 // eventKind tags what the client's goroutine is woken for.
 type evKind int
 
@@ -232,7 +224,7 @@ type Client struct {
 	start   sync.Once
 	stop    sync.Once
 
-	stats clientCounters
+	stats counter.Block[ClientStats]
 	// curXID mirrors xid for the socket goroutine's filter.
 	curXID atomic.Uint32
 
@@ -335,7 +327,7 @@ func (c *Client) Start() error {
 			c.sock, c.tr = k, k
 		}
 		if e := c.netc.ensureSource(); e != nil {
-			c.stats.configErrors.Add(1)
+			counter.Inc(&c.stats.V.ConfigErrors)
 			c.logf("%v", e)
 		}
 		if c.sock != nil {
@@ -403,15 +395,7 @@ func (c *Client) WaitBound(ctx context.Context) (Lease, error) {
 
 // Stats returns the client's counters.
 func (c *Client) Stats() ClientStats {
-	s := &c.stats
-	return ClientStats{
-		Discovers: s.discovers.Load(), Requests: s.requests.Load(),
-		Declines: s.declines.Load(), Releases: s.releases.Load(),
-		Offers: s.offers.Load(), Acks: s.acks.Load(), Naks: s.naks.Load(),
-		Retransmits: s.retransmits.Load(),
-		Malformed:   s.malformed.Load(), Ignored: s.ignored.Load(),
-		SendErrors: s.sendErrors.Load(), ConfigErrors: s.configErrors.Load(),
-	}
+	return c.stats.Load()
 }
 
 // run is the client's goroutine.
@@ -462,7 +446,7 @@ func (c *Client) shutdown() {
 		c.emit(EventReleased, l)
 	}
 	if err := c.netc.dropSource(); err != nil {
-		c.stats.configErrors.Add(1)
+		counter.Inc(&c.stats.V.ConfigErrors)
 		c.logf("%v", err)
 	}
 	if c.sock != nil {
@@ -552,7 +536,7 @@ func (c *Client) tick() {
 		c.enterInit()
 	case StateSelecting:
 		c.attempt++
-		c.stats.retransmits.Add(1)
+		counter.Inc(&c.stats.V.Retransmits)
 		c.sendDiscover()
 		c.armIn(c.backoff())
 	case StateRebooting:
@@ -564,7 +548,7 @@ func (c *Client) tick() {
 			c.enterInit()
 			return
 		}
-		c.stats.retransmits.Add(1)
+		counter.Inc(&c.stats.V.Retransmits)
 		c.sendRebootRequest()
 		c.armIn(c.backoff())
 	case StateRequesting:
@@ -574,7 +558,7 @@ func (c *Client) tick() {
 			c.enterInit()
 			return
 		}
-		c.stats.retransmits.Add(1)
+		counter.Inc(&c.stats.V.Retransmits)
 		c.sendSelectingRequest()
 		c.armIn(c.backoff())
 	case StateBound, StateRenewing, StateRebinding:
@@ -603,7 +587,7 @@ func (c *Client) leaseTick() {
 			c.reqSent = now
 			c.setState(StateRebinding)
 		} else {
-			c.stats.retransmits.Add(1)
+			counter.Inc(&c.stats.V.Retransmits)
 		}
 		c.sendLeaseRequest(serverBroadcast)
 		c.armAt(c.retryAt(now, l.Expiry()))
@@ -613,7 +597,7 @@ func (c *Client) leaseTick() {
 			c.reqSent = now
 			c.setState(StateRenewing)
 		} else {
-			c.stats.retransmits.Add(1)
+			counter.Inc(&c.stats.V.Retransmits)
 		}
 		c.sendLeaseRequest(netip.AddrPortFrom(l.ServerID, ServerPort))
 		c.armAt(c.retryAt(now, l.RebindAt()))
@@ -677,11 +661,11 @@ func (c *Client) dropLease() {
 	c.prevAddr = l.Addr.Addr()
 	c.forgetLease()
 	if err := c.netc.deconfigure(l); err != nil {
-		c.stats.configErrors.Add(1)
+		counter.Inc(&c.stats.V.ConfigErrors)
 		c.logf("%v", err)
 	}
 	if err := c.netc.ensureSource(); err != nil {
-		c.stats.configErrors.Add(1)
+		counter.Inc(&c.stats.V.ConfigErrors)
 		c.logf("%v", err)
 	}
 	c.setState(c.state)
@@ -695,13 +679,13 @@ func (c *Client) bind(l *Lease, renewed bool) {
 		renewed = renewed && old.Addr == l.Addr
 		c.lease = nil
 		if err := c.netc.deconfigure(old); err != nil {
-			c.stats.configErrors.Add(1)
+			counter.Inc(&c.stats.V.ConfigErrors)
 			c.logf("%v", err)
 		}
 	}
 	if c.lease == nil {
 		if err := c.netc.configure(l); err != nil {
-			c.stats.configErrors.Add(1)
+			counter.Inc(&c.stats.V.ConfigErrors)
 			c.logf("%v", err)
 		}
 	}
@@ -725,17 +709,17 @@ func (c *Client) bind(l *Lease, renewed bool) {
 func (c *Client) handleMessage(b []byte) {
 	m, err := decode(b)
 	if err != nil {
-		c.stats.malformed.Add(1)
+		counter.Inc(&c.stats.V.Malformed)
 		return
 	}
 	if m.OpCode != dhcpv4.OpcodeBootReply || m.TransactionID != c.xid {
-		c.stats.ignored.Add(1)
+		counter.Inc(&c.stats.V.Ignored)
 		return
 	}
 	// RFC 6842 servers echo the client identifier; a reply carrying
 	// someone else's is for someone else, whatever its xid.
 	if id := m.Options.Get(dhcpv4.OptionClientIdentifier); id != nil && !bytes.Equal(id, c.id) {
-		c.stats.ignored.Add(1)
+		counter.Inc(&c.stats.V.Ignored)
 		return
 	}
 	switch mt := m.MessageType(); {
@@ -746,7 +730,7 @@ func (c *Client) handleMessage(b []byte) {
 	case mt == dhcpv4.MessageTypeAck && c.state == StateRebooting:
 		c.handleRebootAck(m)
 	case mt == dhcpv4.MessageTypeNak && c.state == StateRebooting:
-		c.stats.naks.Add(1)
+		counter.Inc(&c.stats.V.Naks)
 		l := c.reboot
 		c.logf("NAK for %v in INIT-REBOOT: %q", l.Addr, m.Message())
 		c.reboot = nil
@@ -755,30 +739,30 @@ func (c *Client) handleMessage(b []byte) {
 		c.enterInit()
 	case mt == dhcpv4.MessageTypeNak && c.state == StateRequesting:
 		if !sameServer(m, addrOf(c.offer.ServerIdentifier())) {
-			c.stats.ignored.Add(1)
+			counter.Inc(&c.stats.V.Ignored)
 			return
 		}
-		c.stats.naks.Add(1)
+		counter.Inc(&c.stats.V.Naks)
 		c.logf("NAK for %v from %v: %q", c.offer.YourIPAddr, c.offer.ServerIdentifier(), m.Message())
 		c.emit(EventNak, nil)
 		c.enterInit()
 	case mt == dhcpv4.MessageTypeAck && (c.state == StateRenewing || c.state == StateRebinding):
 		l, err := leaseFromAck(m, c.reqSent)
 		if err != nil {
-			c.stats.malformed.Add(1)
+			counter.Inc(&c.stats.V.Malformed)
 			return
 		}
-		c.stats.acks.Add(1)
+		counter.Inc(&c.stats.V.Acks)
 		c.bind(l, true)
 	case mt == dhcpv4.MessageTypeNak && (c.state == StateRenewing || c.state == StateRebinding):
-		c.stats.naks.Add(1)
+		counter.Inc(&c.stats.V.Naks)
 		l := c.lease
 		c.logf("NAK renewing %v: %q", l.Addr, m.Message())
 		c.dropLease()
 		c.emit(EventNak, l)
 		c.enterInit()
 	default:
-		c.stats.ignored.Add(1)
+		counter.Inc(&c.stats.V.Ignored)
 	}
 }
 
@@ -787,10 +771,10 @@ func (c *Client) handleMessage(b []byte) {
 // server) and requests it.
 func (c *Client) handleOffer(m *dhcpv4.DHCPv4) {
 	if !isUsableUnicast(addrOf(m.YourIPAddr)) || !isUsableUnicast(addrOf(m.ServerIdentifier())) {
-		c.stats.malformed.Add(1)
+		counter.Inc(&c.stats.V.Malformed)
 		return
 	}
-	c.stats.offers.Add(1)
+	counter.Inc(&c.stats.V.Offers)
 	c.offer = m
 	c.attempt = 0
 	c.reqSent = c.clock.Now()
@@ -816,15 +800,15 @@ func (c *Client) handleRebootAck(m *dhcpv4.DHCPv4) {
 // into a lease and binds it.
 func (c *Client) acceptAck(m *dhcpv4.DHCPv4, ours bool) {
 	if !ours {
-		c.stats.ignored.Add(1)
+		counter.Inc(&c.stats.V.Ignored)
 		return
 	}
 	l, err := leaseFromAck(m, c.reqSent)
 	if err != nil {
-		c.stats.malformed.Add(1)
+		counter.Inc(&c.stats.V.Malformed)
 		return
 	}
-	c.stats.acks.Add(1)
+	counter.Inc(&c.stats.V.Acks)
 	c.probeThenBind(l)
 }
 

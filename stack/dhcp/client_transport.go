@@ -9,6 +9,7 @@ import (
 	"net/netip"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/ipoibd/ipoibd/counter"
 )
 
 // serverBroadcast is where a client sends when it does not know (or may
@@ -26,13 +27,13 @@ var serverBroadcast = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 
 // the client's own reply.
 func (c *Client) deliver(b []byte, _ netip.AddrPort) {
 	if len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) != c.curXID.Load() {
-		c.stats.ignored.Add(1)
+		counter.Inc(&c.stats.V.Ignored)
 		return
 	}
 	select {
 	case c.events <- event{kind: evRx, data: bytes.Clone(b)}:
 	default:
-		c.stats.ignored.Add(1)
+		counter.Inc(&c.stats.V.Ignored)
 	}
 }
 
@@ -51,7 +52,7 @@ func (c *Client) sendDiscover() {
 	if c.prevAddr.IsValid() {
 		m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(c.prevAddr)))
 	}
-	c.stats.discovers.Add(1)
+	counter.Inc(&c.stats.V.Discovers)
 	c.transmit(m, serverBroadcast)
 }
 
@@ -64,7 +65,7 @@ func (c *Client) sendSelectingRequest() {
 	c.withParams(m)
 	m.UpdateOption(dhcpv4.OptRequestedIPAddress(c.offer.YourIPAddr))
 	m.UpdateOption(dhcpv4.OptServerIdentifier(c.offer.ServerIdentifier()))
-	c.stats.requests.Add(1)
+	counter.Inc(&c.stats.V.Requests)
 	c.transmit(m, serverBroadcast)
 }
 
@@ -75,7 +76,7 @@ func (c *Client) sendRebootRequest() {
 	m := c.message(dhcpv4.MessageTypeRequest)
 	c.withParams(m)
 	m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(c.reboot.Addr.Addr())))
-	c.stats.requests.Add(1)
+	counter.Inc(&c.stats.V.Requests)
 	c.transmit(m, serverBroadcast)
 }
 
@@ -86,7 +87,7 @@ func (c *Client) sendLeaseRequest(dst netip.AddrPort) {
 	m := c.message(dhcpv4.MessageTypeRequest)
 	c.withParams(m)
 	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
-	c.stats.requests.Add(1)
+	counter.Inc(&c.stats.V.Requests)
 	c.transmit(m, dst)
 }
 
@@ -97,7 +98,7 @@ func (c *Client) sendDecline(l *Lease) {
 	m := c.message(dhcpv4.MessageTypeDecline)
 	m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(l.Addr.Addr())))
 	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(l.ServerID)))
-	c.stats.declines.Add(1)
+	counter.Inc(&c.stats.V.Declines)
 	c.transmit(m, serverBroadcast)
 }
 
@@ -108,7 +109,7 @@ func (c *Client) sendRelease() {
 	m := c.message(dhcpv4.MessageTypeRelease)
 	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
 	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(c.lease.ServerID)))
-	c.stats.releases.Add(1)
+	counter.Inc(&c.stats.V.Releases)
 	c.transmit(m, netip.AddrPortFrom(c.lease.ServerID, ServerPort))
 }
 
@@ -116,7 +117,7 @@ func (c *Client) sendRelease() {
 // retransmission timer tries again.
 func (c *Client) transmit(m *dhcpv4.DHCPv4, dst netip.AddrPort) {
 	if err := c.tr.send(m.ToBytes(), dst); err != nil {
-		c.stats.sendErrors.Add(1)
+		counter.Inc(&c.stats.V.SendErrors)
 		c.logf("%v", err)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ipoibd/ipoibd/counter"
 )
 
 // clientLeaseVersion is written into every client lease file; a file of
@@ -41,7 +43,7 @@ func (c *Client) saveLease(l *Lease) {
 		err = writeFileAtomic(c.cfg.LeaseFile, append(data, '\n'))
 	}
 	if err != nil {
-		c.stats.configErrors.Add(1)
+		counter.Inc(&c.stats.V.ConfigErrors)
 		c.logf("lease file %s: %v", c.cfg.LeaseFile, err)
 	}
 }
@@ -52,7 +54,7 @@ func (c *Client) forgetLease() {
 		return
 	}
 	if err := os.Remove(c.cfg.LeaseFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		c.stats.configErrors.Add(1)
+		counter.Inc(&c.stats.V.ConfigErrors)
 		c.logf("lease file %s: %v", c.cfg.LeaseFile, err)
 	}
 }

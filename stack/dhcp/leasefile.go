@@ -14,6 +14,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/ipoibd/ipoibd/counter"
 )
 
 // leaseFileVersion is written into every lease file; a file of another
@@ -53,7 +55,7 @@ func (s *Server) persist() {
 		return
 	}
 	if err := writeLeaseFile(s.cfg.LeaseFile, s.snapshot()); err != nil {
-		s.stats.leaseFileErrors.Add(1)
+		counter.Inc(&s.stats.V.LeaseFileErrors)
 		s.logf("%v", err)
 	}
 }

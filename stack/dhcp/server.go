@@ -8,10 +8,10 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/ipoibd/ipoibd/counter"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -120,15 +120,6 @@ type ServerStats struct {
 	Probes, ProbeConflicts uint64
 }
 
-// serverCounters is ServerStats as atomics.
-type serverCounters struct {
-	discovers, requests, declines, releases, informs atomic.Uint64
-	offers, acks, naks                               atomic.Uint64
-	malformed, noClientID, ignored, poolExhausted    atomic.Uint64
-	sendErrors, leaseFileErrors                      atomic.Uint64
-	probes, probeConflicts                           atomic.Uint64
-}
-
 // LeaseInfo describes one binding, for status output.
 type LeaseInfo struct {
 	// ClientID is option 61 as sent, or nil for a client keyed by
@@ -151,7 +142,7 @@ type Server struct {
 	mask  net.IPMask
 	t1    time.Duration
 	t2    time.Duration
-	stats serverCounters
+	stats counter.Block[ServerStats]
 
 	mu   sync.Mutex // guards pool, probing and the lease file
 	pool *pool
@@ -275,23 +266,14 @@ func (s *Server) serve(b []byte, from netip.AddrPort) {
 		return
 	}
 	if err := s.sock.send(reply, dst); err != nil {
-		s.stats.sendErrors.Add(1)
+		counter.Inc(&s.stats.V.SendErrors)
 		s.logf("%v", err)
 	}
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() ServerStats {
-	c := &s.stats
-	return ServerStats{
-		Discovers: c.discovers.Load(), Requests: c.requests.Load(), Declines: c.declines.Load(),
-		Releases: c.releases.Load(), Informs: c.informs.Load(),
-		Offers: c.offers.Load(), Acks: c.acks.Load(), Naks: c.naks.Load(),
-		Malformed: c.malformed.Load(), NoClientID: c.noClientID.Load(), Ignored: c.ignored.Load(),
-		PoolExhausted: c.poolExhausted.Load(),
-		Probes:        c.probes.Load(), ProbeConflicts: c.probeConflicts.Load(),
-		SendErrors: c.sendErrors.Load(), LeaseFileErrors: c.leaseFileErrors.Load(),
-	}
+	return s.stats.Load()
 }
 
 // Leases returns the server's bindings, ordered by address.
@@ -337,19 +319,19 @@ func (s *Server) handle(b []byte, from netip.AddrPort) (reply []byte, dst netip.
 	m, err := decode(b)
 	if err != nil || m.OpCode != dhcpv4.OpcodeBootRequest {
 		if err != nil {
-			s.stats.malformed.Add(1)
+			counter.Inc(&s.stats.V.Malformed)
 		} else {
-			s.stats.ignored.Add(1)
+			counter.Inc(&s.stats.V.Ignored)
 		}
 		return nil, netip.AddrPort{}, false
 	}
 	key, err := clientKeyOf(m)
 	if err != nil {
 		if errors.Is(err, ErrNoClientID) {
-			s.stats.noClientID.Add(1)
+			counter.Inc(&s.stats.V.NoClientID)
 			s.logf("refused %v from %v: %v", m.MessageType(), from, err)
 		} else {
-			s.stats.malformed.Add(1)
+			counter.Inc(&s.stats.V.Malformed)
 		}
 		return nil, netip.AddrPort{}, false
 	}
@@ -359,31 +341,31 @@ func (s *Server) handle(b []byte, from netip.AddrPort) (reply []byte, dst netip.
 	var out *dhcpv4.DHCPv4
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		s.stats.discovers.Add(1)
+		counter.Inc(&s.stats.V.Discovers)
 		out, err = s.discover(m, key, now, 0)
 	case dhcpv4.MessageTypeRequest:
-		s.stats.requests.Add(1)
+		counter.Inc(&s.stats.V.Requests)
 		out, err = s.request(m, key, now)
 	case dhcpv4.MessageTypeDecline:
-		s.stats.declines.Add(1)
+		counter.Inc(&s.stats.V.Declines)
 		err = s.decline(m, key, now)
 	case dhcpv4.MessageTypeRelease:
-		s.stats.releases.Add(1)
+		counter.Inc(&s.stats.V.Releases)
 		err = s.release(m, key, now)
 	case dhcpv4.MessageTypeInform:
-		s.stats.informs.Add(1)
+		counter.Inc(&s.stats.V.Informs)
 		out, err = s.inform(m)
 	default:
 		// OFFER, ACK, NAK: server-to-client types arriving at a server.
-		s.stats.ignored.Add(1)
+		counter.Inc(&s.stats.V.Ignored)
 		return nil, netip.AddrPort{}, false
 	}
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrMalformed):
-			s.stats.malformed.Add(1)
+			counter.Inc(&s.stats.V.Malformed)
 		case errors.Is(err, ErrPoolExhausted):
-			s.stats.poolExhausted.Add(1)
+			counter.Inc(&s.stats.V.PoolExhausted)
 			s.logf("no address for client %x: %v", []byte(key[1:]), err)
 		}
 		return nil, netip.AddrPort{}, false
@@ -393,11 +375,11 @@ func (s *Server) handle(b []byte, from netip.AddrPort) (reply []byte, dst netip.
 	}
 	switch out.MessageType() {
 	case dhcpv4.MessageTypeOffer:
-		s.stats.offers.Add(1)
+		counter.Inc(&s.stats.V.Offers)
 	case dhcpv4.MessageTypeAck:
-		s.stats.acks.Add(1)
+		counter.Inc(&s.stats.V.Acks)
 	case dhcpv4.MessageTypeNak:
-		s.stats.naks.Add(1)
+		counter.Inc(&s.stats.V.Naks)
 	}
 	return out.ToBytes(), replyDest(m, out), true
 }
@@ -520,7 +502,7 @@ func (s *Server) discover(m *dhcpv4.DHCPv4, key clientKey, now time.Time, tries 
 // and chooses again.
 func (s *Server) probeThenOffer(m *dhcpv4.DHCPv4, key clientKey, a netip.Addr, tries int) {
 	defer s.probes.Done()
-	s.stats.probes.Add(1)
+	counter.Inc(&s.stats.V.Probes)
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ProbeWait)
 	inUse, err := s.cfg.Probe(ctx, a)
 	cancel()
@@ -540,14 +522,14 @@ func (s *Server) probeThenOffer(m *dhcpv4.DHCPv4, key clientKey, a netip.Addr, t
 		// Superseded while probing (a REQUEST, a DECLINE, another
 		// client): nothing to offer.
 	} else if inUse {
-		s.stats.probeConflicts.Add(1)
+		counter.Inc(&s.stats.V.ProbeConflicts)
 		s.pool.drop(b)
 		s.pool.declined[a] = now.Add(s.cfg.DeclineHold)
 		s.logf("%v answers on the link though no lease holds it; out of the pool until %v", a, now.Add(s.cfg.DeclineHold).Format(time.RFC3339))
 		s.persist()
 		out, err = s.discover(m, key, now, tries+1)
 		if errors.Is(err, ErrPoolExhausted) {
-			s.stats.poolExhausted.Add(1)
+			counter.Inc(&s.stats.V.PoolExhausted)
 		}
 	} else {
 		out = s.reply(m, dhcpv4.MessageTypeOffer)
@@ -557,9 +539,9 @@ func (s *Server) probeThenOffer(m *dhcpv4.DHCPv4, key clientKey, a netip.Addr, t
 	if out == nil {
 		return
 	}
-	s.stats.offers.Add(1)
+	counter.Inc(&s.stats.V.Offers)
 	if err := s.sock.send(out.ToBytes(), replyDest(m, out)); err != nil {
-		s.stats.sendErrors.Add(1)
+		counter.Inc(&s.stats.V.SendErrors)
 		s.logf("%v", err)
 	}
 }
