@@ -28,20 +28,27 @@ func Inc(p *uint64) { atomic.AddUint64(p, 1) }
 // Add adds n to the counter at p, a field of a Block's V.
 func Add(p *uint64, n uint64) { atomic.AddUint64(p, n) }
 
-// words returns b.V as its uint64 fields, after checking that T is what
-// Block needs. A T with another kind of field is a programming error that
-// the first Load of any Block of T reports, in every test that reads it.
+// words returns b.V as its uint64 words, after checking that T is what
+// Block needs: a struct whose fields are uint64 or arrays of uint64 (a
+// counter per reason, indexed by the reason). A T with another kind of
+// field is a programming error that the first Load of any Block of T
+// reports, in every test that reads it.
 func (b *Block[T]) words() []uint64 {
 	t := reflect.TypeFor[T]()
 	if t.Kind() != reflect.Struct {
 		panic(fmt.Sprintf("counter: Block of %v: not a struct", t))
 	}
 	for i := range t.NumField() {
-		if f := t.Field(i); f.Type.Kind() != reflect.Uint64 {
-			panic(fmt.Sprintf("counter: Block of %v: field %s is %v, want uint64", t, f.Name, f.Type))
+		f := t.Field(i)
+		ft := f.Type
+		if ft.Kind() == reflect.Array {
+			ft = ft.Elem()
+		}
+		if ft.Kind() != reflect.Uint64 {
+			panic(fmt.Sprintf("counter: Block of %v: field %s is %v, want uint64 or an array of them", t, f.Name, f.Type))
 		}
 	}
-	n := t.NumField()
+	n := int(t.Size() / 8)
 	if n == 0 {
 		return nil
 	}
@@ -68,8 +75,9 @@ func (b *Block[T]) Snapshot() Snapshot {
 	return Of(b.Load())
 }
 
-// Of returns the counters of v, a struct of uint64 fields as Block wants
-// (a value Load returned, say), by name in field order.
+// Of returns the counters of v, a struct as Block wants (a value Load
+// returned, say), by name in field order; the elements of an array field
+// are named after the field with _0, _1... appended.
 func Of[T any](v T) Snapshot {
 	rv := reflect.ValueOf(v)
 	t := rv.Type()
@@ -79,6 +87,12 @@ func Of[T any](v T) Snapshot {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name == "" || name == "-" {
 			name = f.Name
+		}
+		if fv := rv.Field(i); fv.Kind() == reflect.Array {
+			for j := range fv.Len() {
+				out = append(out, Value{Name: name + "_" + strconv.Itoa(j), Value: fv.Index(j).Uint()})
+			}
+			continue
 		}
 		out = append(out, Value{Name: name, Value: rv.Field(i).Uint()})
 	}

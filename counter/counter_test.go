@@ -11,6 +11,7 @@ type testStats struct {
 	Sent    uint64 `json:"sent"`
 	Dropped uint64 `json:"dropped_no_path,omitempty"`
 	Untaged uint64
+	Reason  [2]uint64 `json:"reason"`
 }
 
 // TestBlock adds from many goroutines at once and checks every add is
@@ -26,17 +27,19 @@ func TestBlock(t *testing.T) {
 			for range adds {
 				Inc(&b.V.Sent)
 				Add(&b.V.Dropped, 2)
+				Inc(&b.V.Reason[1])
 				_ = b.Load() // readers race writers, atomically
 			}
 		}()
 	}
 	wg.Wait()
 	got := b.Load()
-	if got.Sent != goroutines*adds || got.Dropped != 2*goroutines*adds || got.Untaged != 0 {
+	if got.Sent != goroutines*adds || got.Dropped != 2*goroutines*adds || got.Untaged != 0 || got.Reason != [2]uint64{0, goroutines * adds} {
 		t.Fatalf("Load = %+v", got)
 	}
 	snap := b.Snapshot()
-	want := Snapshot{{"sent", goroutines * adds}, {"dropped_no_path", 2 * goroutines * adds}, {"Untaged", 0}}
+	want := Snapshot{{"sent", goroutines * adds}, {"dropped_no_path", 2 * goroutines * adds}, {"Untaged", 0},
+		{"reason_0", 0}, {"reason_1", goroutines * adds}}
 	if len(snap) != len(want) {
 		t.Fatalf("Snapshot = %v", snap)
 	}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ib/pcap"
 )
@@ -61,7 +62,7 @@ type Fabric struct {
 	dp dataPath
 	fi faultState
 
-	counters counterSet
+	counters counter.Block[Counters]
 	capture  *pcap.ERFWriter
 }
 
@@ -175,7 +176,7 @@ func (f *Fabric) Cables() []*Cable { return append([]*Cable(nil), f.links...) }
 
 // Counters returns the fabric-wide packet counters. Safe from any
 // goroutine.
-func (f *Fabric) Counters() Counters { return f.counters.snapshot() }
+func (f *Fabric) Counters() Counters { return f.counters.Load() }
 
 // newRand returns the fault injector's generator for seed.
 func newRand(seed uint64) *rand.Rand {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
@@ -119,7 +120,7 @@ func (p *port) String() string { return fmt.Sprintf("%s/%d", p.node.name, p.num)
 // on it.
 type Host struct {
 	node
-	counters counterSet
+	counters counter.Block[Counters]
 
 	// Guarded by node.mu.
 	qps     map[ib.QPN]*qp
@@ -387,7 +388,7 @@ func slower(a, b ib.Rate) ib.Rate {
 }
 
 // Counters returns the host's packet counters. Safe from any goroutine.
-func (h *Host) Counters() Counters { return h.counters.snapshot() }
+func (h *Host) Counters() Counters { return h.counters.Load() }
 
 // NumPorts returns the host's port count.
 func (h *Host) NumPorts() int { return len(h.ports) - 1 }
