@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/netdev"
 )
@@ -88,7 +89,7 @@ func (c *PeerCache) claimKey(k Key) bool {
 	if c.isLive(k) {
 		return true
 	}
-	c.unknownKey.Add(1)
+	counter.Inc(&c.ctr.V.UnknownKey)
 	return false
 }
 

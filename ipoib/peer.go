@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/netdev"
 )
@@ -222,12 +223,8 @@ type PeerCache struct {
 	// nothing.
 	errFull, errUnknown, errStale, errParkFull, errTxNoPeer error
 
-	live       atomic.Int32
-	entered    atomic.Uint64
-	evicted    atomic.Uint64
-	stale      atomic.Uint64
-	unknownKey atomic.Uint64
-	full       atomic.Uint64
+	live atomic.Int32
+	ctr  counter.Block[CacheStats]
 }
 
 // hashOddMix is 2^64 divided by the golden ratio, rounded to odd: mixed
@@ -243,7 +240,6 @@ const (
 
 // CacheStats describes a PeerCache's use; see PeerCache.Stats.
 type CacheStats struct {
-	Live       int    `json:"live"`        // peers in the cache
 	Entered    uint64 `json:"entered"`     // addresses given a key
 	Evicted    uint64 `json:"evicted"`     // peers evicted to free a slot
 	Stale      uint64 `json:"stale"`       // references that found their key reused
@@ -282,14 +278,7 @@ func (c *PeerCache) Len() int { return int(c.live.Load()) }
 // Stats returns a snapshot of the cache's counters. Safe from any
 // goroutine.
 func (c *PeerCache) Stats() CacheStats {
-	return CacheStats{
-		Live:       c.Len(),
-		Entered:    c.entered.Load(),
-		Evicted:    c.evicted.Load(),
-		Stale:      c.stale.Load(),
-		UnknownKey: c.unknownKey.Load(),
-		Full:       c.full.Load(),
-	}
+	return c.ctr.Load()
 }
 
 // assertHome guards the control calls.
@@ -412,7 +401,7 @@ func (c *PeerCache) alloc() Key {
 			c.onEvict(&c.slots[victim])
 		}
 		c.release(victim)
-		c.evicted.Add(1)
+		counter.Inc(&c.ctr.V.Evicted)
 	}
 	c.nfree--
 	return c.free[c.nfree]
@@ -453,7 +442,7 @@ func (c *PeerCache) enterKey(raw *[AddrLen]byte) (Key, error) {
 		return k, nil
 	}
 	if k = c.alloc(); k == NoKey {
-		c.full.Add(1)
+		counter.Inc(&c.ctr.V.Full)
 		return NoKey, c.errFull
 	}
 	p := &c.slots[k]
@@ -466,7 +455,7 @@ func (c *PeerCache) enterKey(raw *[AddrLen]byte) (Key, error) {
 	c.indexInsert(k)
 	c.linkFront(k)
 	c.live.Add(1)
-	c.entered.Add(1)
+	counter.Inc(&c.ctr.V.Entered)
 	return k, nil
 }
 
@@ -511,11 +500,11 @@ func (c *PeerCache) resolve(r Ref) (*Peer, error) {
 	p := &c.slots[r.Key]
 	live := c.isLive(r.Key)
 	if !live && p.gen == r.Gen || r.Key == NoKey {
-		c.unknownKey.Add(1)
+		counter.Inc(&c.ctr.V.UnknownKey)
 		return nil, c.errUnknown
 	}
 	if !live || p.gen != r.Gen {
-		c.stale.Add(1)
+		counter.Inc(&c.ctr.V.Stale)
 		return nil, c.errStale
 	}
 	return p, nil

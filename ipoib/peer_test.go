@@ -148,7 +148,7 @@ func TestCacheFillAndLookupBothWays(t *testing.T) {
 	if _, err := c.Resolve(refs[0]); !errors.Is(err, ErrStalePeer) {
 		t.Fatalf("Resolve of the evicted peer's ref: %v, want ErrStalePeer", err)
 	}
-	if s := c.Stats(); s.Evicted != 1 || s.Stale != 1 || s.Live != MaxPeers {
+	if s := c.Stats(); s.Evicted != 1 || s.Stale != 1 || c.Len() != MaxPeers {
 		t.Fatalf("stats %+v", s)
 	}
 	checkInvariants(t, c)
