@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/counter"
-	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/ipoib/capture"
 	"github.com/ipoibd/ipoibd/netdev"
@@ -43,10 +42,8 @@ func (t *pcapTap) transmit(e *Endpoint, dst []byte, proto uint16, payload []byte
 	}
 }
 
-// receive records a frame delivered from src to dst. The GRH is rebuilt
-// from the addresses (SGID from the source, DGID from the destination,
-// which is the port GID or the group's MGID), which is all a GRH-form
-// capture keeps besides traffic class and flow label; the data flows up
+// receive records a frame delivered from src to dst, its GRH rebuilt from
+// the two addresses (capture.Writer.WriteReceiveFrom): the data flows up
 // without the wire GRH, so the tap does not ask the driver for it.
 func (t *pcapTap) receive(e *Endpoint, b *netdev.Buffer, proto uint16, dst, src []byte) {
 	var s, d ipoib.Addr
@@ -54,8 +51,7 @@ func (t *pcapTap) receive(e *Endpoint, b *netdev.Buffer, proto uint16, dst, src 
 		counter.Inc(&e.stats.V.TapErrors)
 		return
 	}
-	grh := ib.GRH{IPVer: ib.GRHIPVer, SGID: s.GID, DGID: d.GID}
-	if t.w.WriteReceive(time.Now(), &grh, s.QPN, proto, b.Bytes()) != nil {
+	if t.w.WriteReceiveFrom(time.Now(), s, d, proto, b.Bytes()) != nil {
 		counter.Inc(&e.stats.V.TapErrors)
 	}
 }
