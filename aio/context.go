@@ -41,9 +41,13 @@ const (
 	// maxEvents bounds one epoll_wait; more ready fds wait for the next
 	// pass, which is fine for level-triggered epoll.
 	maxEvents = 64
-	// publishEvery sets how often a run of non-blocking passes copies its
-	// counters to the shared Stats; blocking passes always do.
+	// publishEvery sets how often a run of passes that do not sleep
+	// copies its counters to the shared Stats; a pass about to sleep
+	// always does.
 	publishEvery = 64
+	// timerCheckEvery sets how often a run of passes that do not sleep
+	// reads the clock for due timers (see poll).
+	timerCheckEvery = 4
 )
 
 type config struct {
@@ -162,6 +166,8 @@ type Context struct {
 	pollNs    time.Duration
 	ls        loopStats
 	sincePub  int
+	// passesSinceTimers counts passes since the last look at the timers.
+	passesSinceTimers int
 }
 
 // Stats is a snapshot of a Context's counters. Counters kept by the loop
