@@ -280,7 +280,7 @@ func (s *ctlServer) untrack(c net.Conn) {
 // close stops accepting, stops running pings, closes every connection
 // but those of 'down' requests (they answer once the teardown is done)
 // and waits at most ctlCloseWait for their handlers; then it removes the
-// socket this daemon created.
+// socket this daemon created, keeping its lock (see release).
 func (s *ctlServer) close() {
 	s.cancel()
 	s.ln.Close()
@@ -297,7 +297,15 @@ func (s *ctlServer) close() {
 		s.logf("control socket: connections still open after %v; leaving them", ctlCloseWait)
 	}
 	if s.sock != nil {
-		s.sock.close()
+		s.sock.remove()
+	}
+}
+
+// release gives up the socket path's lock, once the daemon has torn down:
+// until then no other daemon may take the path.
+func (s *ctlServer) release() {
+	if s.sock != nil {
+		s.sock.unlock()
 	}
 }
 
@@ -348,10 +356,12 @@ func (s *ctlServer) handle(c net.Conn, detach func()) {
 	if req.Cmd == "down" {
 		// Answer only once the group is left, the lease released and
 		// the device closed, so 'ipoibd down && ...' sees it gone.
+		// Detached first, so that close, which the shutdown sets off,
+		// neither waits for this connection nor closes it.
 		s.downs.Add(1)
 		defer s.downs.Done()
-		s.shutdown()
 		detach()
+		s.shutdown()
 		select {
 		case <-s.d.finished:
 			w.send(ctlReply{})

@@ -242,6 +242,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		close(finished)
 		if ctl != nil {
 			ctl.waitDown()
+			ctl.release()
 		}
 	}()
 	notify(opt.log, "STATUS=starting")
