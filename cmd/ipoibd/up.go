@@ -84,6 +84,10 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	opt.leaseFile = *leaseFile
+	if opt.leaseFile != "" && !opt.dhcp && opt.dhcpServer == "" {
+		fmt.Fprintln(stderr, "ipoibd up: --lease-file is for --dhcp or --dhcp-server")
+		return exitUsage
+	}
 	opt.socket = *socket
 	if opt.socket == "" {
 		opt.socket, opt.socketDir = filepath.Join(defaultSocketDir(), opt.name+".sock"), true
@@ -223,12 +227,13 @@ func (opt upOptions) config(out io.Writer) ipoibd.Config {
 	}
 	// The daemon checks addresses on the link before it hands them out
 	// or uses them, and keeps leases across restarts (see leaseFilePath).
-	cfg.DHCPProbe, cfg.DHCPLeaseFile = opt.dhcp, opt.leaseFile
+	if opt.dhcp {
+		cfg.DHCPProbe, cfg.DHCPLeaseFile = true, opt.leaseFile
+	}
 	if opt.dhcpServer != "" {
 		first, last, _ := parseRange(opt.dhcpServer, opt.addr)
 		cfg.DHCPServer = &ipoibd.DHCPServer{PoolStart: first, PoolEnd: last, Router: opt.gateway,
 			LeaseFile: opt.leaseFile, Probe: true}
-		cfg.DHCPLeaseFile = ""
 	}
 	return cfg
 }

@@ -130,6 +130,7 @@ func TestUpBadInput(t *testing.T) {
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--dhcp-server", "10.0.0.9-10.0.0.2"}, exitUsage, "last address before the first"},
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--dhcp-server", "10.0.1.2-10.0.1.9"}, exitUsage, "outside 10.0.0.0/24"},
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.5/24", "--dhcp-server", "10.0.0.2-10.0.0.9"}, exitUsage, "server's own address"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--lease-file", "/tmp/x"}, exitUsage, "--lease-file is for --dhcp or --dhcp-server"},
 		{[]string{"up", "--device", "nosuchdev0", "--addr", "10.0.0.1/24"}, exitFailure, `unknown device "nosuchdev0"`},
 		{[]string{"up", "--device", "nodriver:x", "--addr", "10.0.0.1/24"}, exitFailure, "unknown driver"},
 		{[]string{"ping", "--socket", "/nonexistent/sock", "10.0.0.1"}, exitUsage, "is 'ipoibd up' running?"},
