@@ -46,7 +46,10 @@ type upOptions struct {
 	socketDir      bool // socket is in the default directory, to be checked
 	leaseFile      string
 	joinTimeout    time.Duration
-	log            *slog.Logger
+	// linkDownTimeout, if not zero, ends the daemon once its link has
+	// been down that long (see watchLink).
+	linkDownTimeout time.Duration
+	log             *slog.Logger
 }
 
 func runUp(args []string, stdout, stderr io.Writer) int {
@@ -64,6 +67,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	leaseFile := fs.String("lease-file", "", "DHCP lease file: the lease with --dhcp, the bindings with --dhcp-server (default "+defaultStateDir()+"/NAME.lease or NAME.leases)")
 	socket := fs.String("socket", "", "control socket path (default "+defaultSocketDir()+"/NAME.sock)")
 	joinTimeout := fs.Duration("join-timeout", 0, "give up if the link is not up by then (0: keep trying)")
+	linkDownTimeout := fs.Duration("link-down-timeout", 0, "exit (status 1) once the link has been down this long, for a service manager to restart the daemon and reopen the device (0: wait)")
 	logLevel := fs.String("log-level", "info", "least severe log messages printed on stderr: debug, info, warn or error")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
@@ -78,7 +82,11 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
 		return exitUsage
 	}
-	opt.pcap, opt.name, opt.joinTimeout = *pcap, *name, *joinTimeout
+	opt.pcap, opt.name, opt.joinTimeout, opt.linkDownTimeout = *pcap, *name, *joinTimeout, *linkDownTimeout
+	if opt.linkDownTimeout < 0 {
+		fmt.Fprintln(stderr, "ipoibd up: --link-down-timeout must not be negative")
+		return exitUsage
+	}
 	if err := checkIfName(opt.name); err != nil {
 		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
 		return exitUsage
@@ -305,8 +313,13 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	defer d.ready.Store(false)
 	fmt.Fprintf(out, "%s: ready\n", opt.name)
 	notify(opt.log, "READY=1\nSTATUS=serving on "+opt.socket)
+	var linkErr error
+	if opt.linkDownTimeout > 0 {
+		linkErr = watchLink(ctx, ifc, opt.linkDownTimeout)
+		stopRun()
+	}
 	<-ctx.Done()
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
 	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
-	return nil
+	return linkErr
 }

@@ -223,8 +223,10 @@ func TestUpWithoutSM(t *testing.T) {
 // startFabric runs a star of n simulated hosts named name on a loop of its
 // own until the test ends; setup, if given, runs on the loop once the
 // fabric is built. The daemons under test find the hosts through the sim
-// driver as "sim:NAME/hostI".
-func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error) {
+// driver as "sim:NAME/hostI". It returns a function that runs fn on the
+// fabric's loop and returns its error, for tests that change the fabric
+// later.
+func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error) func(fn func(*sim.Fabric) error) error {
 	t.Helper()
 	loop, err := aio.New(aio.WithName("fabric"))
 	if err != nil {
@@ -254,5 +256,10 @@ func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	return func(fn func(*sim.Fabric) error) error {
+		var err error
+		onLoop(func() { err = fn(f) })
+		return err
 	}
 }
