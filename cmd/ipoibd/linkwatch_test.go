@@ -32,27 +32,9 @@ func TestLinkDownTimeout(t *testing.T) {
 	fabric := startFabric(t, "portgone", 2, nil)
 	dir := t.TempDir()
 	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("h%d.sock", i)) }
-	type daemon struct {
-		out, errOut *syncBuffer
-		exited      chan int
-	}
-	start := func(i int, extra ...string) *daemon {
-		d := &daemon{out: &syncBuffer{}, errOut: &syncBuffer{}, exited: make(chan int, 1)}
-		args := append([]string{"up", "--device", fmt.Sprintf("sim:portgone/host%d", i), "--name", fmt.Sprintf("ib%d", i),
-			"--socket", sock(i)}, extra...)
-		go func() { d.exited <- run(args, d.out, d.errOut) }()
-		return d
-	}
-	stop := func(d *daemon, i int) {
-		runCLI(t, "down", "--socket", sock(i))
-		select {
-		case <-d.exited:
-		case <-time.After(20 * time.Second):
-			t.Errorf("daemon %d did not stop", i)
-		}
-	}
+	start := func(i int, extra ...string) *testDaemon { return startDaemon(t, "portgone", dir, i, extra...) }
 	server := start(0, "--addr", "10.3.0.1/24", "--dhcp-server", "10.3.0.10-10.3.0.20", "--lease-file", filepath.Join(dir, "server.leases"))
-	defer stop(server, 0)
+	defer server.stop()
 	waitFor(t, 20*time.Second, func() bool { return strings.Contains(server.out.String(), "ready") })
 
 	leaseRE := regexp.MustCompile(`address (10\.3\.0\.\d+)/24 from DHCP server`)
@@ -99,7 +81,7 @@ func TestLinkDownTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	again := start(1, clientArgs...)
-	defer stop(again, 1)
+	defer again.stop()
 	var second []string
 	waitFor(t, 30*time.Second, func() bool { second = leaseRE.FindStringSubmatch(again.out.String()); return second != nil })
 	if second[1] != first[1] {
