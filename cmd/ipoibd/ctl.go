@@ -163,8 +163,10 @@ type ctlServer struct {
 	// privileged reports whether the peer of c is root, who may ask for
 	// pings faster than ctlMinUserInterval, as ping(8) allows root.
 	privileged func(c net.Conn) bool
-	logf       func(format string, args ...any)
-	wg         sync.WaitGroup
+	// warn logs a problem the server carries on after: a message and
+	// slog key-value pairs.
+	warn func(msg string, args ...any)
+	wg   sync.WaitGroup
 	// downs counts 'down' requests waiting for the teardown, which
 	// close does not wait for (it is part of the teardown).
 	downs sync.WaitGroup
@@ -194,7 +196,7 @@ const ctlMaxRequest = 64 << 10
 // listenControl opens the control socket at path (see listenSocket). With
 // checkDir (the default path) the socket's directory is first made, or
 // checked, as the user's own.
-func listenControl(path string, checkDir bool, d *daemon, shutdown func(), logf func(string, ...any)) (*ctlServer, error) {
+func listenControl(path string, checkDir bool, d *daemon, shutdown func(), warn func(string, ...any)) (*ctlServer, error) {
 	if checkDir {
 		if err := privateDir(filepath.Dir(path)); err != nil {
 			return nil, err
@@ -204,7 +206,7 @@ func listenControl(path string, checkDir bool, d *daemon, shutdown func(), logf 
 	if err != nil {
 		return nil, err
 	}
-	s := newCtlServer(sock.ln, d, shutdown, logf)
+	s := newCtlServer(sock.ln, d, shutdown, warn)
 	s.sock = sock
 	s.wg.Add(1)
 	go s.serve()
@@ -212,13 +214,13 @@ func listenControl(path string, checkDir bool, d *daemon, shutdown func(), logf 
 }
 
 // newCtlServer returns a server for ln that has not started serving.
-func newCtlServer(ln net.Listener, d *daemon, shutdown func(), logf func(string, ...any)) *ctlServer {
+func newCtlServer(ln net.Listener, d *daemon, shutdown func(), warn func(string, ...any)) *ctlServer {
 	ctx, cancel := context.WithCancel(context.Background())
-	if logf == nil {
-		logf = func(string, ...any) {}
+	if warn == nil {
+		warn = func(string, ...any) {}
 	}
 	return &ctlServer{ln: ln, d: d, shutdown: shutdown, ctx: ctx, cancel: cancel,
-		privileged: peerIsRoot, logf: logf, conns: map[net.Conn]struct{}{}}
+		privileged: peerIsRoot, warn: warn, conns: map[net.Conn]struct{}{}}
 }
 
 // serve accepts connections until the listener closes. Any other Accept
@@ -235,7 +237,7 @@ func (s *ctlServer) serve() {
 				return
 			}
 			pause = min(max(2*pause, 5*time.Millisecond), ctlAcceptBackoffMax)
-			s.logf("control socket: accept: %v; retrying in %v", err, pause)
+			s.warn("control socket: accept failed; retrying", "err", err, "pause", pause)
 			select {
 			case <-time.After(pause):
 			case <-s.ctx.Done():
@@ -294,7 +296,7 @@ func (s *ctlServer) close() {
 	select {
 	case <-done:
 	case <-time.After(ctlCloseWait):
-		s.logf("control socket: connections still open after %v; leaving them", ctlCloseWait)
+		s.warn("control socket: connections still open; leaving them", "after", ctlCloseWait)
 	}
 	if s.sock != nil {
 		s.sock.remove()

@@ -288,9 +288,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	ctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	go shutdownWatchdog(ctx, finished, opt.log)
-	srv, err := listenControl(opt.socket, opt.socketDir, d, stopRun, func(format string, args ...any) {
-		opt.log.Warn(fmt.Sprintf(format, args...))
-	})
+	srv, err := listenControl(opt.socket, opt.socketDir, d, stopRun, opt.log.Warn)
 	if err != nil {
 		return err
 	}
