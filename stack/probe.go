@@ -37,10 +37,17 @@ func ProbeAddr(ctx context.Context, s *gvstack.Stack, nic tcpip.NICID, addr, fro
 	default:
 		return false, fmt.Errorf("stack: probe %v from %v: %s", addr, from, err)
 	}
+	inUse := false
 	select {
-	case inUse := <-done:
-		return inUse, nil
+	case inUse = <-done:
 	case <-ctx.Done():
-		return false, nil
 	}
+	if !inUse {
+		// gVisor keeps trying to resolve addr (three requests a second
+		// apart) and then remembers it as unreachable; either would
+		// hold up the first packets to the host that takes addr next.
+		// Forget it, so they start a fresh resolution.
+		_ = s.RemoveNeighbor(nic, header.IPv4ProtocolNumber, target)
+	}
+	return inUse, nil
 }

@@ -161,8 +161,10 @@ type ctlServer struct {
 	// privileged reports whether the peer of c is root, who may ask for
 	// pings faster than ctlMinUserInterval, as ping(8) allows root.
 	privileged func(c net.Conn) bool
-	logf       func(format string, args ...any)
-	wg         sync.WaitGroup
+	// warn logs a problem the server carries on after: a message and
+	// slog key-value pairs.
+	warn func(msg string, args ...any)
+	wg   sync.WaitGroup
 	// downs counts 'down' requests waiting for the teardown, which
 	// close does not wait for (it is part of the teardown).
 	downs sync.WaitGroup
@@ -192,7 +194,7 @@ const ctlMaxRequest = 64 << 10
 // listenControl opens the control socket at path (see listenSocket). With
 // checkDir (the default path) the socket's directory is first made, or
 // checked, as the user's own.
-func listenControl(path string, checkDir bool, d *daemon, shutdown func(), logf func(string, ...any)) (*ctlServer, error) {
+func listenControl(path string, checkDir bool, d *daemon, shutdown func(), warn func(string, ...any)) (*ctlServer, error) {
 	if checkDir {
 		if err := privateDir(filepath.Dir(path)); err != nil {
 			return nil, err
@@ -202,7 +204,7 @@ func listenControl(path string, checkDir bool, d *daemon, shutdown func(), logf 
 	if err != nil {
 		return nil, err
 	}
-	s := newCtlServer(sock.ln, d, shutdown, logf)
+	s := newCtlServer(sock.ln, d, shutdown, warn)
 	s.sock = sock
 	s.wg.Add(1)
 	go s.serve()
@@ -210,13 +212,13 @@ func listenControl(path string, checkDir bool, d *daemon, shutdown func(), logf 
 }
 
 // newCtlServer returns a server for ln that has not started serving.
-func newCtlServer(ln net.Listener, d *daemon, shutdown func(), logf func(string, ...any)) *ctlServer {
+func newCtlServer(ln net.Listener, d *daemon, shutdown func(), warn func(string, ...any)) *ctlServer {
 	ctx, cancel := context.WithCancel(context.Background())
-	if logf == nil {
-		logf = func(string, ...any) {}
+	if warn == nil {
+		warn = func(string, ...any) {}
 	}
 	return &ctlServer{ln: ln, d: d, shutdown: shutdown, ctx: ctx, cancel: cancel,
-		privileged: peerIsRoot, logf: logf, conns: map[net.Conn]struct{}{}}
+		privileged: peerIsRoot, warn: warn, conns: map[net.Conn]struct{}{}}
 }
 
 // serve accepts connections until the listener closes. Any other Accept
@@ -233,7 +235,7 @@ func (s *ctlServer) serve() {
 				return
 			}
 			pause = min(max(2*pause, 5*time.Millisecond), ctlAcceptBackoffMax)
-			s.logf("control socket: accept: %v; retrying in %v", err, pause)
+			s.warn("control socket: accept failed; retrying", "err", err, "pause", pause)
 			select {
 			case <-time.After(pause):
 			case <-s.ctx.Done():
@@ -278,7 +280,7 @@ func (s *ctlServer) untrack(c net.Conn) {
 // close stops accepting, stops running pings, closes every connection
 // but those of 'down' requests (they answer once the teardown is done)
 // and waits at most ctlCloseWait for their handlers; then it removes the
-// socket this daemon created.
+// socket this daemon created, keeping its lock (see release).
 func (s *ctlServer) close() {
 	s.cancel()
 	s.ln.Close()
@@ -292,10 +294,18 @@ func (s *ctlServer) close() {
 	select {
 	case <-done:
 	case <-time.After(ctlCloseWait):
-		s.logf("control socket: connections still open after %v; leaving them", ctlCloseWait)
+		s.warn("control socket: connections still open; leaving them", "after", ctlCloseWait)
 	}
 	if s.sock != nil {
-		s.sock.close()
+		s.sock.remove()
+	}
+}
+
+// release gives up the socket path's lock, once the daemon has torn down:
+// until then no other daemon may take the path.
+func (s *ctlServer) release() {
+	if s.sock != nil {
+		s.sock.unlock()
 	}
 }
 
@@ -346,10 +356,12 @@ func (s *ctlServer) handle(c net.Conn, detach func()) {
 	if req.Cmd == "down" {
 		// Answer only once the group is left, the lease released and
 		// the device closed, so 'ipoibd down && ...' sees it gone.
+		// Detached first, so that close, which the shutdown sets off,
+		// neither waits for this connection nor closes it.
 		s.downs.Add(1)
 		defer s.downs.Done()
-		s.shutdown()
 		detach()
+		s.shutdown()
 		select {
 		case <-s.d.finished:
 			w.send(ctlReply{})

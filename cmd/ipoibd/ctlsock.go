@@ -185,17 +185,27 @@ func fileKind(fi fs.FileInfo) string {
 	}
 }
 
-// close stops listening, removes the socket if it is still the one this
-// daemon created, and then gives up the lock.
+// close stops listening, removes the socket (see remove) and gives up
+// the lock.
 func (s *ctlSocket) close() {
+	s.remove()
+	s.unlock()
+}
+
+// remove stops listening and removes the socket if it is still the one
+// this daemon created. The lock stays held: the path is still this
+// daemon's until it has finished tearing down.
+func (s *ctlSocket) remove() {
 	s.ln.Close()
 	if fi, err := os.Lstat(s.path); err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && uint64(st.Dev) == s.dev && st.Ino == s.ino {
 			os.Remove(s.path)
 		}
 	}
-	s.lock.Close()
 }
+
+// unlock gives up the lock; the process exiting does the same.
+func (s *ctlSocket) unlock() { s.lock.Close() }
 
 // waitUnlocked waits until no daemon holds the lock of the socket at
 // path (its process has exited or let go), or until limit. It reports

@@ -19,28 +19,13 @@ import (
 func TestDHCPServerRestartNoDuplicates(t *testing.T) {
 	startFabric(t, "restart", 5, nil)
 	dir := t.TempDir()
-	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("h%d.sock", i)) }
 	leases := filepath.Join(dir, "server.leases")
-	type daemon struct {
-		out, errOut *syncBuffer
-		exited      chan int
-	}
-	start := func(i int, extra ...string) *daemon {
-		d := &daemon{out: &syncBuffer{}, errOut: &syncBuffer{}, exited: make(chan int, 1)}
-		args := append([]string{"up", "--device", fmt.Sprintf("sim:restart/host%d", i), "--name", fmt.Sprintf("ib%d", i),
-			"--socket", sock(i)}, extra...)
-		go func() { d.exited <- run(args, d.out, d.errOut) }()
-		t.Cleanup(func() {
-			runCLI(t, "down", "--socket", sock(i))
-			select {
-			case <-d.exited:
-			case <-time.After(20 * time.Second):
-				t.Errorf("daemon %d did not stop", i)
-			}
-		})
+	start := func(i int, extra ...string) *testDaemon {
+		d := spawnDaemon(t, "restart", dir, i, extra...)
+		t.Cleanup(d.stop)
 		return d
 	}
-	server := func() *daemon {
+	server := func() *testDaemon {
 		d := start(0, "--addr", "10.4.0.1/24", "--dhcp-server", "10.4.0.10-10.4.0.20", "--lease-file", leases)
 		waitFor(t, 20*time.Second, func() bool { return strings.Contains(d.out.String(), "ready") })
 		return d
@@ -67,7 +52,7 @@ func TestDHCPServerRestartNoDuplicates(t *testing.T) {
 
 	stopServer := func() {
 		t.Helper()
-		if code, _, stderr := runCLI(t, "down", "--socket", sock(0)); code != exitOK {
+		if code, _, stderr := runCLI(t, "down", "--socket", filepath.Join(dir, "h0.sock")); code != exitOK {
 			t.Fatalf("down the server: exit %d: %s", code, stderr)
 		}
 	}

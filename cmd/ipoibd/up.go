@@ -46,8 +46,11 @@ type upOptions struct {
 	socketDir      bool // socket is in the default directory, to be checked
 	leaseFile      string
 	joinTimeout    time.Duration
-	log            *slog.Logger
-	ways           waysOptions
+	// linkDownTimeout, if not zero, ends the daemon once its link has
+	// been down that long (see watchLink).
+	linkDownTimeout time.Duration
+	log             *slog.Logger
+	ways            waysOptions
 }
 
 func runUp(args []string, stdout, stderr io.Writer) int {
@@ -67,6 +70,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	joinTimeout := fs.Duration("join-timeout", 0, "give up if the link is not up by then (0: keep trying)")
 	var ways waysOptions
 	ways.register(fs)
+	linkDownTimeout := fs.Duration("link-down-timeout", 0, "exit (status 1) once the link has been down this long, for a service manager to restart the daemon and reopen the device (0: wait)")
 	logLevel := fs.String("log-level", "info", "least severe log messages printed on stderr: debug, info, warn or error")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
@@ -81,12 +85,20 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
 		return exitUsage
 	}
-	opt.pcap, opt.name, opt.joinTimeout = *pcap, *name, *joinTimeout
+	opt.pcap, opt.name, opt.joinTimeout, opt.linkDownTimeout = *pcap, *name, *joinTimeout, *linkDownTimeout
+	if opt.linkDownTimeout < 0 {
+		fmt.Fprintln(stderr, "ipoibd up: --link-down-timeout must not be negative")
+		return exitUsage
+	}
 	if err := checkIfName(opt.name); err != nil {
 		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
 		return exitUsage
 	}
 	opt.leaseFile = *leaseFile
+	if opt.leaseFile != "" && !opt.dhcp && opt.dhcpServer == "" {
+		fmt.Fprintln(stderr, "ipoibd up: --lease-file is for --dhcp or --dhcp-server")
+		return exitUsage
+	}
 	opt.socket = *socket
 	opt.ways = ways
 	if opt.socket == "" {
@@ -224,12 +236,13 @@ func (opt upOptions) config(out io.Writer) ipoibd.Config {
 	}
 	// The daemon checks addresses on the link before it hands them out
 	// or uses them, and keeps leases across restarts (see leaseFilePath).
-	cfg.DHCPProbe, cfg.DHCPLeaseFile = opt.dhcp, opt.leaseFile
+	if opt.dhcp {
+		cfg.DHCPProbe, cfg.DHCPLeaseFile = true, opt.leaseFile
+	}
 	if opt.dhcpServer != "" {
 		first, last, _ := parseRange(opt.dhcpServer, opt.addr)
 		cfg.DHCPServer = &ipoibd.DHCPServer{PoolStart: first, PoolEnd: last, Router: opt.gateway,
 			LeaseFile: opt.leaseFile, Probe: true}
-		cfg.DHCPLeaseFile = ""
 	}
 	return cfg
 }
@@ -243,6 +256,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		close(finished)
 		if ctl != nil {
 			ctl.waitDown()
+			ctl.release()
 		}
 	}()
 	notify(opt.log, "STATUS=starting")
@@ -275,9 +289,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	ctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	go shutdownWatchdog(ctx, finished, opt.log)
-	srv, err := listenControl(opt.socket, opt.socketDir, d, stopRun, func(format string, args ...any) {
-		opt.log.Warn(fmt.Sprintf(format, args...))
-	})
+	srv, err := listenControl(opt.socket, opt.socketDir, d, stopRun, opt.log.Warn)
 	if err != nil {
 		return err
 	}
@@ -305,10 +317,15 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	defer d.ready.Store(false)
 	fmt.Fprintf(out, "%s: ready\n", opt.name)
 	notify(opt.log, "READY=1\nSTATUS=serving on "+opt.socket)
+	var linkErr error
+	if opt.linkDownTimeout > 0 {
+		linkErr = watchLink(ctx, ifc, opt.linkDownTimeout)
+		stopRun()
+	}
 	<-ctx.Done()
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
 	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
-	return nil
+	return linkErr
 }
 
 // parsePKey reads a --pkey value: a 16-bit number, decimal or 0x hex, with

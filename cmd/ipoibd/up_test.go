@@ -129,6 +129,7 @@ func TestUpBadInput(t *testing.T) {
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--dhcp-server", "10.0.0.9-10.0.0.2"}, exitUsage, "last address before the first"},
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--dhcp-server", "10.0.1.2-10.0.1.9"}, exitUsage, "outside 10.0.0.0/24"},
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.5/24", "--dhcp-server", "10.0.0.2-10.0.0.9"}, exitUsage, "server's own address"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--lease-file", "/tmp/x"}, exitUsage, "--lease-file is for --dhcp or --dhcp-server"},
 		{[]string{"up", "--device", "nosuchdev0", "--addr", "10.0.0.1/24"}, exitFailure, `unknown device "nosuchdev0"`},
 		{[]string{"up", "--device", "nodriver:x", "--addr", "10.0.0.1/24"}, exitFailure, "unknown driver"},
 		{[]string{"ping", "--socket", "/nonexistent/sock", "10.0.0.1"}, exitUsage, "is 'ipoibd up' running?"},
@@ -221,8 +222,10 @@ func TestUpWithoutSM(t *testing.T) {
 // startFabric runs a star of n simulated hosts named name on a loop of its
 // own until the test ends; setup, if given, runs on the loop once the
 // fabric is built. The daemons under test find the hosts through the sim
-// driver as "sim:NAME/hostI".
-func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error) {
+// driver as "sim:NAME/hostI". It returns a function that runs fn on the
+// fabric's loop and returns its error, for tests that change the fabric
+// later.
+func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error) func(fn func(*sim.Fabric) error) error {
 	t.Helper()
 	loop, err := aio.New(aio.WithName("fabric"))
 	if err != nil {
@@ -250,5 +253,10 @@ func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	return func(fn func(*sim.Fabric) error) error {
+		var err error
+		onLoop(func() { err = fn(f) })
+		return err
 	}
 }
