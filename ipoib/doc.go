@@ -141,7 +141,10 @@
 // # Keys are never reused under a packet
 //
 // With 255 keys and more peers than that on a fabric, keys are recycled:
-// the least recently used peer gives up its slot. A packet must never be
+// the least recently used peer gives up its slot. The sender of a
+// multicast datagram enters at the least recently used end, so on a
+// large subnet the hosts that broadcast take each other's slots rather
+// than those of the peers this host exchanges unicast with. A packet must never be
 // sent to the peer that took over its destination's key. Two rules see to
 // it, one for each place a key can be:
 //

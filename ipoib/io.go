@@ -214,11 +214,16 @@ func (l *Link) SetRxPeers(b *netdev.Buffer, dst, src Addr) error {
 	if err != nil {
 		return fmt.Errorf("ipoib receive: destination: %w", err)
 	}
-	sp, err := l.cache.EnterAddr(src)
+	// The sender of a multicast datagram enters cold (see enterKeyAt).
+	var raw [AddrLen]byte
+	if err := src.Encode(raw[:]); err != nil {
+		return fmt.Errorf("ipoib receive: source %v: %w: %w", src, netdev.ErrBadAddr, err)
+	}
+	sk, err := l.cache.enterKeyAt(&raw, dst.IsMulticast())
 	if err != nil {
 		return fmt.Errorf("ipoib receive: source: %w", err)
 	}
-	return SetKeys(b, dp.key, sp.key)
+	return SetKeys(b, dp.key, sk)
 }
 
 // Transmit is the netdev op for one frame: it takes the frame's peer

@@ -386,15 +386,29 @@ func (c *PeerCache) linkFront(k Key) {
 	c.state[k] |= slotListed
 }
 
-// alloc returns a free slot, evicting the least recently entered peer if
-// none is free, or NoKey when every slot is held or fenced.
+// linkBack puts k at the least recently used end of the LRU list.
+func (c *PeerCache) linkBack(k Key) {
+	last := c.lruPrev[0]
+	c.lruPrev[k], c.lruNext[k] = last, 0
+	c.lruNext[last] = k
+	c.lruPrev[0] = k
+	c.state[k] |= slotListed
+}
+
+// alloc returns a free slot, evicting the least recently used peer that
+// is not fenced if none is free, or NoKey when every slot is held or
+// fenced.
 func (c *PeerCache) alloc() Key {
 	if c.nfree == 0 {
+		// A peer entered since the last claim may have its key in a
+		// header nobody has read yet. Such peers gather at the front,
+		// but a cold entry (enterKeyAt) sits at the back, so walk past
+		// fenced ones; the walk is almost always empty.
 		victim := c.lruPrev[0]
-		if victim == 0 || c.stamp[victim] == c.epoch {
-			// Every unheld peer was entered since the last claim (LRU
-			// order means the tail is the oldest): its key may be in a
-			// header that nobody has read yet.
+		for victim != 0 && c.stamp[victim] == c.epoch {
+			victim = c.lruPrev[victim]
+		}
+		if victim == 0 {
 			return NoKey
 		}
 		if c.onEvict != nil {
@@ -436,9 +450,24 @@ func (c *PeerCache) enter(raw *[AddrLen]byte) (*Peer, error) {
 // enterKey is enter for callers that only need the key, which it finds
 // without touching the bulky slot.
 func (c *PeerCache) enterKey(raw *[AddrLen]byte) (Key, error) {
+	return c.enterKeyAt(raw, false)
+}
+
+// enterKeyAt is enterKey with a choice of where a peer goes in the LRU
+// order. A cold entry (the sender of a multicast datagram, which may
+// never be heard from again) goes to the least recently used end, and a
+// peer already known keeps its place: on a subnet of more hosts than
+// keys, the senders of broadcasts then take each other's slots instead of
+// pushing out the peers this host talks to. Either way the key is fenced
+// until the next claim, as its header is not read yet.
+func (c *PeerCache) enterKeyAt(raw *[AddrLen]byte, cold bool) (Key, error) {
 	k, home, tag := c.locate(raw)
 	if k != NoKey {
-		c.touch(k)
+		if cold {
+			c.stamp[k] = c.epoch
+		} else {
+			c.touch(k)
+		}
 		return k, nil
 	}
 	if k = c.alloc(); k == NoKey {
@@ -453,7 +482,11 @@ func (c *PeerCache) enterKey(raw *[AddrLen]byte) (Key, error) {
 	c.state[k] = slotLive
 	c.stamp[k] = c.epoch
 	c.indexInsert(k)
-	c.linkFront(k)
+	if cold {
+		c.linkBack(k)
+	} else {
+		c.linkFront(k)
+	}
 	c.live.Add(1)
 	counter.Inc(&c.ctr.V.Entered)
 	return k, nil

@@ -552,3 +552,50 @@ func captureFrame33(t testing.TB) []byte {
 		00 00 00 00 00 80 ff ff 00 00 84 83 92 00 00 00`+zeros(0x90, 0x11c)+`
 		23 53 11 01 c3 67`)
 }
+
+// TestMulticastWithoutGRHDropped settles a suspicion of the hardening
+// issue: that a multicast datagram arriving without a GRH would reach
+// IPoIB, which cannot tell it from unicast (a UD completion carries no
+// DLID, so a receiver keys it to its own address). A multicast packet
+// carries its group's MGID in the GRH, and the fabric, as a real port
+// does, drops one without it as malformed: the member never sees it,
+// while the same datagram with its GRH arrives.
+func TestMulticastWithoutGRHDropped(t *testing.T) {
+	e := newEnv(t, Config{})
+	ha, hb := captureHosts(t, e, 0x0002c90300001895)
+	a, b := e.open(ha, ib.QKeyIPoIBDefault), e.open(hb, ib.QKeyIPoIBDefault)
+	r, m := createJoin(broadcastMGID, a.gid(), ib.PKeyDefault, ib.QKeyIPoIBDefault)
+	g, st := e.join(a, r, m)
+	if st != 0 {
+		t.Fatalf("join: %v", st)
+	}
+	r.PortGID = b.gid()
+	e.join(b, r, m)
+	if err := b.qp.AttachMcast(broadcastMGID, g.MLID); err != nil {
+		t.Fatal(err)
+	}
+	pkt := ib.Packet{
+		LRH:     ib.LRH{LNH: ib.LNHIBALocal, DLID: g.MLID, SLID: ha.ports[1].lid},
+		BTH:     ib.BTH{OpCode: ib.OpUDSendOnly, PKey: ib.PKeyDefault, DestQP: ib.QPNMulticast},
+		DETH:    ib.DETH{QKey: ib.QKeyIPoIBDefault, SrcQP: a.qp.QPN()},
+		Payload: []byte{0x08, 0x06, 0, 0, 'n', 'o', ' ', 'G', 'R', 'H'},
+	}
+	frame, err := pkt.AppendTo(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.f.Counters().Dropped(DropMalformed)
+	e.inject(ha, 1, frame)
+	if len(b.recv) != 0 {
+		t.Fatalf("member received a multicast datagram without a GRH: %+v", b.recv[0].wc)
+	}
+	if e.f.Counters().Dropped(DropMalformed) == before {
+		t.Fatalf("not counted as malformed: %v", e.f.Counters())
+	}
+	// The same datagram with its GRH is delivered: the drop is the GRH's.
+	a.send(mcastAV(broadcastMGID, g.MLID), ib.QPNMulticast, ib.QKeyIPoIBDefault, []byte{0x08, 0x06, 0, 0}, []byte("with GRH"))
+	e.settle()
+	if len(b.recv) != 1 || !b.recv[0].wc.HasGRH {
+		t.Fatalf("member received %d datagrams with their GRH, want 1", len(b.recv))
+	}
+}
