@@ -119,13 +119,15 @@ func (c *Context) poll(blocking bool) bool {
 	}
 	// Timers cost a clock read, which on a busy loop (a pass per packet)
 	// is a tenth of its time. So a borrower (TryRun) leaves them to Run,
-	// which is parked with the earliest deadline as its wake-up; and a
+	// which is parked with the earliest deadline as its wake-up (on a
+	// manual clock Run has no deadline to wake at, so there a borrower
+	// fires them); and a
 	// run of passes that find work without sleeping looks at the clock
 	// every timerCheckEvery passes, firing timers at most that many
 	// passes late. A pass that slept always looks, and so do a single
 	// pass asked for by Poll(false) and every pass on a manual clock,
 	// whose time moves only when a test says.
-	if (len(c.timers) > 0 || len(c.late) > 0) && !c.borrowed {
+	if (len(c.timers) > 0 || len(c.late) > 0) && (!c.borrowed || c.manual) {
 		c.passesSinceTimers++
 		if slept || !blocking || c.manual || c.passesSinceTimers >= timerCheckEvery {
 			c.passesSinceTimers = 0

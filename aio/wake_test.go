@@ -207,6 +207,24 @@ func TestTryRun(t *testing.T) {
 			t.Fatal("a timer armed during a borrowed pass never fired: Run kept sleeping")
 		}
 	})
+	t.Run("due timer on a manual clock fires in a borrowed pass", func(t *testing.T) {
+		// On a manual clock Run sleeps with no deadline, so a timer that
+		// is due when a borrower arms it must fire then, not wait for
+		// the next Advance.
+		clk := NewManualClock(time.Unix(1000, 0))
+		c := newCtx(t, WithClock(clk))
+		fired := make(chan struct{})
+		tm := c.NewTimer("now", func() { close(fired) })
+		bh := c.NewBH("arm", func() { tm.Reset(0) })
+		runLoop(t, c)
+		waitFor(t, "loop asleep", 5*time.Second, func() bool { return c.notifyMe.Load() != 0 })
+		bh.ScheduleNow()
+		select {
+		case <-fired:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a due timer armed during a borrowed pass on a manual clock never fired")
+		}
+	})
 	t.Run("blocking poll nested in a borrowed pass", func(t *testing.T) {
 		c := newCtx(t)
 		woke := c.NewBH("wake", nil)

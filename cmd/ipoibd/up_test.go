@@ -191,7 +191,12 @@ func TestUpWithoutSM(t *testing.T) {
 	go func() {
 		exited <- run([]string{"up", "--device", "sim:nosm/host0", "--addr", "10.8.0.1/24", "--socket", sock}, out, &errOut)
 	}()
-	waitFor(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "joining the broadcast group") })
+	// The join starts as the device opens; the control socket opens
+	// right after, while it is still under way.
+	waitFor(t, 10*time.Second, func() bool {
+		o := out.String()
+		return strings.Contains(o, "joining the broadcast group") && strings.Contains(o, "control socket")
+	})
 	code, stdout, stderr := runCLI(t, "stats", "--json", "--socket", sock)
 	if code != exitOK {
 		t.Fatalf("stats while joining: exit %d: %s", code, stderr)
