@@ -122,10 +122,7 @@ func TestPKeyChange(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, sim.Config{})
-			hs := e.star(2, sim.HostConfig{})
-			a, b := e.open(hs[0], Config{}), e.open(hs[1], Config{})
-			e.settle()
+			e, hs, a, b := newPair(t)
 			a.mustSend(b.addr(), []byte("1"))
 			e.settle()
 			old := a.addr()

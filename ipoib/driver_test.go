@@ -87,10 +87,7 @@ func TestJoinAndMTU(t *testing.T) {
 // and ethertype and with zero reserved bytes on the wire, and later
 // packets use the cached path.
 func TestUnicastBothWays(t *testing.T) {
-	e := newEnv(t, sim.Config{})
-	hs := e.star(2, sim.HostConfig{})
-	a, b := e.open(hs[0], Config{}), e.open(hs[1], Config{})
-	e.settle()
+	e, _, a, b := newPair(t)
 	a.mustSend(b.addr(), []byte("hello b"))
 	e.settle()
 	b.mustSend(a.addr(), []byte("hello a"))
@@ -133,10 +130,7 @@ func TestUnicastBothWays(t *testing.T) {
 // wait and go out, in order, when it arrives; the fourth is dropped and
 // counted.
 func TestPendingQueue(t *testing.T) {
-	e := newEnv(t, sim.Config{})
-	hs := e.star(2, sim.HostConfig{})
-	a, b := e.open(hs[0], Config{}), e.open(hs[1], Config{})
-	e.settle()
+	e, _, a, b := newPair(t)
 	var errs []error
 	for i := range 4 {
 		errs = append(errs, a.send(b.addr(), fmt.Appendf(nil, "p%d", i)))
@@ -360,10 +354,7 @@ func TestSMRestart(t *testing.T) {
 // and resolves afresh; its peer learns of the move from the first
 // datagram that arrives from the new LID, and traffic resumes both ways.
 func TestLIDChange(t *testing.T) {
-	e := newEnv(t, sim.Config{})
-	hs := e.star(2, sim.HostConfig{})
-	a, b := e.open(hs[0], Config{}), e.open(hs[1], Config{})
-	e.settle()
+	e, hs, a, b := newPair(t)
 	a.mustSend(b.addr(), []byte("1"))
 	b.mustSend(a.addr(), []byte("1"))
 	e.settle()
@@ -396,10 +387,7 @@ func TestLIDChange(t *testing.T) {
 // with the port and comes back up, rejoined, when the port is ACTIVE
 // again; packets offered meanwhile are refused.
 func TestPortDownUp(t *testing.T) {
-	e := newEnv(t, sim.Config{})
-	hs := e.star(2, sim.HostConfig{})
-	a, b := e.open(hs[0], Config{}), e.open(hs[1], Config{})
-	e.settle()
+	e, hs, a, b := newPair(t)
 	a.mustSend(b.addr(), []byte("1"))
 	e.settle()
 	if err := hs[0].SetLinkUp(1, false); err != nil {

@@ -358,3 +358,14 @@ func newTrio(t *testing.T) (e *env, a, b, c *node) {
 	e.settle()
 	return e, a, b, c
 }
+
+// newPair is newTrio with two hosts, and their sim hosts for tests that
+// change a port.
+func newPair(t *testing.T) (e *env, hs []*sim.Host, a, b *node) {
+	t.Helper()
+	e = newEnv(t, sim.Config{})
+	hs = e.star(2, sim.HostConfig{})
+	a, b = e.open(hs[0], Config{}), e.open(hs[1], Config{})
+	e.settle()
+	return e, hs, a, b
+}
