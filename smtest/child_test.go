@@ -303,9 +303,10 @@ func (cs *childState) multicast(f []string) reply {
 	if err != nil {
 		return reply{Err: err.Error()}
 	}
-	want := "joined"
+	// A group left stays in the peer cache, unpinned, until evicted.
+	done := func(state string) bool { return state == "joined" }
 	if f[0] == "leave" {
-		want = ""
+		done = func(state string) bool { return state != "joined" && state != "joining" }
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -320,11 +321,11 @@ func (cs *childState) multicast(f []string) reply {
 				state = p.State
 			}
 		}
-		if state == want {
+		if done(state) {
 			return reply{Peers: peers}
 		}
 		if time.Now().After(deadline) {
-			return reply{Err: fmt.Sprintf("group %v: state %q, want %q", ip, state, want), Peers: peers}
+			return reply{Err: fmt.Sprintf("%s group %v: still %q after 30s", f[0], ip, state), Peers: peers}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -1,8 +1,10 @@
 package smtest
 
 import (
+	"net/netip"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ipoib"
@@ -116,5 +118,80 @@ func TestBroadcastJoinMatchesOpenSM(t *testing.T) {
 	checkGroup(t, g, want)
 	if !isMember(want, attr.GIDs[0]) {
 		t.Errorf("OpenSM does not list port %v as a full member of the broadcast group: members %v", attr.GIDs[0], want.Members)
+	}
+}
+
+// TestPathRecordsMatchSaquery asks OpenSM, through the control plane's
+// SA client and the query ipoib sends for a peer, for the path to every
+// other HCA, and compares each with the one saquery gets.
+func TestPathRecordsMatchSaquery(t *testing.T) {
+	s, ch, attr := started(t, "")
+	self := attr.GIDs[0]
+	checked := 0
+	for _, host := range []string{"Hca1", "Hca3", "Hca4"} {
+		dgid := s.portGID(t, host)
+		paths, err := s.saquery("Hca2", "PathRecord dump:", "-p", "--sgid-to-dgid", self.String()+"-"+dgid.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(paths) != 1 {
+			t.Fatalf("saquery -p %v -> %v: %d records, want 1", self, dgid, len(paths))
+		}
+		want := paths[0]
+		got := ch.do("path " + dgid.String()).Path
+		t.Logf("%s (%v): DLID %v SLID %v SL %d MTU %v rate %v life %d", host, dgid, got.DLID, got.SLID, got.SL, got.MTU, got.Rate, got.PacketLifeTime)
+		// saquery prints MTU, rate and packet lifetime with their
+		// selectors in the top two bits, and Reversible in the top bit of
+		// num_path_revers.
+		if got.DLID != ib.LID(num(t, want, "dlid")) || got.SLID != ib.LID(num(t, want, "slid")) ||
+			got.SL != ib.SL(num(t, want, "sl")) || got.MTU != ib.MTU(num(t, want, "mtu")&0x3f) ||
+			got.Rate != ib.Rate(num(t, want, "rate")&0x3f) || got.PKey != ib.PKey(num(t, want, "pkey")) ||
+			got.PacketLifeTime != uint8(num(t, want, "pkt_life")&0x3f) || got.TClass != uint8(num(t, want, "tclass")) ||
+			got.Reversible != (num(t, want, "num_path_revers")&0x80 != 0) {
+			t.Errorf("path to %v: got %+v; saquery says %v", dgid, got, want)
+		}
+		checked++
+	}
+	if checked != 3 {
+		t.Errorf("checked the paths to %d HCAs, want the 3 others", checked)
+	}
+}
+
+// TestMulticastCreateLeave joins an IPv4 multicast group nobody has
+// created (the join carries the create components), finds it in
+// saquery, leaves it (MCMemberRecord Delete) and finds it gone.
+func TestMulticastCreateLeave(t *testing.T) {
+	s, ch, attr := started(t, "")
+	bcast := ch.do("up 0xffff").Group
+	group := netip.MustParseAddr("239.1.2.3")
+	mgid, err := ipoib.IPv4MulticastGID(ib.PKeyDefault, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.group(t, "Hca4", mgid); ok {
+		t.Fatalf("group %v exists before the join", mgid)
+	}
+	ch.do("join " + group.String())
+	g, ok := s.group(t, "Hca4", mgid)
+	if !ok {
+		t.Fatalf("saquery does not show group %v after the join", mgid)
+	}
+	t.Logf("created %v: MLID %v Q_Key %v MTU %v rate %v", mgid, g.MLID, g.QKey, g.MTU, g.Rate)
+	if !isMember(g, attr.GIDs[0]) {
+		t.Errorf("OpenSM does not list port %v as a member of %v: %v", attr.GIDs[0], mgid, g.Members)
+	}
+	// An IPoIB group takes the broadcast group's Q_Key, MTU and rate
+	// (RFC 4391 section 4; OpenSM checks IP groups against it).
+	if g.QKey != bcast.QKey || g.MTU != bcast.MTU || g.Rate != bcast.Rate || g.MLID == bcast.MLID || !g.MLID.IsMulticast() {
+		t.Errorf("group %v: MLID %v Q_Key %v MTU %v rate %v; broadcast group MLID %v Q_Key %v MTU %v rate %v",
+			mgid, g.MLID, g.QKey, g.MTU, g.Rate, bcast.MLID, bcast.QKey, bcast.MTU, bcast.Rate)
+	}
+	ch.do("leave " + group.String())
+	s.waitFor("OpenSM to delete "+mgid.String(), 10*time.Second, func() bool {
+		_, ok := s.group(t, "Hca4", mgid)
+		return !ok
+	})
+	if _, ok := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault)); !ok {
+		t.Error("the broadcast group went with the multicast group")
 	}
 }

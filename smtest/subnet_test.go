@@ -7,6 +7,7 @@ package smtest
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ipoibd/ipoibd/ib"
 )
 
 // packages are the Debian packages the tests need, for the skip line.
@@ -488,4 +491,27 @@ func (ch *child) try(cmd string) reply {
 	var r reply
 	ch.read(&r, cmd)
 	return r
+}
+
+// portGID is host's port GID: the subnet prefix and port GUID its
+// subnet management agent reports.
+func (s *subnet) portGID(t *testing.T, host string) ib.GID {
+	t.Helper()
+	var gid ib.GID
+	for _, q := range []struct {
+		attr, field string
+		at          int
+	}{{"portinfo", "GidPrefix", 0}, {"nodeinfo", "PortGuid", 8}} {
+		out, err := s.run(host, s.tl.smpquery, "-D", q.attr, "0", "1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, ok := parseDump(strings.ReplaceAll(out, ":.", "."), "")[0][strings.ToLower(q.field)]
+		n, err := strconv.ParseUint(v, 0, 64)
+		if !ok || err != nil {
+			t.Fatalf("smpquery %s on %s: no %s in %q", q.attr, host, q.field, out)
+		}
+		binary.BigEndian.PutUint64(gid[q.at:], n)
+	}
+	return gid
 }
