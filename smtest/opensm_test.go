@@ -3,6 +3,7 @@ package smtest
 import (
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +194,49 @@ func TestMulticastCreateLeave(t *testing.T) {
 	})
 	if _, ok := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault)); !ok {
 		t.Error("the broadcast group went with the multicast group")
+	}
+}
+
+// partitions defines, besides the default partition, P_Key 0x8001 with
+// an IPoIB broadcast group of its own parameters for every HCA, and
+// P_Key 0x8002 for OpenSM's own port only.
+const partitions = `Default=0x7fff, ipoib : ALL=full ;
+Lab=0x0001, ipoib, mtu=3, rate=2, sl=1, Q_Key=0x00001234 : ALL_CAS=full ;
+Private=0x0002, ipoib : SELF=full ;
+`
+
+// TestPartitionJoin brings the link up on P_Key 0x8001: it gets the
+// broadcast group partitions.conf defines, as saquery shows it. A join
+// for partition 0x8002, which the port is not in, is refused by OpenSM
+// and the SA's status is reported in one line.
+func TestPartitionJoin(t *testing.T) {
+	s, ch, attr := started(t, partitions)
+	if _, err := attr.PKeyIndex(0x8001); err != nil {
+		t.Fatalf("OpenSM did not put P_Key 0x8001 in the port's table: %v", attr.PKeys)
+	}
+	g := ch.do("up 0x8001").Group
+	mgid := ipoib.BroadcastGID(0x8001)
+	want, ok := s.group(t, "Hca4", mgid)
+	if !ok {
+		t.Fatalf("saquery shows no group %v", mgid)
+	}
+	t.Logf("joined %v: MLID %v Q_Key %v MTU %v rate %v SL %d P_Key %v", g.MGID, g.MLID, g.QKey, g.MTU, g.Rate, g.SL, g.PKey)
+	checkGroup(t, g, want)
+	// partitions.conf's sl=1 is not checked: OpenSM 3.3.23 makes the
+	// group with SL 0 all the same (saquery shows it; docs/protocol.md).
+	if g.MGID != mgid || g.QKey != 0x1234 || g.MTU != ib.MTU1024 || g.Rate != ib.Rate2_5Gbps {
+		t.Errorf("group %v Q_Key %v MTU %v rate %v; partitions.conf says %v Q_Key 0x1234 MTU 1024 rate 2.5 Gb/s",
+			g.MGID, g.QKey, g.MTU, g.Rate, mgid)
+	}
+	if !isMember(want, attr.GIDs[0]) {
+		t.Errorf("OpenSM does not list port %v in %v: %v", attr.GIDs[0], mgid, want.Members)
+	}
+
+	// The port is not in partition 0x8002: the SA refuses the join
+	// (OpenSM logs "Port is not in partition of this MC group").
+	r := ch.try("sajoin 0x8002")
+	t.Logf("join for 0x8002: %s", r.Err)
+	if r.Err == "" || strings.Contains(r.Err, "\n") || !strings.Contains(r.Err, "SA status ERR_REQ_INVALID") {
+		t.Errorf("join for a partition the port is not in: error %q, want one line with the SA's status", r.Err)
 	}
 }
