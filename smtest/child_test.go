@@ -188,6 +188,7 @@ func (cs *childState) call(fn func()) {
 //	peers                      the link's peer cache
 //	sajoin <pkey>              a raw broadcast-group join for the partition, without the link
 //	path <gid>                 the PathRecord ipoib asks for to reach gid
+//	sastats                    the raw SA client's counters
 //	port <event> <lid> <smlid> <state>  the port changed: new values and the event
 func (cs *childState) command(f []string) reply {
 	switch f[0] {
@@ -218,6 +219,10 @@ func (cs *childState) command(f []string) reply {
 		var err error
 		cs.call(func() { p, err = cs.link.Peers() })
 		return errReply(err, reply{Peers: p})
+	case "sastats":
+		var st ib.SAClientStats
+		cs.call(func() { st = cs.sa.Stats() })
+		return reply{SA: &st}
 	case "sajoin":
 		return cs.saJoin(f)
 	case "path":

@@ -1,6 +1,7 @@
 package smtest
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -238,5 +239,131 @@ func TestPartitionJoin(t *testing.T) {
 	t.Logf("join for 0x8002: %s", r.Err)
 	if r.Err == "" || strings.Contains(r.Err, "\n") || !strings.Contains(r.Err, "SA status ERR_REQ_INVALID") {
 		t.Errorf("join for a partition the port is not in: error %q, want one line with the SA's status", r.Err)
+	}
+}
+
+// portState reads host's port as its subnet management agent reports it:
+// LID, SM LID and state (PortInfo, through smpquery).
+func (s *subnet) portState(t *testing.T, host string) (lid, sm uint64, state ib.PortState) {
+	t.Helper()
+	p, err := s.portInfo(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lid, _ = strconv.ParseUint(p["Lid"], 0, 16)
+	sm, _ = strconv.ParseUint(p["SMLid"], 0, 16)
+	// smpquery names PortInfo.PortState (IBA 14.2.5.6).
+	for i, name := range []string{"NoChange", "Down", "Initialize", "Armed", "Active"} {
+		if p["LinkState"] == name {
+			state = ib.PortState(i)
+		}
+	}
+	return lid, sm, state
+}
+
+// portEvent tells the child that its port changed the way smpquery sees
+// it now, with the event the kernel raises for that change.
+func (s *subnet) portEvent(t *testing.T, ch *child, host string, ev ib.EventType) {
+	t.Helper()
+	lid, sm, state := s.portState(t, host)
+	t.Logf("port event %v: LID %d SM LID %d state %v", ev, lid, sm, state)
+	ch.do(fmt.Sprintf("port %v %d %d %d", ev, lid, sm, uint8(state)))
+}
+
+// TestLinkDownUpRejoins takes the HCA's link down and up through ibsim's
+// console. The port-down event flushes the broadcast group; once OpenSM
+// has brought the port back, the port-active event rejoins it, and
+// OpenSM lists the port as a member again.
+func TestLinkDownUpRejoins(t *testing.T) {
+	s, ch, attr := started(t, "")
+	first := ch.do("up 0xffff").Group
+	mgid := ipoib.BroadcastGID(ib.PKeyDefault)
+	if g, _ := s.group(t, "Hca4", mgid); !isMember(g, attr.GIDs[0]) {
+		t.Fatalf("OpenSM does not list port %v after the join: %v", attr.GIDs[0], g.Members)
+	}
+
+	s.consoleCmd(`Unlink "Hca2"[1]`)
+	s.waitFor("Hca2's port to go down", 10*time.Second, func() bool {
+		_, _, st := s.portState(t, "Hca2")
+		return st == ib.PortDown
+	})
+	s.portEvent(t, ch, "Hca2", ib.EventPortDown)
+	if g := ch.do("group").Group; g.Joined {
+		t.Errorf("broadcast group still joined after port-down: %+v", g)
+	}
+	// OpenSM forgets the memberships of a port that left the subnet.
+	s.waitFor("OpenSM to drop the port from the broadcast group", 20*time.Second, func() bool {
+		g, _ := s.group(t, "Hca4", mgid)
+		return !isMember(g, attr.GIDs[0])
+	})
+
+	s.consoleCmd(`ReLink "Hca2"[1]`)
+	s.waitFor("OpenSM to bring Hca2's port back", 30*time.Second, func() bool {
+		_, _, st := s.portState(t, "Hca2")
+		return st == ib.PortActive
+	})
+	s.portEvent(t, ch, "Hca2", ib.EventPortActive)
+	g := ch.do(fmt.Sprintf("wait-rejoin %d", first.JoinedAt.UnixNano())).Group
+	want, ok := s.group(t, "Hca4", mgid)
+	if !ok {
+		t.Fatal("saquery shows no broadcast group")
+	}
+	checkGroup(t, g, want)
+	if !isMember(want, attr.GIDs[0]) {
+		t.Errorf("after the rejoin OpenSM does not list port %v: %v", attr.GIDs[0], want.Members)
+	}
+}
+
+// TestSMFailover runs a master and a standby OpenSM. The master is
+// killed; the standby takes over, and the control plane, told of the SM
+// change and the client reregistration the new master asks for, rejoins
+// the broadcast group at the new SM and gets its paths from it, with no
+// restart.
+func TestSMFailover(t *testing.T) {
+	s := newSubnet(t, "")
+	s.startSM("Hca1", 10)
+	s.waitMaster("Hca1")
+	s.startSM("Hca3", 5)
+	oldLID, _, _ := s.portState(t, "Hca1")
+	standbyLID, _, _ := s.portState(t, "Hca3")
+	// SMInfo state 2 is STANDBY (IBA 14.2.5.13).
+	s.waitFor("the OpenSM on Hca3 to stand by", 30*time.Second, func() bool {
+		out, err := s.run("Hca2", s.tl.sminfo, strconv.FormatUint(standbyLID, 10))
+		return err == nil && strings.Contains(out, "state 2")
+	})
+	ch := s.startChild("Hca2")
+	attr := *ch.do("attr").Attr
+	if uint64(attr.SMLID) != oldLID {
+		t.Fatalf("port's SM LID %v, want the master's %d", attr.SMLID, oldLID)
+	}
+	first := ch.do("up 0xffff").Group
+	dgid := s.portGID(t, "Hca4")
+	before := ch.do("path " + dgid.String()).Path
+
+	s.killSM("Hca1")
+	s.waitFor("the standby to take over", 60*time.Second, func() bool {
+		_, sm, st := s.portState(t, "Hca2")
+		return sm == standbyLID && st == ib.PortActive
+	})
+	s.waitMaster("Hca3")
+	s.portEvent(t, ch, "Hca2", ib.EventSMChange)
+	s.portEvent(t, ch, "Hca2", ib.EventClientReregister)
+	g := ch.do(fmt.Sprintf("wait-rejoin %d", first.JoinedAt.UnixNano())).Group
+	want, ok := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault))
+	if !ok {
+		t.Fatal("the new master shows no broadcast group")
+	}
+	checkGroup(t, g, want)
+	if !isMember(want, attr.GIDs[0]) {
+		t.Errorf("the new master does not list port %v in the broadcast group: %v", attr.GIDs[0], want.Members)
+	}
+	after := ch.do("path " + dgid.String()).Path
+	if after.DLID != before.DLID || after.SLID != before.SLID {
+		t.Errorf("path to %v from the new master: DLID %v SLID %v; before %v %v", dgid, after.DLID, after.SLID, before.DLID, before.SLID)
+	}
+	if st := ch.do("sastats").SA; st == nil {
+		t.Error("no SA client counters")
+	} else {
+		t.Logf("SA client: %+v", *st)
 	}
 }
