@@ -45,6 +45,10 @@ type childState struct {
 	sa   *ib.SAClient
 	link *ipoib.Link
 	log  *slog.Logger
+	// ca and port name the HCA port: "" and 1 on ibsim (libumad2sim's one
+	// HCA), the real one in real-fabric mode.
+	ca      string
+	portNum int
 }
 
 // TestChild is the child process's main program.
@@ -56,7 +60,11 @@ func TestChild(t *testing.T) {
 		b, _ := json.Marshal(r)
 		fmt.Printf("%s%s\n", replyPrefix, b)
 	}
-	if !verbs.UMADSimulated() {
+	ca, port := os.Getenv(realCAEnv), 1
+	if v := os.Getenv(realPortEnv); v != "" {
+		port, _ = strconv.Atoi(v)
+	}
+	if ca == "" && !verbs.UMADSimulated() {
 		say(reply{Err: "libumad2sim is not preloaded"})
 		return
 	}
@@ -71,7 +79,7 @@ func TestChild(t *testing.T) {
 	go func() { _ = loop.Run(ctx); close(ran) }()
 	defer func() { cancel(); <-ran; _ = loop.Close() }()
 
-	cs := &childState{loop: loop, log: log}
+	cs := &childState{loop: loop, log: log, ca: ca, portNum: port}
 	var startErr error
 	if err := loop.Call("smtest start", func() { startErr = cs.start() }); err != nil {
 		startErr = err
@@ -107,7 +115,7 @@ func TestChild(t *testing.T) {
 // port GUID, LID and P_Key table as the data plane, the HCA's MAD port
 // and port attributes as the control plane.
 func (cs *childState) start() error {
-	attr, err := verbs.QueryUMADPort("", 1)
+	attr, err := verbs.QueryUMADPort(cs.ca, cs.portNum)
 	if err != nil {
 		return err
 	}
@@ -131,7 +139,7 @@ func (cs *childState) start() error {
 	if err != nil {
 		return err
 	}
-	mad, err := verbs.OpenMADPort(cs.loop, "", 1)
+	mad, err := verbs.OpenMADPort(cs.loop, cs.ca, cs.portNum)
 	if err != nil {
 		_ = data.Close()
 		return err

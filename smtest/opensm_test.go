@@ -3,6 +3,7 @@ package smtest
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -45,8 +46,8 @@ type saGroup struct {
 func (s *subnet) group(t *testing.T, host string, mgid ib.GID) (saGroup, bool) {
 	t.Helper()
 	// OpenSM shows member port GIDs only to a trusted query: the SM_Key
-	// of this subnet is OpenSM's default, 1.
-	recs, err := s.saquery(host, "MCMember Record dump:", "--smkey", "1", "MCMR")
+	// of the ibsim subnet is OpenSM's default, 1.
+	recs, err := s.saquery(host, "MCMember Record dump:", "--smkey", s.smKey, "MCMR")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,5 +366,72 @@ func TestSMFailover(t *testing.T) {
 		t.Error("no SA client counters")
 	} else {
 		t.Logf("SA client: %+v", *st)
+	}
+}
+
+// TestRealFabricSM runs the broadcast-join, multicast and path checks
+// against the SM of a real fabric, with the kernel's umad devices in
+// place of ibsim, when IPOIBD_SMTEST_CA names an HCA of this host (and
+// optionally IPOIBD_SMTEST_PORT, IPOIBD_SMTEST_PKEY, IPOIBD_SMTEST_SMKEY
+// and IPOIBD_SMTEST_PEERS, a comma-separated list of GIDs to resolve
+// paths to). It needs root (umad devices) and leaves nothing behind: the
+// multicast group it creates is left again, and the broadcast membership
+// ends with the process. See docs/hardware.md.
+func TestRealFabricSM(t *testing.T) {
+	s := realSubnet(t)
+	ch := s.startChild("")
+	attr := *ch.do("attr").Attr
+	pkey := ib.PKeyDefault
+	if v := os.Getenv(realPKeyEnv); v != "" {
+		p, err := parsePKey(v)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", realPKeyEnv, v, err)
+		}
+		pkey = p
+	}
+	t.Logf("%s port %s: LID %v, SM LID %v, GID %v", s.realCA, s.realPort, attr.LID, attr.SMLID, attr.GIDs[0])
+	g := ch.do(fmt.Sprintf("up %#x", uint16(pkey))).Group
+	want, ok := s.group(t, "", ipoib.BroadcastGID(pkey))
+	if !ok {
+		t.Fatalf("saquery shows no group %v", ipoib.BroadcastGID(pkey))
+	}
+	checkGroup(t, g, want)
+	if !isMember(want, attr.GIDs[0]) {
+		t.Logf("saquery (SM_Key %s) does not list our port among the members; set %s to the SM's SM_Key to check membership", s.smKey, realSMKeyEnv)
+	}
+
+	group := netip.AddrFrom4([4]byte{239, 255, byte(os.Getpid() >> 8), byte(os.Getpid())})
+	mgid, err := ipoib.IPv4MulticastGID(pkey, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.do("join " + group.String())
+	if _, ok := s.group(t, "", mgid); !ok {
+		t.Errorf("saquery does not show %v after the join", mgid)
+	}
+	ch.do("leave " + group.String())
+	s.waitFor("the SM to delete "+mgid.String(), 10*time.Second, func() bool {
+		_, ok := s.group(t, "", mgid)
+		return !ok
+	})
+
+	for _, peer := range strings.Split(os.Getenv(realPeersEnv), ",") {
+		if peer == "" {
+			continue
+		}
+		dgid, err := ib.ParseGID(strings.TrimSpace(peer))
+		if err != nil {
+			t.Fatalf("%s: %v", realPeersEnv, err)
+		}
+		got := ch.do("path " + dgid.String()).Path
+		paths, err := s.saquery("", "PathRecord dump:", "-p", "--sgid-to-dgid", attr.GIDs[0].String()+"-"+dgid.String())
+		if err != nil || len(paths) != 1 {
+			t.Fatalf("saquery path to %v: %d records, %v", dgid, len(paths), err)
+		}
+		w := paths[0]
+		if got.DLID != ib.LID(num(t, w, "dlid")) || got.SL != ib.SL(num(t, w, "sl")) ||
+			got.MTU != ib.MTU(num(t, w, "mtu")&0x3f) || got.Rate != ib.Rate(num(t, w, "rate")&0x3f) {
+			t.Errorf("path to %v: got %+v; saquery says %v", dgid, got, w)
+		}
 	}
 }

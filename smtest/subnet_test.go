@@ -90,10 +90,26 @@ func needTools(t *testing.T) tools {
 	return tl
 }
 
-// subnet is a running ibsim fabric and its OpenSMs.
+// Real-fabric mode: with IPOIBD_SMTEST_CA naming an HCA, TestRealFabricSM
+// runs the checks against the SM of the fabric that HCA is on, through
+// the kernel's umad devices instead of ibsim (docs/hardware.md).
+const (
+	realCAEnv    = "IPOIBD_SMTEST_CA"
+	realPortEnv  = "IPOIBD_SMTEST_PORT"
+	realPKeyEnv  = "IPOIBD_SMTEST_PKEY"
+	realPeersEnv = "IPOIBD_SMTEST_PEERS"
+	realSMKeyEnv = "IPOIBD_SMTEST_SMKEY"
+)
+
+// subnet is a running ibsim fabric and its OpenSMs, or in real-fabric
+// mode the fabric of an HCA of this host.
 type subnet struct {
-	t       *testing.T
-	tl      tools
+	t  *testing.T
+	tl tools
+	// realCA and realPort are set in real-fabric mode.
+	realCA, realPort string
+	// smKey is the SM_Key saquery presents to see group members.
+	smKey   string
 	dir     string
 	sock    string
 	ibsim   *exec.Cmd
@@ -118,7 +134,7 @@ func newSubnet(t *testing.T, partitions string) *subnet {
 		t.Fatal(err)
 	}
 	s := &subnet{
-		t: t, tl: tl, dir: t.TempDir(), sms: map[string]*exec.Cmd{},
+		t: t, tl: tl, dir: t.TempDir(), sms: map[string]*exec.Cmd{}, smKey: "1",
 		sock: fmt.Sprintf("ipoibd-smtest-%d-%d", os.Getpid(), subnetSeq.Add(1)),
 	}
 	if partitions == "" {
@@ -147,6 +163,36 @@ func newSubnet(t *testing.T, partitions string) *subnet {
 		b, _ := os.ReadFile(log.Name())
 		return strings.Contains(string(b), "simulator ready")
 	})
+	return s
+}
+
+// realSubnet is the fabric of the HCA IPOIBD_SMTEST_CA names, for
+// TestRealFabricSM; without it the test skips.
+func realSubnet(t *testing.T) *subnet {
+	t.Helper()
+	ca := os.Getenv(realCAEnv)
+	if ca == "" {
+		t.Skipf("real-fabric SM checks skipped: set %s=<HCA> (and %s, %s, %s, %s) to run them against this host's fabric (docs/hardware.md)",
+			realCAEnv, realPortEnv, realPKeyEnv, realPeersEnv, realSMKeyEnv)
+	}
+	var tl tools
+	for _, p := range []struct {
+		dst  *string
+		name string
+	}{{&tl.saquery, "saquery"}, {&tl.smpquery, "smpquery"}, {&tl.sminfo, "sminfo"}} {
+		path, err := exec.LookPath(p.name)
+		if err != nil {
+			path = filepath.Join("/usr/sbin", p.name)
+		}
+		*p.dst = path
+	}
+	s := &subnet{t: t, tl: tl, dir: t.TempDir(), realCA: ca, realPort: "1", smKey: "1"}
+	if v := os.Getenv(realPortEnv); v != "" {
+		s.realPort = v
+	}
+	if v := os.Getenv(realSMKeyEnv); v != "" {
+		s.smKey = v
+	}
 	return s
 }
 
@@ -185,6 +231,9 @@ func tail(b []byte, n int) string {
 
 // env is the environment of a process attached to the ibsim HCA host.
 func (s *subnet) env(host string) []string {
+	if s.realCA != "" {
+		return append(os.Environ(), realCAEnv+"="+s.realCA, realPortEnv+"="+s.realPort)
+	}
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "LD_PRELOAD=") && !strings.HasPrefix(kv, "SIM_HOST=") {
@@ -306,6 +355,9 @@ func (s *subnet) waitFor(what string, limit time.Duration, ok func() bool) {
 func (s *subnet) run(host, prog string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if s.realCA != "" {
+		args = append([]string{"-C", s.realCA, "-P", s.realPort}, args...)
+	}
 	c := exec.CommandContext(ctx, prog, args...)
 	c.Dir = s.dir
 	c.Env = s.env(host)
