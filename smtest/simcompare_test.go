@@ -60,7 +60,10 @@ func newSimSubnet(t *testing.T) *simSubnet {
 
 // build makes the fabric on the loop.
 func (ss *simSubnet) build(name string) error {
-	f, err := sim.New(ss.loop, sim.Config{Name: fmt.Sprintf("cmp%p", ss), MTU: ib.MTU2048, Rate: ib.Rate10Gbps, SMNode: "Hca1"})
+	// OpenSM makes the default partition's IPoIB broadcast group when it
+	// starts; IPoIBPartitions asks the simulator's SM to do the same.
+	f, err := sim.New(ss.loop, sim.Config{Name: fmt.Sprintf("cmp%p", ss), MTU: ib.MTU2048, Rate: ib.Rate10Gbps, SMNode: "Hca1",
+		IPoIBPartitions: []ib.PKey{ib.PKeyDefault}})
 	if err != nil {
 		return err
 	}
@@ -174,16 +177,41 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// TestSimAnswersAsOpenSM brings the IPoIB link up on Hca2 and asks the SA
-// for Hca2's broadcast-group record and its path to Hca4, once on OpenSM
-// and once on the simulator, and compares the answers field by field.
+// TestSimAnswersAsOpenSM joins the broadcast group with a plain join
+// (no creation components) on a fresh subnet, brings the IPoIB link up on
+// Hca2 and asks the SA for Hca2's broadcast-group record and its path to
+// Hca4, once on OpenSM and once on the simulator, and compares the
+// answers field by field.
 func TestSimAnswersAsOpenSM(t *testing.T) {
 	s, ch, _ := started(t, "")
+	osmFirst := ch.do("sajoin 0xffff").MC
 	osmGroup := ch.do("up 0xffff").Group
 	osmMC := ch.do("sajoin 0xffff").MC
 	osmPath := ch.do("path " + s.portGID(t, "Hca4").String()).Path
 
 	ss := newSimSubnet(t)
+	sa, attr := ss.sa(t, "Hca2")
+	_, attr4 := ss.sa(t, "Hca4")
+	type mcAnswer struct {
+		r   ib.MCMemberRecord
+		err error
+	}
+	mcDone := make(chan mcAnswer, 1)
+	join := func() mcAnswer {
+		_ = ss.loop.Call("join", func() {
+			q, mask := ib.MCMemberQuery(ipoib.BroadcastGID(ib.PKeyDefault), attr.GIDs[0], ib.PKeyDefault, ib.JoinFullMember)
+			if _, err := sa.SetMCMemberRecord(q, mask, func(r ib.MCMemberRecord, err error) { mcDone <- mcAnswer{r, err} }); err != nil {
+				mcDone <- mcAnswer{err: err}
+			}
+		})
+		return <-mcDone
+	}
+	first := join()
+	if first.err != nil {
+		t.Fatalf("simulator: plain join on a fresh subnet: %v (OpenSM answers it)", first.err)
+	}
+	compareFields(t, "first MCMemberRecord", first.r, *osmFirst, "PortGID")
+
 	var link *ipoib.Link
 	var err error
 	_ = ss.loop.Call("up", func() {
@@ -204,29 +232,19 @@ func TestSimAnswersAsOpenSM(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		_ = ss.loop.Call("group", func() { simGroup = link.Group() })
 	}
-	sa, attr := ss.sa(t, "Hca2")
-	_, attr4 := ss.sa(t, "Hca4")
-	type mcAnswer struct {
-		r   ib.MCMemberRecord
-		err error
-	}
-	mcDone := make(chan mcAnswer, 1)
 	type pathAnswer struct {
 		r   ib.PathRecord
 		err error
 	}
 	pathDone := make(chan pathAnswer, 1)
+	mc := join()
 	_ = ss.loop.Call("ask", func() {
-		q, mask := ib.MCMemberQuery(ipoib.BroadcastGID(ib.PKeyDefault), attr.GIDs[0], ib.PKeyDefault, ib.JoinFullMember)
-		if _, err := sa.SetMCMemberRecord(q, mask, func(r ib.MCMemberRecord, err error) { mcDone <- mcAnswer{r, err} }); err != nil {
-			mcDone <- mcAnswer{err: err}
-		}
 		pq, pmask := ib.PathQueryByGID(attr.GIDs[0], attr4.GIDs[0], ib.PKeyDefault)
 		if _, err := sa.GetPathRecord(pq, pmask, func(r ib.PathRecord, err error) { pathDone <- pathAnswer{r, err} }); err != nil {
 			pathDone <- pathAnswer{err: err}
 		}
 	})
-	mc, path := <-mcDone, <-pathDone
+	path := <-pathDone
 	if mc.err != nil || path.err != nil {
 		t.Fatalf("simulator SA: join %v, path %v", mc.err, path.err)
 	}
