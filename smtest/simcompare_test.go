@@ -215,7 +215,7 @@ func TestSimAnswersAsOpenSM(t *testing.T) {
 	var link *ipoib.Link
 	var err error
 	_ = ss.loop.Call("up", func() {
-		link, err = ipoib.New(ss.loop, ss.devs["Hca2"], ipoib.Config{Name: "cmp0"})
+		link, err = ipoib.New(ss.loop, ss.devs["Hca2"], ipoib.Config{Name: fmt.Sprintf("cmp%d", subnetSeq.Add(1))})
 		if err == nil {
 			err = link.NetDev().Open()
 		}
@@ -223,6 +223,7 @@ func TestSimAnswersAsOpenSM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = ss.loop.Call("close link", func() { _ = link.Close() }) })
 	var simGroup ipoib.GroupInfo
 	deadline := time.Now().Add(20 * time.Second)
 	for !simGroup.Joined {
