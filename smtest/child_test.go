@@ -22,6 +22,7 @@ import (
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ib/verbs"
 	"github.com/ipoibd/ipoibd/ipoib"
+	"github.com/ipoibd/ipoibd/netdev"
 	"github.com/ipoibd/ipoibd/sim"
 )
 
@@ -197,6 +198,8 @@ func (cs *childState) call(fn func()) {
 //	sajoin <pkey>              a raw broadcast-group join for the partition, without the link
 //	path <gid>                 the PathRecord ipoib asks for to reach gid
 //	sastats                    the raw SA client's counters
+//	resolve <gid> <since-unix-nanos>  send a packet to the IPoIB address (QPN peerQPN, gid) through the
+//	                           link and wait until ipoib has a path for it resolved after the given time
 //	port <event> <lid> <smlid> <state>  the port changed: new values and the event
 func (cs *childState) command(f []string) reply {
 	switch f[0] {
@@ -235,6 +238,8 @@ func (cs *childState) command(f []string) reply {
 		return cs.saJoin(f)
 	case "path":
 		return cs.path(f)
+	case "resolve":
+		return cs.resolve(f)
 	case "port":
 		return cs.port(f)
 	}
@@ -419,4 +424,66 @@ func (cs *childState) port(f []string) reply {
 		err = cs.sa.UpdatePort(a)
 	})
 	return errReply(err, reply{})
+}
+
+// peerQPN is the QPN of the IPoIB addresses resolve sends to: any valid
+// one, since the packet's fate does not matter, only the path query.
+const peerQPN = 0x000049
+
+// resolve makes ipoib resolve the path to a peer the way it does for
+// traffic: a packet is transmitted to the peer's IPoIB address, ipoib
+// parks it and asks the SA for the path. It waits until the peer cache
+// shows the path resolved after since and returns the peer's entry.
+func (cs *childState) resolve(f []string) reply {
+	if len(f) != 3 {
+		return reply{Err: "usage: resolve <gid> <since-unix-nanos>"}
+	}
+	gid, err := ib.ParseGID(f[1])
+	if err != nil {
+		return reply{Err: err.Error()}
+	}
+	since, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return reply{Err: err.Error()}
+	}
+	var hw [ipoib.AddrLen]byte
+	if err := (ipoib.Addr{QPN: peerQPN, GID: gid}).Encode(hw[:]); err != nil {
+		return reply{Err: err.Error()}
+	}
+	var addr string
+	cs.call(func() { addr = cs.link.AddrString(hw[:]) })
+	deadline := time.Now().Add(30 * time.Second)
+	for sent := false; ; {
+		var peers []ipoib.PeerInfo
+		cs.call(func() {
+			if !sent {
+				nd := cs.link.NetDev()
+				var b *netdev.Buffer
+				if b, err = nd.AllocBuffer(); err != nil {
+					return
+				}
+				if err = b.Append(make([]byte, 28)); err != nil {
+					return
+				}
+				// The frame may be refused once the path is known and
+				// the data plane cannot reach the peer; only the query
+				// matters here.
+				_ = nd.Transmit(b, hw[:], 0x0800)
+				sent = true
+			}
+			peers, err = cs.link.Peers()
+		})
+		if err != nil {
+			return reply{Err: err.Error()}
+		}
+		for _, p := range peers {
+			if p.Addr == addr && p.State == "resolved" && time.Now().Add(-p.Age).UnixNano() > since {
+				return reply{Peers: []ipoib.PeerInfo{p}}
+			}
+		}
+		if time.Now().After(deadline) {
+			return reply{Err: fmt.Sprintf("path to %v not resolved within 30s", gid), Peers: peers}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -130,6 +130,7 @@ func TestBroadcastJoinMatchesOpenSM(t *testing.T) {
 func TestPathRecordsMatchSaquery(t *testing.T) {
 	s, ch, attr := started(t, "")
 	self := attr.GIDs[0]
+	ch.do("up 0xffff")
 	checked := 0
 	for _, host := range []string{"Hca1", "Hca3", "Hca4"} {
 		dgid := s.portGID(t, host)
@@ -141,6 +142,12 @@ func TestPathRecordsMatchSaquery(t *testing.T) {
 			t.Fatalf("saquery -p %v -> %v: %d records, want 1", self, dgid, len(paths))
 		}
 		want := paths[0]
+		// ipoib's own resolution, from a packet to the peer.
+		peer := ch.do(fmt.Sprintf("resolve %v 0", dgid)).Peers[0]
+		if peer.LID != ib.LID(num(t, want, "dlid")) || peer.SL != ib.SL(num(t, want, "sl")) ||
+			peer.MTU != ib.MTU(num(t, want, "mtu")&0x3f).Bytes() || peer.Rate != ib.Rate(num(t, want, "rate")&0x3f) {
+			t.Errorf("ipoib's path to %v: LID %v SL %d MTU %d rate %v; saquery says %v", dgid, peer.LID, peer.SL, peer.MTU, peer.Rate, want)
+		}
 		got := ch.do("path " + dgid.String()).Path
 		t.Logf("%s (%v): DLID %v SLID %v SL %d MTU %v rate %v life %d", host, dgid, got.DLID, got.SLID, got.SL, got.MTU, got.Rate, got.PacketLifeTime)
 		// saquery prints MTU, rate and packet lifetime with their
@@ -318,8 +325,8 @@ func TestLinkDownUpRejoins(t *testing.T) {
 // TestSMFailover runs a master and a standby OpenSM. The master is
 // killed; the standby takes over, and the control plane, told of the SM
 // change and the client reregistration the new master asks for, rejoins
-// the broadcast group at the new SM and gets its paths from it, with no
-// restart.
+// the broadcast group at the new SM and resolves its paths again there,
+// with no restart.
 func TestSMFailover(t *testing.T) {
 	s := newSubnet(t, "")
 	s.startSM("Hca1", 10)
@@ -340,6 +347,7 @@ func TestSMFailover(t *testing.T) {
 	first := ch.do("up 0xffff").Group
 	dgid := s.portGID(t, "Hca4")
 	before := ch.do("path " + dgid.String()).Path
+	oldPeer := ch.do(fmt.Sprintf("resolve %v 0", dgid)).Peers[0]
 
 	s.killSM("Hca1")
 	s.waitFor("the standby to take over", 60*time.Second, func() bool {
@@ -347,6 +355,7 @@ func TestSMFailover(t *testing.T) {
 		return sm == standbyLID && st == ib.PortActive
 	})
 	s.waitMaster("Hca3")
+	changed := time.Now()
 	s.portEvent(t, ch, "Hca2", ib.EventSMChange)
 	s.portEvent(t, ch, "Hca2", ib.EventClientReregister)
 	g := ch.do(fmt.Sprintf("wait-rejoin %d", first.JoinedAt.UnixNano())).Group
@@ -357,6 +366,11 @@ func TestSMFailover(t *testing.T) {
 	checkGroup(t, g, want)
 	if !isMember(want, attr.GIDs[0]) {
 		t.Errorf("the new master does not list port %v in the broadcast group: %v", attr.GIDs[0], want.Members)
+	}
+	// ipoib's path to the peer is asked again, of the new master.
+	newPeer := ch.do(fmt.Sprintf("resolve %v %d", dgid, changed.UnixNano())).Peers[0]
+	if newPeer.LID != oldPeer.LID || newPeer.SL != oldPeer.SL {
+		t.Errorf("ipoib's path to %v after the failover: LID %v SL %d; before %v %d", dgid, newPeer.LID, newPeer.SL, oldPeer.LID, oldPeer.SL)
 	}
 	after := ch.do("path " + dgid.String()).Path
 	if after.DLID != before.DLID || after.SLID != before.SLID {
@@ -429,6 +443,12 @@ func TestRealFabricSM(t *testing.T) {
 			t.Fatalf("saquery path to %v: %d records, %v", dgid, len(paths), err)
 		}
 		w := paths[0]
+		// ipoib's own resolution, from a packet to the p.
+		p := ch.do(fmt.Sprintf("resolve %v 0", dgid)).Peers[0]
+		if p.LID != ib.LID(num(t, w, "dlid")) || p.SL != ib.SL(num(t, w, "sl")) ||
+			p.MTU != ib.MTU(num(t, w, "mtu")&0x3f).Bytes() || p.Rate != ib.Rate(num(t, w, "rate")&0x3f) {
+			t.Errorf("ipoib's path to %v: LID %v SL %d MTU %d rate %v; saquery says %v", dgid, p.LID, p.SL, p.MTU, p.Rate, w)
+		}
 		if got.DLID != ib.LID(num(t, w, "dlid")) || got.SL != ib.SL(num(t, w, "sl")) ||
 			got.MTU != ib.MTU(num(t, w, "mtu")&0x3f) || got.Rate != ib.Rate(num(t, w, "rate")&0x3f) {
 			t.Errorf("path to %v: got %+v; saquery says %v", dgid, got, w)
