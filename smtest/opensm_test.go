@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -454,4 +455,67 @@ func TestRealFabricSM(t *testing.T) {
 			t.Errorf("path to %v: got %+v; saquery says %v", dgid, got, w)
 		}
 	}
+}
+
+// TestLIDChange restarts OpenSM with a GUID-to-LID file that gives the
+// port another LID. Told of the LID change and of the reregistration a
+// new SM asks for, the control plane rejoins the broadcast group and its
+// paths start from the new LID.
+func TestLIDChange(t *testing.T) {
+	s, ch, attr := started(t, "")
+	first := ch.do("up 0xffff").Group
+	dgid := s.portGID(t, "Hca4")
+	ch.do(fmt.Sprintf("resolve %v 0", dgid))
+
+	// OpenSM keeps the LIDs it gave in its cache's guid2lid file, one
+	// "GUID first-LID last-LID" line per port; honoured on start, it
+	// decides the port's LID.
+	const newLID = 0x20
+	s.killSM("Hca1")
+	g2l := filepath.Join(s.dir, "cache-Hca1", "guid2lid")
+	b, err := os.ReadFile(g2l)
+	if err != nil {
+		t.Fatalf("OpenSM's LID cache: %v", err)
+	}
+	guid := attr.GUID()
+	var lines []string
+	found := false
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 {
+			if g, err := strconv.ParseUint(f[0], 0, 64); err == nil && ib.GUID(g) == guid {
+				l = fmt.Sprintf("%s %#x %#x", f[0], newLID, newLID)
+				found = true
+			}
+		}
+		lines = append(lines, l)
+	}
+	if !found {
+		t.Fatalf("guid2lid has no line for %v:\n%s", guid, b)
+	}
+	if err := os.WriteFile(g2l, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.startSM("Hca1", 1, "honor_guid2lid_file TRUE")
+	s.waitFor("OpenSM to give Hca2 its new LID", 60*time.Second, func() bool {
+		lid, _, st := s.portState(t, "Hca2")
+		return lid == newLID && st == ib.PortActive
+	})
+	s.waitMaster("Hca1")
+	changed := time.Now()
+	s.portEvent(t, ch, "Hca2", ib.EventLIDChange)
+	s.portEvent(t, ch, "Hca2", ib.EventClientReregister)
+	g := ch.do(fmt.Sprintf("wait-rejoin %d", first.JoinedAt.UnixNano())).Group
+	want, ok := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault))
+	if !ok {
+		t.Fatal("saquery shows no broadcast group")
+	}
+	checkGroup(t, g, want)
+	if !isMember(want, attr.GIDs[0]) {
+		t.Errorf("after the LID change OpenSM does not list port %v: %v", attr.GIDs[0], want.Members)
+	}
+	if p := ch.do("path " + dgid.String()).Path; p.SLID != newLID {
+		t.Errorf("path to %v after the LID change: SLID %v, want %#x", dgid, p.SLID, newLID)
+	}
+	ch.do(fmt.Sprintf("resolve %v %d", dgid, changed.UnixNano()))
 }

@@ -257,11 +257,15 @@ func (s *subnet) env(host string) []string {
 // startSM starts OpenSM on host with the given priority. Its SMInfo
 // polling is fast, so a standby notices a dead master within about two
 // seconds, and it sweeps every second.
-func (s *subnet) startSM(host string, priority int) {
+// Extra lines of opensm.conf may follow.
+func (s *subnet) startSM(host string, priority int, extra ...string) {
 	s.t.Helper()
 	conf := filepath.Join(s.dir, "opensm-"+host+".conf")
 	text := fmt.Sprintf("sm_priority %d\nsweep_interval 1\nsminfo_polling_timeout 500\npolling_retry_number 2\n"+
 		"partition_config_file %s\nlog_file %s\n", priority, s.partitions, filepath.Join(s.dir, "opensm-"+host+".log"))
+	for _, l := range extra {
+		text += l + "\n"
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
