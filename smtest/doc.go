@@ -25,6 +25,50 @@
 // preload has to be in place when a process starts), which takes one
 // command per line on stdin and answers one JSON line on stdout.
 //
+// The tests, each against OpenSM 3.3.23 on testdata/fabric.net, each
+// compared with saquery (and smpquery for the port):
+//
+//   - TestBroadcastJoinMatchesOpenSM: the link joins the broadcast group
+//     OpenSM made, with its MLID, Q_Key, MTU, rate, SL and P_Key, and
+//     OpenSM lists the port as a member.
+//   - TestPartitionJoin: P_Key 0x8001 from partitions.conf, with its own
+//     Q_Key, MTU and rate; a join for a partition the port is not in is
+//     refused with the SA's status, in one line.
+//   - TestMulticastCreateLeave: an IPv4 group created by a join, seen in
+//     saquery, left with a Delete and gone.
+//   - TestPathRecordsMatchSaquery: the paths to the three other HCAs, from
+//     the SA client and from ipoib's own resolution of a packet's peer.
+//   - TestLinkDownUpRejoins: ibsim's console takes the link down and up;
+//     flush, rejoin, membership again at OpenSM.
+//   - TestSMFailover: the master OpenSM is killed, the standby takes over;
+//     rejoin and paths from the new master, no restart.
+//   - TestLIDChange: OpenSM restarted with a guid2lid file that moves the
+//     port; rejoin, paths from the new LID.
+//   - TestSimAnswersAsOpenSM: the simulator's SA against OpenSM's, field
+//     by field (docs/protocol.md lists what differs and why).
+//   - TestRealFabricSM: the join, multicast and path checks against a real
+//     fabric's SM when IPOIBD_SMTEST_CA names an HCA (docs/hardware.md).
+//
+// Port events: libumad2sim writes the port's attributes once and has no
+// event channel, so after each change the harness reads the port's
+// PortInfo with smpquery and raises, through SplitDevice.PortChanged, the
+// event the kernel raises for that change on hardware.
+//
+// Two hosts end to end. One process attaches to one ibsim HCA only
+// (libumad2sim's SIM_HOST), and the simulator's data plane lives in one
+// process, so the link comes up end to end on one host (joined at OpenSM,
+// its queue pair attached to OpenSM's MLID in the simulator) but two
+// hosts cannot yet exchange packets. The design for that: a Go client of
+// ibsim's socket protocol (the one libumad2sim speaks: a control socket
+// to attach to a node, then sim_request datagrams carrying each MAD),
+// so one process attaches SplitDevices to several HCAs; a simulator
+// fabric mirroring the ibsim topology with each host's port GUID and
+// OpenSM's LIDs (sim.HostConfig.PortGUIDs and LIDs); and, since the
+// simulator's switches forward multicast by trees its own SM builds from
+// joins to its own SA, a SplitDevice that repeats each successful
+// OpenSM join to the simulator's SA (a shadow join, with OpenSM's MLID
+// requested) so both SMs agree on the group and its tree.
+//
 // Without ibsim, OpenSM or infiniband-diags every test skips, naming the
 // packages to install; ./test.sh says so before the run.
 package smtest
