@@ -66,8 +66,9 @@
 // OpenSM's LIDs (sim.HostConfig.PortGUIDs and LIDs); and, since the
 // simulator's switches forward multicast by trees its own SM builds from
 // joins to its own SA, a SplitDevice that repeats each successful
-// OpenSM join to the simulator's SA (a shadow join, with OpenSM's MLID
-// requested) so both SMs agree on the group and its tree.
+// OpenSM join to the simulator's SA (a shadow join), which needs that SA
+// to accept the MLID OpenSM chose when the shadow join creates the group;
+// then both SMs agree on the group and the simulator has its tree.
 //
 // Without ibsim, OpenSM or infiniband-diags every test skips, naming the
 // packages to install; ./test.sh says so before the run.
