@@ -356,6 +356,9 @@ func TestSMFailover(t *testing.T) {
 		return sm == standbyLID && st == ib.PortActive
 	})
 	s.waitMaster("Hca3")
+	if g, _ := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault)); isMember(g, attr.GIDs[0]) {
+		t.Errorf("the new master lists port %v before it rejoined", attr.GIDs[0])
+	}
 	changed := time.Now()
 	s.portEvent(t, ch, "Hca2", ib.EventSMChange)
 	s.portEvent(t, ch, "Hca2", ib.EventClientReregister)
@@ -502,6 +505,10 @@ func TestLIDChange(t *testing.T) {
 		return lid == newLID && st == ib.PortActive
 	})
 	s.waitMaster("Hca1")
+	// The restarted SM knows no memberships: the port must rejoin.
+	if g, _ := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault)); isMember(g, attr.GIDs[0]) {
+		t.Errorf("the restarted OpenSM lists port %v before it rejoined", attr.GIDs[0])
+	}
 	changed := time.Now()
 	s.portEvent(t, ch, "Hca2", ib.EventLIDChange)
 	s.portEvent(t, ch, "Hca2", ib.EventClientReregister)
