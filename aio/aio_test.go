@@ -18,7 +18,7 @@ import (
 )
 
 // newCtx creates a Context that is closed when the test ends.
-func newCtx(t *testing.T, opts ...Option) *Context {
+func newCtx(t testing.TB, opts ...Option) *Context {
 	t.Helper()
 	c, err := New(append([]Option{WithName(t.Name())}, opts...)...)
 	if err != nil {
@@ -1031,4 +1031,13 @@ func TestStatsCounters(t *testing.T) {
 	if off := <-got; off.BHsRun != 1 {
 		t.Fatalf("off-home stats: %+v", off)
 	}
+}
+
+// newHomeCtx is newCtx with the calling goroutine home for the rest of
+// the test (released before the Context closes).
+func newHomeCtx(tb testing.TB, opts ...Option) *Context {
+	tb.Helper()
+	c := newCtx(tb, opts...)
+	tb.Cleanup(c.Acquire())
+	return c
 }

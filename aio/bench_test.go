@@ -10,13 +10,7 @@ import (
 )
 
 func BenchmarkBHScheduleDispatch(b *testing.B) {
-	c, err := New(WithName("bench-bh"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	release := c.Acquire()
-	defer release()
+	c := newHomeCtx(b, WithName("bench-bh"))
 	n := 0
 	bh := c.NewBH("count", func() { n++ })
 	b.ReportAllocs()
@@ -99,13 +93,7 @@ func spinFor(d time.Duration) {
 // lets a non-blocking pass fire it.
 func BenchmarkTimerArmFire(b *testing.B) {
 	clk := NewManualClock(time.Unix(1000, 0))
-	c, err := New(WithName("bench-timer"), WithClock(clk))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	release := c.Acquire()
-	defer release()
+	c := newHomeCtx(b, WithName("bench-timer"), WithClock(clk))
 	n := 0
 	t := c.NewTimer("tick", func() { n++ })
 	b.ReportAllocs()

@@ -41,9 +41,13 @@ const (
 	// maxEvents bounds one epoll_wait; more ready fds wait for the next
 	// pass, which is fine for level-triggered epoll.
 	maxEvents = 64
-	// publishEvery sets how often a run of non-blocking passes copies its
-	// counters to the shared Stats; blocking passes always do.
+	// publishEvery sets how often a run of passes that do not sleep
+	// copies its counters to the shared Stats; a pass about to sleep
+	// always does.
 	publishEvery = 64
+	// timerCheckEvery sets how often a run of passes that do not sleep
+	// reads the clock for due timers (see poll).
+	timerCheckEvery = 4
 )
 
 type config struct {
@@ -124,13 +128,14 @@ type Context struct {
 
 	// Shared with any goroutine.
 	closed   atomic.Bool
-	running  atomic.Bool  // inside Run
-	stopReq  atomic.Bool  // Stop was called; consumed by Run
-	homeG    atomic.Int64 // goroutine id of the home goroutine, 0 if none
-	homeMu   sync.Mutex   // held by whoever is home (Run, Acquire, temporary Poll)
-	passMu   sync.Mutex   // held by whoever runs passes: Run except while parked, Acquire, Poll, a borrower
-	notifyMe atomic.Int32 // >0 while a pass may sleep in epoll_wait
-	notified atomic.Bool  // a Notify is not yet accepted
+	gone     chan struct{} // closed by Close: no callback will run again
+	running  atomic.Bool   // inside Run
+	stopReq  atomic.Bool   // Stop was called; consumed by Run
+	homeG    atomic.Int64  // goroutine id of the home goroutine, 0 if none
+	homeMu   sync.Mutex    // held by whoever is home (Run, Acquire, temporary Poll)
+	passMu   sync.Mutex    // held by whoever runs passes: Run except while parked, Acquire, Poll, a borrower
+	notifyMe atomic.Int32  // >0 while a pass may sleep in epoll_wait
+	notified atomic.Bool   // a Notify is not yet accepted
 	// sysSleepers counts passes asleep in epoll_wait although the loop
 	// parks in the netpoller: blocking Polls nested in a borrowed pass.
 	// Notify writes the eventfd for them.
@@ -161,6 +166,8 @@ type Context struct {
 	pollNs    time.Duration
 	ls        loopStats
 	sincePub  int
+	// passesSinceTimers counts passes since the last look at the timers.
+	passesSinceTimers int
 }
 
 // Stats is a snapshot of a Context's counters. Counters kept by the loop

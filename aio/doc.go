@@ -17,6 +17,10 @@
 //   - TryRun and BH.ScheduleNow, with which a goroutine that has work for
 //     an idle loop runs it itself instead of waking the loop (QEMU's
 //     acquire, poll, release of an AioContext from another thread).
+//   - Call and CallContext: run a function on the loop and wait for it
+//     (QEMU's aio_wait_bh_oneshot), the one way other goroutines reach
+//     control-plane code; Start: run the loop on a goroutine of its own
+//     and get back the function that stops and closes it.
 //
 // # Who may call what
 //
@@ -32,8 +36,9 @@
 //     misuse.
 //   - io.go holds the calls that are safe from any goroutine at any time:
 //     NewBH, BH.Schedule, BH.ScheduleNow, BH.Cancel, BH.Delete,
-//     ScheduleOneshot, Notify, TryRun, Stop, SetPollParams, Stats, Now,
-//     InHome, AssertHome and Name.
+//     ScheduleOneshot, Call, CallContext, Notify, TryRun, Stop,
+//     SetPollParams, Stats, Now, InHome, AssertHome and Name. Start, in
+//     control.go, is for the loop's owner before it has a home.
 //
 // Before any goroutine is home (no Run, no Acquire, no Poll in progress)
 // the home-only calls may be made from any single goroutine: that is the

@@ -216,7 +216,9 @@ func (c *Context) TryRun() bool {
 		// Run sleeps until parkDL (or for good); this timer is sooner.
 		wake = true
 	}
-	c.publish()
+	if c.sincePub >= publishEvery {
+		c.publish()
+	}
 	c.borrowed = false
 	c.homeG.Store(prev)
 	c.passMu.Unlock()

@@ -65,6 +65,10 @@ func (c *Context) poll(blocking bool) bool {
 			announced = true
 			timeout = c.timeout()
 			slept = timeout != noWait
+			if slept {
+				// Readers of Stats see an idle loop's counters whole.
+				c.publish()
+			}
 		}
 	}
 
@@ -113,11 +117,23 @@ func (c *Context) poll(blocking bool) bool {
 	if len(events) > 0 {
 		progress = c.dispatchFDs(events) || progress
 	}
-	if len(c.timers) > 0 || len(c.late) > 0 {
-		progress = c.runTimers() || progress
+	// Timers cost a clock read, which on a busy loop (a pass per packet)
+	// is a tenth of its time. So a borrower (TryRun) leaves them to Run,
+	// which is parked with the earliest deadline as its wake-up; and a
+	// run of passes that find work without sleeping looks at the clock
+	// every timerCheckEvery passes, firing timers at most that many
+	// passes late. A pass that slept always looks, and so do a single
+	// pass asked for by Poll(false) and every pass on a manual clock,
+	// whose time moves only when a test says.
+	if (len(c.timers) > 0 || len(c.late) > 0) && !c.borrowed {
+		c.passesSinceTimers++
+		if slept || !blocking || c.manual || c.passesSinceTimers >= timerCheckEvery {
+			c.passesSinceTimers = 0
+			progress = c.runTimers() || progress
+		}
 	}
 	c.sincePub++
-	if blocking || c.sincePub >= publishEvery {
+	if c.sincePub >= publishEvery {
 		c.publish()
 	}
 	c.depth--

@@ -10,11 +10,7 @@ import (
 // TestBTHGolden decodes and encodes BTHs laid out by hand from IBA 9.2:
 // OpCode, SE|M|PadCnt|TVer, P_Key, reserved, DestQP, AckReq|reserved, PSN.
 func TestBTHGolden(t *testing.T) {
-	tests := []struct {
-		name string
-		hex  string
-		want BTH
-	}{
+	tests := []golden[BTH]{
 		{"SMP to QP0 (capture frame 1)", "64 00 ffff 00 000000 00 0001e9",
 			BTH{OpCode: OpUDSendOnly, PKey: PKeyDefault, PSN: 489}},
 		{"IPoIB multicast, MigReq set (capture frame 3)", "64 40 ffff 00 ffffff 00 0de6f8",
@@ -25,25 +21,7 @@ func TestBTHGolden(t *testing.T) {
 			BTH{OpCode: OpUDSendOnlyImm, SE: true, M: true, PadCnt: 3, TVer: 15, PKey: 0xFFFF,
 				DestQP: 0xFFFFFF, AckReq: true, PSN: 0xFFFFFF}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			b := pktHex(t, tc.hex)
-			var h BTH
-			if err := h.Decode(b); err != nil {
-				t.Fatal(err)
-			}
-			if h != tc.want {
-				t.Errorf("decoded %+v, want %+v", h, tc.want)
-			}
-			out := make([]byte, BTHLen)
-			if err := tc.want.Encode(out); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out, b) {
-				t.Errorf("encoded %x, want %x", out, b)
-			}
-		})
-	}
+	checkGolden(t, BTHLen, tests)
 }
 
 // TestBTHOpcodes checks the strict decoder names what it refuses and that

@@ -9,34 +9,12 @@ import (
 // TestDETHGolden decodes and encodes DETHs laid out by hand from IBA
 // 9.3.3: Q_Key, reserved byte, SrcQP.
 func TestDETHGolden(t *testing.T) {
-	tests := []struct {
-		name string
-		hex  string
-		want DETH
-	}{
+	tests := []golden[DETH]{
 		{"IPoIB (capture frame 6)", "00000b1b 00 000404", DETH{QKey: QKeyIPoIBDefault, SrcQP: 0x404}},
 		{"GSI", "80010000 00 000001", DETH{QKey: QKeyGSI, SrcQP: QPNGSI}},
 		{"widest", "ffffffff 00 ffffff", DETH{QKey: 0xFFFFFFFF, SrcQP: 0xFFFFFF}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			b := pktHex(t, tc.hex)
-			var h DETH
-			if err := h.Decode(b); err != nil {
-				t.Fatal(err)
-			}
-			if h != tc.want {
-				t.Errorf("decoded %+v, want %+v", h, tc.want)
-			}
-			out := make([]byte, DETHLen)
-			if err := tc.want.Encode(out); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out, b) {
-				t.Errorf("encoded %x, want %x", out, b)
-			}
-		})
-	}
+	checkGolden(t, DETHLen, tests)
 }
 
 func TestDETHErrors(t *testing.T) {

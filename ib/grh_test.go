@@ -14,11 +14,7 @@ func TestGRHGolden(t *testing.T) {
 	bcast, _ := ParseGID("ff12:401b:ffff::ffff:ffff")
 	a, _ := ParseGID("2001:db8::1")
 	z, _ := ParseGID("::")
-	tests := []struct {
-		name string
-		hex  string
-		want GRH
-	}{
+	tests := []golden[GRH]{
 		{"IPoIB broadcast (capture frame 3)", `
 			6000 0000 007c 1b 00
 			fe80 0000 0000 0000 0002 c903 0000 1f2d
@@ -30,25 +26,7 @@ func TestGRHGolden(t *testing.T) {
 			0000 0000 0000 0000 0000 0000 0000 0000`,
 			GRH{IPVer: 6, TClass: 0xA5, FlowLabel: 0xFEDCB, PayLen: 0xFFF, NxtHdr: NxtHdrIBA, HopLmt: 0xFF, SGID: a, DGID: z}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			b := pktHex(t, tc.hex)
-			var h GRH
-			if err := h.Decode(b); err != nil {
-				t.Fatal(err)
-			}
-			if h != tc.want {
-				t.Errorf("decoded %+v, want %+v", h, tc.want)
-			}
-			out := make([]byte, GRHLen)
-			if err := tc.want.Encode(out); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out, b) {
-				t.Errorf("encoded %x, want %x", out, b)
-			}
-		})
-	}
+	checkGolden(t, GRHLen, tests)
 }
 
 func TestGRHErrors(t *testing.T) {

@@ -9,11 +9,7 @@ import (
 // TestLRHGolden decodes and encodes LRHs whose bytes were worked out by
 // hand from IBA 7.7 (VL|LVer, SL|rsv|LNH, DLID, rsv|PktLen, SLID).
 func TestLRHGolden(t *testing.T) {
-	tests := []struct {
-		name string
-		hex  string
-		want LRH
-	}{
+	tests := []golden[LRH]{
 		{"SMP on VL15, permissive LIDs (capture frame 1)", "f002 ffff 0048 ffff",
 			LRH{VL: 15, LNH: LNHIBALocal, DLID: 0xFFFF, PktLen: 72, SLID: 0xFFFF}},
 		{"multicast with GRH (capture frame 3)", "0003 c000 002b 0005",
@@ -23,25 +19,7 @@ func TestLRHGolden(t *testing.T) {
 		{"raw packet, SL 9", "5090 0001 0100 0002",
 			LRH{VL: 5, SL: 9, LNH: LNHRaw, DLID: 1, PktLen: 0x100, SLID: 2}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			b := pktHex(t, tc.hex)
-			var h LRH
-			if err := h.Decode(b); err != nil {
-				t.Fatal(err)
-			}
-			if h != tc.want {
-				t.Errorf("decoded %+v, want %+v", h, tc.want)
-			}
-			out := make([]byte, LRHLen)
-			if err := tc.want.Encode(out); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out, b) {
-				t.Errorf("encoded %x, want %x", out, b)
-			}
-		})
-	}
+	checkGolden(t, LRHLen, tests)
 }
 
 // TestLRHReservedIgnored checks reserved bits are read past and written as

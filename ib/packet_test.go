@@ -728,3 +728,45 @@ func slicesContainNonZero(b []byte) bool {
 	}
 	return false
 }
+
+// golden is one golden byte vector of a header codec: its bytes as hex
+// (spaces and newlines ignored) and the value they decode to.
+type golden[T any] struct {
+	name string
+	hex  string
+	want T
+}
+
+// headerCodec is what every fixed-size header of this package offers.
+type headerCodec[T any] interface {
+	*T
+	Decode([]byte) error
+	Encode([]byte) error
+}
+
+// checkGolden decodes each vector and compares the value, then encodes
+// the value into size bytes and compares the bytes: the codec must read
+// and write the wire format both ways.
+func checkGolden[T comparable, P headerCodec[T]](t *testing.T, size int, tests []golden[T]) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := pktHex(t, tc.hex)
+			var h T
+			if err := P(&h).Decode(b); err != nil {
+				t.Fatal(err)
+			}
+			if h != tc.want {
+				t.Errorf("decoded %+v, want %+v", h, tc.want)
+			}
+			out := make([]byte, size)
+			want := tc.want
+			if err := P(&want).Encode(out); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out, b) {
+				t.Errorf("encoded %x, want %x", out, b)
+			}
+		})
+	}
+}

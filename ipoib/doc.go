@@ -28,13 +28,18 @@
 //
 // # How a packet moves
 //
-// Down:
+// Down: the destination is given once, to netdev, and travels in the
+// frame from then on. Link.Push turns it into a key in the header; the
+// driver reads that key back out of the header below netdev. netdev's
+// batch interface needs nothing but the buffers, and no layer calls
+// another to learn where a buffer goes.
 //
 //	netdev.Device.Transmit(b, dst, proto)
 //	  -> Link.Push        enters dst and the interface's own address in
 //	                      the cache, writes ethertype and both keys
-//	  -> driver Transmit  Link.TxPeer: claims the destination key, zeroes
-//	                      the keys, returns the Peer (path, address handle)
+//	  -> driver Transmit  PeerCache.TakeTx: reads the destination key out
+//	                      of the header, claims it, zeroes the keys,
+//	                      returns the Peer (path, address handle)
 //	     unicast, path known:   posted on the peer's address handle (with
 //	                            a GRH) to its QPN with the group's Q_Key
 //	     unicast, no path yet:  parked in the peer's slot (MaxParked, 3,
@@ -136,13 +141,16 @@
 // # Keys are never reused under a packet
 //
 // With 255 keys and more peers than that on a fabric, keys are recycled:
-// the least recently used peer gives up its slot. A packet must never be
+// the least recently used peer gives up its slot. The sender of a
+// multicast datagram enters at the least recently used end, so on a
+// large subnet the hosts that broadcast take each other's slots rather
+// than those of the peers this host exchanges unicast with. A packet must never be
 // sent to the peer that took over its destination's key. Two rules see to
 // it, one for each place a key can be:
 //
 //   - A key that sits in a header carries nothing beside it, so its peer is
 //     protected by refusal: a peer entered since the last key was claimed
-//     out of a header (PeerCache.Claim, which TxPeer and Pull call, or
+//     out of a header (PeerCache.Claim, which TakeTx and Pull call, or
 //     Settle) is not evicted. The window is the short stretch between Push
 //     and the driver taking the frame (a TransmitBatch at most); only if
 //     every peer were entered within it would a new address be refused,
@@ -169,7 +177,7 @@
 // configuration (eviction hook, pins, removal, P_Key, the driver's New
 // and Close, netdev Open and Close, multicast membership, snapshots),
 // which assert the loop on every call, and io.go the per-packet calls
-// (Push, Pull, TxPeer, SetRxPeers, the driver's transmit and completion
+// (Push, Pull, TakeTx, SetRxPeers, the driver's transmit and completion
 // handling), which check it only in -race builds and allocate nothing in
 // steady state. join.go, path.go and events.go hold the driver's control
 // machinery. Header codecs in header.go are pure functions, safe

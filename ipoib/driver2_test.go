@@ -30,7 +30,7 @@ func TestPKeyIsolation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.f.Connect(h, sw, sim.LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(h, sw, sim.CableConfig{}); err != nil {
 			t.Fatal(err)
 		}
 		hs = append(hs, h)
@@ -187,10 +187,7 @@ func TestPathExpiry(t *testing.T) {
 // TestBatchTransmit sends one batch to a resolved peer, the broadcast
 // group and an unresolved peer.
 func TestBatchTransmit(t *testing.T) {
-	e := newEnv(t, sim.Config{})
-	hs := e.star(3, sim.HostConfig{})
-	a, b, c := e.open(hs[0], Config{}), e.open(hs[1], Config{}), e.open(hs[2], Config{})
-	e.settle()
+	e, a, b, c := newTrio(t)
 	a.mustSend(b.addr(), []byte("warm"))
 	e.settle()
 	var pkts []netdev.Packet
@@ -212,10 +209,7 @@ func TestBatchTransmit(t *testing.T) {
 // link leaves the broadcast group, the packet is aborted, the netdev's
 // name is free again and the other host is unaffected.
 func TestCloseLeaves(t *testing.T) {
-	e := newEnv(t, sim.Config{})
-	hs := e.star(3, sim.HostConfig{})
-	a, b, c := e.open(hs[0], Config{}), e.open(hs[1], Config{}), e.open(hs[2], Config{})
-	e.settle()
+	e, a, b, c := newTrio(t)
 	if g := e.f.Groups(); len(g) != 1 || len(g[0].Members) != 3 {
 		t.Fatalf("groups %+v", g)
 	}
@@ -344,10 +338,57 @@ func TestManyHosts(t *testing.T) {
 		t.Fatalf("requests %d, answers %d", c["req"], c["ans"])
 	}
 	st := ns[0].l.Cache().Stats()
-	if st.Evicted == 0 || st.Live != MaxPeers {
+	if st.Evicted == 0 || ns[0].l.Cache().Len() != MaxPeers {
 		t.Fatalf("host0 cache %+v: expected evictions", st)
 	}
 	if d := ns[0].stat(netdev.TxNoPeer) + ns[0].stat(TxStalePeer) + ns[0].stat(netdev.TxNoPath); d != 0 {
 		t.Fatalf("host0 dropped %d", d)
+	}
+}
+
+// TestBroadcastSendersDoNotChurn settles a suspicion of the hardening
+// issue: on a subnet of more hosts than the peer cache has keys, every
+// host that broadcasts is entered in the cache of every receiver, and
+// used to push out the peers the receiver talks to, whose paths then had
+// to be asked for again. The senders of multicast now enter at the cold
+// end of the LRU order and take each other's slots.
+func TestBroadcastSendersDoNotChurn(t *testing.T) {
+	const n = 300
+	e := newTreeEnv(t, sim.Config{}, sim.TreeConfig{Leaves: 10, HostsPerLeaf: n / 10, Spines: 2})
+	cfg := Config{SendDepth: 32, RecvDepth: 64, TxQueueLen: 32, Buffers: 96}
+	ns := make([]*node, n)
+	for i, h := range e.hosts {
+		ns[i] = e.open(h, cfg)
+	}
+	e.settle()
+	host0, friend := ns[0], ns[1]
+	host0.mustSend(friend.addr(), []byte("hello"))
+	e.settle()
+	queries := host0.stat(PathQueries)
+	if queries == 0 || len(friend.rx) != 1 {
+		t.Fatalf("first exchange: %d path queries, friend got %d frames", queries, len(friend.rx))
+	}
+	// Every other host broadcasts, in waves a receive queue can hold.
+	for i, nd := range ns[2:] {
+		nd.mustSend(nd.l.Broadcast(), []byte("who has"))
+		if i%32 == 31 {
+			e.settle()
+		}
+	}
+	e.settle()
+	if got := len(host0.rx); got < n-2-32 {
+		t.Fatalf("host0 heard %d of %d broadcasts", got, n-2)
+	}
+	if st := host0.l.Cache().Stats(); st.Evicted == 0 {
+		t.Fatalf("cache %+v: %d senders should have overflowed %d keys", st, n-2, MaxPeers)
+	}
+	friend.rx = nil
+	host0.mustSend(friend.addr(), []byte("still there"))
+	e.settle()
+	if len(friend.rx) != 1 {
+		t.Fatalf("friend got %d frames after the broadcasts", len(friend.rx))
+	}
+	if q := host0.stat(PathQueries); q != queries {
+		t.Errorf("the friend's path was asked for again (%d queries, was %d): the broadcasts evicted it", q, queries)
 	}
 }

@@ -309,10 +309,7 @@ func TestSADownAtOpen(t *testing.T) {
 // the SM returns (SM change, client reregister) the links rejoin and new
 // paths resolve.
 func TestSMRestart(t *testing.T) {
-	e := newEnv(t, sim.Config{})
-	hs := e.star(3, sim.HostConfig{})
-	a, b, c := e.open(hs[0], Config{}), e.open(hs[1], Config{}), e.open(hs[2], Config{})
-	e.settle()
+	e, a, b, c := newTrio(t)
 	a.mustSend(b.addr(), []byte("1"))
 	e.settle()
 	if err := e.f.SetSMUp(false); err != nil {

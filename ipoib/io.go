@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/netdev"
 )
@@ -88,7 +89,7 @@ func (c *PeerCache) claimKey(k Key) bool {
 	if c.isLive(k) {
 		return true
 	}
-	c.unknownKey.Add(1)
+	counter.Inc(&c.ctr.V.UnknownKey)
 	return false
 }
 
@@ -178,20 +179,23 @@ func (c *PeerCache) Unpark(r Ref, dst []*netdev.Buffer) ([]*netdev.Buffer, error
 	return dst, nil
 }
 
-// TxPeer is the driver's first step with a frame that Link.Push built: it
-// claims the destination key, zeroes both keys as the wire wants them, and
-// returns the destination peer. A driver that will send the frame later
-// keeps the peer's Ref, not the *Peer. A frame without a header, or whose
-// key names no peer, yields an error wrapping netdev.ErrNoPeer.
-func (l *Link) TxPeer(b *netdev.Buffer) (*Peer, error) {
-	l.cache.checkIO("ipoib.Link.TxPeer")
+// TakeTx is the driver's first step with a frame that Link.Push built:
+// it reads the destination key out of the header, claims it, zeroes both
+// keys as the wire wants them, and returns the destination peer. The
+// destination thus travels down in the frame itself, written once by
+// Push above netdev and read once here below it; the driver asks no
+// layer where a frame goes. A driver that will send the frame later keeps
+// the peer's Ref, not the *Peer. A frame without a header, or whose key
+// names no peer, yields an error wrapping netdev.ErrNoPeer.
+func (c *PeerCache) TakeTx(b *netdev.Buffer) (*Peer, error) {
+	c.checkIO("ipoib.PeerCache.TakeTx")
 	dk, _, err := ClearKeys(b)
 	if err != nil {
 		return nil, fmt.Errorf("ipoib transmit: %w (%w)", err, netdev.ErrNoPeer)
 	}
-	p, err := l.cache.claim(dk)
+	p, err := c.claim(dk)
 	if err != nil {
-		return nil, l.errTxNoPeer
+		return nil, c.errTxNoPeer
 	}
 	return p, nil
 }
@@ -210,15 +214,20 @@ func (l *Link) SetRxPeers(b *netdev.Buffer, dst, src Addr) error {
 	if err != nil {
 		return fmt.Errorf("ipoib receive: destination: %w", err)
 	}
-	sp, err := l.cache.EnterAddr(src)
+	// The sender of a multicast datagram enters cold (see enterKeyAt).
+	var raw [AddrLen]byte
+	if err := src.Encode(raw[:]); err != nil {
+		return fmt.Errorf("ipoib receive: source %v: %w: %w", src, netdev.ErrBadAddr, err)
+	}
+	sk, err := l.cache.enterKeyAt(&raw, dst.IsMulticast())
 	if err != nil {
 		return fmt.Errorf("ipoib receive: source: %w", err)
 	}
-	return SetKeys(b, dp.key, sp.key)
+	return SetKeys(b, dp.key, sk)
 }
 
 // Transmit is the netdev op for one frame: it takes the frame's peer
-// with TxPeer and sends it, parks it until its path or group is ready,
+// with PeerCache.TakeTx and sends it, parks it until its path or group is ready,
 // or refuses it with the reason.
 func (d *driver) Transmit(_ *netdev.Device, b *netdev.Buffer) error {
 	err := d.xmit(b)
@@ -246,7 +255,7 @@ func (d *driver) Poll(*netdev.Device) bool { return d.pollCQ() }
 // xmit routes one frame: queued for the QP (nil), parked or dropped with
 // its buffer completed (nil), or refused untaken (the error).
 func (d *driver) xmit(b *netdev.Buffer) error {
-	p, err := d.l.TxPeer(b)
+	p, err := d.cache.TakeTx(b)
 	if err != nil {
 		return err
 	}

@@ -40,18 +40,21 @@ type Link struct {
 	srcMemo Key
 
 	// Prebuilt errors for the per-packet refusals.
-	errNoHeadroom, errTxNoPeer, errRxUnknown error
+	errNoHeadroom, errRxUnknown error
 
-	// d runs the link on a port; nil for a link made by NewLink, which
-	// is the link protocol alone.
+	// d runs the link on a port (New); nil for the protocol alone
+	// (NewProtocol).
 	d *driver
 }
 
 var _ netdev.LinkProtocol = (*Link)(nil)
 
-// NewLink returns the IPoIB link protocol over cache for partition pkey
-// (with or without the full-member bit). Safe from any goroutine.
-func NewLink(cache *PeerCache, pkey ib.PKey) (*Link, error) {
+// NewProtocol returns the IPoIB link protocol alone, over cache for
+// partition pkey (with or without the full-member bit): the header, the
+// addresses and the mappings, with no port under them, for tools that
+// read or write frames and for tests. New is the link on a port. Safe
+// from any goroutine.
+func NewProtocol(cache *PeerCache, pkey ib.PKey) (*Link, error) {
 	if cache == nil {
 		return nil, fmt.Errorf("new IPoIB link: no peer cache: %w", netdev.ErrInvalidConfig)
 	}
@@ -60,7 +63,6 @@ func NewLink(cache *PeerCache, pkey ib.PKey) (*Link, error) {
 		return nil, fmt.Errorf("new IPoIB link: %w", err)
 	}
 	l.errNoHeadroom = fmt.Errorf("ipoib push: %d-byte header: %w", HeaderLen, netdev.ErrNoHeadroom)
-	l.errTxNoPeer = fmt.Errorf("ipoib transmit: destination key names no peer: %w", netdev.ErrNoPeer)
 	l.errRxUnknown = fmt.Errorf("ipoib pull: header key names no peer: %w", netdev.ErrUnknownKey)
 	return l, nil
 }
@@ -93,7 +95,7 @@ func (l *Link) AddrLen() int { return AddrLen }
 
 // Push prepends the IPoIB header for a packet of type proto from src to
 // dst, entering both addresses in the peer cache and writing their keys
-// into the reserved bytes. The driver takes the frame with TxPeer, which
+// into the reserved bytes. The driver takes the frame with PeerCache.TakeTx, which
 // zeroes the keys before the frame reaches the wire. Push fails with
 // netdev.ErrBadAddr for an address that is not 20 bytes,
 // netdev.ErrNoHeadroom, and netdev.ErrNoPeer (with ErrCacheFull) when

@@ -22,9 +22,9 @@ const (
 
 func newLink(t testing.TB, loop *aio.Context, pkey ib.PKey) *Link {
 	t.Helper()
-	l, err := NewLink(NewPeerCache(loop), pkey)
+	l, err := NewProtocol(NewPeerCache(loop), pkey)
 	if err != nil {
-		t.Fatalf("NewLink: %v", err)
+		t.Fatalf("NewProtocol: %v", err)
 	}
 	return l
 }
@@ -39,7 +39,7 @@ func TestLinkPushPullGolden(t *testing.T) {
 		proto    uint16
 		payload  string
 		inHost   string // after Push: ethertype, destination key, source key
-		wire     string // after TxPeer: reserved bytes zero (RFC 4391 section 6)
+		wire     string // after TakeTx: reserved bytes zero (RFC 4391 section 6)
 	}{
 		// The destination is entered first and gets key 1, the source key 2.
 		{"ICMP echo from the capture", dst, src, EtherTypeIPv4, "45000054aefe", "0800 0102 45000054aefe", "0800 0000 45000054aefe"},
@@ -61,11 +61,11 @@ func TestLinkPushPullGolden(t *testing.T) {
 		if err != nil || !bytes.Equal(gotDst, tc.dst) || !bytes.Equal(gotSrc, tc.src) || proto != tc.proto || !bytes.Equal(rx.Bytes(), payload) {
 			t.Fatalf("%s: Pull = %x, %x, %#x, %v leaving %x", tc.name, gotDst, gotSrc, proto, err, rx.Bytes())
 		}
-		// The driver's side: TxPeer names the destination and clears the
+		// The driver's side: TakeTx names the destination and clears the
 		// keys.
-		p, err := l.TxPeer(b)
+		p, err := l.Cache().TakeTx(b)
 		if err != nil || !bytes.Equal(p.HWAddr(), tc.dst) {
-			t.Fatalf("%s: TxPeer = %v, %v", tc.name, p, err)
+			t.Fatalf("%s: TakeTx = %v, %v", tc.name, p, err)
 		}
 		if want := unhex(t, tc.wire); !bytes.Equal(b.Bytes(), want) {
 			t.Fatalf("%s: wire frame %x, want %x", tc.name, b.Bytes(), want)
@@ -128,20 +128,20 @@ func TestLinkErrors(t *testing.T) {
 	if dst, src, _, err := l.Pull(bufWith(0, unhex(t, "0800 0100 4500"))); err != nil || !bytes.Equal(dst, self) || src != nil {
 		t.Errorf("Pull with no source key = %x, %x, %v; want our address and no source", dst, src, err)
 	}
-	if _, err := l.TxPeer(bufWith(0, unhex(t, "0800 0700"))); !errors.Is(err, netdev.ErrNoPeer) {
-		t.Errorf("TxPeer with an unknown key: %v", err)
+	if _, err := l.Cache().TakeTx(bufWith(0, unhex(t, "0800 0700"))); !errors.Is(err, netdev.ErrNoPeer) {
+		t.Errorf("TakeTx with an unknown key: %v", err)
 	}
-	if _, err := l.TxPeer(bufWith(0, nil)); !errors.Is(err, netdev.ErrNoPeer) {
-		t.Errorf("TxPeer on an empty frame: %v", err)
+	if _, err := l.Cache().TakeTx(bufWith(0, nil)); !errors.Is(err, netdev.ErrNoPeer) {
+		t.Errorf("TakeTx on an empty frame: %v", err)
 	}
 	if err := l.SetRxPeers(bufWith(0, []byte{8}), Addr{}, Addr{}); !errors.Is(err, netdev.ErrShort) {
 		t.Errorf("SetRxPeers on a 1-byte frame: %v", err)
 	}
-	if _, err := NewLink(nil, ib.PKeyDefault); !errors.Is(err, netdev.ErrInvalidConfig) {
-		t.Errorf("NewLink without a cache: %v", err)
+	if _, err := NewProtocol(nil, ib.PKeyDefault); !errors.Is(err, netdev.ErrInvalidConfig) {
+		t.Errorf("NewProtocol without a cache: %v", err)
 	}
-	if _, err := NewLink(NewPeerCache(nil), 0x8000); !errors.Is(err, netdev.ErrInvalidConfig) {
-		t.Errorf("NewLink for partition 0: %v", err)
+	if _, err := NewProtocol(NewPeerCache(nil), 0x8000); !errors.Is(err, netdev.ErrInvalidConfig) {
+		t.Errorf("NewProtocol for partition 0: %v", err)
 	}
 }
 
@@ -270,7 +270,7 @@ type heldTx struct {
 }
 
 // testDriver is a driver double in the shape the real one will have: it
-// takes each frame with TxPeer, checks the wire header, and holds it by
+// takes each frame with TakeTx, checks the wire header, and holds it by
 // the peer's Ref until the test tells it to send.
 type testDriver struct {
 	t      testing.TB
@@ -286,7 +286,7 @@ func (d *testDriver) Open(dev *netdev.Device) error { dev.SetLinkUp(); return ni
 func (d *testDriver) Close(*netdev.Device) error    { return nil }
 
 func (d *testDriver) Transmit(dev *netdev.Device, b *netdev.Buffer) error {
-	p, err := d.link.TxPeer(b)
+	p, err := d.link.Cache().TakeTx(b)
 	if err != nil {
 		return err
 	}
@@ -543,9 +543,9 @@ func TestZeroAllocs(t *testing.T) {
 		name string
 		fn   func()
 	}{
-		{"push+TxPeer+SetRxPeers+pull", func() {
+		{"push+TakeTx+SetRxPeers+pull", func() {
 			_ = l.Push(buf, peers[i%200], self, EtherTypeIPv4)
-			_, _ = l.TxPeer(buf)
+			_, _ = l.Cache().TakeTx(buf)
 			_ = peerAddr.Decode(peers[i%200])
 			_ = l.SetRxPeers(buf, selfAddr, peerAddr)
 			_, _, _, _ = l.Pull(buf)
@@ -553,7 +553,7 @@ func TestZeroAllocs(t *testing.T) {
 		}},
 		{"eviction: push to 300 peers round robin", func() {
 			_ = l.Push(buf, peers[i%300], self, EtherTypeIPv4)
-			_, _ = l.TxPeer(buf)
+			_, _ = l.Cache().TakeTx(buf)
 			_, _ = buf.Pull(HeaderLen)
 			i++
 		}},

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/netdev"
 )
@@ -168,7 +169,7 @@ func (p *Peer) held() bool { return p.pins > 0 || p.nparked > 0 }
 //     taking the frame, between the driver writing receive keys and
 //     Link.Pull), there is no room beside it for anything else. So the
 //     cache refuses to evict a peer entered since the last key was claimed
-//     (Claim, which Link.Pull and Link.TxPeer call, or Settle): a key
+//     (Claim, which Link.Pull and PeerCache.TakeTx call, or Settle): a key
 //     cannot be reused while a header may still carry it unread. The
 //     refusal costs nothing in normal running: it bites only when every
 //     evictable peer has been entered since the last claim (a
@@ -220,14 +221,10 @@ type PeerCache struct {
 
 	// Prebuilt errors, so that refusals on the data path allocate
 	// nothing.
-	errFull, errUnknown, errStale, errParkFull error
+	errFull, errUnknown, errStale, errParkFull, errTxNoPeer error
 
-	live       atomic.Int32
-	entered    atomic.Uint64
-	evicted    atomic.Uint64
-	stale      atomic.Uint64
-	unknownKey atomic.Uint64
-	full       atomic.Uint64
+	live atomic.Int32
+	ctr  counter.Block[CacheStats]
 }
 
 // hashOddMix is 2^64 divided by the golden ratio, rounded to odd: mixed
@@ -243,7 +240,6 @@ const (
 
 // CacheStats describes a PeerCache's use; see PeerCache.Stats.
 type CacheStats struct {
-	Live       int    `json:"live"`        // peers in the cache
 	Entered    uint64 `json:"entered"`     // addresses given a key
 	Evicted    uint64 `json:"evicted"`     // peers evicted to free a slot
 	Stale      uint64 `json:"stale"`       // references that found their key reused
@@ -270,6 +266,7 @@ func NewPeerCache(loop *aio.Context) *PeerCache {
 	}
 	c.errFull = fmt.Errorf("ipoib peer cache: enter address: all %d slots held or in use by unread headers: %w (%w)", MaxPeers, ErrCacheFull, netdev.ErrNoPeer)
 	c.errUnknown = fmt.Errorf("ipoib peer cache: key names no peer: %w", netdev.ErrUnknownKey)
+	c.errTxNoPeer = fmt.Errorf("ipoib transmit: destination key names no peer: %w", netdev.ErrNoPeer)
 	c.errStale = fmt.Errorf("ipoib peer cache: resolve reference: %w", ErrStalePeer)
 	c.errParkFull = fmt.Errorf("ipoib peer cache: park packet: %d already waiting: %w (%w)", MaxParked, ErrParkFull, netdev.ErrNoPath)
 	return c
@@ -281,14 +278,7 @@ func (c *PeerCache) Len() int { return int(c.live.Load()) }
 // Stats returns a snapshot of the cache's counters. Safe from any
 // goroutine.
 func (c *PeerCache) Stats() CacheStats {
-	return CacheStats{
-		Live:       c.Len(),
-		Entered:    c.entered.Load(),
-		Evicted:    c.evicted.Load(),
-		Stale:      c.stale.Load(),
-		UnknownKey: c.unknownKey.Load(),
-		Full:       c.full.Load(),
-	}
+	return c.ctr.Load()
 }
 
 // assertHome guards the control calls.
@@ -396,22 +386,36 @@ func (c *PeerCache) linkFront(k Key) {
 	c.state[k] |= slotListed
 }
 
-// alloc returns a free slot, evicting the least recently entered peer if
-// none is free, or NoKey when every slot is held or fenced.
+// linkBack puts k at the least recently used end of the LRU list.
+func (c *PeerCache) linkBack(k Key) {
+	last := c.lruPrev[0]
+	c.lruPrev[k], c.lruNext[k] = last, 0
+	c.lruNext[last] = k
+	c.lruPrev[0] = k
+	c.state[k] |= slotListed
+}
+
+// alloc returns a free slot, evicting the least recently used peer that
+// is not fenced if none is free, or NoKey when every slot is held or
+// fenced.
 func (c *PeerCache) alloc() Key {
 	if c.nfree == 0 {
+		// A peer entered since the last claim may have its key in a
+		// header nobody has read yet. Such peers gather at the front,
+		// but a cold entry (enterKeyAt) sits at the back, so walk past
+		// fenced ones; the walk is almost always empty.
 		victim := c.lruPrev[0]
-		if victim == 0 || c.stamp[victim] == c.epoch {
-			// Every unheld peer was entered since the last claim (LRU
-			// order means the tail is the oldest): its key may be in a
-			// header that nobody has read yet.
+		for victim != 0 && c.stamp[victim] == c.epoch {
+			victim = c.lruPrev[victim]
+		}
+		if victim == 0 {
 			return NoKey
 		}
 		if c.onEvict != nil {
 			c.onEvict(&c.slots[victim])
 		}
 		c.release(victim)
-		c.evicted.Add(1)
+		counter.Inc(&c.ctr.V.Evicted)
 	}
 	c.nfree--
 	return c.free[c.nfree]
@@ -446,13 +450,28 @@ func (c *PeerCache) enter(raw *[AddrLen]byte) (*Peer, error) {
 // enterKey is enter for callers that only need the key, which it finds
 // without touching the bulky slot.
 func (c *PeerCache) enterKey(raw *[AddrLen]byte) (Key, error) {
+	return c.enterKeyAt(raw, false)
+}
+
+// enterKeyAt is enterKey with a choice of where a peer goes in the LRU
+// order. A cold entry (the sender of a multicast datagram, which may
+// never be heard from again) goes to the least recently used end, and a
+// peer already known keeps its place: on a subnet of more hosts than
+// keys, the senders of broadcasts then take each other's slots instead of
+// pushing out the peers this host talks to. Either way the key is fenced
+// until the next claim, as its header is not read yet.
+func (c *PeerCache) enterKeyAt(raw *[AddrLen]byte, cold bool) (Key, error) {
 	k, home, tag := c.locate(raw)
 	if k != NoKey {
-		c.touch(k)
+		if cold {
+			c.stamp[k] = c.epoch
+		} else {
+			c.touch(k)
+		}
 		return k, nil
 	}
 	if k = c.alloc(); k == NoKey {
-		c.full.Add(1)
+		counter.Inc(&c.ctr.V.Full)
 		return NoKey, c.errFull
 	}
 	p := &c.slots[k]
@@ -463,9 +482,13 @@ func (c *PeerCache) enterKey(raw *[AddrLen]byte) (Key, error) {
 	c.state[k] = slotLive
 	c.stamp[k] = c.epoch
 	c.indexInsert(k)
-	c.linkFront(k)
+	if cold {
+		c.linkBack(k)
+	} else {
+		c.linkFront(k)
+	}
 	c.live.Add(1)
-	c.entered.Add(1)
+	counter.Inc(&c.ctr.V.Entered)
 	return k, nil
 }
 
@@ -510,11 +533,11 @@ func (c *PeerCache) resolve(r Ref) (*Peer, error) {
 	p := &c.slots[r.Key]
 	live := c.isLive(r.Key)
 	if !live && p.gen == r.Gen || r.Key == NoKey {
-		c.unknownKey.Add(1)
+		counter.Inc(&c.ctr.V.UnknownKey)
 		return nil, c.errUnknown
 	}
 	if !live || p.gen != r.Gen {
-		c.stale.Add(1)
+		counter.Inc(&c.ctr.V.Stale)
 		return nil, c.errStale
 	}
 	return p, nil

@@ -93,7 +93,7 @@ func (e *env) star(n int, hc sim.HostConfig) []*sim.Host {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if _, err := e.f.Connect(h, sw, sim.LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(h, sw, sim.CableConfig{}); err != nil {
 			e.t.Fatal(err)
 		}
 		e.hosts = append(e.hosts, h)
@@ -346,4 +346,15 @@ func (r *rawQP) send(dlid ib.LID, qpn ib.QPN, qkey ib.QKey, payload []byte) {
 func (n *node) lid() ib.LID {
 	a, _ := n.dev.QueryPort(1)
 	return a.LID
+}
+
+// newTrio is the three-host star many tests start from: links opened with
+// the default Config on a fresh fabric, joined and settled.
+func newTrio(t *testing.T) (e *env, a, b, c *node) {
+	t.Helper()
+	e = newEnv(t, sim.Config{})
+	hs := e.star(3, sim.HostConfig{})
+	a, b, c = e.open(hs[0], Config{}), e.open(hs[1], Config{}), e.open(hs[2], Config{})
+	e.settle()
+	return e, a, b, c
 }

@@ -3,7 +3,6 @@ package sim
 import (
 	"fmt"
 	"strings"
-	"sync/atomic"
 )
 
 // DropReason says why the fabric discarded a packet or failed a work
@@ -167,26 +166,4 @@ func (c Counters) String() string {
 		sb.WriteByte('}')
 	}
 	return sb.String()
-}
-
-// counterSet is the live, atomically updated form of Counters. Device
-// loops and the fabric loop update it concurrently, and snapshots may be
-// taken from any goroutine.
-type counterSet struct {
-	sent, delivered, duplicated, delayed, reordered atomic.Uint64
-	drops                                           [NumDropReasons]atomic.Uint64
-}
-
-func (s *counterSet) snapshot() Counters {
-	c := Counters{
-		Sent:       s.sent.Load(),
-		Delivered:  s.delivered.Load(),
-		Duplicated: s.duplicated.Load(),
-		Delayed:    s.delayed.Load(),
-		Reordered:  s.reordered.Load(),
-	}
-	for i := range s.drops {
-		c.Drops[i] = s.drops[i].Load()
-	}
-	return c
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
@@ -156,12 +157,12 @@ func (dp *dataPath) close() {
 
 // drop counts a discard on the fabric and on the host it is attributed to.
 func (f *Fabric) drop(r DropReason, p *port, h *Host) {
-	f.counters.drops[r].Add(1)
+	counter.Inc(&f.counters.V.Drops[r])
 	if h == nil && p != nil && !p.node.isSwitch {
 		h = f.hostOf(p.node)
 	}
 	if h != nil {
-		h.counters.drops[r].Add(1)
+		counter.Inc(&h.counters.V.Drops[r])
 	}
 }
 
@@ -177,9 +178,9 @@ func (f *Fabric) take(fr *frame) {
 		}
 		q.sendDone(fr.wrID, ib.StatusSuccess)
 	}
-	f.counters.sent.Add(1)
+	counter.Inc(&f.counters.V.Sent)
 	if h := f.hostOf(fr.src.node); h != nil {
-		h.counters.sent.Add(1)
+		counter.Inc(&h.counters.V.Sent)
 	}
 	if f.capture != nil {
 		// A capture that cannot be written is not worth losing the packet
@@ -443,8 +444,8 @@ func (f *Fabric) deliverUD(h *Host, q *qp, pkt *ib.Packet) {
 		f.drop(r, p, h)
 		return
 	}
-	f.counters.delivered.Add(1)
-	h.counters.delivered.Add(1)
+	counter.Inc(&f.counters.V.Delivered)
+	counter.Inc(&h.counters.V.Delivered)
 }
 
 // deliverMcast hands a multicast packet to every QP of the port attached
@@ -492,8 +493,8 @@ func (f *Fabric) deliverMAD(h *Host, p *port, pkt *ib.Packet, pkIdx int) {
 	case !ok:
 		f.drop(DropNoRecvBuffer, p, h)
 	default:
-		f.counters.delivered.Add(1)
-		h.counters.delivered.Add(1)
+		counter.Inc(&f.counters.V.Delivered)
+		counter.Inc(&h.counters.V.Delivered)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
@@ -145,9 +146,9 @@ func (fi *faultState) admit(fr *frame) {
 		dup := f.dp.get()
 		dup.buf = append(dup.buf[:0], fr.buf...)
 		dup.src = fr.src
-		f.counters.duplicated.Add(1)
+		counter.Inc(&f.counters.V.Duplicated)
 		if h := fr.src.node.host; h != nil {
-			h.counters.duplicated.Add(1)
+			counter.Inc(&h.counters.V.Duplicated)
 		}
 		fi.delay(fr)
 		fi.delay(dup)
@@ -171,9 +172,9 @@ func (fi *faultState) delay(fr *frame) {
 	fr.due = fi.f.loop.Now().Add(d)
 	fr.seq = fi.seq
 	fi.delayed.push(fr)
-	fi.f.counters.delayed.Add(1)
+	counter.Inc(&fi.f.counters.V.Delayed)
 	if h := fr.src.node.host; h != nil {
-		h.counters.delayed.Add(1)
+		counter.Inc(&h.counters.V.Delayed)
 	}
 	fi.delayTmr.ResetAt(fi.delayed[0].due)
 }
@@ -201,9 +202,9 @@ func (fi *faultState) reorder(fr *frame) {
 	}
 	if c := fi.cfg.Reorder; c > 0 && fi.flowRand(fr).Float64() < c {
 		fi.held = fr
-		f.counters.reordered.Add(1)
+		counter.Inc(&f.counters.V.Reordered)
 		if h := fr.src.node.host; h != nil {
-			h.counters.reordered.Add(1)
+			counter.Inc(&h.counters.V.Reordered)
 		}
 		fi.heldTimer.Reset(ReorderHold)
 		return

@@ -14,14 +14,7 @@ import (
 // fuzzEnv is a star of two hosts with endpoints, for one fuzz input.
 func fuzzEnv(t *testing.T) (*env, *ep, *ep) {
 	e := newEnv(t, Config{})
-	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
-	a, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
-	b, _ := e.f.AddHost("b", HostConfig{PortGUIDs: []ib.GUID{0x0002c90300001895}, LIDs: []ib.LID{2}})
-	e.f.Connect(a, sw, LinkConfig{})
-	e.f.Connect(b, sw, LinkConfig{})
-	if err := e.f.Start(); err != nil {
-		t.Fatal(err)
-	}
+	a, b := captureHosts(t, e, 0x0002c90300001895)
 	a.nextQPN, b.nextQPN = 0x405, 0x405
 	return e, e.open(a, ib.QKeyIPoIBDefault), e.open(b, ib.QKeyIPoIBDefault)
 }
@@ -144,12 +137,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	}
 	var capture bytes.Buffer
 	e := newEnv(t, Config{Capture: &capture, MTU: ib.MTU2048, Rate: ib.Rate10Gbps})
-	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
-	ha, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
-	hb, _ := e.f.AddHost("b", HostConfig{PortGUIDs: []ib.GUID{0x0002c90300001895}, LIDs: []ib.LID{2}})
-	e.f.Connect(ha, sw, LinkConfig{})
-	e.f.Connect(hb, sw, LinkConfig{})
-	e.f.Start()
+	ha, hb := captureHosts(t, e, 0x0002c90300001895)
 	ha.nextQPN, hb.nextQPN = 0x405, 0x405
 	a, b := e.open(ha, ib.QKeyIPoIBDefault), e.open(hb, ib.QKeyIPoIBDefault)
 	r, m := createJoin(broadcastMGID, a.gid(), ib.PKeyDefault, ib.QKeyIPoIBDefault)

@@ -70,7 +70,7 @@ func (e *env) star(n int, hc HostConfig) []*Host {
 		if hosts[i], err = e.f.AddHost(fmt.Sprintf("host%d", i), hc); err != nil {
 			e.t.Fatal(err)
 		}
-		if _, err := e.f.Connect(hosts[i], sw, LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(hosts[i], sw, CableConfig{}); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -347,4 +347,29 @@ func unicastAV(lid ib.LID) ib.AddressVector {
 // mcastAV addresses a group.
 func mcastAV(mgid ib.GID, mlid ib.LID) ib.AddressVector {
 	return ib.AddressVector{Port: 1, DLID: mlid, GlobalRoute: true, DGID: mgid}
+}
+
+// captureHosts builds, on e's empty fabric, the subnet of the real-HCA
+// capture (../shared/captures, copied to testdata): host a at LID 4 with
+// the captured port GUID, host b at LID 2 (with port GUID bGUID, or a
+// generated one when zero), both cabled to a switch at LID 1; then starts
+// the SM.
+func captureHosts(t *testing.T, e *env, bGUID ib.GUID) (a, b *Host) {
+	t.Helper()
+	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
+	a, _ = e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
+	bcfg := HostConfig{LIDs: []ib.LID{2}}
+	if bGUID != 0 {
+		bcfg.PortGUIDs = []ib.GUID{bGUID}
+	}
+	b, _ = e.f.AddHost("b", bcfg)
+	for _, h := range []*Host{a, b} {
+		if _, err := e.f.Connect(h, sw, CableConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
 }

@@ -7,6 +7,7 @@ package sim
 // status "method/attribute combination not supported". Fabric loop only.
 
 import (
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
@@ -42,7 +43,7 @@ func (f *Fabric) saReceive(in *port, pkt *ib.Packet, pkIdx int) {
 		f.drop(DropMAD, in, nil)
 		return
 	}
-	f.counters.delivered.Add(1)
+	counter.Inc(&f.counters.V.Delivered)
 	sa := &f.sa
 	req, resp := &sa.req, &sa.resp
 	if err := req.Decode(b); err != nil {

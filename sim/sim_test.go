@@ -18,7 +18,7 @@ func TestBringUp(t *testing.T) {
 	h0, _ := e.f.AddHost("a", HostConfig{})
 	h1, _ := e.f.AddHost("b", HostConfig{LIDs: []ib.LID{0x40}})
 	for _, h := range []*Host{h0, h1} {
-		if _, err := e.f.Connect(h, sw, LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(h, sw, CableConfig{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -226,7 +226,7 @@ func TestSARequests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.f.Connect(h, sw, LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(h, sw, CableConfig{}); err != nil {
 			t.Fatal(err)
 		}
 		return h
@@ -448,14 +448,7 @@ func TestRealSAExchange(t *testing.T) {
 	req, want := captureFrame32(t), captureFrame33(t)
 	var capture bytes.Buffer
 	e := newEnv(t, Config{MTU: ib.MTU2048, Rate: ib.Rate10Gbps, Capture: &capture})
-	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
-	a, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
-	b, _ := e.f.AddHost("b", HostConfig{PortGUIDs: []ib.GUID{0x0002c90300001895}, LIDs: []ib.LID{2}})
-	e.f.Connect(a, sw, LinkConfig{})
-	e.f.Connect(b, sw, LinkConfig{})
-	if err := e.f.Start(); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := captureHosts(t, e, 0x0002c90300001895)
 	x := e.open(a, 1)
 	e.f.sa.psn = 979798
 	e.inject(a, 1, req)
@@ -483,14 +476,7 @@ func TestRealMulticastFrame(t *testing.T) {
 	want := captureFrame5(t)
 	var capture bytes.Buffer
 	e := newEnv(t, Config{MTU: ib.MTU2048, Rate: ib.Rate10Gbps, Capture: &capture})
-	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
-	a, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
-	b, _ := e.f.AddHost("b", HostConfig{LIDs: []ib.LID{2}})
-	e.f.Connect(a, sw, LinkConfig{})
-	e.f.Connect(b, sw, LinkConfig{})
-	if err := e.f.Start(); err != nil {
-		t.Fatal(err)
-	}
+	a, b := captureHosts(t, e, 0)
 	a.nextQPN = 0x405
 	xa, xb := e.open(a, ib.QKeyIPoIBDefault), e.open(b, ib.QKeyIPoIBDefault)
 	xa.qp.(*qp).psn = 8367
@@ -565,4 +551,51 @@ func captureFrame33(t testing.TB) []byte {
 		00 00 00 00 00 02 c9 02 00 24 f6 36 00 02 00 04
 		00 00 00 00 00 80 ff ff 00 00 84 83 92 00 00 00`+zeros(0x90, 0x11c)+`
 		23 53 11 01 c3 67`)
+}
+
+// TestMulticastWithoutGRHDropped settles a suspicion of the hardening
+// issue: that a multicast datagram arriving without a GRH would reach
+// IPoIB, which cannot tell it from unicast (a UD completion carries no
+// DLID, so a receiver keys it to its own address). A multicast packet
+// carries its group's MGID in the GRH, and the fabric, as a real port
+// does, drops one without it as malformed: the member never sees it,
+// while the same datagram with its GRH arrives.
+func TestMulticastWithoutGRHDropped(t *testing.T) {
+	e := newEnv(t, Config{})
+	ha, hb := captureHosts(t, e, 0x0002c90300001895)
+	a, b := e.open(ha, ib.QKeyIPoIBDefault), e.open(hb, ib.QKeyIPoIBDefault)
+	r, m := createJoin(broadcastMGID, a.gid(), ib.PKeyDefault, ib.QKeyIPoIBDefault)
+	g, st := e.join(a, r, m)
+	if st != 0 {
+		t.Fatalf("join: %v", st)
+	}
+	r.PortGID = b.gid()
+	e.join(b, r, m)
+	if err := b.qp.AttachMcast(broadcastMGID, g.MLID); err != nil {
+		t.Fatal(err)
+	}
+	pkt := ib.Packet{
+		LRH:     ib.LRH{LNH: ib.LNHIBALocal, DLID: g.MLID, SLID: ha.ports[1].lid},
+		BTH:     ib.BTH{OpCode: ib.OpUDSendOnly, PKey: ib.PKeyDefault, DestQP: ib.QPNMulticast},
+		DETH:    ib.DETH{QKey: ib.QKeyIPoIBDefault, SrcQP: a.qp.QPN()},
+		Payload: []byte{0x08, 0x06, 0, 0, 'n', 'o', ' ', 'G', 'R', 'H'},
+	}
+	frame, err := pkt.AppendTo(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.f.Counters().Dropped(DropMalformed)
+	e.inject(ha, 1, frame)
+	if len(b.recv) != 0 {
+		t.Fatalf("member received a multicast datagram without a GRH: %+v", b.recv[0].wc)
+	}
+	if e.f.Counters().Dropped(DropMalformed) == before {
+		t.Fatalf("not counted as malformed: %v", e.f.Counters())
+	}
+	// The same datagram with its GRH is delivered: the drop is the GRH's.
+	a.send(mcastAV(broadcastMGID, g.MLID), ib.QPNMulticast, ib.QKeyIPoIBDefault, []byte{0x08, 0x06, 0, 0}, []byte("with GRH"))
+	e.settle()
+	if len(b.recv) != 1 || !b.recv[0].wc.HasGRH {
+		t.Fatalf("member received %d datagrams with their GRH, want 1", len(b.recv))
+	}
 }

@@ -77,7 +77,7 @@ func (ss *simSubnet) build(name string) error {
 		return err
 	}
 	for _, p := range []int{3, 5} {
-		if _, err := f.Connect(swA, swB, sim.LinkConfig{APort: p, BPort: p}); err != nil {
+		if _, err := f.Connect(swA, swB, sim.CableConfig{APort: p, BPort: p}); err != nil {
 			return err
 		}
 	}
@@ -90,7 +90,7 @@ func (ss *simSubnet) build(name string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := f.Connect(host, h.sw, sim.LinkConfig{APort: 1, BPort: h.port}); err != nil {
+		if _, err := f.Connect(host, h.sw, sim.CableConfig{APort: 1, BPort: h.port}); err != nil {
 			return err
 		}
 	}

@@ -255,6 +255,12 @@ func checkLeaseAndPings(t *testing.T, share string) map[string]pingFigures {
 // and byte-identical. It returns the sink's line, or nil after an error.
 func checkXfer(t *testing.T, res []Result) []string {
 	t.Helper()
+	return checkXferBytes(t, res, vmXferBytes)
+}
+
+// checkXferBytes is checkXfer for a transfer of n bytes.
+func checkXferBytes(t *testing.T, res []Result, n int) []string {
+	t.Helper()
 	xfer := map[string][]string{}
 	for _, r := range res {
 		if m := xferRE.FindStringSubmatch(string(r.Log)); m != nil {
@@ -265,7 +271,7 @@ func checkXfer(t *testing.T, res []Result) []string {
 	switch {
 	case src == nil || sink == nil:
 		t.Errorf("no VMXFER lines from both sides (source %v, sink %v)", src != nil, sink != nil)
-	case sink[4] != "true" || sink[3] != src[3] || sink[2] != strconv.Itoa(vmXferBytes):
+	case sink[4] != "true" || sink[3] != src[3] || sink[2] != strconv.Itoa(n):
 		t.Errorf("TCP transfer not byte-identical: source %v, sink %v", src[1:], sink[1:])
 	default:
 		return sink

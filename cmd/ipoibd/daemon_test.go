@@ -68,6 +68,9 @@ func TestDaemonNotifyLogsDown(t *testing.T) {
 	})
 	waitFor(t, 5*time.Second, func() bool { return notified("READY=1") })
 
+	// The client publishes its lease (and Up returns) a moment before
+	// its goroutine logs the event.
+	waitFor(t, 5*time.Second, func() bool { return strings.Contains(errs[1].String(), "DHCP lease bound") })
 	log := errs[1].String()
 	for _, want := range []string{`level=INFO msg="DHCP lease bound"`, "addr=10.7.0.10", "lease_s=", "level=DEBUG"} {
 		if !strings.Contains(log, want) {
@@ -94,6 +97,11 @@ func TestDaemonNotifyLogsDown(t *testing.T) {
 	}
 	if !strings.Contains(errs[1].String(), `msg="DHCP lease released"`) {
 		t.Errorf("client log lacks the release:\n%s", errs[1].String())
+	}
+	// The notification was sent before the teardown; the reader
+	// goroutine may not have picked it up yet.
+	for deadline := time.Now().Add(5 * time.Second); !notified("STOPPING=1") && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
 	}
 	if !notified("STOPPING=1") {
 		t.Errorf("no STOPPING=1 notification; got %q", msgs)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"time"
 
 	"github.com/ipoibd/ipoibd/ib"
@@ -91,14 +90,11 @@ func checkSimFlags(hosts int, pkey string, mtu int, loss, dup, reorder float64, 
 	if hosts < 1 || hosts > 4000 {
 		return opt, fmt.Errorf("--hosts %d: must be between 1 and 4000", hosts)
 	}
-	pk, err := strconv.ParseUint(pkey, 0, 16)
+	pk, err := parsePKey(pkey)
 	if err != nil {
-		return opt, fmt.Errorf("--pkey %q: not a 16-bit number (e.g. 0xffff or 0x8001)", pkey)
+		return opt, err
 	}
-	opt.pkey = ib.PKey(pk) | ib.PKeyFullMember
-	if !opt.pkey.Valid() {
-		return opt, fmt.Errorf("--pkey %q: partition 0 is the invalid P_Key", pkey)
-	}
+	opt.pkey = pk
 	if mtu != 2048 && mtu != 4096 {
 		return opt, fmt.Errorf("--mtu %d: must be 2048 or 4096", mtu)
 	}

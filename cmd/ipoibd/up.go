@@ -8,11 +8,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ipoibd/ipoibd"
@@ -27,11 +26,9 @@ func init() {
 	})
 }
 
-// upContext is the context `up` serves under; tests replace it to stop a
-// daemon without signals.
-var upContext = func() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
+// upContext is the context `up` serves under: SIGINT or SIGTERM ends it
+// (see upSignals). Tests replace it to stop a daemon without signals.
+var upContext = func() (context.Context, context.CancelFunc) { return upSignals(os.Stderr) }
 
 // upOptions are up's flags after validation.
 type upOptions struct {
@@ -46,12 +43,18 @@ type upOptions struct {
 	pcap           string
 	name           string
 	socket         string
+	socketDir      bool // socket is in the default directory, to be checked
+	leaseFile      string
 	joinTimeout    time.Duration
-	log            *slog.Logger
+	// linkDownTimeout, if not zero, ends the daemon once its link has
+	// been down that long (see watchLink).
+	linkDownTimeout time.Duration
+	log             *slog.Logger
+	ways            waysOptions
 }
 
 func runUp(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("up", "--device NAME [--port N] [--pkey P] [--gid-index I] (--dhcp | --addr CIDR) [--dhcp-server RANGE] [--pcap FILE] [--log-level L]", stderr)
+	fs := newFlagSet("up", "--device NAME [--port N] [--pkey P] [--gid-index I] (--dhcp | --addr CIDR) [--dhcp-server RANGE] [--pcap FILE] [--forward SPEC]... [--serve SPEC]... [--socks5 ADDR] [--tun NAME] [--log-level L]", stderr)
 	device := fs.String("device", "", "RDMA device, as NAME or DRIVER:NAME (see 'ipoibd devices')")
 	port := fs.Int("port", 1, "port number on the device")
 	pkey := fs.String("pkey", "0xffff", "partition key of the IPoIB link (full membership is implied)")
@@ -62,8 +65,12 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	dhcpServer := fs.String("dhcp-server", "", "also serve DHCP on the link, handing out FIRST-LAST (needs --addr)")
 	pcap := fs.String("pcap", "", "write the interface's IPoIB traffic to this pcap file")
 	name := fs.String("name", "ib0", "interface name, also the control socket's name")
+	leaseFile := fs.String("lease-file", "", "DHCP lease file: the lease with --dhcp, the bindings with --dhcp-server (default "+defaultStateDir()+"/NAME.lease or NAME.leases)")
 	socket := fs.String("socket", "", "control socket path (default "+defaultSocketDir()+"/NAME.sock)")
 	joinTimeout := fs.Duration("join-timeout", 0, "give up if the link is not up by then (0: keep trying)")
+	var ways waysOptions
+	ways.register(fs)
+	linkDownTimeout := fs.Duration("link-down-timeout", 0, "exit (status 1) once the link has been down this long, for a service manager to restart the daemon and reopen the device (0: wait)")
 	logLevel := fs.String("log-level", "info", "least severe log messages printed on stderr: debug, info, warn or error")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
@@ -78,10 +85,24 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
 		return exitUsage
 	}
-	opt.pcap, opt.name, opt.joinTimeout = *pcap, *name, *joinTimeout
+	opt.pcap, opt.name, opt.joinTimeout, opt.linkDownTimeout = *pcap, *name, *joinTimeout, *linkDownTimeout
+	if opt.linkDownTimeout < 0 {
+		fmt.Fprintln(stderr, "ipoibd up: --link-down-timeout must not be negative")
+		return exitUsage
+	}
+	if err := checkIfName(opt.name); err != nil {
+		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
+		return exitUsage
+	}
+	opt.leaseFile = *leaseFile
+	if opt.leaseFile != "" && !opt.dhcp && opt.dhcpServer == "" {
+		fmt.Fprintln(stderr, "ipoibd up: --lease-file is for --dhcp or --dhcp-server")
+		return exitUsage
+	}
 	opt.socket = *socket
+	opt.ways = ways
 	if opt.socket == "" {
-		opt.socket = defaultSocketDir() + "/" + opt.name + ".sock"
+		opt.socket, opt.socketDir = filepath.Join(defaultSocketDir(), opt.name+".sock"), true
 	}
 	ctx, stop := upContext()
 	defer stop()
@@ -109,14 +130,11 @@ func checkUpFlags(device string, port int, pkey string, gidIndex int, addr, gate
 		return opt, fmt.Errorf("--port %d: ports are numbered 1 to 254", port)
 	}
 	opt.port = port
-	pk, err := strconv.ParseUint(pkey, 0, 16)
+	pk, err := parsePKey(pkey)
 	if err != nil {
-		return opt, fmt.Errorf("--pkey %q: not a 16-bit number (e.g. 0xffff or 0x8001)", pkey)
+		return opt, err
 	}
-	opt.pkey = ib.PKey(pk) | ib.PKeyFullMember
-	if !opt.pkey.Valid() {
-		return opt, fmt.Errorf("--pkey %q: partition 0 is the invalid P_Key", pkey)
-	}
+	opt.pkey = pk
 	if gidIndex < 0 || gidIndex > 255 {
 		return opt, fmt.Errorf("--gid-index %d: must be 0 to 255", gidIndex)
 	}
@@ -216,9 +234,15 @@ func (opt upOptions) config(out io.Writer) ipoibd.Config {
 	if opt.driver != "" {
 		cfg.Device = opt.driver + ":" + opt.device
 	}
+	// The daemon checks addresses on the link before it hands them out
+	// or uses them, and keeps leases across restarts (see leaseFilePath).
+	if opt.dhcp {
+		cfg.DHCPProbe, cfg.DHCPLeaseFile = true, opt.leaseFile
+	}
 	if opt.dhcpServer != "" {
 		first, last, _ := parseRange(opt.dhcpServer, opt.addr)
-		cfg.DHCPServer = &ipoibd.DHCPServer{PoolStart: first, PoolEnd: last, Router: opt.gateway}
+		cfg.DHCPServer = &ipoibd.DHCPServer{PoolStart: first, PoolEnd: last, Router: opt.gateway,
+			LeaseFile: opt.leaseFile, Probe: true}
 	}
 	return cfg
 }
@@ -232,9 +256,17 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		close(finished)
 		if ctl != nil {
 			ctl.waitDown()
+			ctl.release()
 		}
 	}()
 	notify(opt.log, "STATUS=starting")
+	if opt.dhcp || opt.dhcpServer != "" {
+		path, err := leaseFilePath(opt)
+		if err != nil {
+			return err
+		}
+		opt.leaseFile = path
+	}
 	d := &daemon{opt: opt, out: out, finished: finished}
 	ifc, err := ipoibd.New(opt.config(out))
 	if err != nil {
@@ -247,13 +279,17 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	d.ifc = ifc
 	// Closing the interface releases the lease, leaves the groups and
 	// closes the device.
-	defer ifc.Close()
+	defer func() {
+		teardownHook()
+		ifc.Close()
+	}()
 	// The control socket opens before the join, so `ipoibd stats` can
 	// show the join retries of a daemon stuck without an SM, and `ipoibd
 	// down` can stop it.
 	ctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	srv, err := listenControl(opt.socket, d, stopRun)
+	go shutdownWatchdog(ctx, finished, opt.log)
+	srv, err := listenControl(opt.socket, opt.socketDir, d, stopRun, opt.log.Warn)
 	if err != nil {
 		return err
 	}
@@ -272,20 +308,37 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		}
 		return err
 	}
+	ws, err := startWays(opt.ways, ifc, out, opt.log)
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
 	d.ready.Store(true)
 	defer d.ready.Store(false)
 	fmt.Fprintf(out, "%s: ready\n", opt.name)
 	notify(opt.log, "READY=1\nSTATUS=serving on "+opt.socket)
+	var linkErr error
+	if opt.linkDownTimeout > 0 {
+		linkErr = watchLink(ctx, ifc, opt.linkDownTimeout)
+		stopRun()
+	}
 	<-ctx.Done()
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
 	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
-	return nil
+	return linkErr
 }
 
-// defaultSocketDir is where control sockets live unless --socket says.
-func defaultSocketDir() string {
-	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
-		return dir + "/ipoibd"
+// parsePKey reads a --pkey value: a 16-bit number, decimal or 0x hex, with
+// the full-member bit added (a daemon joins as a full member, RFC 4391
+// section 5) and partition 0, the invalid P_Key, refused.
+func parsePKey(s string) (ib.PKey, error) {
+	pk, err := strconv.ParseUint(s, 0, 16)
+	if err != nil {
+		return 0, fmt.Errorf("--pkey %q: not a 16-bit number (e.g. 0xffff or 0x8001)", s)
 	}
-	return fmt.Sprintf("%s/ipoibd-%d", os.TempDir(), os.Getuid())
+	p := ib.PKey(pk) | ib.PKeyFullMember
+	if !p.Valid() {
+		return 0, fmt.Errorf("--pkey %q: partition 0 is the invalid P_Key", s)
+	}
+	return p, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -104,10 +103,10 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatal(err)
 	}
-	if n := st.Netdev["tx_ok"]; n < 3 {
+	if n := st.Netdev.Count("tx_ok"); n < 3 {
 		t.Errorf("stats tx_ok %d after 3 pings: %s", n, stdout)
 	}
-	if n := st.Netdev["rx_ok"]; n < 3 {
+	if n := st.Netdev.Count("rx_ok"); n < 3 {
 		t.Errorf("stats rx_ok %d after 3 pings", n)
 	}
 	checkJSONConvention(t, "stats", stdout)
@@ -130,6 +129,7 @@ func TestUpBadInput(t *testing.T) {
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--dhcp-server", "10.0.0.9-10.0.0.2"}, exitUsage, "last address before the first"},
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--dhcp-server", "10.0.1.2-10.0.1.9"}, exitUsage, "outside 10.0.0.0/24"},
 		{[]string{"up", "--device", "x", "--addr", "10.0.0.5/24", "--dhcp-server", "10.0.0.2-10.0.0.9"}, exitUsage, "server's own address"},
+		{[]string{"up", "--device", "x", "--addr", "10.0.0.1/24", "--lease-file", "/tmp/x"}, exitUsage, "--lease-file is for --dhcp or --dhcp-server"},
 		{[]string{"up", "--device", "nosuchdev0", "--addr", "10.0.0.1/24"}, exitFailure, `unknown device "nosuchdev0"`},
 		{[]string{"up", "--device", "nodriver:x", "--addr", "10.0.0.1/24"}, exitFailure, "unknown driver"},
 		{[]string{"ping", "--socket", "/nonexistent/sock", "10.0.0.1"}, exitUsage, "is 'ipoibd up' running?"},
@@ -200,7 +200,7 @@ func TestUpWithoutSM(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatal(err)
 	}
-	if n, ok := st.Netdev["ipoib_joins"]; !ok || n != 0 {
+	if n, ok := st.Netdev.Get("ipoib_joins"); !ok || n != 0 {
 		t.Errorf("ipoib_joins = %d (%v) with no SM", n, ok)
 	}
 	if code, _, stderr := runCLI(t, "ping", "--socket", sock, "10.8.0.2"); code != exitUsage || !strings.Contains(stderr, "not configured yet") {
@@ -222,20 +222,20 @@ func TestUpWithoutSM(t *testing.T) {
 // startFabric runs a star of n simulated hosts named name on a loop of its
 // own until the test ends; setup, if given, runs on the loop once the
 // fabric is built. The daemons under test find the hosts through the sim
-// driver as "sim:NAME/hostI".
-func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error) {
+// driver as "sim:NAME/hostI". It returns a function that runs fn on the
+// fabric's loop and returns its error, for tests that change the fabric
+// later.
+func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error) func(fn func(*sim.Fabric) error) error {
 	t.Helper()
 	loop, err := aio.New(aio.WithName("fabric"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	loopDone := make(chan struct{})
-	go func() { defer close(loopDone); loop.Run(ctx) }()
+	stop := loop.Start()
 	onLoop := func(fn func()) {
-		done := make(chan struct{})
-		loop.ScheduleOneshot("test", func() { fn(); close(done) })
-		<-done
+		if err := loop.Call("test", fn); err != nil {
+			t.Error(err)
+		}
 	}
 	var f *sim.Fabric
 	onLoop(func() {
@@ -247,11 +247,16 @@ func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error
 		if f != nil {
 			onLoop(func() { f.Close() })
 		}
-		cancel()
-		<-loopDone
-		loop.Close()
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	return func(fn func(*sim.Fabric) error) error {
+		var err error
+		onLoop(func() { err = fn(f) })
+		return err
 	}
 }

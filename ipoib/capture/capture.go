@@ -210,6 +210,17 @@ func (w *Writer) WriteTransmit(ts time.Time, dst ipoib.Addr, etherType uint16, p
 	return w.WriteFrame(ts, &Frame{Form: FormAddress, Dest: dst, EtherType: etherType, Payload: payload})
 }
 
+// WriteReceiveFrom writes a packet received from src for dst (the
+// interface's own address, or a group's), in the GRH form, with the GRH
+// rebuilt from the two addresses: SGID from the source, DGID from the
+// destination. That is all a GRH-form capture keeps of the wire GRH
+// besides traffic class and flow label, which are left zero; it is what
+// a layer above the driver, which never sees the wire GRH, can write.
+func (w *Writer) WriteReceiveFrom(ts time.Time, src, dst ipoib.Addr, etherType uint16, payload []byte) error {
+	grh := ib.GRH{IPVer: ib.GRHIPVer, SGID: src.GID, DGID: dst.GID}
+	return w.WriteReceive(ts, &grh, src.QPN, etherType, payload)
+}
+
 // WriteReceive writes a packet received from srcQPN, in the GRH form; see
 // AppendReceive for what grh should hold.
 func (w *Writer) WriteReceive(ts time.Time, grh *ib.GRH, srcQPN ib.QPN, etherType uint16, payload []byte) error {

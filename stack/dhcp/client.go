@@ -13,10 +13,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/counter"
 )
 
 // Retransmission defaults of RFC 2131 section 4.1: the first wait 4 s,
@@ -38,168 +36,12 @@ const (
 	// before it starts over (RFC 2131 section 3.1 step 5: at least ten
 	// seconds, so a misconfigured network does not loop at line rate).
 	DefaultDeclineWait = 10 * time.Second
+	// rebootTries is how many REQUESTs the client sends in INIT-REBOOT
+	// before it falls back to INIT (asking, in its DISCOVER, for the
+	// same address): a server with no record of the client stays
+	// silent (RFC 2131 section 4.3.2), so waiting long buys nothing.
+	rebootTries = 2
 )
-
-// serverBroadcast is where a client sends when it does not know (or may
-// not use) its server: the limited broadcast address, server port.
-var serverBroadcast = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), ServerPort)
-
-// requestedOptions is the parameter request list (option 55) the client
-// sends: what Lease holds.
-var requestedOptions = []dhcpv4.OptionCode{
-	dhcpv4.OptionSubnetMask,
-	dhcpv4.OptionRouter,
-	dhcpv4.OptionDomainNameServer,
-	dhcpv4.OptionDomainName,
-	dhcpv4.OptionIPAddressLeaseTime,
-	dhcpv4.OptionRenewTimeValue,
-	dhcpv4.OptionRebindingTimeValue,
-}
-
-// Backoff shapes retransmission in SELECTING and REQUESTING: the n-th
-// wait (from 0) is Initial<<n, capped at Max, plus a uniform random
-// offset in [-Jitter, +Jitter]. Zero fields take the RFC 2131 defaults
-// (a negative Jitter means none); tests shrink them to milliseconds.
-type Backoff struct {
-	Initial, Max, Jitter time.Duration
-}
-
-// ClientConfig configures a Client.
-type ClientConfig struct {
-	// Stack and NIC name the gVisor NIC to configure. Required. The NIC
-	// must carry IPv4 and UDP; it need not have an address.
-	Stack *gvstack.Stack
-	NIC   tcpip.NICID
-	// GUID is the port GUID the client identifier is derived from (see
-	// NewClientID). Required.
-	GUID ib.GUID
-	// IAID goes into the client identifier; zero means DefaultIAID(GUID).
-	IAID uint32
-	// Hostname, if set, is sent as option 12.
-	Hostname string
-	// Clock drives every timer; nil means SystemClock.
-	Clock Clock
-	// Backoff shapes retransmission; see Backoff.
-	Backoff Backoff
-	// RequestTries is how many REQUESTs to send for one offer; zero
-	// means DefaultRequestTries.
-	RequestTries int
-	// RenewMin is the shortest retransmission wait while renewing or
-	// rebinding; zero means DefaultRenewMin.
-	RenewMin time.Duration
-	// DeclineWait is the pause after a DECLINE; zero means
-	// DefaultDeclineWait.
-	DeclineWait time.Duration
-	// Probe, if set, is asked whether an acknowledged address is already
-	// in use (an ARP probe, RFC 2131 section 4.4.1 and RFC 5227) before
-	// the client configures it; true makes the client DECLINE it. It
-	// runs on its own goroutine and must return soon after ctx ends. An
-	// error counts as "not in use": a failed probe is no evidence of a
-	// conflict.
-	Probe func(ctx context.Context, addr netip.Addr) (inUse bool, err error)
-	// OnEvent, if set, is called on the client's goroutine for every
-	// Event. It must not block or call Stop; reading Lease and State is
-	// fine.
-	OnEvent func(Event)
-	// Seed, if non-zero, seeds transaction IDs and jitter, for tests
-	// that replay exact messages. Zero draws a seed from crypto/rand.
-	Seed uint64
-	// Logf, if set, receives one line per notable step.
-	Logf func(format string, args ...any)
-}
-
-// State is where the client is in the state machine of RFC 2131 section
-// 4.4, figure 5, plus Probing (between ACK and BOUND while the Probe hook
-// runs) and Stopped.
-type State int
-
-// Client states.
-const (
-	StateInit State = iota
-	StateSelecting
-	StateRequesting
-	StateProbing
-	StateBound
-	StateRenewing
-	StateRebinding
-	StateStopped
-)
-
-var stateNames = [...]string{"INIT", "SELECTING", "REQUESTING", "PROBING", "BOUND", "RENEWING", "REBINDING", "STOPPED"}
-
-// String returns the RFC's name of the state.
-func (s State) String() string {
-	if s >= 0 && int(s) < len(stateNames) {
-		return stateNames[s]
-	}
-	return fmt.Sprintf("State(%d)", int(s))
-}
-
-// EventKind says what changed.
-type EventKind int
-
-// Event kinds.
-const (
-	// EventBound: a lease was acquired and configured.
-	EventBound EventKind = iota
-	// EventRenewed: the lease was extended by renewal or rebinding.
-	EventRenewed
-	// EventExpired: the lease ran out; the address is gone.
-	EventExpired
-	// EventNak: a server refused; the client starts over (any address
-	// it held is gone).
-	EventNak
-	// EventDeclined: the Probe hook found the address in use; the client
-	// declined it.
-	EventDeclined
-	// EventReleased: Stop released the lease; the address is gone.
-	EventReleased
-)
-
-var eventNames = [...]string{"bound", "renewed", "expired", "nak", "declined", "released"}
-
-// String names the kind.
-func (k EventKind) String() string {
-	if k >= 0 && int(k) < len(eventNames) {
-		return eventNames[k]
-	}
-	return fmt.Sprintf("EventKind(%d)", int(k))
-}
-
-// Event reports a change of the client's lease.
-type Event struct {
-	Kind EventKind
-	// Lease is the lease concerned: the new one for Bound and Renewed,
-	// the one lost or declined for the others (zero for a NAK in
-	// REQUESTING).
-	Lease Lease
-	// At is the client clock's time of the change.
-	At time.Time
-}
-
-// ClientStats counts a client's traffic.
-type ClientStats struct {
-	Discovers, Requests, Declines, Releases uint64
-	Offers, Acks, Naks                      uint64
-	// Retransmits counts DISCOVERs and REQUESTs sent again.
-	Retransmits uint64
-	// Malformed counts undecodable messages; Ignored counts decodable
-	// ones not meant for this client or this state.
-	Malformed, Ignored uint64
-	// SendErrors counts messages gVisor would not send.
-	SendErrors uint64
-	// ConfigErrors counts failures to change the NIC.
-	ConfigErrors uint64
-}
-
-// clientCounters is ClientStats as atomics.
-type clientCounters struct {
-	discovers, requests, declines, releases atomic.Uint64
-	offers, acks, naks                      atomic.Uint64
-	retransmits                             atomic.Uint64
-	malformed, ignored                      atomic.Uint64
-	sendErrors, configErrors                atomic.Uint64
-}
 
 // eventKind tags what the client's goroutine is woken for.
 type evKind int
@@ -236,7 +78,7 @@ type Client struct {
 	start   sync.Once
 	stop    sync.Once
 
-	stats clientCounters
+	stats counter.Block[ClientStats]
 	// curXID mirrors xid for the socket goroutine's filter.
 	curXID atomic.Uint32
 
@@ -250,6 +92,7 @@ type Client struct {
 	offer     *dhcpv4.DHCPv4
 	lease     *Lease
 	pending   *Lease // acknowledged, being probed
+	reboot    *Lease // the lease file's, asked for in REBOOTING
 	prevAddr  netip.Addr
 	timer     Timer
 	timerGen  uint64
@@ -286,12 +129,8 @@ func newClient(cfg ClientConfig, tr transport, netc netConfig) *Client {
 	if cfg.IAID == 0 {
 		cfg.IAID = DefaultIAID(cfg.GUID)
 	}
-	if cfg.Backoff.Initial <= 0 {
-		cfg.Backoff.Initial = DefaultBackoffInitial
-	}
-	if cfg.Backoff.Max <= 0 {
-		cfg.Backoff.Max = DefaultBackoffMax
-	}
+	defaultTo(&cfg.Backoff.Initial, DefaultBackoffInitial)
+	defaultTo(&cfg.Backoff.Max, DefaultBackoffMax)
 	if cfg.Backoff.Max < cfg.Backoff.Initial {
 		cfg.Backoff.Max = cfg.Backoff.Initial
 	}
@@ -300,15 +139,9 @@ func newClient(cfg ClientConfig, tr transport, netc netConfig) *Client {
 	} else if cfg.Backoff.Jitter == 0 {
 		cfg.Backoff.Jitter = DefaultBackoffJitter
 	}
-	if cfg.RequestTries <= 0 {
-		cfg.RequestTries = DefaultRequestTries
-	}
-	if cfg.RenewMin <= 0 {
-		cfg.RenewMin = DefaultRenewMin
-	}
-	if cfg.DeclineWait <= 0 {
-		cfg.DeclineWait = DefaultDeclineWait
-	}
+	defaultTo(&cfg.RequestTries, DefaultRequestTries)
+	defaultTo(&cfg.RenewMin, DefaultRenewMin)
+	defaultTo(&cfg.DeclineWait, DefaultDeclineWait)
 	seed := cfg.Seed
 	if seed == 0 {
 		var b [8]byte
@@ -348,7 +181,7 @@ func (c *Client) Start() error {
 			c.sock, c.tr = k, k
 		}
 		if e := c.netc.ensureSource(); e != nil {
-			c.stats.configErrors.Add(1)
+			counter.Inc(&c.stats.V.ConfigErrors)
 			c.logf("%v", e)
 		}
 		if c.sock != nil {
@@ -416,51 +249,18 @@ func (c *Client) WaitBound(ctx context.Context) (Lease, error) {
 
 // Stats returns the client's counters.
 func (c *Client) Stats() ClientStats {
-	s := &c.stats
-	return ClientStats{
-		Discovers: s.discovers.Load(), Requests: s.requests.Load(),
-		Declines: s.declines.Load(), Releases: s.releases.Load(),
-		Offers: s.offers.Load(), Acks: s.acks.Load(), Naks: s.naks.Load(),
-		Retransmits: s.retransmits.Load(),
-		Malformed:   s.malformed.Load(), Ignored: s.ignored.Load(),
-		SendErrors: s.sendErrors.Load(), ConfigErrors: s.configErrors.Load(),
-	}
-}
-
-// deliver queues a received datagram for the client's goroutine. It
-// copies b (the socket reuses it) and drops the datagram when the queue
-// is full: DHCP retransmits, and a flood must not stall the receiver.
-//
-// Replies to the server broadcast reach every client on the link, so on
-// a busy fabric most of what arrives is other clients' OFFERs and ACKs.
-// Those are recognised by their transaction ID (bytes 4 to 7, RFC 2131
-// section 2) before anything is copied or queued, lest they crowd out
-// the client's own reply.
-func (c *Client) deliver(b []byte, _ netip.AddrPort) {
-	if len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) != c.curXID.Load() {
-		c.stats.ignored.Add(1)
-		return
-	}
-	select {
-	case c.events <- event{kind: evRx, data: bytes.Clone(b)}:
-	default:
-		c.stats.ignored.Add(1)
-	}
-}
-
-// post queues ev, waiting for room unless the client is stopping.
-func (c *Client) post(ev event) {
-	select {
-	case c.events <- ev:
-	case <-c.stopReq:
-	}
+	return c.stats.Load()
 }
 
 // run is the client's goroutine.
 func (c *Client) run() {
 	defer close(c.exited)
 	c.began = c.clock.Now()
-	c.enterInit()
+	if l, ok := c.loadLease(c.began); ok {
+		c.enterReboot(l)
+	} else {
+		c.enterInit()
+	}
 	for {
 		select {
 		case ev := <-c.events:
@@ -500,7 +300,7 @@ func (c *Client) shutdown() {
 		c.emit(EventReleased, l)
 	}
 	if err := c.netc.dropSource(); err != nil {
-		c.stats.configErrors.Add(1)
+		counter.Inc(&c.stats.V.ConfigErrors)
 		c.logf("%v", err)
 	}
 	if c.sock != nil {
@@ -590,8 +390,20 @@ func (c *Client) tick() {
 		c.enterInit()
 	case StateSelecting:
 		c.attempt++
-		c.stats.retransmits.Add(1)
+		counter.Inc(&c.stats.V.Retransmits)
 		c.sendDiscover()
+		c.armIn(c.backoff())
+	case StateRebooting:
+		c.attempt++
+		if c.attempt >= rebootTries {
+			c.logf("no answer to %d REQUESTs for %v in INIT-REBOOT, starting over", c.attempt, c.reboot.Addr)
+			c.prevAddr = c.reboot.Addr.Addr()
+			c.reboot = nil
+			c.enterInit()
+			return
+		}
+		counter.Inc(&c.stats.V.Retransmits)
+		c.sendRebootRequest()
 		c.armIn(c.backoff())
 	case StateRequesting:
 		c.attempt++
@@ -600,7 +412,7 @@ func (c *Client) tick() {
 			c.enterInit()
 			return
 		}
-		c.stats.retransmits.Add(1)
+		counter.Inc(&c.stats.V.Retransmits)
 		c.sendSelectingRequest()
 		c.armIn(c.backoff())
 	case StateBound, StateRenewing, StateRebinding:
@@ -629,7 +441,7 @@ func (c *Client) leaseTick() {
 			c.reqSent = now
 			c.setState(StateRebinding)
 		} else {
-			c.stats.retransmits.Add(1)
+			counter.Inc(&c.stats.V.Retransmits)
 		}
 		c.sendLeaseRequest(serverBroadcast)
 		c.armAt(c.retryAt(now, l.Expiry()))
@@ -639,7 +451,7 @@ func (c *Client) leaseTick() {
 			c.reqSent = now
 			c.setState(StateRenewing)
 		} else {
-			c.stats.retransmits.Add(1)
+			counter.Inc(&c.stats.V.Retransmits)
 		}
 		c.sendLeaseRequest(netip.AddrPortFrom(l.ServerID, ServerPort))
 		c.armAt(c.retryAt(now, l.RebindAt()))
@@ -669,9 +481,23 @@ func (c *Client) newXID() {
 	c.curXID.Store(x)
 }
 
+// enterReboot asks for l, the lease of an earlier run, again (RFC 2131
+// section 3.2 and 4.4.2, INIT-REBOOT): a REQUEST with the address in
+// option 50 and no server identifier.
+func (c *Client) enterReboot(l *Lease) {
+	c.offer, c.pending, c.reboot = nil, nil, l
+	c.attempt = 0
+	c.newXID()
+	c.reqSent = c.clock.Now()
+	c.setState(StateRebooting)
+	c.logf("asking for %v again (INIT-REBOOT)", l.Addr)
+	c.sendRebootRequest()
+	c.armIn(c.backoff())
+}
+
 // enterInit starts acquisition: a new transaction and a DISCOVER.
 func (c *Client) enterInit() {
-	c.offer, c.pending = nil, nil
+	c.offer, c.pending, c.reboot = nil, nil, nil
 	c.attempt = 0
 	c.began = c.clock.Now()
 	c.newXID()
@@ -687,265 +513,14 @@ func (c *Client) dropLease() {
 	l := c.lease
 	c.lease = nil
 	c.prevAddr = l.Addr.Addr()
+	c.forgetLease()
 	if err := c.netc.deconfigure(l); err != nil {
-		c.stats.configErrors.Add(1)
+		counter.Inc(&c.stats.V.ConfigErrors)
 		c.logf("%v", err)
 	}
 	if err := c.netc.ensureSource(); err != nil {
-		c.stats.configErrors.Add(1)
+		counter.Inc(&c.stats.V.ConfigErrors)
 		c.logf("%v", err)
 	}
 	c.setState(c.state)
-}
-
-// bind configures l and enters BOUND. A renewal that kept the address
-// and router leaves the NIC alone; one that changed them replaces the old
-// configuration (and counts as a new binding if the address changed).
-func (c *Client) bind(l *Lease, renewed bool) {
-	if old := c.lease; old != nil && (old.Addr != l.Addr || old.Router != l.Router) {
-		renewed = renewed && old.Addr == l.Addr
-		c.lease = nil
-		if err := c.netc.deconfigure(old); err != nil {
-			c.stats.configErrors.Add(1)
-			c.logf("%v", err)
-		}
-	}
-	if c.lease == nil {
-		if err := c.netc.configure(l); err != nil {
-			c.stats.configErrors.Add(1)
-			c.logf("%v", err)
-		}
-	}
-	c.lease, c.pending, c.offer = l, nil, nil
-	c.setState(StateBound)
-	if renewed {
-		c.logf("renewed %v", l)
-		c.emit(EventRenewed, l)
-	} else {
-		c.logf("bound %v", l)
-		c.emit(EventBound, l)
-	}
-	c.leaseTick()
-}
-
-// --- receiving ---
-
-// handleMessage processes one datagram from the server port. Nothing in
-// it may panic on any input: it is fuzzed (FuzzClientHandle).
-func (c *Client) handleMessage(b []byte) {
-	m, err := decode(b)
-	if err != nil {
-		c.stats.malformed.Add(1)
-		return
-	}
-	if m.OpCode != dhcpv4.OpcodeBootReply || m.TransactionID != c.xid {
-		c.stats.ignored.Add(1)
-		return
-	}
-	// RFC 6842 servers echo the client identifier; a reply carrying
-	// someone else's is for someone else, whatever its xid.
-	if id := m.Options.Get(dhcpv4.OptionClientIdentifier); id != nil && !bytes.Equal(id, c.id) {
-		c.stats.ignored.Add(1)
-		return
-	}
-	switch mt := m.MessageType(); {
-	case mt == dhcpv4.MessageTypeOffer && c.state == StateSelecting:
-		c.handleOffer(m)
-	case mt == dhcpv4.MessageTypeAck && c.state == StateRequesting:
-		c.handleSelectingAck(m)
-	case mt == dhcpv4.MessageTypeNak && c.state == StateRequesting:
-		if !sameServer(m, addrOf(c.offer.ServerIdentifier())) {
-			c.stats.ignored.Add(1)
-			return
-		}
-		c.stats.naks.Add(1)
-		c.logf("NAK for %v from %v: %q", c.offer.YourIPAddr, c.offer.ServerIdentifier(), m.Message())
-		c.emit(EventNak, nil)
-		c.enterInit()
-	case mt == dhcpv4.MessageTypeAck && (c.state == StateRenewing || c.state == StateRebinding):
-		l, err := leaseFromAck(m, c.reqSent)
-		if err != nil {
-			c.stats.malformed.Add(1)
-			return
-		}
-		c.stats.acks.Add(1)
-		c.bind(l, true)
-	case mt == dhcpv4.MessageTypeNak && (c.state == StateRenewing || c.state == StateRebinding):
-		c.stats.naks.Add(1)
-		l := c.lease
-		c.logf("NAK renewing %v: %q", l.Addr, m.Message())
-		c.dropLease()
-		c.emit(EventNak, l)
-		c.enterInit()
-	default:
-		c.stats.ignored.Add(1)
-	}
-}
-
-// sameServer reports whether m comes from server, judged by its server
-// identifier; a message without one is given the benefit of the doubt.
-func sameServer(m *dhcpv4.DHCPv4, server netip.Addr) bool {
-	sid := m.Options.Get(dhcpv4.OptionServerIdentifier)
-	return sid == nil || addrOf(sid) == server
-}
-
-// handleOffer takes the first usable offer (RFC 2131 section 4.4.1 lets
-// the client choose; waiting for more buys nothing on a fabric with one
-// server) and requests it.
-func (c *Client) handleOffer(m *dhcpv4.DHCPv4) {
-	if !isUsableUnicast(addrOf(m.YourIPAddr)) || !isUsableUnicast(addrOf(m.ServerIdentifier())) {
-		c.stats.malformed.Add(1)
-		return
-	}
-	c.stats.offers.Add(1)
-	c.offer = m
-	c.attempt = 0
-	c.reqSent = c.clock.Now()
-	c.setState(StateRequesting)
-	c.sendSelectingRequest()
-	c.armIn(c.backoff())
-}
-
-// handleSelectingAck checks an ACK against the offer requested and binds
-// it, after the Probe hook when there is one.
-func (c *Client) handleSelectingAck(m *dhcpv4.DHCPv4) {
-	if !sameServer(m, addrOf(c.offer.ServerIdentifier())) || !m.YourIPAddr.Equal(c.offer.YourIPAddr) {
-		c.stats.ignored.Add(1)
-		return
-	}
-	l, err := leaseFromAck(m, c.reqSent)
-	if err != nil {
-		c.stats.malformed.Add(1)
-		return
-	}
-	c.stats.acks.Add(1)
-	c.stopTimer()
-	if c.cfg.Probe == nil {
-		c.bind(l, false)
-		return
-	}
-	c.pending = l
-	c.setState(StateProbing)
-	ctx, cancel := context.WithCancel(context.Background())
-	c.probeStop = cancel
-	c.probeGen++
-	gen, probe, addr := c.probeGen, c.cfg.Probe, l.Addr.Addr()
-	go func() {
-		inUse, err := probe(ctx, addr)
-		if err != nil {
-			inUse = false
-		}
-		c.post(event{kind: evProbe, gen: gen, inUse: inUse})
-	}()
-}
-
-// probeDone binds the probed lease, or declines it and pauses.
-func (c *Client) probeDone(inUse bool) {
-	c.cancelProbe()
-	l := c.pending
-	if !inUse {
-		c.bind(l, false)
-		return
-	}
-	c.logf("%v is in use, declining it", l.Addr.Addr())
-	c.sendDecline(l)
-	c.pending, c.offer = nil, nil
-	c.emit(EventDeclined, l)
-	c.setState(StateInit)
-	c.armIn(c.cfg.DeclineWait)
-}
-
-// cancelProbe ends a running probe.
-func (c *Client) cancelProbe() {
-	if c.probeStop != nil {
-		c.probeStop()
-		c.probeStop = nil
-	}
-	c.probeGen++
-}
-
-// --- sending ---
-
-// message starts a client message of type mt in the current transaction
-// with what every one carries: the RFC 4390 fields and option 61.
-func (c *Client) message(mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
-	m := newIPoIBMessage(dhcpv4.OpcodeBootRequest, c.xid, mt)
-	m.UpdateOption(dhcpv4.OptClientIdentifier(c.id))
-	secs := c.clock.Now().Sub(c.began) / time.Second
-	m.NumSeconds = uint16(min(max(secs, 0), 0xffff))
-	return m
-}
-
-// withParams adds the parameter request list and hostname.
-func (c *Client) withParams(m *dhcpv4.DHCPv4) {
-	m.UpdateOption(dhcpv4.OptParameterRequestList(requestedOptions...))
-	if c.cfg.Hostname != "" {
-		m.UpdateOption(dhcpv4.OptHostName(c.cfg.Hostname))
-	}
-}
-
-// sendDiscover broadcasts a DISCOVER (RFC 2131 section 4.4.1).
-func (c *Client) sendDiscover() {
-	m := c.message(dhcpv4.MessageTypeDiscover)
-	c.withParams(m)
-	if c.prevAddr.IsValid() {
-		m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(c.prevAddr)))
-	}
-	c.stats.discovers.Add(1)
-	c.transmit(m, serverBroadcast)
-}
-
-// sendSelectingRequest broadcasts the REQUEST that accepts c.offer:
-// ciaddr zero, the offered address in option 50 and the chosen server in
-// option 54, so the other servers learn they were not chosen (RFC 2131
-// section 4.3.2, SELECTING).
-func (c *Client) sendSelectingRequest() {
-	m := c.message(dhcpv4.MessageTypeRequest)
-	c.withParams(m)
-	m.UpdateOption(dhcpv4.OptRequestedIPAddress(c.offer.YourIPAddr))
-	m.UpdateOption(dhcpv4.OptServerIdentifier(c.offer.ServerIdentifier()))
-	c.stats.requests.Add(1)
-	c.transmit(m, serverBroadcast)
-}
-
-// sendLeaseRequest sends the REQUEST of RENEWING (unicast to the server)
-// or REBINDING (broadcast): ciaddr set, neither option 50 nor 54 (RFC
-// 2131 section 4.3.2).
-func (c *Client) sendLeaseRequest(dst netip.AddrPort) {
-	m := c.message(dhcpv4.MessageTypeRequest)
-	c.withParams(m)
-	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
-	c.stats.requests.Add(1)
-	c.transmit(m, dst)
-}
-
-// sendDecline broadcasts a DECLINE of l (RFC 2131 section 4.4.4):
-// ciaddr zero, the address in option 50, a fresh xid.
-func (c *Client) sendDecline(l *Lease) {
-	c.newXID()
-	m := c.message(dhcpv4.MessageTypeDecline)
-	m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(l.Addr.Addr())))
-	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(l.ServerID)))
-	c.stats.declines.Add(1)
-	c.transmit(m, serverBroadcast)
-}
-
-// sendRelease unicasts a RELEASE of the lease to its server (RFC 2131
-// section 4.4.6).
-func (c *Client) sendRelease() {
-	c.newXID()
-	m := c.message(dhcpv4.MessageTypeRelease)
-	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
-	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(c.lease.ServerID)))
-	c.stats.releases.Add(1)
-	c.transmit(m, netip.AddrPortFrom(c.lease.ServerID, ServerPort))
-}
-
-// transmit encodes and sends m; a failure is counted and logged, and the
-// retransmission timer tries again.
-func (c *Client) transmit(m *dhcpv4.DHCPv4, dst netip.AddrPort) {
-	if err := c.tr.send(m.ToBytes(), dst); err != nil {
-		c.stats.sendErrors.Add(1)
-		c.logf("%v", err)
-	}
 }

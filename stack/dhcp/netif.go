@@ -21,10 +21,14 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// maxDatagram bounds a received DHCP message. Messages are at least 300
-// bytes and rarely above 576; 1500 leaves room for option overload
-// without a jumbo buffer per socket.
-const maxDatagram = 1500
+// maxDatagram bounds a received DHCP message: the largest UDP payload
+// an IPoIB link carries unfragmented (the 4092-byte IP MTU of a 4096-byte
+// IB MTU, less the IPv4 and UDP headers). Messages are at least 300 bytes
+// and rarely above 576, but a server with many options may send more than
+// an Ethernet-sized buffer holds, and a message cut short loses its last
+// options. A longer datagram is dropped whole (and counted malformed),
+// never read in part.
+const maxDatagram = 4092 - 20 - 8
 
 // transport sends DHCP messages; the receive side is a goroutine that
 // feeds the owner's handler.
@@ -70,11 +74,14 @@ func (k *socket) send(b []byte, dst netip.AddrPort) error {
 // recvLoop reads datagrams and hands each to handle until the socket is
 // closed. handle must not keep buf.
 func (k *socket) recvLoop(handle func(b []byte, from netip.AddrPort)) {
-	buf := make([]byte, maxDatagram)
+	buf := make([]byte, maxDatagram+1)
 	for {
 		n, from, err := k.conn.ReadFrom(buf)
 		if err != nil {
 			return // closed, or close() set a deadline in the past
+		}
+		if n > maxDatagram {
+			n = 0 // too long to be whole: handed on empty, to be counted
 		}
 		var src netip.AddrPort
 		if ua, ok := from.(*net.UDPAddr); ok {

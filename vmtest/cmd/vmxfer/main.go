@@ -6,6 +6,13 @@
 //
 //	vmxfer -device rxe0 -addr 10.66.0.11/24 -sink
 //	vmxfer -device rxe0 -addr 10.66.0.12/24 -source 10.66.0.11 -bytes 4194304
+//	vmxfer -kernel -source 10.66.0.11 -bytes 4194304
+//	vmxfer -kernel -sink
+//
+// With -kernel vmxfer opens no interface and uses the kernel's own
+// sockets: a source reaches the link through `ipoibd up --tun`, a sink
+// (on port 5001 of every kernel address) is reached through `ipoibd up
+// --serve`.
 //
 // The source sends a deterministic pseudo-random stream (a SHA-256 counter
 // sequence), so the sink can check every byte without a second channel.
@@ -26,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -45,8 +53,15 @@ func main() {
 	source := flag.String("source", "", "connect to this address and send the stream")
 	n := flag.Int64("bytes", 4<<20, "bytes to send (source) or expect (sink)")
 	timeout := flag.Duration("timeout", 90*time.Second, "give up after this long")
+	kernel := flag.Bool("kernel", false, "use kernel sockets instead of an interface of its own")
 	flag.Parse()
-	if err := run(*device, *gidIndex, *addr, *sink, *source, *n, *timeout); err != nil {
+	var err error
+	if *kernel {
+		err = runKernel(*sink, *source, *n, *timeout)
+	} else {
+		err = run(*device, *gidIndex, *addr, *sink, *source, *n, *timeout)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmxfer: %v\n", err)
 		os.Exit(1)
 	}
@@ -98,20 +113,42 @@ func run(device string, gidIndex int, addr string, sink bool, source string, n i
 	fmt.Printf("vmxfer: %s up as %s, MTU %d\n", device, prefix, ifc.MTU())
 
 	if sink {
-		return runSink(ctx, ifc, n)
+		l, err := ifc.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			return err
+		}
+		return runSink(ctx, l, n)
 	}
 	dst, err := netip.ParseAddr(source)
 	if err != nil {
 		return fmt.Errorf("-source: %w", err)
 	}
-	return runSource(ctx, ifc, dst, n)
+	return runSource(ctx, ifc.DialContext, dst, n)
 }
 
-func runSink(ctx context.Context, ifc *ipoibd.Interface, n int64) error {
-	l, err := ifc.Listen("tcp", fmt.Sprintf(":%d", port))
-	if err != nil {
-		return err
+// runKernel is run with the kernel's sockets.
+func runKernel(sink bool, source string, n int64, timeout time.Duration) error {
+	if sink == (source != "") {
+		return errors.New("give exactly one of -sink and -source ADDR")
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if sink {
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			return err
+		}
+		return runSink(ctx, l, n)
+	}
+	dst, err := netip.ParseAddr(source)
+	if err != nil {
+		return fmt.Errorf("-source: %w", err)
+	}
+	var d net.Dialer
+	return runSource(ctx, d.DialContext, dst, n)
+}
+
+func runSink(ctx context.Context, l net.Listener, n int64) error {
 	defer l.Close()
 	fmt.Println("vmxfer: listening")
 	go func() { <-ctx.Done(); l.Close() }()
@@ -156,14 +193,14 @@ func runSink(ctx context.Context, ifc *ipoibd.Interface, n int64) error {
 	return nil
 }
 
-func runSource(ctx context.Context, ifc *ipoibd.Interface, dst netip.Addr, n int64) error {
+func runSource(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), dst netip.Addr, n int64) error {
 	var c interface {
 		io.WriteCloser
 		CloseWrite() error
 	}
 	for {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		conn, err := ifc.DialContext(dctx, "tcp", netip.AddrPortFrom(dst, port).String())
+		conn, err := dial(dctx, "tcp", netip.AddrPortFrom(dst, port).String())
 		cancel()
 		if err == nil {
 			// A TCP conn half-closes, as *net.TCPConn does.

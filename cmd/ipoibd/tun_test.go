@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+
+	"github.com/ipoibd/ipoibd"
+)
+
+// tunNetnsEnv marks the test binary re-run inside a network namespace of
+// its own, where TestTUN may create interfaces without touching the host.
+const tunNetnsEnv = "IPOIBD_TEST_IN_NETNS"
+
+// TestTUN runs `ipoibd up --tun ipt0` on a simulated fabric inside a fresh
+// network namespace and checks that the kernel's own sockets reach a
+// second IPoIB host through it, and that host the kernel's: an echo
+// request from a kernel ICMP socket is answered, a kernel TCP client's
+// bytes come back byte-identical from a listener on the other host, the
+// other host's connection to a kernel listener on the TUN address does the
+// same, and its ping is answered by the kernel. On the way out the
+// interface, its address and its route are gone.
+func TestTUN(t *testing.T) {
+	if os.Getenv(tunNetnsEnv) == "" {
+		runInNetns(t, "TestTUN")
+		return
+	}
+	startFabric(t, "tun", 2, nil)
+	a := startDaemon(t, "tun", 0, "10.13.0.1/24", "--tun", "ipt0")
+	if !strings.Contains(a.out.String(), "tun ipt0 10.13.0.1/24 mtu 2044") {
+		t.Errorf("up's progress lacks the TUN line:\n%s", a.out.String())
+	}
+	checkTUNConfigured(t, "ipt0", "10.13.0.1/24", true)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := ipoibd.Open(ctx, ipoibd.Config{Device: "sim:tun/host1", Name: "ib1", Addr: netip.MustParsePrefix("10.13.0.2/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tcpEchoOn(t, b.Listen, ":7")
+
+	t.Run("kernel-ping", func(t *testing.T) {
+		c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for seq := 1; seq <= 3; seq++ {
+			msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 0x1b, Seq: seq, Data: []byte("ipoibd tun")}}
+			wb, _ := msg.Marshal(nil)
+			if _, err := c.WriteTo(wb, &net.IPAddr{IP: net.IPv4(10, 13, 0, 2)}); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for {
+				rb := make([]byte, 1500)
+				n, from, err := c.ReadFrom(rb)
+				if err != nil {
+					t.Fatalf("echo %d: %v", seq, err)
+				}
+				m, err := icmp.ParseMessage(1, rb[:n])
+				if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+					continue // our own request, seen by the raw socket
+				}
+				if e := m.Body.(*icmp.Echo); e.Seq == seq && from.String() == "10.13.0.2" {
+					break
+				}
+			}
+		}
+	})
+	t.Run("kernel-tcp-to-link", func(t *testing.T) {
+		c, err := net.DialTimeout("tcp", "10.13.0.2:7", 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.LocalAddr().(*net.TCPAddr).IP.String(); got != "10.13.0.1" {
+			t.Errorf("kernel connection from %s, not the TUN address", got)
+		}
+		checkEcho(t, c, 1<<20)
+	})
+	t.Run("link-tcp-to-kernel", func(t *testing.T) {
+		tcpEchoOn(t, net.Listen, "10.13.0.1:8")
+		c, err := b.DialContext(ctx, "tcp", "10.13.0.1:8")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkEcho(t, c, 1<<20)
+	})
+	t.Run("link-ping-answered-by-kernel", func(t *testing.T) {
+		before := kernelInEchos(t)
+		st, err := b.Ping(ctx, netip.MustParseAddr("10.13.0.1"), ipoibd.PingOptions{Count: 3, Interval: 10 * time.Millisecond, Size: 56})
+		if err != nil || st.Received != 3 {
+			t.Fatalf("ping: %+v, %v", st, err)
+		}
+		if got := kernelInEchos(t) - before; got < 3 {
+			t.Errorf("the kernel counted %d echo requests, not 3", got)
+		}
+	})
+	t.Run("daemon-still-pings", func(t *testing.T) {
+		if code, out, errOut := runCLI(t, "ping", "--socket", a.sock, "-c", "2", "-i", "0.01", "10.13.0.2"); code != exitOK {
+			t.Errorf("ipoibd ping through the daemon: exit %d: %s%s", code, out, errOut)
+		}
+	})
+	a.stop(t)
+	checkTUNConfigured(t, "ipt0", "10.13.0.1/24", false)
+}
+
+// TestTUNWithoutCapNetAdmin: a daemon without CAP_NET_ADMIN asked for a
+// TUN interface says so in one line and exits.
+func TestTUNWithoutCapNetAdmin(t *testing.T) {
+	if os.Getenv(tunNetnsEnv) == "" {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			t.Skip("no setpriv(1) to drop CAP_NET_ADMIN")
+		}
+		runInNetns(t, "TestTUNWithoutCapNetAdmin", setpriv, "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--")
+		return
+	}
+	startFabric(t, "nocap", 1, nil)
+	code, out, errOut := runCLI(t, "up", "--device", "sim:nocap/host0", "--socket", t.TempDir()+"/s", "--addr", "10.14.0.1/24", "--tun", "ipt1")
+	want := "ipoibd up: --tun ipt1: creating a TUN interface needs CAP_NET_ADMIN: run as root, or grant it with 'setcap cap_net_admin+ep ipoibd'\n"
+	if code != exitFailure || strings.Count(errOut, "--tun") != 1 || !strings.HasSuffix(errOut, want) {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit %d and the line %q", code, errOut, exitFailure, want)
+	}
+	if strings.Contains(out, "ready") {
+		t.Errorf("the daemon said it was ready:\n%s", out)
+	}
+}
+
+// runInNetns runs test in this test binary again, inside a network
+// namespace of its own (and under the command wrap, if any), and fails if
+// it did not pass there.
+func runInNetns(t *testing.T, test string, wrap ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, for a network namespace and a TUN device")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("no TUN device: %v", err)
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1) to make a network namespace")
+	}
+	args := append([]string{"--net", "--"}, wrap...)
+	args = append(args, os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1", "-test.timeout=5m")
+	cmd := exec.Command(unshare, args...)
+	cmd.Env = append(os.Environ(), tunNetnsEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+test) {
+		t.Fatalf("%s in a network namespace: %v\n%s", test, err, out)
+	}
+	t.Logf("%s in a network namespace:\n%s", test, out)
+}
+
+// checkTUNConfigured checks that the interface name exists with addr and
+// the subnet's route, or, when !want, that it is gone.
+func checkTUNConfigured(t *testing.T, name, addr string, want bool) {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if !want {
+		if err == nil {
+			t.Errorf("%s still exists after the daemon left", name)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if l.Attrs().MTU != 2044 || l.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("%s: MTU %d, flags %v; want 2044, up", name, l.Attrs().MTU, l.Attrs().Flags)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != addr {
+		t.Errorf("%s addresses: %v (%v); want %s", name, addrs, err, addr)
+	}
+	routes, err := netlink.RouteList(l, netlink.FAMILY_V4)
+	var found bool
+	for _, r := range routes {
+		found = found || (r.Dst != nil && r.Dst.String() == netip.MustParsePrefix(addr).Masked().String())
+	}
+	if err != nil || !found {
+		t.Errorf("%s routes: %v (%v); want %s", name, routes, err, netip.MustParsePrefix(addr).Masked())
+	}
+}
+
+// kernelInEchos reads the kernel's count of echo requests received.
+func kernelInEchos(t *testing.T) int {
+	t.Helper()
+	f, err := os.Open("/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var names []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || fields[0] != "Icmp:" {
+			continue
+		}
+		if names == nil {
+			names = fields
+			continue
+		}
+		for i, n := range names {
+			if n == "InEchos" && i < len(fields) {
+				v, _ := strconv.Atoi(fields[i])
+				return v
+			}
+		}
+	}
+	t.Fatal("no Icmp InEchos in /proc/net/snmp")
+	return 0
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+)
+
+// TestForwardServeSOCKS5 carries kernel sockets across a simulated fabric
+// and back: a kernel client on 127.0.0.1 reaches daemon A's --forward (or
+// its --socks5), which dials daemon B's IPoIB address, where B's --serve
+// hands the connection to a kernel echo server on 127.0.0.1. The bytes
+// that come back must be the bytes sent, and each end of stream must pass
+// through as a half-close.
+func TestForwardServeSOCKS5(t *testing.T) {
+	startFabric(t, "ways", 2, nil)
+	tcpEcho := kernelTCPEcho(t)
+	udpEcho := kernelUDPEcho(t)
+
+	b := startDaemon(t, "ways", 1, "10.12.0.2/24",
+		"--serve", "tcp:0.0.0.0:7="+tcpEcho, "--serve", "udp::7="+udpEcho)
+	a := startDaemon(t, "ways", 0, "10.12.0.1/24",
+		"--forward", "tcp:127.0.0.1:0=10.12.0.2:7", "--forward", "udp:127.0.0.1:0=10.12.0.2:7",
+		"--socks5", "127.0.0.1:0")
+	for _, want := range []string{"serve tcp IPoIB :7 -> " + tcpEcho, "serve udp IPoIB"} {
+		if !strings.Contains(b.out.String(), want) {
+			t.Errorf("B's progress lacks %q:\n%s", want, b.out.String())
+		}
+	}
+	fwdTCP := a.listening(t, `forward tcp kernel (\S+) -> 10\.12\.0\.2:7`)
+	fwdUDP := a.listening(t, `forward udp kernel (\S+) -> 10\.12\.0\.2:7`)
+	socks := a.listening(t, `socks5 kernel (\S+) -> IPoIB`)
+
+	t.Run("forward-tcp", func(t *testing.T) {
+		c, err := net.Dial("tcp", fwdTCP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkEcho(t, c, 1<<20)
+	})
+	t.Run("socks5", func(t *testing.T) {
+		d, err := proxy.SOCKS5("tcp", socks, nil, proxy.Direct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := d.Dial("tcp", "10.12.0.2:7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkEcho(t, c, 1<<20)
+		// Nothing listens on B's port 9: the SOCKS5 reply says so.
+		if c, err := d.Dial("tcp", "10.12.0.2:9"); err == nil {
+			c.Close()
+			t.Error("SOCKS5 CONNECT to a closed port succeeded")
+		}
+	})
+	t.Run("forward-udp", func(t *testing.T) {
+		c, err := net.Dial("udp", fwdUDP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		buf := make([]byte, 2000)
+		for i := range 5 {
+			msg := make([]byte, 100+300*i)
+			rand.Read(msg)
+			// The first datagram may race B's neighbour resolution;
+			// send until the answer comes.
+			var n int
+			for try := 0; ; try++ {
+				if _, err := c.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				c.SetReadDeadline(time.Now().Add(time.Second))
+				n, err = c.Read(buf)
+				if err == nil || try == 10 {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatalf("datagram %d: no answer: %v", i, err)
+			}
+			if !bytes.Equal(buf[:n], msg) {
+				t.Fatalf("datagram %d: %d bytes back, not the %d sent", i, n, len(msg))
+			}
+		}
+	})
+}
+
+// daemonRun is an `ipoibd up` running in the test's process.
+type daemonRun struct {
+	out, err *syncBuffer
+	sock     string
+	stopOnce sync.Once
+	stopped  func(t testing.TB)
+}
+
+// stop takes the daemon down with `ipoibd down` and checks it exited
+// well; the test's cleanup does it for a daemon still running.
+func (d *daemonRun) stop(t testing.TB) {
+	d.stopOnce.Do(func() { d.stopped(t) })
+}
+
+// startDaemon runs `ipoibd up` on host i of fabric with a static address
+// and extra flags, waits until it is ready, and stops it at the test's end.
+func startDaemon(t testing.TB, fabric string, i int, addr string, extra ...string) *daemonRun {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	d := &daemonRun{out: &syncBuffer{}, err: &syncBuffer{}, sock: sock}
+	args := append([]string{"up", "--device", fmt.Sprintf("sim:%s/host%d", fabric, i), "--name", fmt.Sprintf("ib%d", i),
+		"--socket", sock, "--join-timeout", "20s", "--addr", addr}, extra...)
+	exited := make(chan int, 1)
+	go func() { exited <- run(args, d.out, d.err) }()
+	d.stopped = func(t testing.TB) {
+		run([]string{"down", "--socket", sock}, io.Discard, io.Discard)
+		select {
+		case code := <-exited:
+			if code != exitOK {
+				t.Errorf("up on host%d: exit %d: %s", i, code, d.err.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("up on host%d did not stop", i)
+		}
+	}
+	t.Cleanup(func() { d.stop(t) })
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(d.out.String(), "ready") {
+		select {
+		case code := <-exited:
+			t.Fatalf("up on host%d exited %d: %s%s", i, code, d.out.String(), d.err.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("up on host%d not ready: %s%s", i, d.out.String(), d.err.String())
+		}
+	}
+	return d
+}
+
+// listening finds the address a progress line matching re reports.
+func (d *daemonRun) listening(t testing.TB, re string) string {
+	t.Helper()
+	m := regexp.MustCompile(re).FindStringSubmatch(d.out.String())
+	if m == nil {
+		t.Fatalf("no progress line matching %q:\n%s", re, d.out.String())
+	}
+	return m[1]
+}
+
+// checkEcho sends n random bytes on c, half-closes, and checks that the
+// same bytes come back followed by the end of stream.
+func checkEcho(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	defer c.Close()
+	msg := make([]byte, n)
+	rand.Read(msg)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(msg)
+		if err == nil {
+			err = c.(closeWriter).CloseWrite()
+		}
+		werr <- err
+	}()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read back: %v after %d bytes", err, len(got))
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("%d bytes came back, not the %d sent (or different)", len(got), len(msg))
+	}
+}
+
+// kernelTCPEcho runs a kernel TCP echo server on 127.0.0.1 that passes
+// the client's end of stream back as its own.
+func kernelTCPEcho(t *testing.T) string { return tcpEchoOn(t, net.Listen, "127.0.0.1:0") }
+
+// tcpEchoOn runs that echo server on a listener listen opens at addr.
+func tcpEchoOn(t *testing.T, listen func(network, address string) (net.Listener, error), addr string) string {
+	ln, err := listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go acceptEach(ln, func(c net.Conn) {
+		if _, err := io.Copy(c, c); err == nil {
+			c.(closeWriter).CloseWrite()
+			io.Copy(io.Discard, c)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// acceptEach serves each connection ln accepts with handle on a goroutine
+// of its own, closing it afterwards, until ln is closed.
+func acceptEach(ln net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			handle(c)
+		}()
+	}
+}
+
+// kernelUDPEcho runs a kernel UDP echo server on 127.0.0.1.
+func kernelUDPEcho(t *testing.T) string {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+func TestWaysBadInput(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--forward", "sctp:127.0.0.1:1=10.0.0.1:2"}, "want tcp:LISTEN=TARGET"},
+		{[]string{"--forward", "tcp:127.0.0.1:1"}, "no '='"},
+		{[]string{"--forward", "tcp:127.0.0.1:1=host.example:22"}, "must be an IPv4 address (the link resolves no names)"},
+		{[]string{"--forward", "tcp:127.0.0.1:1=0.0.0.0:22"}, "no destination"},
+		{[]string{"--forward", "tcp:127.0.0.1:1=10.0.0.1:0"}, `target port "0": want a number from 1 to 65535`},
+		{[]string{"--forward", "udp:127.0.0.1:99999=10.0.0.1:7"}, `listen port "99999"`},
+		{[]string{"--serve", "tcp:localhost:80=127.0.0.1:8080"}, "listen address \"localhost\" on the IPoIB link must be an IPv4 address"},
+		{[]string{"--serve", "tcp::80=:8080"}, "target needs a host"},
+	}
+	for _, tt := range tests {
+		args := append([]string{"up", "--device", "sim:none/host0", "--addr", "10.0.0.1/24"}, tt.args...)
+		code, _, stderr := runCLI(t, args...)
+		if code != exitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want usage error with %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
