@@ -46,6 +46,8 @@
 //     port; rejoin, paths from the new LID.
 //   - TestSimAnswersAsOpenSM: the simulator's SA against OpenSM's, field
 //     by field (docs/protocol.md lists what differs and why).
+//   - TestIBSimPortMatchesSMA, TestTwoHostsEndToEnd: two HCAs from one
+//     process over ibsim's own protocol, and IPoIB frames between them.
 //   - TestRealFabricSM: the join, multicast and path checks against a real
 //     fabric's SM when IPOIBD_SMTEST_CA names an HCA (docs/hardware.md).
 //
@@ -54,21 +56,24 @@
 // PortInfo with smpquery and raises, through SplitDevice.PortChanged, the
 // event the kernel raises for that change on hardware.
 //
-// Two hosts end to end. One process attaches to one ibsim HCA only
-// (libumad2sim's SIM_HOST), and the simulator's data plane lives in one
-// process, so the link comes up end to end on one host (joined at OpenSM,
-// its queue pair attached to OpenSM's MLID in the simulator) but two
-// hosts cannot yet exchange packets. The design for that: a Go client of
-// ibsim's socket protocol (the one libumad2sim speaks: a control socket
-// to attach to a node, then sim_request datagrams carrying each MAD),
-// so one process attaches SplitDevices to several HCAs; a simulator
-// fabric mirroring the ibsim topology with each host's port GUID and
-// OpenSM's LIDs (sim.HostConfig.PortGUIDs and LIDs); and, since the
-// simulator's switches forward multicast by trees its own SM builds from
-// joins to its own SA, a SplitDevice that repeats each successful
-// OpenSM join to the simulator's SA (a shadow join), which needs that SA
-// to accept the MLID OpenSM chose when the shadow join creates the group;
-// then both SMs agree on the group and the simulator has its tree.
+// Two hosts end to end (TestTwoHostsEndToEnd). libumad2sim attaches a
+// process to one HCA, so this test does without it: IBSimPort speaks
+// ibsim's socket protocol itself (a control socket to attach to a node
+// and read its NodeInfo, PortInfo and P_Keys; one datagram per MAD), so
+// one process holds ports on several HCAs. Each HCA gets a SplitDevice
+// whose data plane is a host of one simulator fabric built with the
+// HCA's port GUID, OpenSM's LID and the P_Key table; ipoib runs on each,
+// joins the broadcast group at OpenSM and resolves its peer's path
+// there, and the simulator carries the frames. One bridge is needed: the
+// simulator's switches forward multicast along trees its own SM builds
+// from joins to its own SA, so each host also joins the group there (a
+// shadow join), and the test checks that the simulator's SA (with
+// sim.Config.IPoIBPartitions, as OpenSM makes the group at start) hands
+// out OpenSM's MLID and Q_Key. A broadcast and a unicast frame then go
+// from Hca2 to Hca4. SplitDevice and IBSimPort are exported for the same
+// use outside the tests: ipoibd's control plane against an OpenSM (or an
+// ibsim topology taken from a real fabric with ibnetdiscover) with the
+// simulator as the wire.
 //
 // Without ibsim, OpenSM or infiniband-diags every test skips, naming the
 // packages to install; ./test.sh says so before the run.
