@@ -162,12 +162,19 @@ func (p *IBSimPort) PortAttr() (ib.PortAttr, error) {
 			return ib.PortAttr{}, err
 		}
 	}
+	return decodePortAttr(ni[:], pi[:], pk[:]), nil
+}
+
+// decodePortAttr builds a port's attributes from ibsim's NodeInfo and
+// PortInfo (IBA 14.2.5.3, 14.2.5.6) and P_Key table, each at least
+// simCtlDataLen bytes.
+func decodePortAttr(ni, pi, pk []byte) ib.PortAttr {
 	be := binary.BigEndian
 	var gid ib.GID
 	copy(gid[:8], pi[8:16]) // PortInfo.GidPrefix
 	// ibsim keeps the node GUID in NodeInfo.PortGUID; a CA port's GUID
 	// is the node GUID plus the port number (what libumad2sim reports).
-	binary.BigEndian.PutUint64(gid[8:], binary.BigEndian.Uint64(ni[12:20])+uint64(pi[28]))
+	be.PutUint64(gid[8:], be.Uint64(ni[12:20])+uint64(pi[28]))
 	a := ib.PortAttr{
 		Num:       1,
 		LinkLayer: ib.LinkLayerInfiniBand,
@@ -181,7 +188,7 @@ func (p *IBSimPort) PortAttr() (ib.PortAttr, error) {
 	for i := range simPKeyEntries {
 		a.PKeys = append(a.PKeys, ib.PKey(be.Uint16(pk[2*i:])))
 	}
-	return a, nil
+	return a
 }
 
 // SetHandler installs the MAD handler (loop only).
@@ -244,34 +251,48 @@ func (p *IBSimPort) read() {
 	}
 }
 
-// deliver hands the received MADs to the handler, padded to the 256 bytes
-// a MAD is on the wire (OpenSM writes SA responses only up to the end of
-// the record).
+// deliver hands the received MADs to the handler, with the TIDs of
+// answers restored.
 func (p *IBSimPort) deliver() {
 	p.mu.Lock()
 	in := p.in
 	p.in = nil
 	p.mu.Unlock()
-	be := binary.BigEndian
 	for _, r := range in {
 		if p.handler == nil || p.closed.Load() {
 			return
 		}
-		if be.Uint32(r[16:]) != 0 { // status
+		src, mad, ok := decodeSimRequest(r)
+		if !ok {
 			continue
 		}
-		mad := make([]byte, ib.MADLen)
-		copy(mad, r[simReqMADOff:])
 		if mad[3]&byte(ib.MethodResponse) != 0 {
 			p.tidMu.Lock()
-			if tid, ok := p.tids[be.Uint32(mad[12:])]; ok {
-				be.PutUint64(mad[8:], tid)
+			if tid, ok := p.tids[binary.BigEndian.Uint32(mad[12:])]; ok {
+				binary.BigEndian.PutUint64(mad[8:], tid)
 			}
 			p.tidMu.Unlock()
 		}
-		src := ib.MADAddress{LID: ib.LID(be.Uint16(r[4:])), QPN: ib.QPN(be.Uint32(r[12:])) & ib.QPNMask, QKey: ib.QKeyGSI}
 		p.handler(src, mad)
 	}
+}
+
+// decodeSimRequest reads one of ibsim's MAD datagrams: the sender's
+// address and the MAD, padded to 256 bytes (OpenSM writes SA responses
+// only up to the end of the record). ok is false for a datagram too short
+// to hold the header or a MAD header, or one with a non-zero status.
+func decodeSimRequest(r []byte) (src ib.MADAddress, mad []byte, ok bool) {
+	if len(r) < simReqMADOff+ib.MADHeaderLen {
+		return src, nil, false
+	}
+	be := binary.BigEndian
+	if be.Uint32(r[16:]) != 0 { // status
+		return src, nil, false
+	}
+	mad = make([]byte, ib.MADLen)
+	copy(mad, r[simReqMADOff:])
+	src = ib.MADAddress{LID: ib.LID(be.Uint16(r[4:])), QPN: ib.QPN(be.Uint32(r[12:])) & ib.QPNMask, QKey: ib.QKeyGSI}
+	return src, mad, true
 }
 
 // Close detaches from ibsim.
