@@ -6,6 +6,10 @@
 #   FUZZTIME=10s   how long each fuzz target runs (0 skips fuzzing)
 #   IPOIBD_VMTEST=0 skips the qemu soft-RoCE tests
 #
+# The OpenSM tests (smtest) need ibsim-utils, opensm and infiniband-diags
+# and the verbs driver built with cgo; without them they skip, each with
+# a line saying what to install.
+#
 # It needs only Go; without gcc, tshark, rdma-core's headers or the VM
 # tools it says first which packages bring them and what it skips.
 set -euo pipefail
@@ -39,6 +43,16 @@ have ibv_devinfo || vm+=(ibverbs-utils)
 if [ ${#vm[@]} -gt 0 ] && [ "${IPOIBD_VMTEST:-1}" != 0 ]; then
 	missing+=("${vm[@]}")
 	skipped+=("the qemu soft-RoCE tests (go test ./vmtest)")
+fi
+# OpenSM on an ibsim fabric, for the InfiniBand control plane (smtest).
+sm=()
+have ibsim || [ -x /usr/bin/ibsim ] || sm+=(ibsim-utils)
+compgen -G '/usr/lib/*/umad2sim/libumad2sim.so' >/dev/null || [[ " ${sm[*]} " == *" ibsim-utils "* ]] || sm+=(ibsim-utils)
+have opensm || [ -x /usr/sbin/opensm ] || sm+=(opensm)
+have saquery || [ -x /usr/sbin/saquery ] || sm+=(infiniband-diags)
+if [ ${#sm[@]} -gt 0 ]; then
+	missing+=("${sm[@]}")
+	skipped+=("the OpenSM on ibsim tests (go test ./smtest: broadcast and partition joins, paths, multicast, link events, SM failover)")
 fi
 if [ "$(id -u)" != 0 ]; then
 	echo "== not root: the network-namespace tests (nstest: ipoibd daemons on the udp driver over veth pairs) skip; run as root for them"

@@ -75,6 +75,16 @@ type Config struct {
 	// groups. By default it forgets them, as an SM without persistent state
 	// does, and clients must re-join when told to re-register.
 	KeepGroupsOnSMRestart bool
+	// IPoIBPartitions lists the partitions whose IPoIB broadcast group
+	// (ff12:401b:<P_Key>::ffff:ffff) the SM creates when it starts, with
+	// the Group defaults, as OpenSM does for every partitions.conf line
+	// marked ipoib (the default partition's always): such a group exists
+	// before anyone joins, a join's creation components must agree with
+	// it, and it stays when its last member leaves. Nil keeps the
+	// simulator's own rule, which is OpenSM's for other groups: the first
+	// create-capable join makes a group, the last full member's leave
+	// deletes it (docs/protocol.md compares the two SMs).
+	IPoIBPartitions []ib.PKey
 	// Capture, if set, receives an ERF pcap (link type 197, record type 21)
 	// of every packet a port transmits.
 	Capture io.Writer
@@ -170,6 +180,11 @@ func (c *Config) fill() error {
 		return fmt.Errorf("PacketLifeTime %d exceeds 6 bits: %w", c.PacketLifeTime, ErrBadConfig)
 	case !c.PathSL.Valid() || !c.Group.SL.Valid():
 		return fmt.Errorf("SL %d / group SL %d: %w", c.PathSL, c.Group.SL, ErrBadConfig)
+	}
+	for _, k := range c.IPoIBPartitions {
+		if !k.Valid() {
+			return fmt.Errorf("IPoIB partition %v is not a valid P_Key: %w", k, ErrBadConfig)
+		}
 	}
 	return nil
 }

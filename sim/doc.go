@@ -50,6 +50,11 @@
 //     gets ERR_NO_RECORDS.
 //   - MCMemberRecord Delete (leave) clears join states; the group goes when
 //     its last full member leaves.
+//   - Config.IPoIBPartitions: the SM makes those partitions' IPoIB
+//     broadcast groups when it starts (and again after a restart), with
+//     Config.Group's parameters, and keeps them without members, as
+//     OpenSM does for partitions.conf lines marked ipoib. smtest compares
+//     these answers with OpenSM's on ibsim (docs/protocol.md).
 //   - MCMemberRecord Get returns one membership (PortGID in the mask) or
 //     one group.
 //

@@ -34,6 +34,9 @@ type group struct {
 	hopLimit  uint8
 	scope     uint8
 	plt       uint8
+	// bySM marks an IPoIB broadcast group the SM made at start
+	// (Config.IPoIBPartitions): it outlives its members.
+	bySM bool
 
 	members  []member
 	switches []*node // switches with a forwarding entry for mlid
@@ -111,6 +114,9 @@ func (f *Fabric) allocMGID(scope uint8, pkey ib.PKey) ib.GID {
 // deleteGroup forgets a group and its forwarding entries.
 func (f *Fabric) deleteGroup(g *group) {
 	f.clearTree(g)
+	if g.bySM {
+		return // OpenSM keeps its partitions' broadcast groups
+	}
 	delete(f.sm.groups, g.mgid)
 	delete(f.sm.byMLID, g.mlid)
 }
@@ -227,4 +233,35 @@ func (f *Fabric) Groups() []GroupInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].MLID < out[j].MLID })
 	return out
+}
+
+// IPoIB broadcast-group MGID layout (RFC 4391 section 4): ff1<scope>,
+// the IPv4 signature 0x401B, the full-member P_Key, then ffff:ffff in
+// the last four bytes.
+const ipoibSignature = 0x401B
+
+// makeIPoIBGroups creates the broadcast groups of Config.IPoIBPartitions
+// that do not exist yet, with the Group defaults, as OpenSM does when it
+// starts.
+func (f *Fabric) makeIPoIBGroups() {
+	for _, k := range f.cfg.IPoIBPartitions {
+		pkey := k | ib.PKeyFullMember
+		var mgid ib.GID
+		mgid[0], mgid[1] = 0xFF, 0x10|ib.MGIDScopeLinkLocal
+		mgid[2], mgid[3] = ipoibSignature>>8, ipoibSignature&0xFF
+		mgid[4], mgid[5] = byte(pkey>>8), byte(pkey)
+		mgid[12], mgid[13], mgid[14], mgid[15] = 0xFF, 0xFF, 0xFF, 0xFF
+		if f.sm.groups[mgid] != nil {
+			continue
+		}
+		g := &group{
+			mgid: mgid, qkey: f.cfg.Group.QKey, pkey: pkey, mtu: f.cfg.Group.MTU, rate: f.cfg.Group.Rate,
+			sl: f.cfg.Group.SL, scope: ib.MGIDScopeLinkLocal, plt: f.cfg.PacketLifeTime, bySM: true,
+		}
+		if g.mlid = f.allocMLID(); g.mlid == 0 {
+			return
+		}
+		f.sm.groups[mgid] = g
+		f.sm.byMLID[g.mlid] = g
+	}
 }

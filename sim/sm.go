@@ -78,6 +78,7 @@ func (f *Fabric) Start() error {
 		f.sm.port = n.ports[1]
 	}
 	f.started = true
+	f.makeIPoIBGroups()
 	f.sweep()
 	return nil
 }
@@ -140,6 +141,7 @@ func (f *Fabric) SetSMUp(up bool) error {
 		clear(f.sm.groups)
 		clear(f.sm.byMLID)
 	}
+	f.makeIPoIBGroups()
 	f.sweep()
 	for _, h := range f.hosts {
 		for _, p := range h.ports[1:] {

@@ -570,25 +570,12 @@ func (d *device) openMADPort(port int) (*madPort, error) {
 	if err := umadInit(); err != nil {
 		return nil, fmt.Errorf("verbs: open MAD port %d on %s: %w", port, d.name, err)
 	}
-	cname := C.CString(d.name)
-	defer C.free(unsafe.Pointer(cname))
-	pid := C.ipo_umad_open_port(cname, C.int(port))
-	if pid < 0 {
-		return nil, fmt.Errorf("verbs: umad_open_port %s port %d (is /dev/infiniband/umad* accessible?): %w", d.name, port, rcErr(pid))
+	m, err := openUMAD(d.loop, d.name, d.name, port)
+	if err != nil {
+		return nil, err
 	}
-	agent := C.ipo_umad_register(pid, C.int(saMgmtClass), C.int(saClassVersion))
-	if agent < 0 {
-		C.ipo_umad_close_port(pid)
-		return nil, fmt.Errorf("verbs: register SA agent on %s port %d: %w", d.name, port, rcErr(agent))
-	}
-	m := &madPort{dev: d, port: port, portID: int(pid), fd: int(C.ipo_umad_get_fd(pid)), agent: uint32(agent)}
-	if err := unix.SetNonblock(m.fd, true); err != nil {
-		m.release()
-		return nil, fmt.Errorf("verbs: %s port %d: make umad fd non-blocking: %w", d.name, port, err)
-	}
-	if err := d.loop.SetFDHandler(m.fd, aio.FDHandler{Read: m.readable}); err != nil {
-		m.release()
-		return nil, fmt.Errorf("verbs: %s port %d: watch umad fd: %w", d.name, port, err)
+	m.onClose = func(m *madPort) {
+		d.mads = slices.DeleteFunc(d.mads, func(x *madPort) bool { return x == m })
 	}
 	d.mads = append(d.mads, m)
 	return m, nil
@@ -602,25 +589,36 @@ func (m *madPort) release() {
 
 // SetHandler installs the handler incoming MADs are given to.
 func (m *madPort) SetHandler(fn func(src ib.MADAddress, mad []byte)) {
-	m.dev.loop.AssertHome("verbs MADPort.SetHandler")
+	m.loop.AssertHome("verbs MADPort.SetHandler")
 	m.handler = fn
 }
 
 // Close unregisters the agent and closes the port's umad file.
 func (m *madPort) Close() error {
-	m.dev.loop.AssertHome("verbs MADPort.Close")
+	m.loop.AssertHome("verbs MADPort.Close")
 	if m.gone {
 		return fmt.Errorf("verbs: close MAD port: %w", ib.ErrClosed)
 	}
 	err := m.close()
-	d := m.dev
-	d.mads = slices.DeleteFunc(d.mads, func(x *madPort) bool { return x == m })
+	if m.onClose != nil {
+		m.onClose(m)
+	}
 	return err
 }
 
+// close stops receiving, then releases the agent: a reader goroutine is
+// waited for first, since libumad2sim frees a file's state on close.
 func (m *madPort) close() error {
 	m.gone = true
-	err := m.dev.loop.RemoveFDHandler(m.fd)
+	var err error
+	if m.watched {
+		err = m.loop.RemoveFDHandler(m.fd)
+	}
+	if r := m.reader; r != nil {
+		r.stop.Store(true)
+		<-r.done
+		r.bh.Delete()
+	}
 	m.release()
 	return err
 }

@@ -89,7 +89,14 @@
 //     transaction ID with the agent's own before it goes out and sends
 //     the reply back with that rewritten TID; the port remembers recent
 //     requests and puts the caller's TID back on their replies, so the SA
-//     client matches what it sent.
+//     client matches what it sent. Every MAD goes through libibumad's
+//     umad_send and umad_recv (and libc's poll), never Go's own system
+//     calls, so ibsim's libumad2sim, preloaded in front of libc, can stand
+//     in for the kernel: there the "file descriptor" is not a kernel one,
+//     and a reader goroutine waits in poll instead of the loop (umad.go).
+//     The package-level OpenMADPort and QueryUMADPort open a port's SA
+//     agent and read its attributes without a verbs device, which is all
+//     an ibsim HCA has (smtest runs OpenSM on ibsim with them).
 //
 // # InfiniBand and RoCE
 //

@@ -25,13 +25,10 @@ package verbs
 import "C"
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ipoibd/ipoibd/ib"
 )
@@ -219,35 +216,32 @@ func (m *madPort) Send(dst ib.MADAddress, mad []byte) error {
 	}
 	_ = h.Encode(m.wbuf[:]) // wbuf is large enough by construction
 	copy(m.wbuf[umadHeaderLen:], mad)
-	if _, err := unix.Write(m.fd, m.wbuf[:]); err != nil {
-		return fmt.Errorf("verbs: MAD send to %v QP %v: write umad: %w", dst.LID, dst.QPN, err)
+	if err := m.sendOne(int(h.TimeoutMS)); err != nil {
+		return fmt.Errorf("verbs: MAD send to %v QP %v: umad_send: %w", dst.LID, dst.QPN, err)
 	}
 	if req {
-		m.tids.remember(binary.BigEndian.Uint64(mad[madOffTID:]))
+		m.tids.remember(madTID(mad))
 	}
 	return nil
 }
 
-// readable is the umad fd's read handler: read every pending message and
-// hand the MADs on. A message too large for rbuf (which an agent
-// registered without RMPP should never get) is read into a scratch buffer
-// and dropped, so it cannot wedge the fd.
+// readable is the umad fd's read handler: receive every pending message
+// and hand the MADs on. A message too large for rbuf (which an agent
+// registered without RMPP should never get) is dropped, so it cannot
+// wedge the fd.
 func (m *madPort) readable() {
 	for !m.gone {
-		n, err := unix.Read(m.fd, m.rbuf[:])
+		n, err := m.recvOne()
 		switch {
-		case err == nil:
-			m.received(m.rbuf[:n])
-		case errors.Is(err, unix.EINTR):
-		case errors.Is(err, unix.EAGAIN):
+		case errors.Is(err, errOversized):
+			slog.Warn("verbs: dropped an oversized MAD", "device", m.name, "port", m.port)
+		case err != nil:
+			slog.Warn("verbs: reading umad failed", "device", m.name, "port", m.port, "err", err)
 			return
-		case errors.Is(err, unix.ENOSPC):
-			big := make([]byte, 1<<20)
-			_, _ = unix.Read(m.fd, big)
-			slog.Warn("verbs: dropped an oversized MAD", "device", m.dev.name, "port", m.port)
+		case n == 0:
+			return
 		default:
-			slog.Warn("verbs: reading umad failed", "device", m.dev.name, "port", m.port, "err", err)
-			return
+			m.received(m.rbuf[:n])
 		}
 	}
 }

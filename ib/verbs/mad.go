@@ -4,8 +4,9 @@ package verbs
 
 // MAD ports: a libibumad agent for the SA class on an InfiniBand port.
 // libibumad opens the port's /dev/infiniband/umad* file and registers the
-// agent; after that the driver reads and writes the file itself, in the
-// kernel's ib_user_mad format (umadHeader), with the fd on the loop.
+// agent; after that the driver reads and writes MADs with umad_recv and
+// umad_send, in the kernel's ib_user_mad format (umadHeader), with the fd
+// on the loop (umad.go says how it differs under ibsim's libumad2sim).
 // Control methods are in control.go, Send in io.go.
 
 import (
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
@@ -197,9 +199,11 @@ func isRequest(mad []byte) bool {
 	return mad[madOffMethod]&byte(ib.MethodResponse) == 0
 }
 
-// madPort is one umad agent. Loop only.
+// madPort is one umad agent. Loop only, except the reader goroutine of a
+// port under libumad2sim (umad.go), which touches only reader.
 type madPort struct {
-	dev     *device
+	loop    *aio.Context
+	name    string // the HCA, for messages
 	port    int
 	portID  int // libibumad's handle, the umad file's fd
 	fd      int
@@ -207,6 +211,12 @@ type madPort struct {
 	handler func(ib.MADAddress, []byte)
 	tids    tidTable
 	gone    bool
+	// watched says the fd is on the loop; reader is set instead under
+	// libumad2sim.
+	watched bool
+	reader  *simReader
+	// onClose lets the device that opened the port forget it.
+	onClose func(*madPort)
 	// rbuf is larger than any message the kernel delivers to an agent
 	// registered without RMPP, so a read never fails for size; wbuf holds
 	// one outgoing message.

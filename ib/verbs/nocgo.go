@@ -31,3 +31,16 @@ func Open(loop *aio.Context, name string) (ib.Device, error) {
 
 // loadErr is why the driver cannot run: always errNotBuilt here.
 func loadErr() error { return errNotBuilt }
+
+// UMADSimulated is false: this build has no libibumad.
+func UMADSimulated() bool { return false }
+
+// OpenMADPort fails: this build has no libibumad.
+func OpenMADPort(_ *aio.Context, ca string, port int) (ib.MADPort, error) {
+	return nil, fmt.Errorf("open MAD port %d on %q: %w", port, ca, errNotBuilt)
+}
+
+// QueryUMADPort fails: this build has no libibumad.
+func QueryUMADPort(ca string, port int) (ib.PortAttr, error) {
+	return ib.PortAttr{}, fmt.Errorf("query port %d of %q: %w", port, ca, errNotBuilt)
+}

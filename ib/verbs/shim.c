@@ -18,6 +18,7 @@
  * ipo_load_verbs says why: the package still compiles, so "go build ./..."
  * works on any machine with a C compiler.
  */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #ifdef IPO_HAVE_RDMA
 
 #include <dlfcn.h>
+#include <poll.h>
 #include <stddef.h>
 #include <infiniband/umad.h>
 #include <infiniband/verbs.h>
@@ -61,7 +63,8 @@
 
 #define IPO_UMAD_FNS(X)                                                           \
 	X(umad_init) X(umad_open_port) X(umad_register) X(umad_get_fd)            \
-	X(umad_unregister) X(umad_close_port)
+	X(umad_unregister) X(umad_close_port) X(umad_send) X(umad_recv)           \
+	X(umad_get_port) X(umad_release_port)
 
 #define IPO_PTR(f) static __typeof__(f) *ipo_p_##f;
 IPO_VERBS_FNS(IPO_PTR)
@@ -627,6 +630,75 @@ int ipo_umad_close_port(int portid)
 	return P(umad_close_port)(portid);
 }
 
+/*
+ * MAD I/O goes through libibumad and libc, never through Go's own system
+ * calls: that is libibumad's supported interface, and it lets a library
+ * preloaded in front of libc (ibsim's libumad2sim) stand in for the
+ * kernel's umad device.
+ */
+int ipo_umad_send(int portid, int agent, void *umad, int len, int timeout_ms)
+{
+	return P(umad_send)(portid, agent, umad, len, timeout_ms, 0);
+}
+
+int ipo_umad_recv(int portid, void *umad, int *len)
+{
+	int rc = P(umad_recv)(portid, umad, len, 0);
+	if (rc < 0 && errno != 0)
+		return -errno;
+	return rc;
+}
+
+/* ipo_umad_wait polls fd for input through libc: 1 readable, 0 timeout,
+ * -errno on failure. */
+int ipo_umad_wait(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int rc = poll(&p, 1, timeout_ms);
+	if (rc < 0)
+		return -errno;
+	if (rc > 0 && (p.revents & POLLIN))
+		return 1;
+	if (rc > 0 && (p.revents & POLLNVAL))
+		return -EBADF; /* not a file (libumad2sim not in front of libc?) */
+	if (rc > 0 && (p.revents & (POLLERR | POLLHUP)))
+		return -EIO;
+	return 0;
+}
+
+/* ipo_umad_simulated reports whether ibsim's libumad2sim is preloaded: its
+ * umad "files" are not kernel file descriptors, so no epoll can watch them. */
+int ipo_umad_simulated(void)
+{
+	return dlsym(RTLD_DEFAULT, "sim_client_init") != NULL;
+}
+
+int ipo_umad_port(const char *ca, int port, struct ipo_umad_port *out)
+{
+	umad_port_t p;
+	memset(&p, 0, sizeof(p));
+	int rc = P(umad_get_port)(ca[0] != 0 ? ca : NULL, port, &p);
+	if (rc < 0)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	snprintf(out->ca_name, sizeof(out->ca_name), "%s", p.ca_name);
+	out->port = p.portnum;
+	out->base_lid = p.base_lid;
+	out->lmc = p.lmc;
+	out->sm_lid = p.sm_lid;
+	out->sm_sl = p.sm_sl;
+	out->state = p.state;
+	out->phys_state = p.phys_state;
+	out->rate = p.rate;
+	memcpy(out->gid_prefix, &p.gid_prefix, 8);
+	memcpy(out->port_guid, &p.port_guid, 8);
+	for (unsigned i = 0; i < p.pkeys_size && i < IPO_UMAD_MAX_PKEYS; i++)
+		out->pkeys[out->npkeys++] = p.pkeys[i];
+	snprintf(out->link_layer, sizeof(out->link_layer), "%s", p.link_layer);
+	P(umad_release_port)(&p);
+	return 0;
+}
+
 /* Layout checks: the values and offsets the Go side hard-codes. */
 
 static const int ipo_enum_values[] = {
@@ -744,6 +816,11 @@ int ipo_umad_register(int portid, int mgmt_class, int class_version) { IPO_FAIL(
 int ipo_umad_get_fd(int portid) { return -1; }
 int ipo_umad_unregister(int portid, int agent) { IPO_FAIL(-ENOSYS); }
 int ipo_umad_close_port(int portid) { IPO_FAIL(-ENOSYS); }
+int ipo_umad_send(int portid, int agent, void *umad, int len, int timeout_ms) { IPO_FAIL(-ENOSYS); }
+int ipo_umad_recv(int portid, void *umad, int *len) { IPO_FAIL(-ENOSYS); }
+int ipo_umad_wait(int fd, int timeout_ms) { IPO_FAIL(-ENOSYS); }
+int ipo_umad_simulated(void) { return 0; }
+int ipo_umad_port(const char *ca, int port, struct ipo_umad_port *out) { IPO_FAIL(-ENOSYS); }
 int ipo_enum(int i) { return -1; }
 long ipo_umad_off(int field) { return -1; }
 

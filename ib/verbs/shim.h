@@ -157,6 +157,23 @@ int ipo_umad_register(int portid, int mgmt_class, int class_version);
 int ipo_umad_get_fd(int portid);
 int ipo_umad_unregister(int portid, int agent);
 int ipo_umad_close_port(int portid);
+int ipo_umad_send(int portid, int agent, void *umad, int len, int timeout_ms);
+int ipo_umad_recv(int portid, void *umad, int *len);
+int ipo_umad_wait(int fd, int timeout_ms);
+int ipo_umad_simulated(void);
+
+/* What umad_get_port reports of a port (libibumad reads it from sysfs). */
+#define IPO_UMAD_MAX_PKEYS 128
+struct ipo_umad_port {
+	char ca_name[64];
+	int32_t port;
+	uint32_t base_lid, lmc, sm_lid, sm_sl, state, phys_state, rate;
+	uint8_t gid_prefix[8], port_guid[8];
+	uint32_t npkeys;
+	uint16_t pkeys[IPO_UMAD_MAX_PKEYS];
+	char link_layer[32];
+};
+int ipo_umad_port(const char *ca, int port, struct ipo_umad_port *out);
 
 /* Layout checks for the tests: -1 when built without the headers. */
 int ipo_enum(int i);
