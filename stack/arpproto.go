@@ -373,7 +373,10 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 	case arp.Request:
 		counter.Inc(&c.V.Requests)
 		target := tcpip.AddrFrom4(a.TargetIP)
-		if !e.nic.CheckLocalAddress(header.IPv4ProtocolNumber, target) {
+		// gVisor counts the broadcast addresses as local (it accepts
+		// packets sent to them), but no host owns them: answering would
+		// bind them to this host's hardware address.
+		if !a.AsksForHost() || e.isSubnetBroadcast(target) || !e.nic.CheckLocalAddress(header.IPv4ProtocolNumber, target) {
 			counter.Inc(&c.V.NotForUs)
 			if a.IsAnnouncement() {
 				// A gratuitous ARP announces a (new) address; let it
@@ -402,4 +405,15 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 	default:
 		counter.Inc(&c.V.UnknownOp)
 	}
+}
+
+// isSubnetBroadcast reports whether addr is the directed broadcast of the
+// NIC's primary IPv4 subnet.
+func (e *arpEndpoint) isSubnetBroadcast(addr tcpip.Address) bool {
+	pa, err := e.nic.PrimaryAddress(header.IPv4ProtocolNumber)
+	if err != nil || pa.Address.BitLen() == 0 || pa.PrefixLen >= 31 {
+		return false // /31 and /32 have no broadcast address (RFC 3021)
+	}
+	sn := pa.Subnet()
+	return addr == sn.Broadcast()
 }

@@ -49,6 +49,16 @@ func (a *Packet) Check(own []byte) error {
 	return nil
 }
 
+// AsksForHost reports whether a request's target could be one host's
+// address: not 0.0.0.0, a multicast group or the limited broadcast. A
+// host never answers for the others: a reply would bind a group or
+// everyone's address to its own hardware address. (The subnet's
+// directed broadcast is the caller's to rule out; only it knows the
+// prefix.)
+func (a *Packet) AsksForHost() bool {
+	return a.TargetIP != [ProtocolLen]byte{} && a.TargetIP[0] < firstMulticastOctet
+}
+
 // IsProbe reports whether a is an address probe (RFC 5227 section
 // 2.1.1): a request from 0.0.0.0. It asks whether anyone holds the
 // target address and must not create a neighbour entry for its sender.
