@@ -214,12 +214,17 @@ func (l *Link) SetRxPeers(b *netdev.Buffer, dst, src Addr) error {
 	if err != nil {
 		return fmt.Errorf("ipoib receive: destination: %w", err)
 	}
-	// The sender of a multicast datagram enters cold (see enterKeyAt).
+	// The sender of a multicast datagram enters cold (see enterKeyCold).
 	var raw [AddrLen]byte
 	if err := src.Encode(raw[:]); err != nil {
 		return fmt.Errorf("ipoib receive: source %v: %w: %w", src, netdev.ErrBadAddr, err)
 	}
-	sk, err := l.cache.enterKeyAt(&raw, dst.IsMulticast())
+	var sk Key
+	if dst.IsMulticast() {
+		sk, err = l.cache.enterKeyCold(&raw)
+	} else {
+		sk, err = l.cache.enterKey(&raw)
+	}
 	if err != nil {
 		return fmt.Errorf("ipoib receive: source: %w", err)
 	}

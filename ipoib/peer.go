@@ -450,27 +450,35 @@ func (c *PeerCache) enter(raw *[AddrLen]byte) (*Peer, error) {
 // enterKey is enter for callers that only need the key, which it finds
 // without touching the bulky slot.
 func (c *PeerCache) enterKey(raw *[AddrLen]byte) (Key, error) {
-	return c.enterKeyAt(raw, false)
-}
-
-// enterKeyAt is enterKey with a choice of where a peer goes in the LRU
-// order. A cold entry (the sender of a multicast datagram, which may
-// never be heard from again) goes to the least recently used end, and a
-// peer already known keeps its place: on a subnet of more hosts than
-// keys, the senders of broadcasts then take each other's slots instead of
-// pushing out the peers this host talks to. Either way the key is fenced
-// until the next claim, as its header is not read yet.
-func (c *PeerCache) enterKeyAt(raw *[AddrLen]byte, cold bool) (Key, error) {
 	k, home, tag := c.locate(raw)
 	if k != NoKey {
-		if cold {
-			c.stamp[k] = c.epoch
-		} else {
-			c.touch(k)
-		}
+		c.touch(k)
 		return k, nil
 	}
-	if k = c.alloc(); k == NoKey {
+	return c.insert(raw, home, tag, false)
+}
+
+// enterKeyCold is enterKey for a peer that may never be heard from again
+// (the sender of a multicast datagram): a new peer goes to the least
+// recently used end of the LRU order, and a peer already known keeps its
+// place. On a subnet of more hosts than keys, the senders of broadcasts
+// then take each other's slots instead of pushing out the peers this
+// host talks to. Either way the key is fenced until the next claim, as
+// its header is not read yet.
+func (c *PeerCache) enterKeyCold(raw *[AddrLen]byte) (Key, error) {
+	k, home, tag := c.locate(raw)
+	if k != NoKey {
+		c.stamp[k] = c.epoch
+		return k, nil
+	}
+	return c.insert(raw, home, tag, true)
+}
+
+// insert gives raw, which has no key, a slot: at the front of the LRU
+// order, or at the back when cold.
+func (c *PeerCache) insert(raw *[AddrLen]byte, home uint16, tag uint8, cold bool) (Key, error) {
+	k := c.alloc()
+	if k == NoKey {
 		counter.Inc(&c.ctr.V.Full)
 		return NoKey, c.errFull
 	}
