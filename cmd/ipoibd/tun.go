@@ -64,8 +64,9 @@ type tunDevice struct {
 	link  netlink.Link
 	addr  netip.Prefix
 	mtu   int
-	// on is read by the default handlers, which stay installed (gVisor
-	// has no lock around them); Close turns them off.
+	// on is read by the default handlers, which stay installed (setting
+	// them again would race with deliveries in flight); Close turns them
+	// off.
 	on atomic.Bool
 	// local is the link's address as gVisor spells it.
 	local tcpip.Address
@@ -99,7 +100,7 @@ func startTUN(name string, ifc *ipoibd.Interface, log *slog.Logger) (*tunDevice,
 		return nil, fmt.Errorf("--tun %s: %w", name, err)
 	}
 	t := &tunDevice{name: name, fd: fd, s: st.S, ipNIC: st.NIC, addr: addr, local: tcpip.AddrFrom4(addr.Addr().As4())}
-	if err := t.start(ifc.MTU()); err != nil {
+	if err := t.start(ifc); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("--tun %s: %w", name, err)
 	}
@@ -107,7 +108,8 @@ func startTUN(name string, ifc *ipoibd.Interface, log *slog.Logger) (*tunDevice,
 	return t, nil
 }
 
-func (t *tunDevice) start(mtu int) error {
+func (t *tunDevice) start(ifc *ipoibd.Interface) error {
+	mtu := ifc.MTU()
 	t.mtu = mtu
 	ep, err := fdbased.New(&fdbased.Options{FDs: []int{t.fd}, MTU: uint32(mtu)})
 	if err != nil {
@@ -130,8 +132,14 @@ func (t *tunDevice) start(mtu int) error {
 		return fmt.Errorf("ephemeral ports: %s", e)
 	}
 	t.on.Store(true)
-	for _, p := range tunProtocols {
-		t.s.SetTransportProtocolHandler(p, t.toKernel)
+	// gVisor reads the handlers unlocked on every delivery, which the
+	// interface's loop makes: set them there.
+	if err := ifc.OnLoop(func() {
+		for _, p := range tunProtocols {
+			t.s.SetTransportProtocolHandler(p, t.toKernel)
+		}
+	}); err != nil {
+		return fmt.Errorf("installing the handlers: %w", err)
 	}
 
 	if t.link, err = netlink.LinkByName(t.name); err != nil {

@@ -23,8 +23,9 @@ import (
 // its own, where TestTUN may create interfaces without touching the host.
 const tunNetnsEnv = "IPOIBD_TEST_IN_NETNS"
 
-// TestTUN runs `ipoibd up --tun ipt0` on a simulated fabric inside a fresh
-// network namespace and checks that the kernel's own sockets reach a
+// TestTUN runs `ipoibd up --dhcp --tun ipt0` on a simulated fabric inside
+// a fresh network namespace and checks that the interface carries the
+// leased address, and that the kernel's own sockets reach a
 // second IPoIB host through it, and that host the kernel's: an echo
 // request from a kernel ICMP socket is answered, a kernel TCP client's
 // bytes come back byte-identical from a listener on the other host, the
@@ -37,19 +38,21 @@ func TestTUN(t *testing.T) {
 		return
 	}
 	startFabric(t, "tun", 2, nil)
-	a := startDaemon(t, "tun", 0, "10.13.0.1/24", "--tun", "ipt0")
-	if !strings.Contains(a.out.String(), "tun ipt0 10.13.0.1/24 mtu 2044") {
-		t.Errorf("up's progress lacks the TUN line:\n%s", a.out.String())
-	}
-	checkTUNConfigured(t, "ipt0", "10.13.0.1/24", true)
-
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := ipoibd.Open(ctx, ipoibd.Config{Device: "sim:tun/host1", Name: "ib1", Addr: netip.MustParsePrefix("10.13.0.2/24")})
+	// b serves the one address of its pool; the daemon with the TUN
+	// interface leases it.
+	b, err := ipoibd.Open(ctx, ipoibd.Config{Device: "sim:tun/host1", Name: "ib1", Addr: netip.MustParsePrefix("10.13.0.2/24"),
+		DHCPServer: &ipoibd.DHCPServer{PoolStart: netip.MustParseAddr("10.13.0.1"), PoolEnd: netip.MustParseAddr("10.13.0.1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	a := startDaemon(t, "tun", 0, "dhcp", "--tun", "ipt0")
+	if !strings.Contains(a.out.String(), "tun ipt0 10.13.0.1/24 mtu 2044") {
+		t.Errorf("up's progress lacks the TUN line with the leased address:\n%s", a.out.String())
+	}
+	checkTUNConfigured(t, "ipt0", "10.13.0.1/24", true)
 	tcpEchoOn(t, b.Listen, ":7")
 
 	t.Run("kernel-ping", func(t *testing.T) {

@@ -112,13 +112,17 @@ func (d *daemonRun) stop(t testing.TB) {
 }
 
 // startDaemon runs `ipoibd up` on host i of fabric with a static address
-// and extra flags, waits until it is ready, and stops it at the test's end.
+// ("dhcp" for --dhcp) and extra flags, waits until it is ready, and stops
+// it at the test's end.
 func startDaemon(t testing.TB, fabric string, i int, addr string, extra ...string) *daemonRun {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
 	d := &daemonRun{out: &syncBuffer{}, err: &syncBuffer{}, sock: sock}
 	args := append([]string{"up", "--device", fmt.Sprintf("sim:%s/host%d", fabric, i), "--name", fmt.Sprintf("ib%d", i),
 		"--socket", sock, "--join-timeout", "20s", "--addr", addr}, extra...)
+	if addr == "dhcp" {
+		args = append(args[:len(args)-len(extra)-2], append([]string{"--dhcp"}, extra...)...)
+	}
 	exited := make(chan int, 1)
 	go func() { exited <- run(args, d.out, d.err) }()
 	d.stopped = func(t testing.TB) {
