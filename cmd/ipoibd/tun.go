@@ -84,9 +84,6 @@ func startTUN(name string, ifc *ipoibd.Interface, log *slog.Logger) (*tunDevice,
 	if st == nil || !addr.IsValid() {
 		return nil, fmt.Errorf("--tun %s: the interface has no address yet", name)
 	}
-	if len(name) >= unix.IFNAMSIZ || name == "" {
-		return nil, fmt.Errorf("--tun %q: an interface name has 1 to %d characters", name, unix.IFNAMSIZ-1)
-	}
 	fd, err := tun.Open(name)
 	if err != nil {
 		switch {

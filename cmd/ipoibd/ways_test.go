@@ -257,6 +257,9 @@ func TestWaysBadInput(t *testing.T) {
 		{[]string{"--forward", "udp:127.0.0.1:99999=10.0.0.1:7"}, `listen port "99999"`},
 		{[]string{"--serve", "tcp:localhost:80=127.0.0.1:8080"}, "listen address \"localhost\" on the IPoIB link must be an IPv4 address"},
 		{[]string{"--serve", "tcp::80=:8080"}, "target needs a host"},
+		{[]string{"--socks5", "1080"}, `invalid value "1080" for flag -socks5: "1080": want HOST:PORT`},
+		{[]string{"--tun", "a-name-far-too-long"}, "an interface name has 1 to 15 characters"},
+		{[]string{"--tun", "a/b"}, "no '/'"},
 	}
 	for _, tt := range tests {
 		args := append([]string{"up", "--device", "sim:none/host0", "--addr", "10.0.0.1/24"}, tt.args...)
