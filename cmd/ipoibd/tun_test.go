@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -228,4 +229,47 @@ func kernelInEchos(t *testing.T) int {
 	}
 	t.Fatal("no Icmp InEchos in /proc/net/snmp")
 	return 0
+}
+
+// TestTUNFollowsAddress: when the link's address changes (a DHCP lease
+// moved or lost), the TUN interface's address and route follow it.
+func TestTUNFollowsAddress(t *testing.T) {
+	if os.Getenv(tunNetnsEnv) == "" {
+		runInNetns(t, "TestTUNFollowsAddress")
+		return
+	}
+	fab, err := ipoibd.NewSimFabric(ipoibd.SimConfig{Hosts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fab.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ifc, err := ipoibd.Open(ctx, ipoibd.Config{Device: fab.Device(0), Name: "follow", Addr: netip.MustParsePrefix("10.16.0.1/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ifc.Close()
+	tun, err := startTUN("ipt2", ifc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", true)
+	tun.sync(netip.MustParsePrefix("10.17.0.9/16"))
+	checkTUNConfigured(t, "ipt2", "10.17.0.9/16", true)
+	if got := tun.local.Load(); got != be32(netip.MustParseAddr("10.17.0.9")) {
+		t.Errorf("the handler's address is %#x after the change", got)
+	}
+	tun.sync(netip.Prefix{})
+	l, err := netlink.LinkByName("ipt2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4); len(addrs) != 0 {
+		t.Errorf("addresses left after the link lost its own: %v", addrs)
+	}
+	tun.sync(netip.MustParsePrefix("10.16.0.1/24"))
+	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", true)
+	tun.Close()
+	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", false)
 }
