@@ -24,6 +24,10 @@ import (
 // through as a half-close.
 func TestForwardServeSOCKS5(t *testing.T) {
 	startFabric(t, "ways", 2, nil)
+	// Restored after the daemons stop (cleanups run last first).
+	old := socksHandshake
+	t.Cleanup(func() { socksHandshake = old })
+	socksHandshake = 500 * time.Millisecond
 	tcpEcho := kernelTCPEcho(t)
 	udpEcho := kernelUDPEcho(t)
 
@@ -62,6 +66,16 @@ func TestForwardServeSOCKS5(t *testing.T) {
 		if c, err := d.Dial("tcp", "10.12.0.2:9"); err == nil {
 			c.Close()
 			t.Error("SOCKS5 CONNECT to a closed port succeeded")
+		}
+		// A client that never sends its greeting is let go.
+		idle, err := net.Dial("tcp", socks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer idle.Close()
+		idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := idle.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("a silent SOCKS5 client: read %d, %v; want the server to close", n, err)
 		}
 	})
 	t.Run("forward-udp", func(t *testing.T) {
