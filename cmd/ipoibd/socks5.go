@@ -31,6 +31,9 @@ type socksServer struct {
 	log   *slog.Logger
 	conns connSet
 	wg    sync.WaitGroup
+	// ctx ends with Close, cutting dials short.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // startSOCKS5 listens on the kernel address addr and serves SOCKS5
@@ -42,6 +45,7 @@ func startSOCKS5(addr string, ifc *ipoibd.Interface, log *slog.Logger) (*socksSe
 		return nil, fmt.Errorf("--socks5 %s: %w", addr, err)
 	}
 	s := &socksServer{ln: ln, ifc: ifc, log: log.With("way", "socks5")}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -60,9 +64,11 @@ func (s *socksServer) serveConn(c net.Conn) {
 	_ = c.SetDeadline(time.Now().Add(socksHandshake))
 	srv, err := socks5.New(&socks5.Config{
 		Rules: &socks5.PermitCommand{EnableConnect: true},
-		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		// The library's context is its own background one; the
+		// server's ends with Close.
+		Dial: func(_ context.Context, network, addr string) (net.Conn, error) {
 			_ = c.SetDeadline(time.Time{})
-			ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
 			defer cancel()
 			return s.ifc.DialContext(ctx, network, addr)
 		},
@@ -85,6 +91,7 @@ func (s *socksServer) Addr() net.Addr { return s.ln.Addr() }
 // The connections dialed on the link close as the library sees their
 // partners go.
 func (s *socksServer) Close() {
+	s.cancel()
 	s.conns.closeAll()
 	s.ln.Close()
 	s.wg.Wait()
