@@ -58,6 +58,14 @@ type Config struct {
 	// Open returns once a lease is held, and the lease is renewed until
 	// Close, which releases it.
 	DHCP bool
+	// DHCPLeaseFile, with DHCP, keeps the lease across restarts: a
+	// restarted interface asks for it back (INIT-REBOOT, RFC 2131
+	// section 3.2) instead of starting over.
+	DHCPLeaseFile string
+	// DHCPProbe, with DHCP, has the client probe an acknowledged address
+	// with ARP (RFC 5227 address probes, from 0.0.0.0) before it uses
+	// it, and decline it when some host answers.
+	DHCPProbe bool
 	// DHCPServer, with Addr, also serves DHCP leases on the link.
 	DHCPServer *DHCPServer
 
@@ -121,6 +129,34 @@ type DHCPServer struct {
 	LeaseTime time.Duration
 	// LeaseFile, if set, keeps the bindings across restarts.
 	LeaseFile string
+	// Probe has the server send an ARP request for each address before
+	// it first offers it, and skip (and quarantine) one that a host
+	// answers for: a server that lost its bindings then still hands out
+	// no address a live client holds.
+	Probe bool
+}
+
+// dhcpProbeWait bounds an ARP probe of the DHCP client or server: silence
+// for this long means the address is free. An IPoIB fabric answers in
+// microseconds.
+const dhcpProbeWait = 500 * time.Millisecond
+
+// clientProbe is the DHCP client's probe: none unless on.
+func clientProbe(on bool, st *stack.Stack) func(context.Context, netip.Addr) (bool, error) {
+	if !on {
+		return nil
+	}
+	return arpProbe(st, netip.IPv4Unspecified())
+}
+
+// arpProbe returns a probe of addresses on st's NIC from from (0.0.0.0
+// for a client without an address), bounded by dhcpProbeWait.
+func arpProbe(st *stack.Stack, from netip.Addr) func(context.Context, netip.Addr) (bool, error) {
+	return func(ctx context.Context, a netip.Addr) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, dhcpProbeWait)
+		defer cancel()
+		return stack.ProbeAddr(ctx, st.S, st.NIC, a, from)
+	}
 }
 
 // Errors of the package; each error returned wraps one of these or an
@@ -293,6 +329,8 @@ func (c *Config) check() error {
 		return bad("gateway %v is not inside the address's subnet %v", c.Gateway, c.Addr.Masked())
 	case c.DHCPServer != nil && !static:
 		return bad("a DHCP server needs a static address")
+	case (c.DHCPLeaseFile != "" || c.DHCPProbe) && !c.DHCP:
+		return bad("DHCPLeaseFile and DHCPProbe are the DHCP client's; set DHCP")
 	case c.PcapPath != "" && c.Pcap != nil:
 		return bad("both PcapPath and Pcap; choose one")
 	}
@@ -314,13 +352,8 @@ func startLoop(name string) (*aio.Context, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		loop.Run(ctx)
-	}()
-	return loop, func() { cancel(); <-done; loop.Close() }, nil
+	stop := loop.Start()
+	return loop, func() { _ = stop() }, nil
 }
 
 // findDevice resolves a Config.Device to a driver and a device name. A
@@ -476,6 +509,7 @@ func (i *Interface) lease(ctx context.Context, st *stack.Stack) error {
 	client, err := dhcp.NewClient(dhcp.ClientConfig{
 		Stack: st.S, NIC: st.NIC, GUID: attr.GUID(),
 		Backoff: i.cfg.Tuning.DHCPBackoff, Seed: i.cfg.Tuning.DHCPSeed,
+		LeaseFile: i.cfg.DHCPLeaseFile, Probe: clientProbe(i.cfg.DHCPProbe, st),
 		OnEvent: func(ev dhcp.Event) {
 			logDHCPEvent(log, ev)
 			i.event(Event{Kind: EventDHCP, Text: "DHCP " + ev.Kind.String() + ": " + ev.Lease.Addr.String(), DHCP: &ev})
@@ -518,12 +552,16 @@ func (i *Interface) serve(st *stack.Stack, s *DHCPServer) error {
 		lt = time.Hour
 	}
 	log := i.log.With("interface", i.cfg.Name, "dhcp", "server")
-	srv, err := dhcp.NewServer(dhcp.ServerConfig{
+	scfg := dhcp.ServerConfig{
 		Stack: st.S, NIC: st.NIC, ServerID: i.cfg.Addr.Addr(), Subnet: i.cfg.Addr.Masked(),
 		PoolStart: s.PoolStart, PoolEnd: s.PoolEnd, Router: s.Router, DNS: s.DNS, LeaseTime: lt,
 		LeaseFile: s.LeaseFile,
 		Logf:      func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
-	})
+	}
+	if s.Probe {
+		scfg.Probe, scfg.ProbeWait = arpProbe(st, i.cfg.Addr.Addr()), dhcpProbeWait
+	}
+	srv, err := dhcp.NewServer(scfg)
 	if err == nil {
 		err = srv.Start()
 	}

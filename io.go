@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/stack"
@@ -211,31 +212,51 @@ func (i *Interface) Peers() (Peers, error) {
 type Stats struct {
 	// Interface is the interface's name.
 	Interface string `json:"interface"`
-	// Netdev holds the link's counters by name (packets, bytes, drops
-	// and their reasons, joins), which exist from New on.
-	Netdev map[string]uint64 `json:"netdev"`
+	// Netdev holds the link's counters (packets, bytes, drops and their
+	// reasons, joins), which exist from New on.
+	Netdev counter.Snapshot `json:"netdev"`
 	// Driver holds the device driver's own counters, for drivers that
 	// keep them (ib.CounterSource: the udp driver's ICRC failures).
-	Driver map[string]uint64 `json:"driver,omitempty"`
-	// Endpoint and ARP are the IP stack's side, zero before Up.
-	Endpoint stack.EndpointStats `json:"endpoint"`
-	ARP      stack.ARPStats      `json:"arp"`
+	Driver counter.Snapshot `json:"driver,omitempty"`
+	// Endpoint (stack.EndpointStats) and ARP (stack.ARPStats) are the IP
+	// stack's side, zero before Up.
+	Endpoint counter.Snapshot `json:"endpoint"`
+	ARP      counter.Snapshot `json:"arp"`
+}
+
+// Groups returns the non-empty groups of s in the order `ipoibd stats`
+// prints them, each with its name.
+func (s Stats) Groups() []StatsGroup {
+	var out []StatsGroup
+	for _, g := range []StatsGroup{{"netdev", s.Netdev}, {"driver", s.Driver}, {"endpoint", s.Endpoint}, {"arp", s.ARP}} {
+		if len(g.Counters) > 0 {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// StatsGroup is one named group of counters of Stats.
+type StatsGroup struct {
+	Name     string
+	Counters counter.Snapshot
 }
 
 // Stats returns the interface's counters. It works from New on, so a
 // program can show why a link is slow to come up.
 func (i *Interface) Stats() Stats {
-	snap := i.link.NetDev().Stats().Snapshot()
-	s := Stats{Interface: i.cfg.Name, Netdev: make(map[string]uint64, len(snap))}
-	for _, c := range snap {
-		s.Netdev[c.Name] = c.Value
+	s := Stats{
+		Interface: i.cfg.Name,
+		Netdev:    i.link.NetDev().Stats().Snapshot(),
+		Endpoint:  counter.Of(stack.EndpointStats{}),
+		ARP:       counter.Of(stack.ARPStats{}),
 	}
 	if cs, ok := i.dev.(ib.CounterSource); ok {
 		s.Driver = cs.DriverCounters()
 	}
 	if st := i.st.Load(); st != nil {
-		s.Endpoint = st.Endpoint.Stats()
-		s.ARP = stack.ARPProtocolOf(st.S).Stats()
+		s.Endpoint = st.Endpoint.Snapshot()
+		s.ARP = stack.ARPProtocolOf(st.S).Snapshot()
 	}
 	return s
 }

@@ -124,13 +124,14 @@ type Context struct {
 
 	// Shared with any goroutine.
 	closed   atomic.Bool
-	running  atomic.Bool  // inside Run
-	stopReq  atomic.Bool  // Stop was called; consumed by Run
-	homeG    atomic.Int64 // goroutine id of the home goroutine, 0 if none
-	homeMu   sync.Mutex   // held by whoever is home (Run, Acquire, temporary Poll)
-	passMu   sync.Mutex   // held by whoever runs passes: Run except while parked, Acquire, Poll, a borrower
-	notifyMe atomic.Int32 // >0 while a pass may sleep in epoll_wait
-	notified atomic.Bool  // a Notify is not yet accepted
+	gone     chan struct{} // closed by Close: no callback will run again
+	running  atomic.Bool   // inside Run
+	stopReq  atomic.Bool   // Stop was called; consumed by Run
+	homeG    atomic.Int64  // goroutine id of the home goroutine, 0 if none
+	homeMu   sync.Mutex    // held by whoever is home (Run, Acquire, temporary Poll)
+	passMu   sync.Mutex    // held by whoever runs passes: Run except while parked, Acquire, Poll, a borrower
+	notifyMe atomic.Int32  // >0 while a pass may sleep in epoll_wait
+	notified atomic.Bool   // a Notify is not yet accepted
 	// sysSleepers counts passes asleep in epoll_wait although the loop
 	// parks in the netpoller: blocking Polls nested in a borrowed pass.
 	// Notify writes the eventfd for them.

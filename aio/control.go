@@ -12,6 +12,7 @@ package aio
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -66,6 +67,7 @@ func New(opts ...Option) (*Context, error) {
 		epfd:  epfd,
 		evfd:  evfd,
 		sleep: cfg.sleep,
+		gone:  make(chan struct{}),
 	}
 	if c.sleep == SleepNetpoll {
 		if err := c.initNetpoll(); err != nil {
@@ -116,6 +118,9 @@ func (c *Context) Close() error {
 	if c.closed.Swap(true) {
 		return fmt.Errorf("aio %q: close: %w", c.name, ErrClosed)
 	}
+	// Calls still waiting for a bottom half the loop will never run now
+	// return ErrClosed instead of waiting for ever.
+	close(c.gone)
 	if wc, ok := c.clock.(wakingClock); ok {
 		wc.unsubscribe(c)
 	}
@@ -372,3 +377,31 @@ func (t *Timer) Deadline() time.Time {
 
 // Name returns the name given to NewTimer.
 func (t *Timer) Name() string { return t.name }
+
+// Start runs the loop on a goroutine of its own and returns the function
+// that ends it: stop the loop, wait for Run to return, close the Context.
+// stop reports the first failure of the three (a Run that refused to
+// start, say) and may be called more than once; later calls return the
+// same answer. It is what a program or test that owns a loop wants from
+// Run, written once.
+func (c *Context) Start() (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(ctx) }()
+	var (
+		once sync.Once
+		err  error
+	)
+	return func() error {
+		once.Do(func() {
+			cancel()
+			if rerr := <-ran; rerr != nil && !errors.Is(rerr, context.Canceled) {
+				err = rerr
+			}
+			if cerr := c.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		})
+		return err
+	}
+}

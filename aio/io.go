@@ -8,6 +8,7 @@
 package aio
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"time"
@@ -113,21 +114,42 @@ func (c *Context) ScheduleOneshot(name string, fn func()) {
 // aio_wait_bh_oneshot does: the one way a goroutine off the loop runs
 // control-plane code, which asserts it is home. Called from the home
 // goroutine it runs fn at once, since waiting there would wait forever.
-// It fails with ErrClosed, without running fn, once the Context is closed.
-// The loop must be running (Run) or be run by someone, or Call waits until
-// it is.
+// It fails with ErrClosed, without running fn, once the Context is
+// closed, including when Close comes while the call waits. The loop must
+// be running (Run) or be run by someone, or Call waits until it is; use
+// CallContext to bound the wait.
 func (c *Context) Call(name string, fn func()) error {
+	return c.CallContext(context.Background(), name, func() error { fn(); return nil })
+}
+
+// CallContext is Call with a bound on the wait and fn's error passed
+// back. When ctx ends first it returns ctx's error wrapped; fn may then
+// still run later, on the loop, and its error is dropped, so fn must not
+// touch what the caller frees on return.
+func (c *Context) CallContext(ctx context.Context, name string, fn func() error) error {
 	if c.InHome() {
-		fn()
-		return nil
+		return fn()
 	}
 	if c.closed.Load() {
 		return fmt.Errorf("aio: call %s on %q: %w", name, c.name, ErrClosed)
 	}
-	done := make(chan struct{})
-	c.ScheduleOneshot(name, func() { defer close(done); fn() })
-	<-done
-	return nil
+	done := make(chan error, 1)
+	c.ScheduleOneshot(name, func() { done <- fn() })
+	select {
+	case err := <-done:
+		return err
+	case <-c.gone:
+		// Close needs the loop stopped, so a result is either in done
+		// already or never coming.
+		select {
+		case err := <-done:
+			return err
+		default:
+			return fmt.Errorf("aio: call %s on %q: %w", name, c.name, ErrClosed)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("aio: call %s on %q: %w", name, c.name, ctx.Err())
+	}
 }
 
 // Notify wakes the loop if it is sleeping, or makes its next pass skip the

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 )
 
 // PortAttr is a snapshot of one port's attributes (IBA 14.2.5.6, PortInfo;
@@ -128,7 +129,7 @@ type Event struct {
 // datagrams with a bad ICRC, say). DriverCounters returns them by name, in
 // snake_case; it is safe from any goroutine.
 type CounterSource interface {
-	DriverCounters() map[string]uint64
+	DriverCounters() counter.Snapshot
 }
 
 // Device is an open HCA (or simulated host). Every method is control plane:
@@ -180,6 +181,45 @@ type QPConfig struct {
 	// RecvBufSize is the size of each receive buffer, including the
 	// GRHSize bytes reserved at its start for the GRH.
 	RecvBufSize int
+}
+
+// QPLimits are the bounds a driver can honour in a QPConfig.
+type QPLimits struct {
+	// Ports is the number of ports; valid port numbers are 1 to Ports.
+	Ports int
+	// PKeys is the number of entries of the port's P_Key table.
+	PKeys int
+	// MaxDepth bounds SendDepth and RecvDepth.
+	MaxDepth int
+	// MaxRecvBufSize bounds RecvBufSize (which is at least GRHSize).
+	MaxRecvBufSize int
+	// MaxRecvBytes, when not zero, bounds RecvDepth × RecvBufSize: the
+	// memory one QP's receive buffers take.
+	MaxRecvBytes int64
+}
+
+// Validate checks c against what a driver can honour and says what is
+// wrong in terms of the request: the error wraps ErrNoPort for a port out
+// of range and ErrBadConfig for anything else. The completion queues are
+// the driver's to check, since only it knows its own.
+func (c *QPConfig) Validate(l QPLimits) error {
+	switch {
+	case c.Port < 1 || c.Port > l.Ports:
+		return fmt.Errorf("port %d (1..%d): %w", c.Port, l.Ports, ErrNoPort)
+	case c.PKeyIndex < 0 || c.PKeyIndex >= l.PKeys:
+		return fmt.Errorf("P_Key index %d, table has %d entries: %w", c.PKeyIndex, l.PKeys, ErrBadConfig)
+	case c.SendCQ == nil || c.RecvCQ == nil:
+		return fmt.Errorf("a send and a receive CQ are needed: %w", ErrBadConfig)
+	case c.SendDepth < 1 || c.SendDepth > l.MaxDepth:
+		return fmt.Errorf("send depth %d (1..%d): %w", c.SendDepth, l.MaxDepth, ErrBadConfig)
+	case c.RecvDepth < 1 || c.RecvDepth > l.MaxDepth:
+		return fmt.Errorf("receive depth %d (1..%d): %w", c.RecvDepth, l.MaxDepth, ErrBadConfig)
+	case c.RecvBufSize < GRHSize || c.RecvBufSize > l.MaxRecvBufSize:
+		return fmt.Errorf("receive buffer %d bytes (%d..%d): %w", c.RecvBufSize, GRHSize, l.MaxRecvBufSize, ErrBadConfig)
+	case l.MaxRecvBytes > 0 && int64(c.RecvDepth)*int64(c.RecvBufSize) > l.MaxRecvBytes:
+		return fmt.Errorf("%d receive buffers of %d bytes exceed %d bytes: %w", c.RecvDepth, c.RecvBufSize, l.MaxRecvBytes, ErrBadConfig)
+	}
+	return nil
 }
 
 // QPControl is the control half of a queue pair.

@@ -56,6 +56,10 @@ var (
 	ErrNoDevice = errors.New("no such device")
 	// ErrNoPort says the port number is out of range for the device.
 	ErrNoPort = errors.New("no such port")
+	// ErrBadConfig says a request to a device (a queue pair, a completion
+	// queue, an address vector) asks for values outside what the driver
+	// can honour: a depth, a buffer size, a P_Key or GID index.
+	ErrBadConfig = errors.New("bad configuration")
 	// ErrClosed says the object was used after Close.
 	ErrClosed = errors.New("closed")
 	// ErrQueueFull says a send or receive queue has no free slot; the caller

@@ -15,10 +15,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 )
 
 // Retransmission defaults of the SA client. The IBA leaves a requester's
@@ -71,36 +71,33 @@ type SAClientConfig struct {
 
 // SAClientStats counts what an SAClient sent and received.
 type SAClientStats struct {
-	// Sent counts first transmissions; Retransmitted the repeats.
-	Sent, Retransmitted uint64
+	// Sent counts first transmissions.
+	Sent uint64 `json:"sent"`
+	// Retransmitted counts the repeats.
+	Retransmitted uint64 `json:"retransmitted"`
 	// SendErrors counts transmissions the MADPort refused (or that could
 	// not be made for want of an SM LID); the retry timer covers them.
-	SendErrors uint64
+	SendErrors uint64 `json:"send_errors"`
 	// Replies counts answers matched to an outstanding query, busy and
 	// error answers included.
-	Replies uint64
+	Replies uint64 `json:"replies"`
 	// Busy counts answers with the busy bit set.
-	Busy uint64
+	Busy uint64 `json:"busy"`
 	// Timeouts counts queries that ran out of tries.
-	Timeouts uint64
+	Timeouts uint64 `json:"timeouts"`
 	// Errors counts queries that failed with a status from the SA.
-	Errors uint64
+	Errors uint64 `json:"errors"`
 	// Cancelled counts queries withdrawn by Cancel or Close.
-	Cancelled uint64
+	Cancelled uint64 `json:"cancelled"`
 	// Unsolicited counts SA MADs that answer nothing outstanding: unknown
 	// or finished transaction IDs (late or duplicate answers), requests
 	// such as Report, and MADs of other classes.
-	Unsolicited uint64
+	Unsolicited uint64 `json:"unsolicited"`
 	// Mismatched counts answers whose TID matches an outstanding query but
 	// whose method, attribute or sender do not.
-	Mismatched uint64
+	Mismatched uint64 `json:"mismatched"`
 	// Malformed counts MADs that could not be decoded.
-	Malformed uint64
-}
-
-type saCounters struct {
-	sent, retransmitted, sendErrors, replies, busy, timeouts, errors,
-	cancelled, unsolicited, mismatched, malformed atomic.Uint64
+	Malformed uint64 `json:"malformed"`
 }
 
 // SAClient sends subnet administration queries (IBA chapter 15) over a
@@ -135,7 +132,7 @@ type SAClient struct {
 	// reply costs no allocation.
 	rx SAMAD
 
-	stats saCounters
+	stats counter.Block[SAClientStats]
 }
 
 // saKeyKind says which field names a query in errors.
@@ -320,13 +317,7 @@ func (c *SAClient) Outstanding() int {
 
 // Stats returns the client's counters. It is safe from any goroutine.
 func (c *SAClient) Stats() SAClientStats {
-	s := &c.stats
-	return SAClientStats{
-		Sent: s.sent.Load(), Retransmitted: s.retransmitted.Load(), SendErrors: s.sendErrors.Load(),
-		Replies: s.replies.Load(), Busy: s.busy.Load(), Timeouts: s.timeouts.Load(),
-		Errors: s.errors.Load(), Cancelled: s.cancelled.Load(), Unsolicited: s.unsolicited.Load(),
-		Mismatched: s.mismatched.Load(), Malformed: s.malformed.Load(),
-	}
+	return c.stats.Load()
 }
 
 // PathQueryByGID returns the PathRecord query IPoIB sends to resolve a
@@ -369,16 +360,9 @@ func (c *SAClient) GetPathRecord(query PathRecord, mask ComponentMask, done func
 	case mask.Has(PathRecCompSGID):
 		name.kind, name.gid = saKeySGID, query.SGID
 	}
-	if done == nil {
-		return SAQuery{}, fmt.Errorf("%v: nil completion callback", name)
-	}
-	q, err := c.newQuery(name, mask)
+	q, err := c.prepare(name, mask, done != nil, query.Encode)
 	if err != nil {
 		return SAQuery{}, err
-	}
-	if err := query.Encode(q.buf[SADataOffset:]); err != nil {
-		c.release(q)
-		return SAQuery{}, fmt.Errorf("%v: %w", name, err)
 	}
 	q.onPath = done
 	return c.launch(q), nil
@@ -416,19 +400,30 @@ func (c *SAClient) startMC(method Method, query MCMemberRecord, mask ComponentMa
 	case mask.Has(MCMemberCompPortGID):
 		name.kind, name.gid = saKeyPortGID, query.PortGID
 	}
-	if done == nil {
-		return SAQuery{}, fmt.Errorf("%v: nil completion callback", name)
-	}
-	q, err := c.newQuery(name, mask)
+	q, err := c.prepare(name, mask, done != nil, query.Encode)
 	if err != nil {
 		return SAQuery{}, err
 	}
-	if err := query.Encode(q.buf[SADataOffset:]); err != nil {
-		c.release(q)
-		return SAQuery{}, fmt.Errorf("%v: %w", name, err)
-	}
 	q.onMC = done
 	return c.launch(q), nil
+}
+
+// prepare checks that a query has a completion callback, takes a query
+// object and writes the record into its MAD with encode; the caller sets
+// the callback and launches it.
+func (c *SAClient) prepare(name saQueryName, mask ComponentMask, hasDone bool, encode func([]byte) error) (*saQuery, error) {
+	if !hasDone {
+		return nil, fmt.Errorf("%v: nil completion callback", name)
+	}
+	q, err := c.newQuery(name, mask)
+	if err != nil {
+		return nil, err
+	}
+	if err := encode(q.buf[SADataOffset:]); err != nil {
+		c.release(q)
+		return nil, fmt.Errorf("%v: %w", name, err)
+	}
+	return q, nil
 }
 
 // newQuery takes a query object from the free list (or makes one), gives
@@ -532,7 +527,7 @@ func (h SAQuery) Cancel() bool {
 	if !q.active || q.tid != h.tid {
 		return false
 	}
-	c.stats.cancelled.Add(1)
+	counter.Inc(&c.stats.V.Cancelled)
 	c.retire(q)
 	c.release(q)
 	return true
@@ -560,7 +555,7 @@ func (c *SAClient) Close() error {
 		if !q.active {
 			continue // finished by an earlier callback
 		}
-		c.stats.cancelled.Add(1)
+		counter.Inc(&c.stats.V.Cancelled)
 		c.fail(q, fmt.Errorf("%v: SA client closed: %w", q.name, ErrClosed))
 	}
 	return nil

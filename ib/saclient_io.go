@@ -12,6 +12,8 @@ package ib
 
 import (
 	"fmt"
+
+	"github.com/ipoibd/ipoibd/counter"
 )
 
 // transmit sends q's MAD to the current SM. A failed send is counted and
@@ -20,14 +22,14 @@ import (
 // inside Send, so q is not touched after Send if that finished it.
 func (c *SAClient) transmit(q *saQuery) {
 	if q.tries == 0 {
-		c.stats.sent.Add(1)
+		counter.Inc(&c.stats.V.Sent)
 	} else {
-		c.stats.retransmitted.Add(1)
+		counter.Inc(&c.stats.V.Retransmitted)
 	}
 	q.tries++
 	q.busy = 0
 	if c.smLID == LIDReserved {
-		c.stats.sendErrors.Add(1)
+		counter.Inc(&c.stats.V.SendErrors)
 		q.sendErr = ErrSANoSM
 		return
 	}
@@ -38,7 +40,7 @@ func (c *SAClient) transmit(q *saQuery) {
 		return
 	}
 	if err != nil {
-		c.stats.sendErrors.Add(1)
+		counter.Inc(&c.stats.V.SendErrors)
 		q.sendErr = err
 		return
 	}
@@ -53,7 +55,7 @@ func (c *SAClient) expire(q *saQuery) {
 		return
 	}
 	if q.tries >= c.cfg.Tries {
-		c.stats.timeouts.Add(1)
+		counter.Inc(&c.stats.V.Timeouts)
 		elapsed := c.loop.Now().Sub(q.start)
 		var err error
 		if q.sendErr != nil {
@@ -79,25 +81,25 @@ func (c *SAClient) handleMAD(src MADAddress, b []byte) {
 		return
 	}
 	if len(b) != MADLen || b[0] != MADBaseVersion {
-		c.stats.malformed.Add(1)
+		counter.Inc(&c.stats.V.Malformed)
 		return
 	}
 	if MgmtClass(b[1]) != MgmtClassSubnAdm {
-		c.stats.unsolicited.Add(1)
+		counter.Inc(&c.stats.V.Unsolicited)
 		return
 	}
 	m := &c.rx
 	if err := m.Decode(b); err != nil {
-		c.stats.malformed.Add(1)
+		counter.Inc(&c.stats.V.Malformed)
 		return
 	}
 	if !m.Method.IsResponse() {
-		c.stats.unsolicited.Add(1) // a Report or a request aimed at us
+		counter.Inc(&c.stats.V.Unsolicited) // a Report or a request aimed at us
 		return
 	}
 	q := c.pending[m.TransactionID]
 	if q == nil {
-		c.stats.unsolicited.Add(1) // late, duplicate or someone else's
+		counter.Inc(&c.stats.V.Unsolicited) // late, duplicate or someone else's
 		return
 	}
 	// The TID is ours, but only the SA's answer to this very request may
@@ -105,18 +107,18 @@ func (c *SAClient) handleMAD(src MADAddress, b []byte) {
 	// from the old SM, hence two LIDs.
 	if m.Method != q.name.method.Response() || m.AttributeID != q.name.attr ||
 		src.QPN != QPNGSI || src.LID == LIDReserved || (src.LID != q.sentLID && src.LID != c.smLID) {
-		c.stats.mismatched.Add(1)
+		counter.Inc(&c.stats.V.Mismatched)
 		return
 	}
-	c.stats.replies.Add(1)
+	counter.Inc(&c.stats.V.Replies)
 	st := m.Status
 	switch {
 	case st.Busy():
 		// IBA 13.4.7: busy asks for a retry later; wait a full interval
 		// from now rather than only what is left of the current one.
-		c.stats.busy.Add(1)
+		counter.Inc(&c.stats.V.Busy)
 		if q.tries >= c.cfg.Tries {
-			c.stats.timeouts.Add(1)
+			counter.Inc(&c.stats.V.Timeouts)
 			c.fail(q, fmt.Errorf("%v: SA still busy after %d tries (%v): %w (%w)",
 				q.name, q.tries, c.loop.Now().Sub(q.start), ErrSATimeout, c.statusErr(q)))
 			return
@@ -124,7 +126,7 @@ func (c *SAClient) handleMAD(src MADAddress, b []byte) {
 		q.busy = st
 		q.timer.Reset(q.wait)
 	case st != 0:
-		c.stats.errors.Add(1)
+		counter.Inc(&c.stats.V.Errors)
 		c.fail(q, &saStatusError{name: q.name, mse: *c.statusErr(q)})
 	default:
 		c.succeed(q)

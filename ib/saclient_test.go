@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/internal/looptest"
 )
 
 // The SA exchange of frames 32 and 33 of softroce-demo-infiniband.pcap
@@ -241,17 +242,7 @@ var saFromSM = MADAddress{LID: 1, SL: 0, QPN: QPNGSI, QKey: QKeyGSI}
 func newSAEnv(t testing.TB, cfg SAClientConfig) *saEnv {
 	t.Helper()
 	clk := aio.NewManualClock(saTestStart)
-	loop, err := aio.New(aio.WithClock(clk), aio.WithName("sa-test"))
-	if err != nil {
-		t.Fatalf("aio.New: %v", err)
-	}
-	release := loop.Acquire()
-	t.Cleanup(func() {
-		release()
-		if err := loop.Close(); err != nil {
-			t.Errorf("loop.Close: %v", err)
-		}
-	})
+	loop := looptest.Home(t, aio.WithClock(clk), aio.WithName("sa-test"))
 	if cfg.TIDHigh == 0 {
 		cfg.TIDHigh = saCapTIDHigh
 	}

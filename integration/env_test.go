@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -27,8 +26,7 @@ var seq atomic.Uint64
 type env struct {
 	t     testing.TB
 	loop  *aio.Context
-	stop  context.CancelFunc
-	done  chan struct{}
+	stop  func() error // stops and closes the fabric's loop
 	f     *sim.Fabric
 	name  string // the fabric's, in the hosts' Config.Device
 	hosts []*host
@@ -41,7 +39,7 @@ type env struct {
 	// as separate daemons have, instead of running all of them on the
 	// fabric's loop.
 	hostLoops bool
-	stopLoops []func() // the host loops' stops, for close
+	stopLoops []func() error // the host loops' stops, for close
 }
 
 // host is one simulated machine: its HCA and the interface on it, built
@@ -64,14 +62,7 @@ func newEnv(t testing.TB, build func(loop *aio.Context, cfg sim.Config) (*sim.Fa
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e := &env{t: t, loop: loop, stop: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(e.done)
-		if err := loop.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("loop: %v", err)
-		}
-	}()
+	e := &env{t: t, loop: loop, stop: loop.Start()}
 	t.Cleanup(e.close)
 	var hosts []*sim.Host
 	e.name = fmt.Sprintf("it%d", seq.Add(1))
@@ -93,9 +84,9 @@ func (e *env) onLoop(fn func()) { runOn(e.loop, fn) }
 
 // runOn runs fn on loop and waits for it.
 func runOn(loop *aio.Context, fn func()) {
-	done := make(chan struct{})
-	loop.ScheduleOneshot("test", func() { fn(); close(done) })
-	<-done
+	if err := loop.Call("test", fn); err != nil {
+		panic(err) // a test that calls into a closed loop is broken
+	}
 }
 
 // hostLoop starts a loop of its own for host i; close stops it last.
@@ -104,17 +95,7 @@ func (e *env) hostLoop(i int) *aio.Context {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		loop.Run(ctx)
-	}()
-	e.stopLoops = append(e.stopLoops, func() {
-		cancel()
-		<-done
-		loop.Close()
-	})
+	e.stopLoops = append(e.stopLoops, loop.Start())
 	return loop
 }
 
@@ -129,11 +110,13 @@ func (e *env) close() {
 			e.f.Close()
 		}
 	})
-	e.stop()
-	<-e.done
-	e.loop.Close()
+	if err := e.stop(); err != nil {
+		e.t.Errorf("fabric loop: %v", err)
+	}
 	for _, stop := range e.stopLoops {
-		stop()
+		if err := stop(); err != nil {
+			e.t.Errorf("host loop: %v", err)
+		}
 	}
 }
 

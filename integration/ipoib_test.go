@@ -227,7 +227,7 @@ func TestPartitions(t *testing.T) {
 			if err != nil {
 				return nil, nil, err
 			}
-			if _, err := f.Connect(h, sw, sim.LinkConfig{}); err != nil {
+			if _, err := f.Connect(h, sw, sim.CableConfig{}); err != nil {
 				return nil, nil, err
 			}
 			hosts = append(hosts, h)
@@ -237,7 +237,7 @@ func TestPartitions(t *testing.T) {
 		if raw, err = f.AddHost("raw", sim.HostConfig{PKeys: []ib.PKey{0x7fff, 0x8001, 0x8002}}); err != nil {
 			return nil, nil, err
 		}
-		if _, err := f.Connect(raw, sw, sim.LinkConfig{}); err != nil {
+		if _, err := f.Connect(raw, sw, sim.CableConfig{}); err != nil {
 			return nil, nil, err
 		}
 		return f, hosts, f.Start()
@@ -273,8 +273,8 @@ func TestPartitions(t *testing.T) {
 	if final.Dropped(sim.DropQKey) == 0 {
 		t.Errorf("wrong-Q_Key datagram not counted as a Q_Key drop: %v", final)
 	}
-	before0 := rx["rx_ok"]
-	after0 := target.ifc.Stats().Netdev["rx_ok"]
+	before0 := rx.Count("rx_ok")
+	after0 := target.ifc.Stats().Netdev.Count("rx_ok")
 	if after0 != before0 {
 		t.Errorf("target received %d packets, want none of the raw ones", after0-before0)
 	}

@@ -7,7 +7,7 @@
 // loop that owns the cache (the device's loop) and assert it on every
 // call, because running one beside the data path would corrupt the
 // cache; a goroutine elsewhere schedules a bottom half instead.
-// NewPeerCache and NewLink, which build objects nobody else can see yet,
+// NewPeerCache and NewProtocol, which build objects nobody else can see yet,
 // are safe anywhere, and so is Link.Group. The driver's group, path and
 // event machinery (join.go, path.go, events.go) is control plane too: it
 // runs from SA callbacks, timers and bottom halves on the same loop.
@@ -150,7 +150,7 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 		return fail(fmt.Errorf("%w: %w", ErrNoPKey, err))
 	}
 	cache := NewPeerCache(loop)
-	l, err := NewLink(cache, cfg.PKey)
+	l, err := NewProtocol(cache, cfg.PKey)
 	if err != nil {
 		return fail(err)
 	}
@@ -261,7 +261,7 @@ func (l *Link) driverOf(op string) (*driver, error) {
 }
 
 // NetDev returns the network device the link runs, nil for a Link made
-// by NewLink. Safe from any goroutine.
+// by NewProtocol. Safe from any goroutine.
 func (l *Link) NetDev() *netdev.Device {
 	if l.d == nil {
 		return nil

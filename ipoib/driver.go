@@ -78,7 +78,7 @@ var (
 	// table.
 	ErrNoPKey = errors.New("ipoib: P_Key not in the port's table")
 	// ErrNotDriver means a driver method was called on a Link made by
-	// NewLink, which has no port under it.
+	// NewProtocol, which has no port under it.
 	ErrNotDriver = errors.New("ipoib: link has no driver")
 )
 

@@ -30,7 +30,7 @@ func TestPKeyIsolation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.f.Connect(h, sw, sim.LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(h, sw, sim.CableConfig{}); err != nil {
 			t.Fatal(err)
 		}
 		hs = append(hs, h)

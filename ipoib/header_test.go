@@ -158,7 +158,7 @@ func FuzzPullHeader(f *testing.F) {
 	f.Add(unhex(f, "0806 0102 0020 0800 1404 0001"))
 	f.Add([]byte{0x08})
 	cache := NewPeerCache(nil)
-	link, err := NewLink(cache, 0xffff)
+	link, err := NewProtocol(cache, 0xffff)
 	if err != nil {
 		f.Fatal(err)
 	}

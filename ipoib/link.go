@@ -42,16 +42,19 @@ type Link struct {
 	// Prebuilt errors for the per-packet refusals.
 	errNoHeadroom, errTxNoPeer, errRxUnknown error
 
-	// d runs the link on a port; nil for a link made by NewLink, which
-	// is the link protocol alone.
+	// d runs the link on a port (New); nil for the protocol alone
+	// (NewProtocol).
 	d *driver
 }
 
 var _ netdev.LinkProtocol = (*Link)(nil)
 
-// NewLink returns the IPoIB link protocol over cache for partition pkey
-// (with or without the full-member bit). Safe from any goroutine.
-func NewLink(cache *PeerCache, pkey ib.PKey) (*Link, error) {
+// NewProtocol returns the IPoIB link protocol alone, over cache for
+// partition pkey (with or without the full-member bit): the header, the
+// addresses and the mappings, with no port under them, for tools that
+// read or write frames and for tests. New is the link on a port. Safe
+// from any goroutine.
+func NewProtocol(cache *PeerCache, pkey ib.PKey) (*Link, error) {
 	if cache == nil {
 		return nil, fmt.Errorf("new IPoIB link: no peer cache: %w", netdev.ErrInvalidConfig)
 	}

@@ -22,9 +22,9 @@ const (
 
 func newLink(t testing.TB, loop *aio.Context, pkey ib.PKey) *Link {
 	t.Helper()
-	l, err := NewLink(NewPeerCache(loop), pkey)
+	l, err := NewProtocol(NewPeerCache(loop), pkey)
 	if err != nil {
-		t.Fatalf("NewLink: %v", err)
+		t.Fatalf("NewProtocol: %v", err)
 	}
 	return l
 }
@@ -137,11 +137,11 @@ func TestLinkErrors(t *testing.T) {
 	if err := l.SetRxPeers(bufWith(0, []byte{8}), Addr{}, Addr{}); !errors.Is(err, netdev.ErrShort) {
 		t.Errorf("SetRxPeers on a 1-byte frame: %v", err)
 	}
-	if _, err := NewLink(nil, ib.PKeyDefault); !errors.Is(err, netdev.ErrInvalidConfig) {
-		t.Errorf("NewLink without a cache: %v", err)
+	if _, err := NewProtocol(nil, ib.PKeyDefault); !errors.Is(err, netdev.ErrInvalidConfig) {
+		t.Errorf("NewProtocol without a cache: %v", err)
 	}
-	if _, err := NewLink(NewPeerCache(nil), 0x8000); !errors.Is(err, netdev.ErrInvalidConfig) {
-		t.Errorf("NewLink for partition 0: %v", err)
+	if _, err := NewProtocol(NewPeerCache(nil), 0x8000); !errors.Is(err, netdev.ErrInvalidConfig) {
+		t.Errorf("NewProtocol for partition 0: %v", err)
 	}
 }
 

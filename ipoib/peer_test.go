@@ -9,6 +9,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/looptest"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -27,18 +28,7 @@ func testAddr(i int) []byte {
 // rest of the test, so the cache's ownership checks pass.
 func newLoop(t testing.TB) *aio.Context {
 	t.Helper()
-	c, err := aio.New(aio.WithName("ipoib-" + t.Name()))
-	if err != nil {
-		t.Fatalf("aio.New: %v", err)
-	}
-	release := c.Acquire()
-	t.Cleanup(func() {
-		release()
-		if err := c.Close(); err != nil {
-			t.Errorf("close loop: %v", err)
-		}
-	})
-	return c
+	return looptest.Home(t, aio.WithName("ipoib-"+t.Name()))
 }
 
 // mustEnter enters addr and fails the test on error.

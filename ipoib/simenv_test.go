@@ -93,7 +93,7 @@ func (e *env) star(n int, hc sim.HostConfig) []*sim.Host {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if _, err := e.f.Connect(h, sw, sim.LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(h, sw, sim.CableConfig{}); err != nil {
 			e.t.Fatal(err)
 		}
 		e.hosts = append(e.hosts, h)

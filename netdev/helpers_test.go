@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/internal/looptest"
 )
 
 // etherLink is a minimal Ethernet II link layer, a test double that shows
@@ -297,18 +298,7 @@ var (
 // rest of the test.
 func newLoop(t testing.TB) *aio.Context {
 	t.Helper()
-	c, err := aio.New(aio.WithName("netdev-" + t.Name()))
-	if err != nil {
-		t.Fatalf("aio.New: %v", err)
-	}
-	release := c.Acquire()
-	t.Cleanup(func() {
-		release()
-		if err := c.Close(); err != nil {
-			t.Errorf("close loop: %v", err)
-		}
-	})
-	return c
+	return looptest.Home(t, aio.WithName("netdev-"+t.Name()))
 }
 
 // devName turns a test name into a valid, unique device name.

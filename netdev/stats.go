@@ -1,13 +1,13 @@
 package netdev
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ipoibd/ipoibd/counter"
 )
 
 // Counter names one per-device statistic: packets by outcome (sent, or
@@ -282,77 +282,8 @@ func (s *Stats) Snapshot() Snapshot {
 }
 
 // CounterValue is one named counter in a Snapshot.
-type CounterValue struct {
-	Name  string
-	Value uint64
-}
+type CounterValue = counter.Value
 
-// Snapshot is a list of counters in a stable order. It marshals to a JSON
-// object whose keys keep that order ({"tx_ok":3,"tx_bytes":180,...}) and
-// unmarshals from one.
-type Snapshot []CounterValue
-
-// Get returns the value of the counter called name.
-func (s Snapshot) Get(name string) (uint64, bool) {
-	for _, cv := range s {
-		if cv.Name == name {
-			return cv.Value, true
-		}
-	}
-	return 0, false
-}
-
-// MarshalJSON writes s as an object with keys in s's order.
-func (s Snapshot) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 32*len(s)+2)
-	b = append(b, '{')
-	for i, cv := range s {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendQuote(b, cv.Name)
-		b = append(b, ':')
-		b = strconv.AppendUint(b, cv.Value, 10)
-	}
-	return append(b, '}'), nil
-}
-
-// UnmarshalJSON reads an object of counter names and unsigned integers,
-// keeping the order of its keys.
-func (s *Snapshot) UnmarshalJSON(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return fmt.Errorf("decode counter snapshot: %w", err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return fmt.Errorf("decode counter snapshot: want an object, got %v", tok)
-	}
-	var out Snapshot
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("decode counter snapshot: %w", err)
-		}
-		name, _ := tok.(string)
-		tok, err = dec.Token()
-		if err != nil {
-			return fmt.Errorf("decode counter snapshot: counter %q: %w", name, err)
-		}
-		num, ok := tok.(json.Number)
-		if !ok {
-			return fmt.Errorf("decode counter snapshot: counter %q: want a number, got %v", name, tok)
-		}
-		v, err := strconv.ParseUint(string(num), 10, 64)
-		if err != nil {
-			return fmt.Errorf("decode counter snapshot: counter %q: %w", name, err)
-		}
-		out = append(out, CounterValue{Name: name, Value: v})
-	}
-	if _, err := dec.Token(); err != nil {
-		return fmt.Errorf("decode counter snapshot: %w", err)
-	}
-	*s = out
-	return nil
-}
+// Snapshot is a device's counters in table order: counter.Snapshot, the
+// form every layer reports counters in.
+type Snapshot = counter.Snapshot

@@ -66,16 +66,19 @@ func TestThreeHosts(t *testing.T) {
 	}
 
 	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("h%d.sock", i)) }
+	// Lease files in the test's directory, not the state directory
+	// shared by every run.
+	leases := func(i int) string { return filepath.Join(dir, fmt.Sprintf("h%d.lease", i)) }
 	// h0 and h1 use their IPv4-mapped GIDs (index 1), h2 its link-local
 	// GID (index 0): unicast crosses over IPv4, IPv6 and both mixed.
 	daemons := []*proc{tp.start(tp.hosts[0], filepath.Join(dir, "h0.log"), ipoibd, "up", "--device", "udp:eth0", "--gid-index", "1",
-		"--addr", serverAddr+"/24", "--dhcp-server", leaseRange, "--socket", sock(0))}
+		"--addr", serverAddr+"/24", "--dhcp-server", leaseRange, "--socket", sock(0), "--lease-file", leases(0))}
 	daemons[0].waitLog(t, ": ready", 20*time.Second)
 	addrs := []string{serverAddr}
 	for i, gid := range []string{"1", "0"} {
 		h := i + 1
 		daemons = append(daemons, tp.start(tp.hosts[h], filepath.Join(dir, fmt.Sprintf("h%d.log", h)), ipoibd, "up",
-			"--device", "udp:eth0", "--gid-index", gid, "--dhcp", "--socket", sock(h)))
+			"--device", "udp:eth0", "--gid-index", gid, "--dhcp", "--socket", sock(h), "--lease-file", leases(h)))
 	}
 	for _, d := range daemons[1:] {
 		m := leaseRE.FindStringSubmatch(d.waitLog(t, "from DHCP server", 30*time.Second))

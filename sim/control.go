@@ -23,7 +23,7 @@ import (
 // devices may be open on one host; each sees the host's port events.
 func (h *Host) Open(loop *aio.Context) (ib.Device, error) {
 	if loop == nil {
-		return nil, fmt.Errorf("sim: open %s: nil loop: %w", h.name, ErrBadConfig)
+		return nil, fmt.Errorf("sim: open %s: nil loop: %w", h.name, ib.ErrBadConfig)
 	}
 	loop.AssertHome("sim.Host.Open")
 	if h.f.closed.Load() {
@@ -83,9 +83,9 @@ func (d *device) CreateCQ(depth int) (ib.CompletionQueue, error) {
 		return nil, err
 	}
 	if depth < 1 || depth > MaxQueueDepth {
-		return nil, fmt.Errorf("sim: create CQ on %s: depth %d (1..%d): %w", d.name, depth, MaxQueueDepth, ErrBadConfig)
+		return nil, fmt.Errorf("sim: create CQ on %s: depth %d (1..%d): %w", d.name, depth, MaxQueueDepth, ib.ErrBadConfig)
 	}
-	c := &cq{dev: d, loop: d.loop, ring: make([]ib.Completion, depth)}
+	c := &cq{dev: d, loop: d.loop, ring: ib.NewCompletionRing(depth)}
 	c.bh = d.loop.NewBH("sim cq "+d.name, c.run)
 	d.cqs = append(d.cqs, c)
 	return c, nil
@@ -108,31 +108,22 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 	fail := func(format string, args ...any) (ib.QueuePair, error) {
 		return nil, fmt.Errorf("sim: create UD QP on %s: "+format, append([]any{d.name}, args...)...)
 	}
-	if cfg.Port < 1 || cfg.Port > h.NumPorts() {
-		return fail("port %d: %w", cfg.Port, ib.ErrNoPort)
+	npk := 0
+	if cfg.Port >= 1 && cfg.Port <= h.NumPorts() {
+		h.mu.RLock()
+		npk = len(h.ports[cfg.Port].pkeys)
+		h.mu.RUnlock()
+	}
+	if err := cfg.Validate(ib.QPLimits{Ports: h.NumPorts(), PKeys: npk, MaxDepth: MaxQueueDepth,
+		MaxRecvBufSize: MaxRecvBufSize, MaxRecvBytes: maxRecvBytes}); err != nil {
+		return fail("%w", err)
 	}
 	scq, ok1 := d.ownCQ(cfg.SendCQ)
 	rcq, ok2 := d.ownCQ(cfg.RecvCQ)
 	if !ok1 || !ok2 {
-		return fail("send or receive CQ is not a live CQ of this device: %w", ErrBadConfig)
-	}
-	switch {
-	case cfg.SendDepth < 1 || cfg.SendDepth > MaxQueueDepth:
-		return fail("send depth %d (1..%d): %w", cfg.SendDepth, MaxQueueDepth, ErrBadConfig)
-	case cfg.RecvDepth < 1 || cfg.RecvDepth > MaxQueueDepth:
-		return fail("receive depth %d (1..%d): %w", cfg.RecvDepth, MaxQueueDepth, ErrBadConfig)
-	case cfg.RecvBufSize < ib.GRHSize || cfg.RecvBufSize > MaxRecvBufSize:
-		return fail("receive buffer %d bytes (%d..%d): %w", cfg.RecvBufSize, ib.GRHSize, MaxRecvBufSize, ErrBadConfig)
-	case int64(cfg.RecvDepth)*int64(cfg.RecvBufSize) > 1<<30:
-		return fail("%d receive buffers of %d bytes exceed 1 GiB: %w", cfg.RecvDepth, cfg.RecvBufSize, ErrBadConfig)
+		return fail("send or receive CQ is not a live CQ of this device: %w", ib.ErrBadConfig)
 	}
 	p := h.ports[cfg.Port]
-	h.mu.RLock()
-	npk := len(p.pkeys)
-	h.mu.RUnlock()
-	if cfg.PKeyIndex < 0 || cfg.PKeyIndex >= npk {
-		return fail("P_Key index %d, table has %d entries: %w", cfg.PKeyIndex, npk, ErrBadConfig)
-	}
 	q := &qp{
 		dev:       d,
 		h:         h,
@@ -144,12 +135,10 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 		payload:   make([]byte, 0, maxFrameLen),
 		bufSize:   cfg.RecvBufSize,
 		slab:      make([]byte, cfg.RecvDepth*cfg.RecvBufSize),
-		ring:      make([]uint32, cfg.RecvDepth),
-		lent:      make([]bool, cfg.RecvDepth),
-		n:         cfg.RecvDepth,
-	}
-	for i := range q.ring {
-		q.ring[i] = uint32(i)
+		// The buffer posted last is used first: see ib.NewRecvQueue; in
+		// a 1024-host fabric, taking them in order would touch every
+		// page of 1024 receive rings, half a gigabyte.
+		recv: ib.NewRecvQueue(cfg.RecvDepth, true),
 	}
 	q.qkey.Store(uint32(cfg.QKey))
 	h.mu.Lock()
@@ -193,7 +182,7 @@ func (q *qp) AttachMcast(mgid ib.GID, mlid ib.LID) error {
 		return fmt.Errorf("sim: attach QP %v to %v: %w", q.qpn, mgid, ib.ErrClosed)
 	}
 	if !mgid.IsMulticast() || !mlid.IsMulticast() {
-		return fmt.Errorf("sim: attach QP %v to %v/%v: not a multicast GID and LID: %w", q.qpn, mgid, mlid, ErrBadConfig)
+		return fmt.Errorf("sim: attach QP %v to %v/%v: not a multicast GID and LID: %w", q.qpn, mgid, mlid, ib.ErrBadConfig)
 	}
 	h := q.h
 	h.mu.Lock()
@@ -275,10 +264,8 @@ func (q *qp) close() {
 	h.mu.Unlock()
 	q.mu.Lock()
 	q.closed = true
-	for ; q.n > 0; q.n-- {
-		id := q.ring[q.head]
-		q.head = (q.head + 1) % len(q.ring)
-		q.lent[id] = true
+	for id, ok := q.recv.Next(); ok; id, ok = q.recv.Next() {
+		q.recv.Lend()
 		wc := ib.Completion{ID: uint64(id), Kind: ib.WorkRecv, Status: ib.StatusFlushed, QPN: q.qpn}
 		q.recvCQ.push(&wc)
 	}
@@ -294,7 +281,7 @@ func (c *cq) SetHandler(fn func()) {
 	c.handler = fn
 	if fn != nil {
 		c.mu.Lock()
-		pending := c.n > 0
+		pending := c.ring.Len() > 0
 		c.mu.Unlock()
 		if pending {
 			c.bh.Schedule()
@@ -344,15 +331,15 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 	d.h.mu.RUnlock()
 	switch {
 	case av.DLID == ib.LIDReserved || av.DLID == ib.LIDPermissive:
-		return fail("DLID %v cannot address a UD datagram: %w", av.DLID, ErrBadConfig)
+		return fail("DLID %v cannot address a UD datagram: %w", av.DLID, ib.ErrBadConfig)
 	case av.DLID.IsMulticast() && !av.DGID.IsMulticast():
-		return fail("multicast DLID %v needs a multicast DGID, got %v: %w", av.DLID, av.DGID, ErrBadConfig)
+		return fail("multicast DLID %v needs a multicast DGID, got %v: %w", av.DLID, av.DGID, ib.ErrBadConfig)
 	case av.GlobalRoute && av.DGID.IsZero():
-		return fail("global route without a DGID: %w", ErrBadConfig)
+		return fail("global route without a DGID: %w", ib.ErrBadConfig)
 	case av.SGIDIndex < 0 || av.SGIDIndex >= ngid:
-		return fail("SGID index %d, table has %d entries: %w", av.SGIDIndex, ngid, ErrBadConfig)
+		return fail("SGID index %d, table has %d entries: %w", av.SGIDIndex, ngid, ib.ErrBadConfig)
 	case !av.SL.Valid() || av.FlowLabel > 0xFFFFF:
-		return fail("SL %d or flow label %#x out of range: %w", av.SL, av.FlowLabel, ErrBadConfig)
+		return fail("SL %d or flow label %#x out of range: %w", av.SL, av.FlowLabel, ib.ErrBadConfig)
 	}
 	return &ah{dev: d, av: av}, nil
 }

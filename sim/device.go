@@ -27,6 +27,9 @@ const (
 	MaxQueueDepth = 1 << 16
 	// MaxRecvBufSize bounds one receive buffer.
 	MaxRecvBufSize = 1 << 20
+	// maxRecvBytes bounds the receive buffers of one QP together, which
+	// the two bounds above would let reach 64 GiB.
+	maxRecvBytes = 1 << 30
 	// madRingLen is how many received MADs a MAD port holds before its
 	// handler has run; more are dropped as DropNoRecvBuffer.
 	madRingLen = 64
@@ -98,9 +101,7 @@ type cq struct {
 	gone    bool
 
 	mu     sync.Mutex
-	ring   []ib.Completion
-	head   int
-	n      int
+	ring   ib.CompletionRing
 	closed bool
 }
 
@@ -113,16 +114,10 @@ func (c *cq) push(wc *ib.Completion) bool {
 		c.mu.Unlock()
 		return true
 	}
-	if c.n == len(c.ring) {
+	if !c.ring.Push(wc) {
 		c.mu.Unlock()
 		return false
 	}
-	i := c.head + c.n
-	if i >= len(c.ring) {
-		i -= len(c.ring)
-	}
-	c.ring[i] = *wc
-	c.n++
 	c.mu.Unlock()
 	c.bh.Schedule()
 	return true
@@ -160,9 +155,7 @@ type qp struct {
 	outstanding int
 	bufSize     int
 	slab        []byte
-	ring        []uint32 // posted buffer IDs, FIFO
-	head, n     int
-	lent        []bool
+	recv        ib.RecvQueue
 }
 
 // mcAttach is one multicast attachment of a QP.
@@ -209,19 +202,10 @@ func (q *qp) deliver(pkt *ib.Packet) (DropReason, bool) {
 	if q.closed {
 		return DropNoQP, true
 	}
-	if q.n == 0 {
+	id, ok := q.recv.Next()
+	if !ok {
 		return DropNoRecvBuffer, true
 	}
-	// The buffer posted last is used first. An HCA consumes its receive
-	// queue in order, but nothing above can tell the difference (each
-	// completion names its buffer), and this way a host works in a few
-	// warm buffers: in a 1024-host fabric, taking them in order would
-	// touch every page of 1024 receive rings, half a gigabyte.
-	top := q.head + q.n - 1
-	if top >= len(q.ring) {
-		top -= len(q.ring)
-	}
-	id := q.ring[top]
 	off := int(id) * q.bufSize
 	buf := q.slab[off : off+q.bufSize : off+q.bufSize]
 	wc := ib.Completion{ID: uint64(id), Kind: ib.WorkRecv, QPN: q.qpn, Buf: buf}
@@ -249,8 +233,7 @@ func (q *qp) deliver(pkt *ib.Packet) (DropReason, bool) {
 	if !q.recvCQ.push(&wc) {
 		return DropCQOverflow, true
 	}
-	q.n--
-	q.lent[id] = true
+	q.recv.Lend()
 	return reason, dropped
 }
 

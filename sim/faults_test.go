@@ -23,7 +23,7 @@ func newPair(t *testing.T, cfg Config, ha, hb HostConfig) *pair {
 	a, _ := e.f.AddHost("a", ha)
 	b, _ := e.f.AddHost("b", hb)
 	for _, h := range []*Host{a, b} {
-		if _, err := e.f.Connect(h, sw, LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(h, sw, CableConfig{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,9 +129,9 @@ func TestDrops(t *testing.T) {
 			t := &prefixT{t, tc.name}
 			p := newPair(t.T, Config{}, tc.ha, tc.hb)
 			if tc.link != 0 {
-				p.e.f.SetLinkUp(p.b.h.Link(1), false)
+				p.e.f.SetLinkUp(p.b.h.Cable(1), false)
 				p.b.h.ports[1].link.mtu = tc.link
-				p.e.f.SetLinkUp(p.b.h.Link(1), true)
+				p.e.f.SetLinkUp(p.b.h.Cable(1), true)
 			}
 			tc.act(p)
 			p.e.settle()
@@ -451,8 +451,8 @@ func TestLinkMTU(t *testing.T) {
 	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{})
 	a, _ := e.f.AddHost("a", HostConfig{})
 	b, _ := e.f.AddHost("b", HostConfig{})
-	e.f.Connect(a, sw, LinkConfig{})
-	e.f.Connect(b, sw, LinkConfig{MTU: ib.MTU2048, Rate: ib.Rate40Gbps})
+	e.f.Connect(a, sw, CableConfig{})
+	e.f.Connect(b, sw, CableConfig{MTU: ib.MTU2048, Rate: ib.Rate40Gbps})
 	e.f.Start()
 	xa, xb := e.open(a, 1), e.open(b, 1)
 	if m := xb.attr(); m.ActiveMTU != ib.MTU2048 || m.MaxMTU != ib.MTU4096 {

@@ -17,8 +17,8 @@ func fuzzEnv(t *testing.T) (*env, *ep, *ep) {
 	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
 	a, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
 	b, _ := e.f.AddHost("b", HostConfig{PortGUIDs: []ib.GUID{0x0002c90300001895}, LIDs: []ib.LID{2}})
-	e.f.Connect(a, sw, LinkConfig{})
-	e.f.Connect(b, sw, LinkConfig{})
+	e.f.Connect(a, sw, CableConfig{})
+	e.f.Connect(b, sw, CableConfig{})
 	if err := e.f.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -147,8 +147,8 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
 	ha, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
 	hb, _ := e.f.AddHost("b", HostConfig{PortGUIDs: []ib.GUID{0x0002c90300001895}, LIDs: []ib.LID{2}})
-	e.f.Connect(ha, sw, LinkConfig{})
-	e.f.Connect(hb, sw, LinkConfig{})
+	e.f.Connect(ha, sw, CableConfig{})
+	e.f.Connect(hb, sw, CableConfig{})
 	e.f.Start()
 	ha.nextQPN, hb.nextQPN = 0x405, 0x405
 	a, b := e.open(ha, ib.QKeyIPoIBDefault), e.open(hb, ib.QKeyIPoIBDefault)

@@ -70,7 +70,7 @@ func (e *env) star(n int, hc HostConfig) []*Host {
 		if hosts[i], err = e.f.AddHost(fmt.Sprintf("host%d", i), hc); err != nil {
 			e.t.Fatal(err)
 		}
-		if _, err := e.f.Connect(hosts[i], sw, LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(hosts[i], sw, CableConfig{}); err != nil {
 			e.t.Fatal(err)
 		}
 	}

@@ -136,16 +136,9 @@ func (q *qp) RepostRecv(ids ...uint64) error {
 		return fmt.Errorf("sim: repost receive on QP %v: %w", q.qpn, ib.ErrClosed)
 	}
 	for _, id := range ids {
-		if id >= uint64(len(q.lent)) || !q.lent[id] {
+		if !q.recv.Repost(id) {
 			return fmt.Errorf("sim: repost receive buffer %d on QP %v: not lent out: %w", id, q.qpn, ErrInvalidWR)
 		}
-		q.lent[id] = false
-		i := q.head + q.n
-		if i >= len(q.ring) {
-			i -= len(q.ring)
-		}
-		q.ring[i] = uint32(id)
-		q.n++
 	}
 	return nil
 }
@@ -158,21 +151,7 @@ func (c *cq) Poll(wcs []ib.Completion) (int, error) {
 	if c.closed {
 		return 0, fmt.Errorf("sim: poll CQ: %w", ib.ErrClosed)
 	}
-	k := min(len(wcs), c.n)
-	for i := range k {
-		j := c.head + i
-		if j >= len(c.ring) {
-			j -= len(c.ring)
-		}
-		wcs[i] = c.ring[j]
-		c.ring[j] = ib.Completion{}
-	}
-	c.head += k
-	if c.head >= len(c.ring) {
-		c.head -= len(c.ring)
-	}
-	c.n -= k
-	return k, nil
+	return c.ring.Poll(wcs), nil
 }
 
 // Send transmits one MAD from QP1 of the port: LRH, BTH with the P_Key at

@@ -18,7 +18,7 @@ func TestBringUp(t *testing.T) {
 	h0, _ := e.f.AddHost("a", HostConfig{})
 	h1, _ := e.f.AddHost("b", HostConfig{LIDs: []ib.LID{0x40}})
 	for _, h := range []*Host{h0, h1} {
-		if _, err := e.f.Connect(h, sw, LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(h, sw, CableConfig{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -226,7 +226,7 @@ func TestSARequests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.f.Connect(h, sw, LinkConfig{}); err != nil {
+		if _, err := e.f.Connect(h, sw, CableConfig{}); err != nil {
 			t.Fatal(err)
 		}
 		return h
@@ -451,8 +451,8 @@ func TestRealSAExchange(t *testing.T) {
 	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
 	a, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
 	b, _ := e.f.AddHost("b", HostConfig{PortGUIDs: []ib.GUID{0x0002c90300001895}, LIDs: []ib.LID{2}})
-	e.f.Connect(a, sw, LinkConfig{})
-	e.f.Connect(b, sw, LinkConfig{})
+	e.f.Connect(a, sw, CableConfig{})
+	e.f.Connect(b, sw, CableConfig{})
 	if err := e.f.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -486,8 +486,8 @@ func TestRealMulticastFrame(t *testing.T) {
 	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{LID: 1})
 	a, _ := e.f.AddHost("a", HostConfig{PortGUIDs: []ib.GUID{0x0002c9020024f636}, LIDs: []ib.LID{4}})
 	b, _ := e.f.AddHost("b", HostConfig{LIDs: []ib.LID{2}})
-	e.f.Connect(a, sw, LinkConfig{})
-	e.f.Connect(b, sw, LinkConfig{})
+	e.f.Connect(a, sw, CableConfig{})
+	e.f.Connect(b, sw, CableConfig{})
 	if err := e.f.Start(); err != nil {
 		t.Fatal(err)
 	}

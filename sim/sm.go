@@ -427,14 +427,14 @@ func (f *Fabric) route(src *port, dlid ib.LID) (dst *port, mtu ib.MTU, rate ib.R
 	return nil, 0, 0, false
 }
 
-// SetLinkUp takes a link down or brings it back. Down: both ends go to
+// SetLinkUp takes a cable's link down or brings it back. Down: both ends go to
 // DOWN, host ports raise ib.EventPortDown, and packets meeting the link are
 // dropped (DropLinkDown). Up: the ends go to INIT and, when the SM is up,
 // to ACTIVE with ib.EventPortActive after the sweep that follows. The SM
 // sweeps after either change (when it is up), which re-routes around the
 // link and removes the multicast memberships of ports that went down, as
 // an SM does when a port leaves the subnet.
-func (f *Fabric) SetLinkUp(l *Link, up bool) error {
+func (f *Fabric) SetLinkUp(l *Cable, up bool) error {
 	f.assertHome("SetLinkUp")
 	if f.closed.Load() {
 		return fmt.Errorf("sim: set link %v up=%v: %w", l, up, ib.ErrClosed)
@@ -449,7 +449,7 @@ func (f *Fabric) SetLinkUp(l *Link, up bool) error {
 	return nil
 }
 
-func (f *Fabric) setLink(l *Link, up bool) {
+func (f *Fabric) setLink(l *Cable, up bool) {
 	l.up = up
 	for _, p := range [2]*port{l.a, l.b} {
 		n := p.node

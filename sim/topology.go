@@ -35,7 +35,7 @@ func (f *Fabric) buildStar(n int) ([]*Host, error) {
 		if hosts[i], err = f.AddHost(fmt.Sprintf("host%d", i), HostConfig{}); err != nil {
 			return nil, err
 		}
-		if _, err = f.Connect(hosts[i], sw, LinkConfig{}); err != nil {
+		if _, err = f.Connect(hosts[i], sw, CableConfig{}); err != nil {
 			return nil, err
 		}
 	}
@@ -94,7 +94,7 @@ func (f *Fabric) buildFatTree(tc TreeConfig) ([]*Host, error) {
 			return nil, err
 		}
 		for _, s := range spines {
-			if _, err := f.Connect(leaf, s, LinkConfig{}); err != nil {
+			if _, err := f.Connect(leaf, s, CableConfig{}); err != nil {
 				return nil, err
 			}
 		}
@@ -103,7 +103,7 @@ func (f *Fabric) buildFatTree(tc TreeConfig) ([]*Host, error) {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := f.Connect(h, leaf, LinkConfig{}); err != nil {
+			if _, err := f.Connect(h, leaf, CableConfig{}); err != nil {
 				return nil, err
 			}
 			hosts = append(hosts, h)
@@ -155,7 +155,7 @@ func (f *Fabric) buildCluster(n int, hc HostConfig) ([]*Host, error) {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := f.Connect(leaf, spine, LinkConfig{}); err != nil {
+			if _, err := f.Connect(leaf, spine, CableConfig{}); err != nil {
 				return nil, err
 			}
 			leaves = append(leaves, leaf)
@@ -167,7 +167,7 @@ func (f *Fabric) buildCluster(n int, hc HostConfig) ([]*Host, error) {
 		if hosts[i], err = f.AddHost(fmt.Sprintf("host%d", i), hc); err != nil {
 			return nil, err
 		}
-		if _, err := f.Connect(hosts[i], leaves[min(i/ClusterHostsPerLeaf, len(leaves)-1)], LinkConfig{}); err != nil {
+		if _, err := f.Connect(hosts[i], leaves[min(i/ClusterHostsPerLeaf, len(leaves)-1)], CableConfig{}); err != nil {
 			return nil, err
 		}
 	}

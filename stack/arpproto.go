@@ -4,6 +4,8 @@ import (
 	"errors"
 	"sync/atomic"
 
+	"github.com/ipoibd/ipoibd/counter"
+	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -12,28 +14,22 @@ import (
 // ARPProtocolNumber is the gVisor network protocol number ARPProtocol
 // registers: the ARP ethertype, so the NIC hands it the frames whose
 // IPoIB header says ARP.
-const ARPProtocolNumber tcpip.NetworkProtocolNumber = tcpip.NetworkProtocolNumber(ARPEtherType)
+const ARPProtocolNumber tcpip.NetworkProtocolNumber = tcpip.NetworkProtocolNumber(arp.EtherType)
 
 // ARPProtocol is ARP over IPoIB as a gVisor network protocol. Its
 // endpoints are gVisor LinkAddressResolvers for IPv4, so gVisor's
 // neighbour cache, NUD state machine and queues of packets waiting for
-// resolution do the bookkeeping; ARPProtocol only speaks the wire format
-// of RFC 4391 section 9.1. It replaces gVisor's own arp package, which
-// knows only 6-byte Ethernet addresses and must not be registered on
-// IPoIB NICs.
+// resolution do the bookkeeping; the packet and the rules of RFC 4391
+// section 9.1 are package ipoib/arp's, and ARPProtocol applies them.
+// It replaces gVisor's own arp package, which knows only 6-byte Ethernet
+// addresses and must not be registered on IPoIB NICs.
 //
 // Register it with NewARPProtocol in stack.Options.NetworkProtocols,
 // next to ipv4.NewProtocol. It works on NICs whose link endpoint is an
 // *Endpoint; on others it drops what it receives and resolves nothing.
 type ARPProtocol struct {
 	stack *gvstack.Stack
-	c     arpCounters
-}
-
-// arpCounters back ARPStats.
-type arpCounters struct {
-	received, disabled, malformed, foreign, requests, replies, notForUs, looped, unknownOp, noLink atomic.Uint64
-	requestsSent, repliesSent, sendErrors                                                          atomic.Uint64
+	c     counter.Block[ARPStats]
 }
 
 // ARPStats counts what the ARP protocol of one stack did, over all its
@@ -88,30 +84,18 @@ func ARPProtocolOf(s *gvstack.Stack) *ARPProtocol {
 // Stats returns a snapshot of the protocol's counters. Safe from any
 // goroutine.
 func (p *ARPProtocol) Stats() ARPStats {
-	c := &p.c
-	return ARPStats{
-		Received:     c.received.Load(),
-		Disabled:     c.disabled.Load(),
-		Malformed:    c.malformed.Load(),
-		WrongType:    c.foreign.Load(),
-		Requests:     c.requests.Load(),
-		Replies:      c.replies.Load(),
-		NotForUs:     c.notForUs.Load(),
-		Looped:       c.looped.Load(),
-		UnknownOp:    c.unknownOp.Load(),
-		NoLink:       c.noLink.Load(),
-		RequestsSent: c.requestsSent.Load(),
-		RepliesSent:  c.repliesSent.Load(),
-		SendErrors:   c.sendErrors.Load(),
-	}
+	return p.c.Load()
 }
+
+// Snapshot returns the counters by name, for output.
+func (p *ARPProtocol) Snapshot() counter.Snapshot { return p.c.Snapshot() }
 
 // Number implements stack.NetworkProtocol.
 func (p *ARPProtocol) Number() tcpip.NetworkProtocolNumber { return ARPProtocolNumber }
 
 // MinimumPacketSize implements stack.NetworkProtocol. HandlePacket
 // checks lengths itself, so that a short or foreign frame is counted.
-func (p *ARPProtocol) MinimumPacketSize() int { return ARPLen }
+func (p *ARPProtocol) MinimumPacketSize() int { return arp.Len }
 
 // ParseAddresses implements stack.NetworkProtocol. ARP has no network
 // addresses in the IP sense.
@@ -143,7 +127,7 @@ func (p *ARPProtocol) Wait() {}
 // Parse implements stack.NetworkProtocol: the whole ARP packet is the
 // network header, and nothing follows it.
 func (p *ARPProtocol) Parse(pkt *gvstack.PacketBuffer) (tcpip.TransportProtocolNumber, bool, bool) {
-	_, ok := pkt.NetworkHeader().Consume(ARPLen)
+	_, ok := pkt.NetworkHeader().Consume(arp.Len)
 	return 0, false, ok
 }
 
@@ -152,7 +136,7 @@ type arpEndpoint struct {
 	proto   *ARPProtocol
 	nic     gvstack.NetworkInterface
 	enabled atomic.Bool
-	link    atomic.Pointer[Endpoint] // found on first use; see attached
+	link    atomic.Pointer[Endpoint] // found on first use; see ep
 }
 
 var (
@@ -168,16 +152,36 @@ type arpEndpointStats struct{}
 func (arpEndpointStats) IsNetworkEndpointStats() {}
 
 // ep returns the Endpoint under the NIC, or nil when the NIC is over
-// another kind of link.
+// another kind of link. gVisor hands a network protocol only a
+// NetworkInterface, which hides the link endpoint, yet ARP over IPoIB
+// needs the link's broadcast address and multicast mapping; the stack
+// knows the NIC's link endpoint by NIC number. The look-up takes the
+// stack's lock, so it is done once: NewStack makes it right after it
+// creates the NIC (see bindLink), before gVisor can call in holding
+// that lock.
 func (e *arpEndpoint) ep() *Endpoint {
 	if l := e.link.Load(); l != nil {
 		return l
 	}
-	l := endpointOf(e.nic)
+	n, err := e.proto.stack.GetNICByID(e.nic.ID())
+	if err != nil {
+		return nil
+	}
+	l, _ := n.NetworkLinkEndpoint.(*Endpoint)
 	if l != nil {
 		e.link.Store(l)
 	}
 	return l
+}
+
+// bindLink has the ARP endpoint of NIC id in s find its link now, outside
+// gVisor's locks (see arpEndpoint.ep).
+func bindLink(s *gvstack.Stack, id tcpip.NICID) {
+	if nep, err := s.GetNetworkEndpoint(id, ARPProtocolNumber); err == nil {
+		if e, ok := nep.(*arpEndpoint); ok {
+			e.ep()
+		}
+	}
 }
 
 // Enable implements stack.NetworkEndpoint; only an enabled NIC's
@@ -202,15 +206,15 @@ func (e *arpEndpoint) DefaultTTL() uint8 { return 0 }
 // MTU implements stack.NetworkEndpoint: what is left of the link MTU
 // after an ARP packet, which nothing uses since ARP carries no payload.
 func (e *arpEndpoint) MTU() uint32 {
-	return max(e.nic.MTU(), ARPLen) - ARPLen
+	return max(e.nic.MTU(), arp.Len) - arp.Len
 }
 
 // EndpointHeaderSize implements stack.NetworkEndpoint.
-func (e *arpEndpoint) EndpointHeaderSize() uint32 { return ARPLen }
+func (e *arpEndpoint) EndpointHeaderSize() uint32 { return arp.Len }
 
 // MaxHeaderLength implements stack.NetworkEndpoint: room for the link
 // header in front of the ARP packet.
-func (e *arpEndpoint) MaxHeaderLength() uint16 { return e.nic.MaxHeaderLength() + ARPLen }
+func (e *arpEndpoint) MaxHeaderLength() uint16 { return e.nic.MaxHeaderLength() + arp.Len }
 
 // WritePacket implements stack.NetworkEndpoint; ARP carries no
 // transport packets.
@@ -270,7 +274,7 @@ func (e *arpEndpoint) ResolveStaticAddress(addr tcpip.Address) (tcpip.LinkAddres
 func (e *arpEndpoint) LinkAddressRequest(target, localAddr tcpip.Address, remote tcpip.LinkAddress) tcpip.Error {
 	l := e.ep()
 	if l == nil {
-		e.proto.c.noLink.Add(1)
+		counter.Inc(&e.proto.c.V.NoLink)
 		return &tcpip.ErrNotSupported{}
 	}
 	if len(remote) == 0 {
@@ -291,25 +295,27 @@ func (e *arpEndpoint) LinkAddressRequest(target, localAddr tcpip.Address, remote
 	if target.Len() != header.IPv4AddressSize || localAddr.Len() != header.IPv4AddressSize {
 		return &tcpip.ErrBadAddress{}
 	}
-	a := ARP{Op: ARPRequest, SenderIP: localAddr.As4(), TargetIP: target.As4()}
-	copy(a.SenderHW[:], e.nic.LinkAddress())
+	a := arp.NewRequest([]byte(e.nic.LinkAddress()), localAddr.As4(), target.As4())
 	if err := e.send(&a, remote); err != nil {
 		return err
 	}
-	e.proto.c.requestsSent.Add(1)
+	counter.Inc(&e.proto.c.V.RequestsSent)
 	return nil
 }
 
 // send writes a to the link address to through the NIC.
-func (e *arpEndpoint) send(a *ARP, to tcpip.LinkAddress) tcpip.Error {
+func (e *arpEndpoint) send(a *arp.Packet, to tcpip.LinkAddress) tcpip.Error {
 	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		ReserveHeaderBytes: int(e.MaxHeaderLength()),
 	})
 	defer pkt.DecRef()
-	a.put(pkt.NetworkHeader().Push(ARPLen))
+	if err := a.Encode(pkt.NetworkHeader().Push(arp.Len)); err != nil {
+		counter.Inc(&e.proto.c.V.SendErrors)
+		return &tcpip.ErrMessageTooLong{}
+	}
 	pkt.NetworkProtocolNumber = ARPProtocolNumber
 	if err := e.nic.WritePacketToRemote(to, pkt); err != nil {
-		e.proto.c.sendErrors.Add(1)
+		counter.Inc(&e.proto.c.V.SendErrors)
 		return err
 	}
 	return nil
@@ -322,18 +328,18 @@ func (e *arpEndpoint) send(a *ARP, to tcpip.LinkAddress) tcpip.Error {
 // they came by unicast. Everything dropped is counted.
 func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 	c := &e.proto.c
-	c.received.Add(1)
+	counter.Inc(&c.V.Received)
 	if !e.Enabled() {
-		c.disabled.Add(1)
+		counter.Inc(&c.V.Disabled)
 		return
 	}
 	l := e.ep()
 	if l == nil {
-		c.noLink.Add(1)
+		counter.Inc(&c.V.NoLink)
 		return
 	}
 	var (
-		a   ARP
+		a   arp.Packet
 		err error
 	)
 	if _, _, ok := e.proto.Parse(pkt); ok {
@@ -345,31 +351,31 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 		err = a.Decode(raw)
 	}
 	if err != nil {
-		if errors.Is(err, ErrARPHardwareType) || errors.Is(err, ErrARPProtocolType) {
-			c.foreign.Add(1)
+		if errors.Is(err, arp.ErrHardwareType) || errors.Is(err, arp.ErrProtocolType) {
+			counter.Inc(&c.V.WrongType)
 		} else {
-			c.malformed.Add(1)
+			counter.Inc(&c.V.Malformed)
 		}
 		return
 	}
-	if isMulticastLinkAddr(a.SenderHW[:]) || !usableSender(a.SenderIP) {
-		c.malformed.Add(1)
-		return
-	}
-	own := e.nic.LinkAddress()
-	if sameIPoIBHost(a.SenderHW[:], own) {
-		c.looped.Add(1)
+	own := []byte(e.nic.LinkAddress())
+	if err := a.Check(own); err != nil {
+		if errors.Is(err, arp.ErrLooped) {
+			counter.Inc(&c.V.Looped)
+		} else {
+			counter.Inc(&c.V.Malformed)
+		}
 		return
 	}
 	sender := tcpip.AddrFrom4(a.SenderIP)
 	senderHW := tcpip.LinkAddress(a.SenderHW[:])
 	switch a.Op {
-	case ARPRequest:
-		c.requests.Add(1)
+	case arp.Request:
+		counter.Inc(&c.V.Requests)
 		target := tcpip.AddrFrom4(a.TargetIP)
 		if !e.nic.CheckLocalAddress(header.IPv4ProtocolNumber, target) {
-			c.notForUs.Add(1)
-			if sender == target {
+			counter.Inc(&c.V.NotForUs)
+			if a.IsAnnouncement() {
 				// A gratuitous ARP announces a (new) address; let it
 				// refresh an entry the cache already has, nothing more.
 				_ = e.nic.HandleNeighborConfirmation(header.IPv4ProtocolNumber, sender, senderHW,
@@ -377,18 +383,15 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 			}
 			return
 		}
-		if sender != header.IPv4Any {
-			// An address probe (RFC 5227) comes from 0.0.0.0 and must
-			// not create an entry.
+		if !a.IsProbe() {
 			_ = e.nic.HandleNeighborProbe(header.IPv4ProtocolNumber, sender, senderHW)
 		}
-		reply := ARP{Op: ARPReply, SenderIP: a.TargetIP, TargetHW: a.SenderHW, TargetIP: a.SenderIP}
-		copy(reply.SenderHW[:], own)
+		reply := a.Answer(own)
 		if e.send(&reply, senderHW) == nil {
-			c.repliesSent.Add(1)
+			counter.Inc(&c.V.RepliesSent)
 		}
-	case ARPReply:
-		c.replies.Add(1)
+	case arp.Reply:
+		counter.Inc(&c.V.Replies)
 		_ = e.nic.HandleNeighborConfirmation(header.IPv4ProtocolNumber, sender, senderHW,
 			gvstack.ReachabilityConfirmationFlags{
 				// A reply sent to us alone answers our request; one sent
@@ -397,19 +400,6 @@ func (e *arpEndpoint) HandlePacket(pkt *gvstack.PacketBuffer) {
 				Solicited: pkt.PktType == tcpip.PacketHost,
 			})
 	default:
-		c.unknownOp.Add(1)
+		counter.Inc(&c.V.UnknownOp)
 	}
-}
-
-// usableSender reports whether ip may be an ARP sender's address: not a
-// multicast or limited-broadcast address (RFC 1812 section 5.3.7 forbids
-// ARP entries for them). 0.0.0.0 is allowed for address probes.
-func usableSender(ip [4]byte) bool {
-	return ip[0] < 224
-}
-
-// sameIPoIBHost reports whether two IPoIB addresses name the same queue
-// pair: QPN and GID equal, whatever the flag octet says.
-func sameIPoIBHost(a []byte, b tcpip.LinkAddress) bool {
-	return len(a) == len(b) && len(a) > 1 && string(a[1:]) == string(b[1:])
 }

@@ -44,11 +44,10 @@ type Options struct {
 	Gateway netip.Addr
 	// NICID numbers the NIC; zero means DefaultNICID.
 	NICID tcpip.NICID
-	// Pcap, TxQueueLen, Groups and GRH are passed to NewEndpoint.
+	// Pcap, TxQueueLen and Groups are passed to NewEndpoint.
 	Pcap       io.Writer
 	TxQueueLen int
 	Groups     LinkGroups
-	GRH        GRHSource
 	// NoSACK turns off TCP selective acknowledgements, which NewStack
 	// turns on (gVisor's default is off; on a lossy fabric they matter).
 	NoSACK bool
@@ -87,7 +86,7 @@ func NewStack(dev *netdev.Device, opts Options) (*Stack, error) {
 	if opts.Gateway.IsValid() && (!static || !opts.Gateway.Is4() || !opts.Addr.Masked().Contains(opts.Gateway)) {
 		return nil, fmt.Errorf("stack: new stack: gateway %v outside %v: %w", opts.Gateway, opts.Addr.Masked(), ErrBadOptions)
 	}
-	ep, err := NewEndpoint(dev, EndpointOptions{TxQueueLen: opts.TxQueueLen, Pcap: opts.Pcap, Groups: opts.Groups, GRH: opts.GRH, NoGSO: opts.NoGSO})
+	ep, err := NewEndpoint(dev, EndpointOptions{TxQueueLen: opts.TxQueueLen, Pcap: opts.Pcap, Groups: opts.Groups, NoGSO: opts.NoGSO})
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +114,7 @@ func NewStack(dev *netdev.Device, opts Options) (*Stack, error) {
 		s.Destroy()
 		return nil, fmt.Errorf("stack: new stack on %s: create NIC %d: %w: %s", dev.Name(), nicID, ErrGVisor, e)
 	}
+	bindLink(s, nicID)
 	// One NIC carries everything: the subnet, and the limited broadcast
 	// and IPv4 multicast, which would otherwise have no route (a DHCP
 	// client needs the broadcast one before it has an address).

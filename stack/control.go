@@ -15,44 +15,22 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sync"
 
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/netdev"
 )
-
-// attached maps the dispatcher gVisor gave an Endpoint (the NIC) to the
-// Endpoint. gVisor hands a network protocol only a NetworkInterface,
-// which hides the link endpoint behind it, yet ARP over IPoIB needs the
-// link's broadcast address and multicast mapping. The NIC that
-// NewEndpoint of ARPProtocol is given is the same value as the
-// dispatcher passed to Attach, so the ARP endpoint finds its link here.
-var attached sync.Map // gvstack.NetworkDispatcher -> *Endpoint
-
-// endpointOf returns the Endpoint attached to nic, if any.
-func endpointOf(nic any) *Endpoint {
-	if v, ok := attached.Load(nic); ok {
-		return v.(*Endpoint)
-	}
-	return nil
-}
 
 // Attach implements stack.LinkEndpoint. gVisor calls it when the NIC is
 // created, and with nil when it is removed; from then on frames are
 // dropped and counted (RxDropped). Safe from any goroutine.
 func (e *Endpoint) Attach(d gvstack.NetworkDispatcher) {
 	if d == nil {
-		if old := e.dispatcher.Swap(nil); old != nil {
-			attached.CompareAndDelete(old.d, e)
-		}
+		e.dispatcher.Store(nil)
 		return
 	}
-	old := e.dispatcher.Swap(&dispatcherRef{d: d})
-	if old != nil && old.d != d {
-		attached.CompareAndDelete(old.d, e)
-	}
-	attached.Store(d, e)
+	e.dispatcher.Store(&dispatcherRef{d: d})
 }
 
 // Close implements stack.LinkEndpoint. It runs the close action, stops
@@ -66,9 +44,7 @@ func (e *Endpoint) Close() {
 	if fn := e.onClose.Swap(nil); fn != nil {
 		(*fn)()
 	}
-	if old := e.dispatcher.Swap(nil); old != nil {
-		attached.CompareAndDelete(old.d, e)
-	}
+	e.dispatcher.Store(nil)
 	e.onLoop("stack.Endpoint.Close", func() {
 		e.dev.SetReceiver(nil)
 		e.drainTx() // releases what is queued: closed is set
@@ -149,14 +125,14 @@ func (e *Endpoint) changeGroupMode(ctx context.Context, group netip.Addr, delta 
 	if ctx == nil {
 		e.onLoop(name, func() {
 			if call(group, addr) != nil {
-				e.stats.groupErrors.Add(1)
+				counter.Inc(&e.stats.V.GroupErrors)
 			}
 		})
 		return nil
 	}
 	err = e.runOnLoop(ctx, name, func() error { return call(group, addr) })
 	if err != nil {
-		e.stats.groupErrors.Add(1)
+		counter.Inc(&e.stats.V.GroupErrors)
 		return fmt.Errorf("stack: %s group %v (%s) on %s: %w", op, group, e.link.AddrString(addr), e.dev.Name(), err)
 	}
 	return nil
@@ -177,18 +153,8 @@ func (e *Endpoint) Groups() []netip.Addr {
 // runOnLoop runs fn on the device's loop and waits for its result or for
 // ctx; on ctx's end fn may still run later.
 func (e *Endpoint) runOnLoop(ctx context.Context, name string, fn func() error) error {
-	if e.loop.InHome() {
-		return fn()
-	}
-	done := make(chan error, 1)
-	e.loop.ScheduleOneshot(name, func() {
+	return e.loop.CallContext(ctx, name, func() error {
 		e.loop.AssertHome(name)
-		done <- fn()
+		return fn()
 	})
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for the %s loop: %w", e.loop.Name(), ctx.Err())
-	}
 }

@@ -8,7 +8,8 @@
 //   - Endpoint: a gVisor stack.LinkEndpoint over a *netdev.Device.
 //   - ARPProtocol: ARP over IPoIB (RFC 4391 section 9.1) as a gVisor
 //     network protocol whose endpoints are gVisor LinkAddressResolvers;
-//     ARP is the 56-byte packet codec it speaks.
+//     the 56-byte packet and the rules for learning and answering are
+//     package ipoib/arp's, applied here to gVisor's neighbour cache.
 //   - NewStack and Stack: a gVisor stack with one such NIC, a static IPv4
 //     address and routes, IPv4, ICMP, TCP, UDP and ARPProtocol.
 //   - Ping: ICMP echo through a gVisor ICMP endpoint, with RTT statistics.
@@ -51,7 +52,7 @@
 // gVisor's arp package knows only Ethernet: 6-byte hardware addresses
 // and hardware type 1. IPoIB ARP carries 20-byte addresses under hardware
 // type 32. Rather than rewrite neighbour resolution, ARPProtocol speaks
-// the IPoIB packet and feeds gVisor's neighbour cache through the
+// the IPoIB packet (ipoib/arp) and feeds gVisor's neighbour cache through the
 // NetworkInterface (HandleNeighborProbe for requests,
 // HandleNeighborConfirmation for replies), so gVisor's NUD state machine,
 // retransmissions and queues of packets waiting for an address are

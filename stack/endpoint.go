@@ -13,7 +13,8 @@ import (
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipoibd/ipoibd/aio"
-	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/counter"
+	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -22,7 +23,7 @@ import (
 // and the IANA ARP hardware type of RFC 4391 section 9.1.1. gVisor only
 // names None, Ether and Loopback; it uses the value for interface
 // listings, where Ether would make tools expect 6-byte addresses.
-const ARPHardwareInfiniBand header.ARPHardwareType = header.ARPHardwareType(ARPHardwareIPoIB)
+const ARPHardwareInfiniBand header.ARPHardwareType = header.ARPHardwareType(arp.HardwareIPoIB)
 
 // DefaultTxQueueLen is the transmit queue bound when EndpointOptions
 // leaves it zero. It is sized for bursts, not for the device: gVisor's
@@ -49,16 +50,6 @@ type LinkGroups interface {
 	LeaveLinkGroup(group netip.Addr, addr []byte) error
 }
 
-// GRHSource is implemented by a driver that knows the GRH a frame arrived
-// with, so the pcap tap can record it as received. ReceivedGRH runs on the
-// device's loop during the Receiver call for b (its link header already
-// pulled); it fills grh (TClass, FlowLabel, SGID, DGID) and srcQPN and
-// reports whether it could. When it cannot, or no GRHSource is given, the
-// tap builds the GRH from the frame's source and destination addresses.
-type GRHSource interface {
-	ReceivedGRH(b *netdev.Buffer, grh *ib.GRH, srcQPN *ib.QPN) bool
-}
-
 // EndpointOptions configures NewEndpoint. The zero value is usable.
 type EndpointOptions struct {
 	// TxQueueLen bounds the packets that wait between WritePackets and
@@ -72,8 +63,6 @@ type EndpointOptions struct {
 	// Groups is told about multicast memberships; nil means the link
 	// needs no joins (or the driver joins on first send).
 	Groups LinkGroups
-	// GRH supplies received GRHs to the pcap tap.
-	GRH GRHSource
 	// NoGSO turns off gVisor's software segmentation offload. With it on
 	// (the default), gVisor's TCP builds segments of up to
 	// gvstack.GVisorGSOMaxSize bytes and cuts them to the MSS once, in a
@@ -116,7 +105,7 @@ type Endpoint struct {
 	gmu    sync.Mutex
 	gcount map[netip.Addr]int
 
-	stats endpointCounters
+	stats counter.Block[EndpointStats]
 }
 
 var _ gvstack.LinkEndpoint = (*Endpoint)(nil)
@@ -141,14 +130,6 @@ type txEntry struct {
 	proto uint16
 	dlen  uint8
 	dst   [maxLinkAddrLen]byte
-}
-
-// endpointCounters are the endpoint's own counters; Stats snapshots
-// them.
-type endpointCounters struct {
-	txQueued, txSent, txQueueFull, txNoBuffer, txBadAddr, txTooBig, txClosed, txDevice atomic.Uint64
-	rxDelivered, rxDropped                                                             atomic.Uint64
-	groupErrors, tapErrors                                                             atomic.Uint64
 }
 
 // EndpointStats counts what the endpoint did with packets. The device's
@@ -215,7 +196,7 @@ func NewEndpoint(dev *netdev.Device, opts EndpointOptions) (*Endpoint, error) {
 		noGSO:   opts.NoGSO,
 	}
 	if opts.Pcap != nil {
-		tap, err := newPcapTap(opts.Pcap, link, opts.GRH)
+		tap, err := newPcapTap(opts.Pcap, link)
 		if err != nil {
 			return nil, fmt.Errorf("stack: new endpoint on %s: %w", dev.Name(), err)
 		}
@@ -232,22 +213,12 @@ func (e *Endpoint) Device() *netdev.Device { return e.dev }
 // Stats returns a snapshot of the endpoint's counters. Safe from any
 // goroutine.
 func (e *Endpoint) Stats() EndpointStats {
-	c := &e.stats
-	return EndpointStats{
-		TxQueued:    c.txQueued.Load(),
-		TxSent:      c.txSent.Load(),
-		TxQueueFull: c.txQueueFull.Load(),
-		TxNoBuffer:  c.txNoBuffer.Load(),
-		TxBadAddr:   c.txBadAddr.Load(),
-		TxTooBig:    c.txTooBig.Load(),
-		TxClosed:    c.txClosed.Load(),
-		TxDevice:    c.txDevice.Load(),
-		RxDelivered: c.rxDelivered.Load(),
-		RxDropped:   c.rxDropped.Load(),
-		GroupErrors: c.groupErrors.Load(),
-		TapErrors:   c.tapErrors.Load(),
-	}
+	return e.stats.Load()
 }
+
+// Snapshot returns the counters by name, for output. Safe from any
+// goroutine.
+func (e *Endpoint) Snapshot() counter.Snapshot { return e.stats.Snapshot() }
 
 // MTU implements stack.LinkEndpoint: the device's network-layer MTU (for
 // IPoIB the broadcast group's IB MTU less the 4-byte header), lowered by

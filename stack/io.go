@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/netdev"
 )
@@ -67,7 +68,7 @@ func (e *Endpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error
 // enqueue appends pkt to the transmit queue.
 func (e *Endpoint) enqueue(pkt *gvstack.PacketBuffer) tcpip.Error {
 	if e.closed.Load() {
-		e.stats.txClosed.Add(1)
+		counter.Inc(&e.stats.V.TxClosed)
 		return &tcpip.ErrClosedForSend{}
 	}
 	e.txMu.Lock()
@@ -75,12 +76,12 @@ func (e *Endpoint) enqueue(pkt *gvstack.PacketBuffer) tcpip.Error {
 		// Close's drain may already have run; whatever it missed would
 		// stay in the queue for good.
 		e.txMu.Unlock()
-		e.stats.txClosed.Add(1)
+		counter.Inc(&e.stats.V.TxClosed)
 		return &tcpip.ErrClosedForSend{}
 	}
 	if e.txLen == len(e.txq) {
 		e.txMu.Unlock()
-		e.stats.txQueueFull.Add(1)
+		counter.Inc(&e.stats.V.TxQueueFull)
 		return &tcpip.ErrNoBufferSpace{}
 	}
 	// The destination is mapped straight into the slot: a local array
@@ -89,13 +90,13 @@ func (e *Endpoint) enqueue(pkt *gvstack.PacketBuffer) tcpip.Error {
 	dlen, ok := e.linkDst(pkt, &ent.dst)
 	if !ok {
 		e.txMu.Unlock()
-		e.stats.txBadAddr.Add(1)
+		counter.Inc(&e.stats.V.TxBadAddr)
 		return &tcpip.ErrBadAddress{}
 	}
 	ent.pkt, ent.proto, ent.dlen = pkt.IncRef(), uint16(pkt.NetworkProtocolNumber), uint8(dlen)
 	e.txLen++
 	e.txMu.Unlock()
-	e.stats.txQueued.Add(1)
+	counter.Inc(&e.stats.V.TxQueued)
 	return nil
 }
 
@@ -218,9 +219,9 @@ func (e *Endpoint) drainTx() {
 	}
 	if len(batch) > 0 {
 		sent, _ := e.dev.TransmitBatch(batch)
-		e.stats.txSent.Add(uint64(sent))
+		counter.Add(&e.stats.V.TxSent, uint64(sent))
 		if d := len(batch) - sent; d > 0 {
-			e.stats.txDevice.Add(uint64(d))
+			counter.Add(&e.stats.V.TxDevice, uint64(d))
 		}
 		clear(batch)
 	}
@@ -240,13 +241,13 @@ func (e *Endpoint) drainTx() {
 func (e *Endpoint) copyOut(pkt *gvstack.PacketBuffer) (*netdev.Buffer, bool) {
 	b, err := e.dev.AllocBuffer()
 	if err != nil {
-		e.stats.txNoBuffer.Add(1)
+		counter.Inc(&e.stats.V.TxNoBuffer)
 		return nil, false
 	}
 	size := pkt.Size()
 	if size > b.Tailroom() {
 		b.Free()
-		e.stats.txTooBig.Add(1)
+		counter.Inc(&e.stats.V.TxTooBig)
 		return nil, false
 	}
 	data, _ := b.Put(size) // cannot fail: checked against the tailroom
@@ -260,7 +261,7 @@ func (e *Endpoint) copyOut(pkt *gvstack.PacketBuffer) (*netdev.Buffer, bool) {
 func (e *Endpoint) receive(_ *netdev.Device, b *netdev.Buffer, proto uint16, dst, src []byte) {
 	ref := e.dispatcher.Load()
 	if ref == nil || e.closed.Load() {
-		e.stats.rxDropped.Add(1)
+		counter.Inc(&e.stats.V.RxDropped)
 		b.Free()
 		return
 	}
@@ -274,7 +275,7 @@ func (e *Endpoint) receive(_ *netdev.Device, b *netdev.Buffer, proto uint16, dst
 	pkt.PktType = e.packetType(dst)
 	ref.d.DeliverNetworkPacket(tcpip.NetworkProtocolNumber(proto), pkt)
 	pkt.DecRef()
-	e.stats.rxDelivered.Add(1)
+	counter.Inc(&e.stats.V.RxDelivered)
 }
 
 // packetType classifies a frame by its link destination, which ARP needs

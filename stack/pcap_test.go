@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"github.com/ipoibd/ipoibd/ipoib/capture"
 )
 
@@ -103,8 +104,8 @@ func TestPcapTapFrames(t *testing.T) {
 		if f.Reserved != 0 {
 			t.Errorf("reserved bytes %#x on the wire", f.Reserved)
 		}
-		if f.EtherType == ARPEtherType {
-			var a ARP
+		if f.EtherType == arp.EtherType {
+			var a arp.Packet
 			if err := a.Decode(f.Payload); err != nil {
 				t.Errorf("captured ARP: %v", err)
 			}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ipoib"
+	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -358,7 +359,7 @@ func TestLinkDstMapping(t *testing.T) {
 
 // arpFrame builds an IPoIB ARP packet for the tests from its fields.
 func arpFrame(op uint16, sha []byte, spa [4]byte, tha []byte, tpa [4]byte) []byte {
-	a := ARP{Op: op, SenderIP: spa, TargetIP: tpa}
+	a := arp.Packet{Op: op, SenderIP: spa, TargetIP: tpa}
 	copy(a.SenderHW[:], sha)
 	copy(a.TargetHW[:], tha)
 	return a.AppendTo(nil)
@@ -378,7 +379,7 @@ func TestARPDropsAndCounts(t *testing.T) {
 		0x02, 0, 0, 0, 0, 1, 10, 0, 0, 9,
 		0, 0, 0, 0, 0, 0, 10, 0, 0, 2,
 	}
-	good := arpFrame(ARPRequest, sha[:], [4]byte{10, 0, 0, 9}, nil, [4]byte{10, 0, 0, 2})
+	good := arpFrame(arp.Request, sha[:], [4]byte{10, 0, 0, 9}, nil, [4]byte{10, 0, 0, 2})
 	badHLen := append([]byte(nil), good...)
 	badHLen[4] = 6
 
@@ -387,17 +388,17 @@ func TestARPDropsAndCounts(t *testing.T) {
 		frame []byte
 		check func(ARPStats) uint64
 	}{
-		{"request for a non-local address", arpFrame(ARPRequest, sha[:], [4]byte{10, 0, 0, 9}, nil, [4]byte{10, 0, 0, 77}),
+		{"request for a non-local address", arpFrame(arp.Request, sha[:], [4]byte{10, 0, 0, 9}, nil, [4]byte{10, 0, 0, 77}),
 			func(s ARPStats) uint64 { return s.NotForUs }},
 		{"truncated", good[:40], func(s ARPStats) uint64 { return s.Malformed }},
 		{"fixed part only", good[:8], func(s ARPStats) uint64 { return s.Malformed }},
 		{"Ethernet ARP", ethARP, func(s ARPStats) uint64 { return s.WrongType }},
 		{"hardware length 6 under type 32", badHLen, func(s ARPStats) uint64 { return s.Malformed }},
-		{"multicast sender", arpFrame(ARPRequest, bcastRaw[:], [4]byte{10, 0, 0, 9}, nil, [4]byte{10, 0, 0, 2}),
+		{"multicast sender", arpFrame(arp.Request, bcastRaw[:], [4]byte{10, 0, 0, 9}, nil, [4]byte{10, 0, 0, 2}),
 			func(s ARPStats) uint64 { return s.Malformed }},
-		{"broadcast sender IP", arpFrame(ARPReply, sha[:], [4]byte{255, 255, 255, 255}, nil, [4]byte{10, 0, 0, 2}),
+		{"broadcast sender IP", arpFrame(arp.Reply, sha[:], [4]byte{255, 255, 255, 255}, nil, [4]byte{10, 0, 0, 2}),
 			func(s ARPStats) uint64 { return s.Malformed }},
-		{"looped own request", arpFrame(ARPRequest, b.port.raw, [4]byte{10, 0, 0, 2}, nil, [4]byte{10, 0, 0, 2}),
+		{"looped own request", arpFrame(arp.Request, b.port.raw, [4]byte{10, 0, 0, 2}, nil, [4]byte{10, 0, 0, 2}),
 			func(s ARPStats) uint64 { return s.Looped }},
 		{"unknown opcode", arpFrame(8, sha[:], [4]byte{10, 0, 0, 9}, nil, [4]byte{10, 0, 0, 2}),
 			func(s ARPStats) uint64 { return s.UnknownOp }},
@@ -407,7 +408,7 @@ func TestARPDropsAndCounts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := proto.Stats()
 			txBefore := b.Endpoint.Stats().TxQueued
-			b.port.inject(stranger, bcast, ARPEtherType, tc.frame)
+			b.port.inject(stranger, bcast, arp.EtherType, tc.frame)
 			// Received moves before the reason's counter does; wait for
 			// the frame to be counted, then give the handler time to
 			// finish counting it (a wrong reason shows as a timeout with

@@ -128,7 +128,7 @@ func newTestPort(tb testing.TB, w *testWire, n int) *testPort {
 	sl := w.loopFor(tb, n)
 	loop := sl.loop
 	cache := ipoib.NewPeerCache(loop)
-	link, err := ipoib.NewLink(cache, testPKey)
+	link, err := ipoib.NewProtocol(cache, testPKey)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -175,12 +175,10 @@ func newTestPort(tb testing.TB, w *testWire, n int) *testPort {
 // onLoop runs fn on the port's loop and waits for it.
 func (p *testPort) onLoop(tb testing.TB, fn func()) {
 	tb.Helper()
-	done := make(chan struct{})
-	p.loop.ScheduleOneshot("test", func() { fn(); close(done) })
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		tb.Fatal("loop did not run the callback")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.loop.CallContext(ctx, "test", func() error { fn(); return nil }); err != nil {
+		tb.Fatalf("loop did not run the callback: %v", err)
 	}
 }
 

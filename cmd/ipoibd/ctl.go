@@ -11,11 +11,8 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -23,6 +20,7 @@ import (
 	"github.com/ipoibd/ipoibd"
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/stack"
+	"golang.org/x/sys/unix"
 )
 
 // The control socket: a unix stream socket, mode 0600, speaking one JSON
@@ -154,61 +152,151 @@ type statsJSON = ipoibd.Stats
 // ctlServer serves the control socket of one daemon.
 type ctlServer struct {
 	ln       net.Listener
-	path     string
+	sock     *ctlSocket // nil in tests that serve a bare listener
 	d        *daemon
 	shutdown func() // asks the daemon to leave and exit
-	wg       sync.WaitGroup
+	// ctx ends when the server closes: running pings stop with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// privileged reports whether the peer of c is root, who may ask for
+	// pings faster than ctlMinUserInterval, as ping(8) allows root.
+	privileged func(c net.Conn) bool
+	logf       func(format string, args ...any)
+	wg         sync.WaitGroup
 	// downs counts 'down' requests waiting for the teardown, which
 	// close does not wait for (it is part of the teardown).
 	downs sync.WaitGroup
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
 }
 
-func listenControl(path string, d *daemon, shutdown func()) (*ctlServer, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("control socket directory: %w", err)
+// Limits of the control server. A client may be slow or stuck, but not
+// for long, and a closing daemon waits for no one.
+var (
+	// ctlReadTimeout bounds how long the daemon waits for a request.
+	ctlReadTimeout = 10 * time.Second
+	// ctlWriteTimeout bounds each write of an answer: a client that
+	// stops reading loses its connection, and its ping stops.
+	ctlWriteTimeout = 10 * time.Second
+	// ctlCloseWait bounds how long close waits for connections it has
+	// cancelled and closed to finish.
+	ctlCloseWait = 2 * time.Second
+	// ctlAcceptBackoffMax caps the pause after failed Accepts (a full
+	// file table: EMFILE, ENFILE), which double from 5 ms.
+	ctlAcceptBackoffMax = time.Second
+)
+
+// ctlMaxRequest is the largest request the daemon reads, in bytes.
+const ctlMaxRequest = 64 << 10
+
+// listenControl opens the control socket at path (see listenSocket). With
+// checkDir (the default path) the socket's directory is first made, or
+// checked, as the user's own.
+func listenControl(path string, checkDir bool, d *daemon, shutdown func(), logf func(string, ...any)) (*ctlServer, error) {
+	if checkDir {
+		if err := privateDir(filepath.Dir(path)); err != nil {
+			return nil, err
+		}
 	}
-	// A socket left by a daemon that died is in the way; one that answers
-	// belongs to a live daemon and is not ours to take.
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("control socket %s: another ipoibd is serving it", path)
-	}
-	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	sock, err := listenSocket(path)
 	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+		return nil, err
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	s := &ctlServer{ln: ln, path: path, d: d, shutdown: shutdown}
+	s := newCtlServer(sock.ln, d, shutdown, logf)
+	s.sock = sock
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
 }
 
+// newCtlServer returns a server for ln that has not started serving.
+func newCtlServer(ln net.Listener, d *daemon, shutdown func(), logf func(string, ...any)) *ctlServer {
+	ctx, cancel := context.WithCancel(context.Background())
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	return &ctlServer{ln: ln, d: d, shutdown: shutdown, ctx: ctx, cancel: cancel,
+		privileged: peerIsRoot, logf: logf, conns: map[net.Conn]struct{}{}}
+}
+
+// serve accepts connections until the listener closes. Any other Accept
+// error (a full file table, most often) is logged and retried after a
+// pause that doubles up to ctlAcceptBackoffMax, so the control socket
+// outlives a burst of clients.
 func (s *ctlServer) serve() {
 	defer s.wg.Done()
+	var pause time.Duration
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
+			if errors.Is(err, net.ErrClosed) || s.ctx.Err() != nil {
+				return
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), ctlAcceptBackoffMax)
+			s.logf("control socket: accept: %v; retrying in %v", err, pause)
+			select {
+			case <-time.After(pause):
+			case <-s.ctx.Done():
+				return
+			}
+			continue
+		}
+		pause = 0
+		if !s.track(c) {
+			c.Close()
 			return
 		}
 		s.wg.Add(1)
 		go func() {
 			done := sync.OnceFunc(s.wg.Done)
 			defer done()
+			defer s.untrack(c)
 			defer c.Close()
-			s.handle(c, done)
+			s.handle(c, func() { s.untrack(c); done() })
 		}()
 	}
 }
 
+// track records an open connection, so close can end it; it refuses one
+// once the server is closing.
+func (s *ctlServer) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil || s.conns == nil {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *ctlServer) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// close stops accepting, stops running pings, closes every connection
+// but those of 'down' requests (they answer once the teardown is done)
+// and waits at most ctlCloseWait for their handlers; then it removes the
+// socket this daemon created.
 func (s *ctlServer) close() {
+	s.cancel()
 	s.ln.Close()
-	s.wg.Wait()
-	os.Remove(s.path)
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(ctlCloseWait):
+		s.logf("control socket: connections still open after %v; leaving them", ctlCloseWait)
+	}
+	if s.sock != nil {
+		s.sock.close()
+	}
 }
 
 // waitDown waits, a bounded time, for the answers to 'down' requests,
@@ -222,17 +310,39 @@ func (s *ctlServer) waitDown() {
 	}
 }
 
+// ctlWriter writes answers with a deadline per write; once one fails it
+// cancels the connection's work (a ping) and drops the rest.
+type ctlWriter struct {
+	c      net.Conn
+	enc    *json.Encoder
+	cancel context.CancelFunc
+	failed bool
+}
+
+func (w *ctlWriter) send(rep ctlReply) {
+	if w.failed {
+		return
+	}
+	w.c.SetWriteDeadline(time.Now().Add(ctlWriteTimeout))
+	if err := w.enc.Encode(rep); err != nil {
+		w.failed = true
+		w.cancel()
+	}
+}
+
 // handle serves one connection; detach tells close not to wait for it.
 func (s *ctlServer) handle(c net.Conn, detach func()) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	w := &ctlWriter{c: c, enc: json.NewEncoder(c), cancel: cancel}
 	var req ctlRequest
 	// A client that never finishes its request must not hold the
 	// connection, and with it the daemon's shutdown, for ever.
 	c.SetReadDeadline(time.Now().Add(ctlReadTimeout))
-	if err := json.NewDecoder(bufio.NewReader(io.LimitReader(c, 64<<10))).Decode(&req); err != nil {
-		json.NewEncoder(c).Encode(ctlReply{Error: "bad request: " + err.Error()})
+	if err := json.NewDecoder(bufio.NewReader(io.LimitReader(c, ctlMaxRequest))).Decode(&req); err != nil {
+		w.send(ctlReply{Error: "bad request: " + err.Error()})
 		return
 	}
-	enc := json.NewEncoder(c)
 	if req.Cmd == "down" {
 		// Answer only once the group is left, the lease released and
 		// the device closed, so 'ipoibd down && ...' sees it gone.
@@ -242,28 +352,60 @@ func (s *ctlServer) handle(c net.Conn, detach func()) {
 		detach()
 		select {
 		case <-s.d.finished:
-			enc.Encode(ctlReply{})
+			w.send(ctlReply{})
 		case <-time.After(downTimeout):
-			enc.Encode(ctlReply{Error: fmt.Sprintf("the daemon did not finish leaving within %v", downTimeout)})
+			w.send(ctlReply{Error: fmt.Sprintf("the daemon did not finish leaving within %v", downTimeout)})
 		}
 		return
 	}
 	if req.Cmd == "ping" {
-		enc.Encode(s.ping(req, func(r pingReplyJSON) { enc.Encode(ctlReply{Reply: &r}) }))
+		privileged := s.privileged != nil && s.privileged(c)
+		w.send(s.ping(ctx, req, privileged, func(r pingReplyJSON) { w.send(ctlReply{Reply: &r}) }))
 		return
 	}
-	enc.Encode(s.exec(req))
+	w.send(s.exec(req))
 }
+
+// peerIsRoot reports whether the process at the other end of a unix
+// socket runs as root (SO_PEERCRED).
+func peerIsRoot(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	root := false
+	_ = raw.Control(func(fd uintptr) {
+		cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		root = err == nil && cred.Uid == 0
+	})
+	return root
+}
+
+// Bounds on what a ping request may ask, after ping(8): only root may
+// send faster than every 200 ms; no one faster than every millisecond
+// (the CLI's -i floor), and a ping ends within a day.
+const (
+	ctlMinUserInterval = 200 * time.Millisecond
+	ctlMinInterval     = time.Millisecond
+	ctlMaxCount        = 100000
+)
 
 // ping runs a ping for a client, calling each for every reply as it
 // comes.
-func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
+func (s *ctlServer) ping(ctx context.Context, req ctlRequest, privileged bool, each func(pingReplyJSON)) ctlReply {
 	// The socket is open to any client of the user, not only 'ipoibd
 	// ping': the same limits apply here.
-	if req.Count < 1 || req.Count > 100000 || req.Interval < 0 || req.Interval > time.Hour || req.Size < 0 ||
+	if req.Count < 1 || req.Count > ctlMaxCount || req.Interval < ctlMinInterval || req.Interval > time.Hour || req.Size < 0 ||
 		req.Size > stack.PingMaxSize || req.Linger < 0 || req.Linger > time.Hour || req.Deadline < 0 || req.Deadline > 24*time.Hour {
-		return ctlReply{Error: fmt.Sprintf("ping: count %d, interval %v, size %d, linger %v, deadline %v: out of range (count 1..100000, interval and linger up to 1h, size up to %d, deadline up to 24h)",
-			req.Count, req.Interval, req.Size, req.Linger, req.Deadline, stack.PingMaxSize)}
+		return ctlReply{Error: fmt.Sprintf("ping: count %d, interval %v, size %d, linger %v, deadline %v: out of range (count 1..%d, interval %v..1h, linger up to 1h, size up to %d, deadline up to 24h)",
+			req.Count, req.Interval, req.Size, req.Linger, req.Deadline, ctlMaxCount, ctlMinInterval, stack.PingMaxSize)}
+	}
+	if req.Interval < ctlMinUserInterval && !privileged {
+		return ctlReply{Error: fmt.Sprintf("ping: cannot flood; minimal interval allowed for user is %v", ctlMinUserInterval)}
 	}
 	if !s.d.ready.Load() {
 		return ctlReply{Error: errNotReady}
@@ -276,7 +418,7 @@ func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
 	if req.Deadline > 0 {
 		limit = req.Deadline
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	start := time.Now()
 	ps, err := s.d.ifc.Ping(ctx, dst, ipoibd.PingOptions{
@@ -285,6 +427,9 @@ func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
 			each(pingReplyJSON{Seq: r.Seq + 1, Bytes: r.Bytes, TTL: int(r.TTL), TimeMs: msJSON(r.RTT)})
 		},
 	})
+	if s.ctx.Err() != nil {
+		return ctlReply{Error: "ping: the daemon is shutting down"}
+	}
 	// -w ends a ping early by design; only other failures are errors.
 	if err != nil && !(req.Deadline > 0 && errors.Is(err, context.DeadlineExceeded)) {
 		return ctlReply{Error: err.Error()}
@@ -300,12 +445,13 @@ func (s *ctlServer) ping(req ctlRequest, each func(pingReplyJSON)) ctlReply {
 	}}
 }
 
-// ctlReadTimeout bounds how long the daemon waits for a request.
-var ctlReadTimeout = 10 * time.Second
-
 // downTimeout bounds how long 'down' waits for the daemon's teardown
 // (leaving the groups, releasing the lease: a few seconds at most).
 const downTimeout = 20 * time.Second
+
+// downExitWait bounds how long 'down' waits, after the daemon's answer,
+// for its process to let go of the socket's lock.
+const downExitWait = 5 * time.Second
 
 // errNotReady answers requests that need the IP stack while the daemon is
 // still joining or leasing.
@@ -343,11 +489,18 @@ func ctlCall(socket string, req ctlRequest, timeout time.Duration) (ctlReply, er
 	return ctlStream(socket, req, timeout, nil)
 }
 
+// ctlDial connects to the control socket; tests replace it.
+var ctlDial = func(socket string) (net.Conn, error) {
+	return net.DialTimeout("unix", socket, 5*time.Second)
+}
+
 // ctlStream is ctlCall for requests whose answer comes in parts: each
 // ping reply goes to each as it arrives, the final answer is returned.
+// Whatever the daemon sends, the answer returned without an error holds
+// what req.Cmd's output needs (see checkReply).
 func ctlStream(socket string, req ctlRequest, timeout time.Duration, each func(pingReplyJSON)) (ctlReply, error) {
 	var rep ctlReply
-	c, err := net.DialTimeout("unix", socket, 5*time.Second)
+	c, err := ctlDial(socket)
 	if err != nil {
 		return rep, fmt.Errorf("no ipoibd at %s (is 'ipoibd up' running?): %w", socket, err)
 	}
@@ -356,7 +509,7 @@ func ctlStream(socket string, req ctlRequest, timeout time.Duration, each func(p
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return rep, err
 	}
-	dec := json.NewDecoder(c)
+	dec := json.NewDecoder(io.LimitReader(c, ctlMaxAnswer))
 	for {
 		rep = ctlReply{}
 		if err := dec.Decode(&rep); err != nil {
@@ -372,7 +525,42 @@ func ctlStream(socket string, req ctlRequest, timeout time.Duration, each func(p
 	if rep.Error != "" {
 		return rep, errors.New(rep.Error)
 	}
-	return rep, nil
+	return rep, checkReply(req.Cmd, &rep)
+}
+
+// ctlMaxAnswer bounds what the CLI reads from a daemon: a day of ping
+// replies at the fastest interval fits many times over.
+const ctlMaxAnswer = 256 << 20
+
+// checkReply makes sure an answer without an error carries what cmd
+// prints, so a daemon of another version (or anything else listening
+// on the socket) gets a clear error rather than a crash.
+func checkReply(cmd string, rep *ctlReply) error {
+	bad := func(what string) error {
+		return fmt.Errorf("the daemon's answer to %q has no %s (a daemon of another version?)", cmd, what)
+	}
+	switch cmd {
+	case "ping":
+		p := rep.Ping
+		if p == nil {
+			return bad("ping statistics")
+		}
+		if p.Received > 0 && (p.MinMs == nil || p.AvgMs == nil || p.MaxMs == nil || p.MdevMs == nil) {
+			return bad("round-trip times")
+		}
+		if p.Replies == nil {
+			p.Replies = []pingReplyJSON{}
+		}
+	case "peers":
+		if rep.Peers == nil {
+			return bad("peer table")
+		}
+	case "stats":
+		if rep.Stats == nil {
+			return bad("counters")
+		}
+	}
+	return nil
 }
 
 func init() {
@@ -393,11 +581,16 @@ func socketFlags(fs interface {
 	return
 }
 
-func socketPath(name, socket string) string {
+// socketPath is the control socket of the daemon named name, or socket
+// when given.
+func socketPath(name, socket string) (string, error) {
 	if socket != "" {
-		return socket
+		return socket, nil
 	}
-	return defaultSocketDir() + "/" + name + ".sock"
+	if err := checkIfName(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(defaultSocketDir(), name+".sock"), nil
 }
 
 func runPing(args []string, stdout, stderr io.Writer) int {
@@ -440,7 +633,11 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "PING %s (%s) %d(%d) bytes of data.\n", addr, addr, *size, *size+28)
 	}
 	var replies []pingReplyJSON
-	rep, err := ctlStream(socketPath(*name, *socket), req, timeout, func(r pingReplyJSON) {
+	path, err := socketPath(*name, *socket)
+	if err != nil {
+		return fail(stdout, stderr, *asJSON, "ping", err, exitUsage)
+	}
+	rep, err := ctlStream(path, req, timeout, func(r pingReplyJSON) {
 		replies = append(replies, r)
 		if !*asJSON && !*quiet {
 			fmt.Fprintf(stdout, "%d bytes from %s: icmp_seq=%d ttl=%d time=%s ms\n", r.Bytes, addr, r.Seq, r.TTL, rttMs(r.TimeMs))
@@ -500,7 +697,11 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	rep, err := ctlCall(socketPath(*name, *socket), ctlRequest{Cmd: "peers"}, 10*time.Second)
+	path, err := socketPath(*name, *socket)
+	if err != nil {
+		return fail(stdout, stderr, *asJSON, "peers", err, exitUsage)
+	}
+	rep, err := ctlCall(path, ctlRequest{Cmd: "peers"}, 10*time.Second)
 	if err != nil {
 		return fail(stdout, stderr, *asJSON, "peers", err, exitFailure)
 	}
@@ -532,40 +733,24 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	rep, err := ctlCall(socketPath(*name, *socket), ctlRequest{Cmd: "stats"}, 10*time.Second)
+	path, err := socketPath(*name, *socket)
+	if err != nil {
+		return fail(stdout, stderr, *asJSON, "stats", err, exitUsage)
+	}
+	rep, err := ctlCall(path, ctlRequest{Cmd: "stats"}, 10*time.Second)
 	if err != nil {
 		return fail(stdout, stderr, *asJSON, "stats", err, exitFailure)
 	}
 	if *asJSON {
 		return emit(stdout, stderr, "stats", rep.Stats, exitOK)
 	}
+	// Like ip -s link: the non-zero counters, group by group, in the
+	// order each layer declares them.
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	names := make([]string, 0, len(rep.Stats.Netdev))
-	for n := range rep.Stats.Netdev {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if v := rep.Stats.Netdev[n]; v != 0 {
-			fmt.Fprintf(tw, "%s\t%d\n", n, v)
-		}
-	}
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.Encode(rep.Stats.Endpoint)
-	enc.Encode(rep.Stats.ARP)
-	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil {
-			keys := make([]string, 0, len(m))
-			for k := range m {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				if v, ok := m[k].(float64); ok && v != 0 {
-					fmt.Fprintf(tw, "%s\t%v\n", k, v)
-				}
+	for _, g := range rep.Stats.Groups() {
+		for _, c := range g.Counters {
+			if c.Value != 0 {
+				fmt.Fprintf(tw, "%s\t%s\t%d\n", g.Name, c.Name, c.Value)
 			}
 		}
 	}
@@ -578,8 +763,16 @@ func runDown(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if _, err := ctlCall(socketPath(*name, *socket), ctlRequest{Cmd: "down"}, downTimeout+5*time.Second); err != nil {
+	path, err := socketPath(*name, *socket)
+	if err != nil {
+		return fail(stdout, stderr, *asJSON, "down", err, exitUsage)
+	}
+	if _, err := ctlCall(path, ctlRequest{Cmd: "down"}, downTimeout+5*time.Second); err != nil {
 		return fail(stdout, stderr, *asJSON, "down", err, exitFailure)
+	}
+	// The daemon has torn down; its lock goes when it exits.
+	if !waitUnlocked(path, downExitWait) {
+		return fail(stdout, stderr, *asJSON, "down", fmt.Errorf("the daemon at %s left the link but has not exited after %v", path, downExitWait), exitFailure)
 	}
 	if *asJSON {
 		return emit(stdout, stderr, "down", struct {

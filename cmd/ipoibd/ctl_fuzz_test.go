@@ -36,7 +36,7 @@ func FuzzControlRequest(f *testing.F) {
 		}
 		finished := make(chan struct{})
 		close(finished)
-		s := &ctlServer{d: &daemon{finished: finished}, shutdown: func() {}}
+		s := newCtlServer(nil, &daemon{finished: finished}, func() {}, nil)
 		client, server := socketPair(t)
 		done := make(chan struct{})
 		go func() {
@@ -95,7 +95,7 @@ func TestControlRequestTimeout(t *testing.T) {
 	old := ctlReadTimeout
 	ctlReadTimeout = 50 * time.Millisecond
 	defer func() { ctlReadTimeout = old }()
-	s := &ctlServer{d: &daemon{finished: make(chan struct{})}, shutdown: func() {}}
+	s := newCtlServer(nil, &daemon{finished: make(chan struct{})}, func() {}, nil)
 	client, server := socketPair(t)
 	defer client.Close()
 	done := make(chan struct{})

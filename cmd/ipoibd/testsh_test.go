@@ -1,6 +1,10 @@
 package main
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,5 +51,59 @@ func TestTestShNamesWhatIsMissing(t *testing.T) {
 		if !strings.Contains(string(out), "skipped without them: ") || !strings.Contains(string(out), skip) {
 			t.Errorf("test.sh does not say it skips %q:\n%s", skip, out)
 		}
+	}
+}
+
+// TestAllocTestsRunWithoutRace: test.sh runs the steady-state allocation
+// tests without the race detector (which allocates, so they skip under
+// it) by name, with -run 'Alloc'. Every test that counts allocations must
+// match that pattern, or it never runs anywhere.
+func TestAllocTestsRunWithoutRace(t *testing.T) {
+	root := moduleRoot(t)
+	script, err := os.ReadFile(filepath.Join(root, "test.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(script), "go test -count=1 -run 'Alloc' ./...") {
+		t.Fatal("test.sh no longer runs the allocation tests without -race as this test expects")
+	}
+	fset := token.NewFileSet()
+	var found int
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		for _, decl := range f.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			if !ok || fn.Body == nil || !strings.HasPrefix(fn.Name.Name, "Test") {
+				continue
+			}
+			counts := false
+			ast.Inspect(fn.Body, func(n ast.Node) bool {
+				if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "AllocsPerRun" {
+					counts = true
+				}
+				return !counts
+			})
+			if !counts {
+				continue
+			}
+			found++
+			if !strings.Contains(fn.Name.Name, "Alloc") {
+				rel, _ := filepath.Rel(root, path)
+				t.Errorf("%s: %s counts allocations but its name lacks \"Alloc\": test.sh never runs it without -race", rel, fn.Name.Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found < 5 {
+		t.Errorf("found only %d allocation tests: the search is broken", found)
 	}
 }

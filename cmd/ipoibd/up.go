@@ -8,11 +8,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ipoibd/ipoibd"
@@ -27,11 +26,9 @@ func init() {
 	})
 }
 
-// upContext is the context `up` serves under; tests replace it to stop a
-// daemon without signals.
-var upContext = func() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
+// upContext is the context `up` serves under: SIGINT or SIGTERM ends it
+// (see upSignals). Tests replace it to stop a daemon without signals.
+var upContext = func() (context.Context, context.CancelFunc) { return upSignals(os.Stderr) }
 
 // upOptions are up's flags after validation.
 type upOptions struct {
@@ -46,6 +43,8 @@ type upOptions struct {
 	pcap           string
 	name           string
 	socket         string
+	socketDir      bool // socket is in the default directory, to be checked
+	leaseFile      string
 	joinTimeout    time.Duration
 	log            *slog.Logger
 	ways           waysOptions
@@ -63,6 +62,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	dhcpServer := fs.String("dhcp-server", "", "also serve DHCP on the link, handing out FIRST-LAST (needs --addr)")
 	pcap := fs.String("pcap", "", "write the interface's IPoIB traffic to this pcap file")
 	name := fs.String("name", "ib0", "interface name, also the control socket's name")
+	leaseFile := fs.String("lease-file", "", "DHCP lease file: the lease with --dhcp, the bindings with --dhcp-server (default "+defaultStateDir()+"/NAME.lease or NAME.leases)")
 	socket := fs.String("socket", "", "control socket path (default "+defaultSocketDir()+"/NAME.sock)")
 	joinTimeout := fs.Duration("join-timeout", 0, "give up if the link is not up by then (0: keep trying)")
 	var ways waysOptions
@@ -82,10 +82,15 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	opt.pcap, opt.name, opt.joinTimeout = *pcap, *name, *joinTimeout
+	if err := checkIfName(opt.name); err != nil {
+		fmt.Fprintf(stderr, "ipoibd up: %v\n", err)
+		return exitUsage
+	}
+	opt.leaseFile = *leaseFile
 	opt.socket = *socket
 	opt.ways = ways
 	if opt.socket == "" {
-		opt.socket = defaultSocketDir() + "/" + opt.name + ".sock"
+		opt.socket, opt.socketDir = filepath.Join(defaultSocketDir(), opt.name+".sock"), true
 	}
 	ctx, stop := upContext()
 	defer stop()
@@ -220,9 +225,14 @@ func (opt upOptions) config(out io.Writer) ipoibd.Config {
 	if opt.driver != "" {
 		cfg.Device = opt.driver + ":" + opt.device
 	}
+	// The daemon checks addresses on the link before it hands them out
+	// or uses them, and keeps leases across restarts (see leaseFilePath).
+	cfg.DHCPProbe, cfg.DHCPLeaseFile = opt.dhcp, opt.leaseFile
 	if opt.dhcpServer != "" {
 		first, last, _ := parseRange(opt.dhcpServer, opt.addr)
-		cfg.DHCPServer = &ipoibd.DHCPServer{PoolStart: first, PoolEnd: last, Router: opt.gateway}
+		cfg.DHCPServer = &ipoibd.DHCPServer{PoolStart: first, PoolEnd: last, Router: opt.gateway,
+			LeaseFile: opt.leaseFile, Probe: true}
+		cfg.DHCPLeaseFile = ""
 	}
 	return cfg
 }
@@ -239,6 +249,13 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		}
 	}()
 	notify(opt.log, "STATUS=starting")
+	if opt.dhcp || opt.dhcpServer != "" {
+		path, err := leaseFilePath(opt)
+		if err != nil {
+			return err
+		}
+		opt.leaseFile = path
+	}
 	d := &daemon{opt: opt, out: out, finished: finished}
 	ifc, err := ipoibd.New(opt.config(out))
 	if err != nil {
@@ -251,13 +268,19 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	d.ifc = ifc
 	// Closing the interface releases the lease, leaves the groups and
 	// closes the device.
-	defer ifc.Close()
+	defer func() {
+		teardownHook()
+		ifc.Close()
+	}()
 	// The control socket opens before the join, so `ipoibd stats` can
 	// show the join retries of a daemon stuck without an SM, and `ipoibd
 	// down` can stop it.
 	ctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	srv, err := listenControl(opt.socket, d, stopRun)
+	go shutdownWatchdog(ctx, finished, opt.log)
+	srv, err := listenControl(opt.socket, opt.socketDir, d, stopRun, func(format string, args ...any) {
+		opt.log.Warn(fmt.Sprintf(format, args...))
+	})
 	if err != nil {
 		return err
 	}
@@ -289,12 +312,4 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	fmt.Fprintf(out, "%s: leaving\n", opt.name)
 	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
 	return nil
-}
-
-// defaultSocketDir is where control sockets live unless --socket says.
-func defaultSocketDir() string {
-	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
-		return dir + "/ipoibd"
-	}
-	return fmt.Sprintf("%s/ipoibd-%d", os.TempDir(), os.Getuid())
 }

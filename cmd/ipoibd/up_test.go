@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -104,10 +103,10 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatal(err)
 	}
-	if n := st.Netdev["tx_ok"]; n < 3 {
+	if n := st.Netdev.Count("tx_ok"); n < 3 {
 		t.Errorf("stats tx_ok %d after 3 pings: %s", n, stdout)
 	}
-	if n := st.Netdev["rx_ok"]; n < 3 {
+	if n := st.Netdev.Count("rx_ok"); n < 3 {
 		t.Errorf("stats rx_ok %d after 3 pings", n)
 	}
 	checkJSONConvention(t, "stats", stdout)
@@ -200,7 +199,7 @@ func TestUpWithoutSM(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatal(err)
 	}
-	if n, ok := st.Netdev["ipoib_joins"]; !ok || n != 0 {
+	if n, ok := st.Netdev.Get("ipoib_joins"); !ok || n != 0 {
 		t.Errorf("ipoib_joins = %d (%v) with no SM", n, ok)
 	}
 	if code, _, stderr := runCLI(t, "ping", "--socket", sock, "10.8.0.2"); code != exitUsage || !strings.Contains(stderr, "not configured yet") {
@@ -229,13 +228,11 @@ func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	loopDone := make(chan struct{})
-	go func() { defer close(loopDone); loop.Run(ctx) }()
+	stop := loop.Start()
 	onLoop := func(fn func()) {
-		done := make(chan struct{})
-		loop.ScheduleOneshot("test", func() { fn(); close(done) })
-		<-done
+		if err := loop.Call("test", fn); err != nil {
+			t.Error(err)
+		}
 	}
 	var f *sim.Fabric
 	onLoop(func() {
@@ -247,9 +244,9 @@ func startFabric(t *testing.T, name string, n int, setup func(*sim.Fabric) error
 		if f != nil {
 			onLoop(func() { f.Close() })
 		}
-		cancel()
-		<-loopDone
-		loop.Close()
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -19,14 +19,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
 // Errors of the control plane.
 var (
-	// ErrBadConfig says a queue, buffer or address vector was asked for
-	// with values the driver cannot honour.
-	ErrBadConfig = errors.New("udp: bad configuration")
 	// ErrNoSA says a MAD port was asked for: RoCE has no subnet manager
 	// or subnet administrator; paths and groups resolve locally.
 	ErrNoSA = errors.New("udp: RoCE port: there is no subnet manager or SA to send MADs to")
@@ -244,9 +242,9 @@ func (d *device) CreateCQ(depth int) (ib.CompletionQueue, error) {
 		return nil, err
 	}
 	if depth < 1 || depth > MaxQueueDepth {
-		return nil, fmt.Errorf("udp %s: CQ depth %d (1 to %d): %w", d.info.name, depth, MaxQueueDepth, ErrBadConfig)
+		return nil, fmt.Errorf("udp %s: CQ depth %d (1 to %d): %w", d.info.name, depth, MaxQueueDepth, ib.ErrBadConfig)
 	}
-	c := &cq{dev: d, ring: make([]ib.Completion, depth)}
+	c := &cq{dev: d, ring: ib.NewCompletionRing(depth)}
 	c.bh = d.loop.NewBH("udp cq "+d.info.name, c.run)
 	d.cqs[c] = struct{}{}
 	return c, nil
@@ -260,31 +258,22 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 	fail := func(format string, a ...any) (ib.QueuePair, error) {
 		return nil, fmt.Errorf("udp %s: create UD QP: "+format, append([]any{d.info.name}, a...)...)
 	}
+	if err := cfg.Validate(ib.QPLimits{Ports: 1, PKeys: len(d.attr.PKeys), MaxDepth: MaxQueueDepth,
+		MaxRecvBufSize: MaxRecvBufSize, MaxRecvBytes: maxRecvBytes}); err != nil {
+		return fail("%w", err)
+	}
 	scq, ok1 := cfg.SendCQ.(*cq)
 	rcq, ok2 := cfg.RecvCQ.(*cq)
-	switch {
-	case cfg.Port != 1:
-		return fail("port %d: %w", cfg.Port, ib.ErrNoPort)
-	case cfg.PKeyIndex < 0 || cfg.PKeyIndex >= len(d.attr.PKeys):
-		return fail("P_Key index %d: %w", cfg.PKeyIndex, ErrBadConfig)
-	case !ok1 || !ok2 || scq.dev != d || rcq.dev != d || scq.closed || rcq.closed:
-		return fail("completion queues not from this device: %w", ErrBadConfig)
-	case cfg.SendDepth < 1 || cfg.SendDepth > MaxQueueDepth || cfg.RecvDepth < 1 || cfg.RecvDepth > MaxQueueDepth:
-		return fail("depths %d/%d (1 to %d): %w", cfg.SendDepth, cfg.RecvDepth, MaxQueueDepth, ErrBadConfig)
-	case cfg.RecvBufSize < ib.GRHSize || cfg.RecvBufSize > MaxRecvBufSize:
-		return fail("receive buffer size %d (%d to %d): %w", cfg.RecvBufSize, ib.GRHSize, MaxRecvBufSize, ErrBadConfig)
+	if !ok1 || !ok2 || scq.dev != d || rcq.dev != d || scq.closed || rcq.closed {
+		return fail("completion queues not from this device: %w", ib.ErrBadConfig)
 	}
 	for d.qps[d.nextQPN] != nil || d.nextQPN < 2 || d.nextQPN >= ib.QPNMulticast {
 		d.nextQPN = (d.nextQPN + 1) & ib.QPNMask
 	}
 	q := &qp{dev: d, qpn: d.nextQPN, pkeyIndex: cfg.PKeyIndex, pkey: d.attr.PKeys[cfg.PKeyIndex], qkey: cfg.QKey,
 		sendCQ: scq, recvCQ: rcq, sendDepth: cfg.SendDepth, bufSize: cfg.RecvBufSize,
-		slab: make([]byte, cfg.RecvDepth*cfg.RecvBufSize), ring: make([]uint32, cfg.RecvDepth), lent: make([]bool, cfg.RecvDepth)}
+		slab: make([]byte, cfg.RecvDepth*cfg.RecvBufSize), recv: ib.NewRecvQueue(cfg.RecvDepth, false)}
 	d.nextQPN++
-	for i := range q.ring {
-		q.ring[i] = uint32(i)
-	}
-	q.n = cfg.RecvDepth
 	scq.users++
 	rcq.users++
 	d.qps[q.qpn] = q
@@ -325,14 +314,14 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 		return fail("port %d: %w", av.Port, ib.ErrNoPort)
 	}
 	if av.DGID.IsZero() {
-		return fail("RoCE needs a DGID: %w", ErrBadConfig)
+		return fail("RoCE needs a DGID: %w", ib.ErrBadConfig)
 	}
 	a := &ah{dev: d, av: av, mcast: av.DGID.IsMulticast()}
 	a.hdr.SrcPort = ib.RoCEv2Port
 	a.hdr.Dst = av.DGID
 	if av.DGID.IsIPv4Mapped() {
 		if a.mcast || av.DGID[12] >= 224 {
-			return fail("IPv4 multicast DGID %v: IPoIB groups are IPv6 MGIDs: %w", av.DGID, ErrBadConfig)
+			return fail("IPv4 multicast DGID %v: IPoIB groups are IPv6 MGIDs: %w", av.DGID, ib.ErrBadConfig)
 		}
 		a.hdr.Src = d.src4
 		a.sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(ib.RoCEv2Port)}
@@ -382,26 +371,10 @@ func (d *device) Close() error {
 }
 
 // Counters returns the device's counts; safe from any goroutine.
-func (d *device) Counters() Counters {
-	c := &d.ctr
-	return Counters{
-		RxPackets: c.rxPackets.Load(), RxBadICRC: c.rxBadICRC.Load(), RxMalformed: c.rxMalformed.Load(),
-		RxNotUD: c.rxNotUD.Load(), RxNoQP: c.rxNoQP.Load(), RxPKey: c.rxPKey.Load(), RxQKey: c.rxQKey.Load(),
-		RxNoBuffer: c.rxNoBuffer.Load(), RxTooLong: c.rxTooLong.Load(),
-		TxPackets: c.txPackets.Load(), TxErrors: c.txErrors.Load(),
-	}
-}
+func (d *device) Counters() Counters { return d.ctr.Load() }
 
 // DriverCounters returns Counters by name (ib.CounterSource).
-func (d *device) DriverCounters() map[string]uint64 {
-	c := d.Counters()
-	return map[string]uint64{
-		"rx_packets": c.RxPackets, "rx_bad_icrc": c.RxBadICRC, "rx_malformed": c.RxMalformed,
-		"rx_not_ud": c.RxNotUD, "rx_no_qp": c.RxNoQP, "rx_pkey": c.RxPKey, "rx_qkey": c.RxQKey,
-		"rx_no_buffer": c.RxNoBuffer, "rx_too_long": c.RxTooLong,
-		"tx_packets": c.TxPackets, "tx_errors": c.TxErrors,
-	}
-}
+func (d *device) DriverCounters() counter.Snapshot { return d.ctr.Snapshot() }
 
 // DeviceCounters returns the counters of a device this driver opened.
 func DeviceCounters(dev ib.Device) (Counters, bool) {
@@ -416,7 +389,7 @@ func DeviceCounters(dev ib.Device) (Counters, bool) {
 func (c *cq) SetHandler(fn func()) {
 	c.dev.loop.AssertHome("udp CQ.SetHandler")
 	c.handler = fn
-	if fn != nil && c.n > 0 {
+	if fn != nil && c.ring.Len() > 0 {
 		c.bh.Schedule()
 	}
 }
@@ -435,7 +408,7 @@ func (c *cq) Close() error {
 		return fmt.Errorf("udp: close CQ: %w", ib.ErrClosed)
 	}
 	if c.users > 0 {
-		return fmt.Errorf("udp: close CQ: %d QPs still use it: %w", c.users, ErrBadConfig)
+		return fmt.Errorf("udp: close CQ: %d QPs still use it: %w", c.users, ib.ErrBadConfig)
 	}
 	c.closed = true
 	c.bh.Delete()
@@ -468,7 +441,7 @@ func (q *qp) AttachMcast(mgid ib.GID, _ ib.LID) error {
 		return fmt.Errorf("udp: attach QP %v: %w", q.qpn, ib.ErrClosed)
 	}
 	if !mgid.IsMulticast() {
-		return fmt.Errorf("udp %s: attach QP %v to %v: not a multicast GID: %w", d.info.name, q.qpn, mgid, ErrBadConfig)
+		return fmt.Errorf("udp %s: attach QP %v to %v: not a multicast GID: %w", d.info.name, q.qpn, mgid, ib.ErrBadConfig)
 	}
 	if d.tx6 < 0 {
 		return fmt.Errorf("udp %s: attach QP %v to %v: %w", d.info.name, q.qpn, mgid, ErrNoIPv6)
@@ -509,7 +482,7 @@ func (q *qp) DetachMcast(mgid ib.GID, _ ib.LID) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("udp %s: QP %v is not attached to %v: %w", d.info.name, q.qpn, mgid, ErrBadConfig)
+	return fmt.Errorf("udp %s: QP %v is not attached to %v: %w", d.info.name, q.qpn, mgid, ib.ErrBadConfig)
 }
 
 // Close destroys the QP: it leaves its groups, and datagrams queued for

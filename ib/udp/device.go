@@ -9,12 +9,12 @@ package udp
 // counters are atomic so that any goroutine may read them.
 
 import (
-	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
@@ -25,6 +25,9 @@ const (
 	MaxQueueDepth = 1 << 16
 	// MaxRecvBufSize bounds one receive buffer.
 	MaxRecvBufSize = 1 << 20
+	// maxRecvBytes bounds the receive buffers of one QP together, which
+	// the two bounds above would let reach 64 GiB.
+	maxRecvBytes = 1 << 30
 	// rxBatch is how many datagrams one recvmmsg call may return, and
 	// txBatch how many one sendmmsg call may carry.
 	rxBatch = 64
@@ -34,34 +37,30 @@ const (
 // Counters are a device's datagram counts since it was opened.
 type Counters struct {
 	// RxPackets were delivered to a receive buffer.
-	RxPackets uint64
+	RxPackets uint64 `json:"rx_packets"`
 	// RxBadICRC failed the ICRC check and were dropped.
-	RxBadICRC uint64
+	RxBadICRC uint64 `json:"rx_bad_icrc"`
 	// RxMalformed had headers that disagree with the datagram.
-	RxMalformed uint64
+	RxMalformed uint64 `json:"rx_malformed"`
 	// RxNotUD were RoCEv2 but not a UD SEND (RC traffic of a kernel
 	// RDMA stack on the same address, say).
-	RxNotUD uint64
+	RxNotUD uint64 `json:"rx_not_ud"`
 	// RxNoQP were addressed to a QPN this device does not have (another
 	// process on the same interface may), or to a group no QP joined.
-	RxNoQP uint64
-	// RxPKey and RxQKey failed the receiving QP's P_Key or Q_Key check.
-	RxPKey, RxQKey uint64
+	RxNoQP uint64 `json:"rx_no_qp"`
+	// RxPKey failed the receiving QP's P_Key check.
+	RxPKey uint64 `json:"rx_pkey"`
+	// RxQKey failed the receiving QP's Q_Key check.
+	RxQKey uint64 `json:"rx_qkey"`
 	// RxNoBuffer found no posted receive buffer or a full CQ.
-	RxNoBuffer uint64
+	RxNoBuffer uint64 `json:"rx_no_buffer"`
 	// RxTooLong did not fit the receive buffer (completed in error) or
 	// were truncated by the socket.
-	RxTooLong uint64
+	RxTooLong uint64 `json:"rx_too_long"`
 	// TxPackets were handed to the kernel.
-	TxPackets uint64
+	TxPackets uint64 `json:"tx_packets"`
 	// TxErrors were refused by the kernel (no route, message too long).
-	TxErrors uint64
-}
-
-// counters is the atomic form of Counters.
-type counters struct {
-	rxPackets, rxBadICRC, rxMalformed, rxNotUD, rxNoQP, rxPKey, rxQKey, rxNoBuffer, rxTooLong atomic.Uint64
-	txPackets, txErrors                                                                       atomic.Uint64
+	TxErrors uint64 `json:"tx_errors"`
 }
 
 // device is an open udp device: one interface, one port.
@@ -69,7 +68,7 @@ type device struct {
 	loop *aio.Context
 	info *ifaceInfo
 	attr ib.PortAttr
-	ctr  counters
+	ctr  counter.Block[Counters]
 
 	closed    bool
 	handler   func(ib.Event)
@@ -99,8 +98,7 @@ type cq struct {
 	dev     *device
 	bh      *aio.BH
 	handler func()
-	ring    []ib.Completion
-	head, n int
+	ring    ib.CompletionRing
 	users   int
 	closed  bool
 }
@@ -123,9 +121,7 @@ type qp struct {
 
 	bufSize int
 	slab    []byte
-	ring    []uint32 // posted receive buffer IDs, FIFO
-	head, n int
-	lent    []bool
+	recv    ib.RecvQueue // posted receive buffers, used in order
 }
 
 // ah is an address handle: the destination socket address and the

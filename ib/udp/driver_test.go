@@ -13,6 +13,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/looptest"
 )
 
 // pair is two udp devices opened on one interface, each with a QP, on a
@@ -30,12 +31,7 @@ type pair struct {
 // openPair opens iface twice; it skips when raw sockets are not allowed.
 func openPair(t testing.TB, iface string) *pair {
 	t.Helper()
-	loop, err := aio.New(aio.WithName("udp-test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	release := loop.Acquire()
-	t.Cleanup(func() { release(); loop.Close() })
+	loop := looptest.Home(t, aio.WithName("udp-test"))
 	p := &pair{t: t, loop: loop, wcs: make([]ib.Completion, 16), qkeys: [2]ib.QKey{0x0B1B, 0x0B1B}}
 	for i := range p.devs {
 		dev, err := ib.Open(loop, DriverName, iface)

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/counter"
 	"github.com/ipoibd/ipoibd/ib"
 )
 
@@ -115,7 +116,7 @@ func (q *qp) sendDone(id uint64, st ib.Status) {
 	}
 	wc := ib.Completion{ID: id, Kind: ib.WorkSend, Status: st, QPN: q.qpn}
 	if !q.sendCQ.push(&wc) {
-		q.dev.ctr.rxNoBuffer.Add(1)
+		counter.Inc(&q.dev.ctr.V.RxNoBuffer)
 	}
 }
 
@@ -149,10 +150,10 @@ func (d *device) flush(t *txQueue) {
 			return
 		case err != nil:
 			// The first datagram was refused; the others may pass.
-			d.ctr.txErrors.Add(1)
+			counter.Inc(&d.ctr.V.TxErrors)
 			d.finish(t, 1, ib.StatusGeneral)
 		default:
-			d.ctr.txPackets.Add(uint64(sent))
+			counter.Add(&d.ctr.V.TxPackets, uint64(sent))
 			d.finish(t, sent, ib.StatusSuccess)
 		}
 	}
@@ -207,16 +208,9 @@ func (q *qp) RepostRecv(ids ...uint64) error {
 		return fmt.Errorf("udp: repost receive on QP %v: %w", q.qpn, ib.ErrClosed)
 	}
 	for _, id := range ids {
-		if id >= uint64(len(q.lent)) || !q.lent[id] {
+		if !q.recv.Repost(id) {
 			return fmt.Errorf("udp: repost receive buffer %d on QP %v: not lent out: %w", id, q.qpn, ErrInvalidWR)
 		}
-		q.lent[id] = false
-		i := q.head + q.n
-		if i >= len(q.ring) {
-			i -= len(q.ring)
-		}
-		q.ring[i] = uint32(id)
-		q.n++
 	}
 	return nil
 }
@@ -226,21 +220,7 @@ func (c *cq) Poll(wcs []ib.Completion) (int, error) {
 	if c.closed {
 		return 0, fmt.Errorf("udp: poll CQ: %w", ib.ErrClosed)
 	}
-	k := min(len(wcs), c.n)
-	for i := range k {
-		j := c.head + i
-		if j >= len(c.ring) {
-			j -= len(c.ring)
-		}
-		wcs[i] = c.ring[j]
-		c.ring[j] = ib.Completion{}
-	}
-	c.head += k
-	if c.head >= len(c.ring) {
-		c.head -= len(c.ring)
-	}
-	c.n -= k
-	return k, nil
+	return c.ring.Poll(wcs), nil
 }
 
 // push appends a completion and schedules the handler; false when full.
@@ -248,15 +228,9 @@ func (c *cq) push(wc *ib.Completion) bool {
 	if c.closed {
 		return true
 	}
-	if c.n == len(c.ring) {
+	if !c.ring.Push(wc) {
 		return false
 	}
-	i := c.head + c.n
-	if i >= len(c.ring) {
-		i -= len(c.ring)
-	}
-	c.ring[i] = *wc
-	c.n++
 	c.bh.Schedule()
 	return true
 }
@@ -293,14 +267,14 @@ func (d *device) receiveOne(r *rxRing, i int) {
 	m := &r.hdrs[i]
 	ln := int(m.Len)
 	if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
-		d.ctr.rxTooLong.Add(1)
+		counter.Inc(&d.ctr.V.RxTooLong)
 		return
 	}
 	buf := r.bufs[i]
 	var pkt []byte
 	if r.v6 {
 		if !rebuildIPv6(buf, ln, &r.names[i], r.ctrl[i][:m.Hdr.Controllen]) {
-			d.ctr.rxMalformed.Add(1)
+			counter.Inc(&d.ctr.V.RxMalformed)
 			return
 		}
 		pkt = buf[:maxIPHeader+ln]
@@ -311,11 +285,11 @@ func (d *device) receiveOne(r *rxRing, i int) {
 	if err := decodeDatagram(pkt, dg); err != nil {
 		switch {
 		case errors.Is(err, ib.ErrBadICRC):
-			d.ctr.rxBadICRC.Add(1)
+			counter.Inc(&d.ctr.V.RxBadICRC)
 		case errors.Is(err, ErrNotRoCEv2):
-			d.ctr.rxNotUD.Add(1)
+			counter.Inc(&d.ctr.V.RxNotUD)
 		default:
-			d.ctr.rxMalformed.Add(1)
+			counter.Inc(&d.ctr.V.RxMalformed)
 		}
 		return
 	}
@@ -336,13 +310,13 @@ func (d *device) dispatch(dg *datagram) {
 			}
 		}
 		if !matched {
-			d.ctr.rxNoQP.Add(1)
+			counter.Inc(&d.ctr.V.RxNoQP)
 		}
 		return
 	}
 	q := d.qps[dg.BTH.DestQP]
 	if q == nil {
-		d.ctr.rxNoQP.Add(1)
+		counter.Inc(&d.ctr.V.RxNoQP)
 		return
 	}
 	d.deliver(q, dg)
@@ -353,25 +327,25 @@ func (d *device) dispatch(dg *datagram) {
 // from the IP header, then the payload.
 func (d *device) deliver(q *qp, dg *datagram) {
 	if !dg.BTH.PKey.Matches(q.pkey) {
-		d.ctr.rxPKey.Add(1)
+		counter.Inc(&d.ctr.V.RxPKey)
 		return
 	}
 	if dg.DETH.QKey != q.qkey {
-		d.ctr.rxQKey.Add(1)
+		counter.Inc(&d.ctr.V.RxQKey)
 		return
 	}
-	if q.n == 0 {
-		d.ctr.rxNoBuffer.Add(1)
+	id, ok := q.recv.Next()
+	if !ok {
+		counter.Inc(&d.ctr.V.RxNoBuffer)
 		return
 	}
-	id := q.ring[q.head]
 	off := int(id) * q.bufSize
 	buf := q.slab[off : off+q.bufSize : off+q.bufSize]
 	wc := ib.Completion{ID: uint64(id), Kind: ib.WorkRecv, QPN: q.qpn, Buf: buf}
 	need := ib.GRHSize + len(dg.Payload)
 	if need > len(buf) {
 		wc.Status = ib.StatusLocalLength
-		d.ctr.rxTooLong.Add(1)
+		counter.Inc(&d.ctr.V.RxTooLong)
 	} else {
 		grh := ib.GRH{IPVer: ib.GRHIPVer, TClass: dg.TClass, FlowLabel: dg.FlowLabel, NxtHdr: ib.NxtHdrIBA,
 			HopLmt: dg.HopLimit, SGID: dg.SGID, DGID: dg.DGID,
@@ -385,17 +359,12 @@ func (d *device) deliver(q *qp, dg *datagram) {
 		wc.PKeyIndex = q.pkeyIndex
 	}
 	if !q.recvCQ.push(&wc) {
-		d.ctr.rxNoBuffer.Add(1)
+		counter.Inc(&d.ctr.V.RxNoBuffer)
 		return
 	}
-	q.head++
-	if q.head == len(q.ring) {
-		q.head = 0
-	}
-	q.n--
-	q.lent[id] = true
+	q.recv.Lend()
 	if wc.Status == ib.StatusSuccess {
-		d.ctr.rxPackets.Add(1)
+		counter.Inc(&d.ctr.V.RxPackets)
 	}
 }
 

@@ -90,7 +90,7 @@ func (d *device) CreateCQ(depth int) (ib.CompletionQueue, error) {
 		return nil, err
 	}
 	if depth < 1 || depth > MaxQueueDepth {
-		return nil, fmt.Errorf("verbs: create CQ on %s: depth %d (1..%d): %w", d.name, depth, MaxQueueDepth, ErrBadConfig)
+		return nil, fmt.Errorf("verbs: create CQ on %s: depth %d (1..%d): %w", d.name, depth, MaxQueueDepth, ib.ErrBadConfig)
 	}
 	ch, err := C.ipo_create_comp_channel(d.ctx)
 	if ch == nil {
@@ -139,22 +139,15 @@ func (d *device) CreateUDQP(cfg ib.QPConfig) (ib.QueuePair, error) {
 	fail := func(format string, args ...any) (ib.QueuePair, error) {
 		return nil, fmt.Errorf("verbs: create UD QP on %s: "+format, append([]any{d.name}, args...)...)
 	}
-	if cfg.Port < 1 || cfg.Port > d.nports {
-		return fail("port %d: %w", cfg.Port, ib.ErrNoPort)
+	// The P_Key table's size is the port's to know; the kernel checks the
+	// index when the QP moves to INIT, so only its 16-bit range is ours.
+	if err := cfg.Validate(ib.QPLimits{Ports: d.nports, PKeys: 1 << 16, MaxDepth: MaxQueueDepth, MaxRecvBufSize: MaxRecvBufSize}); err != nil {
+		return fail("%w", err)
 	}
 	scq, ok1 := d.ownCQ(cfg.SendCQ)
 	rcq, ok2 := d.ownCQ(cfg.RecvCQ)
-	switch {
-	case !ok1 || !ok2:
-		return fail("send or receive CQ is not a live CQ of this device: %w", ErrBadConfig)
-	case cfg.SendDepth < 1 || cfg.SendDepth > MaxQueueDepth:
-		return fail("send depth %d (1..%d): %w", cfg.SendDepth, MaxQueueDepth, ErrBadConfig)
-	case cfg.RecvDepth < 1 || cfg.RecvDepth > MaxQueueDepth:
-		return fail("receive depth %d (1..%d): %w", cfg.RecvDepth, MaxQueueDepth, ErrBadConfig)
-	case cfg.RecvBufSize < ib.GRHSize || cfg.RecvBufSize > MaxRecvBufSize:
-		return fail("receive buffer %d bytes (%d..%d): %w", cfg.RecvBufSize, ib.GRHSize, MaxRecvBufSize, ErrBadConfig)
-	case cfg.PKeyIndex < 0 || cfg.PKeyIndex > 0xFFFF:
-		return fail("P_Key index %d: %w", cfg.PKeyIndex, ErrBadConfig)
+	if !ok1 || !ok2 {
+		return fail("send or receive CQ is not a live CQ of this device: %w", ib.ErrBadConfig)
 	}
 	handle, err := d.newHandle()
 	if err != nil {
@@ -249,7 +242,7 @@ func (q *qp) AttachMcast(mgid ib.GID, mlid ib.LID) error {
 		return fmt.Errorf("verbs: attach QP %v to %v: %w", q.qpn, mgid, ib.ErrClosed)
 	}
 	if !mgid.IsMulticast() {
-		return fmt.Errorf("verbs: attach QP %v to %v: not a multicast GID: %w", q.qpn, mgid, ErrBadConfig)
+		return fmt.Errorf("verbs: attach QP %v to %v: not a multicast GID: %w", q.qpn, mgid, ib.ErrBadConfig)
 	}
 	for _, g := range q.groups {
 		if g.mgid == mgid && g.mlid == mlid {
@@ -267,7 +260,7 @@ func (q *qp) AttachMcast(mgid ib.GID, mlid ib.LID) error {
 			return fmt.Errorf("verbs: attach QP %v to %v: find the port's network interface: %w", q.qpn, mgid, err)
 		}
 	} else if !mlid.IsMulticast() {
-		return fmt.Errorf("verbs: attach QP %v to %v: MLID %v is not multicast: %w", q.qpn, mgid, mlid, ErrBadConfig)
+		return fmt.Errorf("verbs: attach QP %v to %v: MLID %v is not multicast: %w", q.qpn, mgid, mlid, ib.ErrBadConfig)
 	}
 	if rc := C.ipo_attach_mcast(q.qp, (*C.uint8_t)(unsafe.Pointer(&mgid[0])), C.uint16_t(mlid)); rc != 0 {
 		return fmt.Errorf("verbs: attach QP %v to %v/%v: %w", q.qpn, mgid, mlid, rcErr(rc))
@@ -291,7 +284,7 @@ func (q *qp) DetachMcast(mgid ib.GID, mlid ib.LID) error {
 	}
 	i := slices.IndexFunc(q.groups, func(g mcGroup) bool { return g.mgid == mgid && g.mlid == mlid })
 	if i < 0 {
-		return fmt.Errorf("verbs: detach QP %v from %v/%v: not attached: %w", q.qpn, mgid, mlid, ErrBadConfig)
+		return fmt.Errorf("verbs: detach QP %v from %v/%v: not attached: %w", q.qpn, mgid, mlid, ib.ErrBadConfig)
 	}
 	err := q.detach(q.groups[i])
 	q.groups = slices.Delete(q.groups, i, i+1)
@@ -435,9 +428,9 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 	}
 	switch {
 	case !av.SL.Valid() || av.FlowLabel > 0xFFFFF:
-		return fail("SL %d or flow label %#x out of range: %w", av.SL, av.FlowLabel, ErrBadConfig)
+		return fail("SL %d or flow label %#x out of range: %w", av.SL, av.FlowLabel, ib.ErrBadConfig)
 	case av.SGIDIndex < 0 || av.SGIDIndex > 0xFF:
-		return fail("SGID index %d: %w", av.SGIDIndex, ErrBadConfig)
+		return fail("SGID index %d: %w", av.SGIDIndex, ib.ErrBadConfig)
 	}
 	global := av.GlobalRoute || av.DLID.IsMulticast() || av.DGID.IsMulticast()
 	sgid := av.SGIDIndex
@@ -447,7 +440,7 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 		global = true
 		dlid = 0 // RoCE has no LIDs; the DGID is the address
 		if av.DGID.IsZero() {
-			return fail("RoCE port %d needs a DGID: %w", av.Port, ErrBadConfig)
+			return fail("RoCE port %d needs a DGID: %w", av.Port, ib.ErrBadConfig)
 		}
 		if hop == 0 {
 			hop = roceUnicastHopLimit
@@ -464,10 +457,10 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 		}
 	} else {
 		if av.DLID == ib.LIDReserved || av.DLID == ib.LIDPermissive {
-			return fail("DLID %v cannot address a UD datagram: %w", av.DLID, ErrBadConfig)
+			return fail("DLID %v cannot address a UD datagram: %w", av.DLID, ib.ErrBadConfig)
 		}
 		if global && av.DGID.IsZero() {
-			return fail("global route without a DGID: %w", ErrBadConfig)
+			return fail("global route without a DGID: %w", ib.ErrBadConfig)
 		}
 	}
 	g := 0

@@ -223,7 +223,7 @@ func (d *device) deliver(ev ib.Event) {
 // the kind bit of a work request ID (see wrID).
 func (d *device) newHandle() (uint32, error) {
 	if d.nextHandle >= maxHandle {
-		return 0, fmt.Errorf("verbs: %s: %d QPs created, handles exhausted: %w", d.name, maxHandle, ErrBadConfig)
+		return 0, fmt.Errorf("verbs: %s: %d QPs created, handles exhausted: %w", d.name, maxHandle, ib.ErrBadConfig)
 	}
 	d.nextHandle++
 	return d.nextHandle, nil

@@ -11,7 +11,6 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/ipoib"
 )
 
 // TestPeer runs in two VMs at once (vmtest's TestVerbsTwoVMs) and does
@@ -32,7 +31,7 @@ func TestPeer(t *testing.T) {
 	r := newRig(t)
 	e := r.endpoint(16, 32, ib.GRHSize+r.port.ActiveMTU.Bytes())
 	defer e.close()
-	mgid := ipoib.BroadcastGID(ib.PKeyDefault)
+	mgid := ipoibBroadcastMGID(t)
 	const mlid = 0xC000
 	if err := e.qp.AttachMcast(mgid, mlid); err != nil {
 		t.Fatal(err)

@@ -27,9 +27,6 @@ import (
 
 // Errors of this driver that callers may test with errors.Is.
 var (
-	// ErrBadConfig says an argument is out of range (a depth, a buffer
-	// size, a P_Key or GID index).
-	ErrBadConfig = errors.New("verbs: bad configuration")
 	// ErrBusy says an object is still in use (a CQ that a QP uses).
 	ErrBusy = errors.New("verbs: object in use")
 	// ErrInvalidWR says a send work request cannot be carried out as given
@@ -181,7 +178,7 @@ func gidTable(ctx *C.struct_ibv_context) ([]gidEntry, error) {
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("query GID table: more than %d entries: %w", 1<<16, ErrBadConfig)
+	return nil, fmt.Errorf("query GID table: more than %d entries: %w", 1<<16, ib.ErrBadConfig)
 }
 
 // queryPort snapshots one port: ibv_query_port for the scalar attributes,
@@ -319,7 +316,7 @@ func netdevIndex(port int, gids []gidEntry) (int, error) {
 			return e.ifindex, nil
 		}
 	}
-	return 0, fmt.Errorf("port %d: no GID entry names a network interface: %w", port, ErrBadConfig)
+	return 0, fmt.Errorf("port %d: no GID entry names a network interface: %w", port, ib.ErrBadConfig)
 }
 
 // rcErr turns a libibverbs return code into an error: most calls return a
@@ -348,7 +345,7 @@ func errnoOr(err error) error {
 // ib.ErrNoRDMA, an unknown name one wrapping ib.ErrNoDevice.
 func Open(loop *aio.Context, name string) (ib.Device, error) {
 	if loop == nil {
-		return nil, fmt.Errorf("verbs: open %s: nil loop: %w", name, ErrBadConfig)
+		return nil, fmt.Errorf("verbs: open %s: nil loop: %w", name, ib.ErrBadConfig)
 	}
 	loop.AssertHome("verbs.Open")
 	list, devs, err := deviceList()

@@ -38,23 +38,12 @@ const (
 	// before it starts over (RFC 2131 section 3.1 step 5: at least ten
 	// seconds, so a misconfigured network does not loop at line rate).
 	DefaultDeclineWait = 10 * time.Second
+	// rebootTries is how many REQUESTs the client sends in INIT-REBOOT
+	// before it falls back to INIT (asking, in its DISCOVER, for the
+	// same address): a server with no record of the client stays
+	// silent (RFC 2131 section 4.3.2), so waiting long buys nothing.
+	rebootTries = 2
 )
-
-// serverBroadcast is where a client sends when it does not know (or may
-// not use) its server: the limited broadcast address, server port.
-var serverBroadcast = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), ServerPort)
-
-// requestedOptions is the parameter request list (option 55) the client
-// sends: what Lease holds.
-var requestedOptions = []dhcpv4.OptionCode{
-	dhcpv4.OptionSubnetMask,
-	dhcpv4.OptionRouter,
-	dhcpv4.OptionDomainNameServer,
-	dhcpv4.OptionDomainName,
-	dhcpv4.OptionIPAddressLeaseTime,
-	dhcpv4.OptionRenewTimeValue,
-	dhcpv4.OptionRebindingTimeValue,
-}
 
 // Backoff shapes retransmission in SELECTING and REQUESTING: the n-th
 // wait (from 0) is Initial<<n, capped at Max, plus a uniform random
@@ -97,6 +86,12 @@ type ClientConfig struct {
 	// error counts as "not in use": a failed probe is no evidence of a
 	// conflict.
 	Probe func(ctx context.Context, addr netip.Addr) (inUse bool, err error)
+	// LeaseFile, if set, keeps the lease across restarts: written on
+	// every binding and renewal, removed when the lease ends (released,
+	// expired, refused). A client that starts with a lease of its own
+	// there, still running, asks for it back in INIT-REBOOT (RFC 2131
+	// section 3.2) rather than starting over.
+	LeaseFile string
 	// OnEvent, if set, is called on the client's goroutine for every
 	// Event. It must not block or call Stop; reading Lease and State is
 	// fine.
@@ -110,7 +105,7 @@ type ClientConfig struct {
 
 // State is where the client is in the state machine of RFC 2131 section
 // 4.4, figure 5, plus Probing (between ACK and BOUND while the Probe hook
-// runs) and Stopped.
+// runs) and Stopped. Rebooting is figure 5's REBOOTING, numbered last.
 type State int
 
 // Client states.
@@ -123,9 +118,10 @@ const (
 	StateRenewing
 	StateRebinding
 	StateStopped
+	StateRebooting
 )
 
-var stateNames = [...]string{"INIT", "SELECTING", "REQUESTING", "PROBING", "BOUND", "RENEWING", "REBINDING", "STOPPED"}
+var stateNames = [...]string{"INIT", "SELECTING", "REQUESTING", "PROBING", "BOUND", "RENEWING", "REBINDING", "STOPPED", "REBOOTING"}
 
 // String returns the RFC's name of the state.
 func (s State) String() string {
@@ -250,6 +246,7 @@ type Client struct {
 	offer     *dhcpv4.DHCPv4
 	lease     *Lease
 	pending   *Lease // acknowledged, being probed
+	reboot    *Lease // the lease file's, asked for in REBOOTING
 	prevAddr  netip.Addr
 	timer     Timer
 	timerGen  uint64
@@ -427,40 +424,15 @@ func (c *Client) Stats() ClientStats {
 	}
 }
 
-// deliver queues a received datagram for the client's goroutine. It
-// copies b (the socket reuses it) and drops the datagram when the queue
-// is full: DHCP retransmits, and a flood must not stall the receiver.
-//
-// Replies to the server broadcast reach every client on the link, so on
-// a busy fabric most of what arrives is other clients' OFFERs and ACKs.
-// Those are recognised by their transaction ID (bytes 4 to 7, RFC 2131
-// section 2) before anything is copied or queued, lest they crowd out
-// the client's own reply.
-func (c *Client) deliver(b []byte, _ netip.AddrPort) {
-	if len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) != c.curXID.Load() {
-		c.stats.ignored.Add(1)
-		return
-	}
-	select {
-	case c.events <- event{kind: evRx, data: bytes.Clone(b)}:
-	default:
-		c.stats.ignored.Add(1)
-	}
-}
-
-// post queues ev, waiting for room unless the client is stopping.
-func (c *Client) post(ev event) {
-	select {
-	case c.events <- ev:
-	case <-c.stopReq:
-	}
-}
-
 // run is the client's goroutine.
 func (c *Client) run() {
 	defer close(c.exited)
 	c.began = c.clock.Now()
-	c.enterInit()
+	if l, ok := c.loadLease(c.began); ok {
+		c.enterReboot(l)
+	} else {
+		c.enterInit()
+	}
 	for {
 		select {
 		case ev := <-c.events:
@@ -593,6 +565,18 @@ func (c *Client) tick() {
 		c.stats.retransmits.Add(1)
 		c.sendDiscover()
 		c.armIn(c.backoff())
+	case StateRebooting:
+		c.attempt++
+		if c.attempt >= rebootTries {
+			c.logf("no answer to %d REQUESTs for %v in INIT-REBOOT, starting over", c.attempt, c.reboot.Addr)
+			c.prevAddr = c.reboot.Addr.Addr()
+			c.reboot = nil
+			c.enterInit()
+			return
+		}
+		c.stats.retransmits.Add(1)
+		c.sendRebootRequest()
+		c.armIn(c.backoff())
 	case StateRequesting:
 		c.attempt++
 		if c.attempt >= c.cfg.RequestTries {
@@ -669,9 +653,23 @@ func (c *Client) newXID() {
 	c.curXID.Store(x)
 }
 
+// enterReboot asks for l, the lease of an earlier run, again (RFC 2131
+// section 3.2 and 4.4.2, INIT-REBOOT): a REQUEST with the address in
+// option 50 and no server identifier.
+func (c *Client) enterReboot(l *Lease) {
+	c.offer, c.pending, c.reboot = nil, nil, l
+	c.attempt = 0
+	c.newXID()
+	c.reqSent = c.clock.Now()
+	c.setState(StateRebooting)
+	c.logf("asking for %v again (INIT-REBOOT)", l.Addr)
+	c.sendRebootRequest()
+	c.armIn(c.backoff())
+}
+
 // enterInit starts acquisition: a new transaction and a DISCOVER.
 func (c *Client) enterInit() {
-	c.offer, c.pending = nil, nil
+	c.offer, c.pending, c.reboot = nil, nil, nil
 	c.attempt = 0
 	c.began = c.clock.Now()
 	c.newXID()
@@ -687,6 +685,7 @@ func (c *Client) dropLease() {
 	l := c.lease
 	c.lease = nil
 	c.prevAddr = l.Addr.Addr()
+	c.forgetLease()
 	if err := c.netc.deconfigure(l); err != nil {
 		c.stats.configErrors.Add(1)
 		c.logf("%v", err)
@@ -716,7 +715,8 @@ func (c *Client) bind(l *Lease, renewed bool) {
 			c.logf("%v", err)
 		}
 	}
-	c.lease, c.pending, c.offer = l, nil, nil
+	c.lease, c.pending, c.offer, c.reboot = l, nil, nil, nil
+	c.saveLease(l)
 	c.setState(StateBound)
 	if renewed {
 		c.logf("renewed %v", l)
@@ -753,6 +753,16 @@ func (c *Client) handleMessage(b []byte) {
 		c.handleOffer(m)
 	case mt == dhcpv4.MessageTypeAck && c.state == StateRequesting:
 		c.handleSelectingAck(m)
+	case mt == dhcpv4.MessageTypeAck && c.state == StateRebooting:
+		c.handleRebootAck(m)
+	case mt == dhcpv4.MessageTypeNak && c.state == StateRebooting:
+		c.stats.naks.Add(1)
+		l := c.reboot
+		c.logf("NAK for %v in INIT-REBOOT: %q", l.Addr, m.Message())
+		c.reboot = nil
+		c.forgetLease()
+		c.emit(EventNak, l)
+		c.enterInit()
 	case mt == dhcpv4.MessageTypeNak && c.state == StateRequesting:
 		if !sameServer(m, addrOf(c.offer.ServerIdentifier())) {
 			c.stats.ignored.Add(1)
@@ -782,13 +792,6 @@ func (c *Client) handleMessage(b []byte) {
 	}
 }
 
-// sameServer reports whether m comes from server, judged by its server
-// identifier; a message without one is given the benefit of the doubt.
-func sameServer(m *dhcpv4.DHCPv4, server netip.Addr) bool {
-	sid := m.Options.Get(dhcpv4.OptionServerIdentifier)
-	return sid == nil || addrOf(sid) == server
-}
-
 // handleOffer takes the first usable offer (RFC 2131 section 4.4.1 lets
 // the client choose; waiting for more buys nothing on a fabric with one
 // server) and requests it.
@@ -809,7 +812,20 @@ func (c *Client) handleOffer(m *dhcpv4.DHCPv4) {
 // handleSelectingAck checks an ACK against the offer requested and binds
 // it, after the Probe hook when there is one.
 func (c *Client) handleSelectingAck(m *dhcpv4.DHCPv4) {
-	if !sameServer(m, addrOf(c.offer.ServerIdentifier())) || !m.YourIPAddr.Equal(c.offer.YourIPAddr) {
+	ours := sameServer(m, addrOf(c.offer.ServerIdentifier())) && m.YourIPAddr.Equal(c.offer.YourIPAddr)
+	c.acceptAck(m, ours)
+}
+
+// handleRebootAck binds the address asked for in INIT-REBOOT, after the
+// Probe hook when there is one.
+func (c *Client) handleRebootAck(m *dhcpv4.DHCPv4) {
+	c.acceptAck(m, addrOf(m.YourIPAddr) == c.reboot.Addr.Addr())
+}
+
+// acceptAck turns an ACK that answers what the client asked for (ours)
+// into a lease and binds it.
+func (c *Client) acceptAck(m *dhcpv4.DHCPv4, ours bool) {
+	if !ours {
 		c.stats.ignored.Add(1)
 		return
 	}
@@ -819,6 +835,12 @@ func (c *Client) handleSelectingAck(m *dhcpv4.DHCPv4) {
 		return
 	}
 	c.stats.acks.Add(1)
+	c.probeThenBind(l)
+}
+
+// probeThenBind binds an acknowledged lease, or first runs the Probe
+// hook on it (PROBING) when there is one.
+func (c *Client) probeThenBind(l *Lease) {
 	c.stopTimer()
 	if c.cfg.Probe == nil {
 		c.bind(l, false)
@@ -849,7 +871,8 @@ func (c *Client) probeDone(inUse bool) {
 	}
 	c.logf("%v is in use, declining it", l.Addr.Addr())
 	c.sendDecline(l)
-	c.pending, c.offer = nil, nil
+	c.pending, c.offer, c.reboot = nil, nil, nil
+	c.forgetLease()
 	c.emit(EventDeclined, l)
 	c.setState(StateInit)
 	c.armIn(c.cfg.DeclineWait)
@@ -862,90 +885,4 @@ func (c *Client) cancelProbe() {
 		c.probeStop = nil
 	}
 	c.probeGen++
-}
-
-// --- sending ---
-
-// message starts a client message of type mt in the current transaction
-// with what every one carries: the RFC 4390 fields and option 61.
-func (c *Client) message(mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
-	m := newIPoIBMessage(dhcpv4.OpcodeBootRequest, c.xid, mt)
-	m.UpdateOption(dhcpv4.OptClientIdentifier(c.id))
-	secs := c.clock.Now().Sub(c.began) / time.Second
-	m.NumSeconds = uint16(min(max(secs, 0), 0xffff))
-	return m
-}
-
-// withParams adds the parameter request list and hostname.
-func (c *Client) withParams(m *dhcpv4.DHCPv4) {
-	m.UpdateOption(dhcpv4.OptParameterRequestList(requestedOptions...))
-	if c.cfg.Hostname != "" {
-		m.UpdateOption(dhcpv4.OptHostName(c.cfg.Hostname))
-	}
-}
-
-// sendDiscover broadcasts a DISCOVER (RFC 2131 section 4.4.1).
-func (c *Client) sendDiscover() {
-	m := c.message(dhcpv4.MessageTypeDiscover)
-	c.withParams(m)
-	if c.prevAddr.IsValid() {
-		m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(c.prevAddr)))
-	}
-	c.stats.discovers.Add(1)
-	c.transmit(m, serverBroadcast)
-}
-
-// sendSelectingRequest broadcasts the REQUEST that accepts c.offer:
-// ciaddr zero, the offered address in option 50 and the chosen server in
-// option 54, so the other servers learn they were not chosen (RFC 2131
-// section 4.3.2, SELECTING).
-func (c *Client) sendSelectingRequest() {
-	m := c.message(dhcpv4.MessageTypeRequest)
-	c.withParams(m)
-	m.UpdateOption(dhcpv4.OptRequestedIPAddress(c.offer.YourIPAddr))
-	m.UpdateOption(dhcpv4.OptServerIdentifier(c.offer.ServerIdentifier()))
-	c.stats.requests.Add(1)
-	c.transmit(m, serverBroadcast)
-}
-
-// sendLeaseRequest sends the REQUEST of RENEWING (unicast to the server)
-// or REBINDING (broadcast): ciaddr set, neither option 50 nor 54 (RFC
-// 2131 section 4.3.2).
-func (c *Client) sendLeaseRequest(dst netip.AddrPort) {
-	m := c.message(dhcpv4.MessageTypeRequest)
-	c.withParams(m)
-	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
-	c.stats.requests.Add(1)
-	c.transmit(m, dst)
-}
-
-// sendDecline broadcasts a DECLINE of l (RFC 2131 section 4.4.4):
-// ciaddr zero, the address in option 50, a fresh xid.
-func (c *Client) sendDecline(l *Lease) {
-	c.newXID()
-	m := c.message(dhcpv4.MessageTypeDecline)
-	m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(l.Addr.Addr())))
-	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(l.ServerID)))
-	c.stats.declines.Add(1)
-	c.transmit(m, serverBroadcast)
-}
-
-// sendRelease unicasts a RELEASE of the lease to its server (RFC 2131
-// section 4.4.6).
-func (c *Client) sendRelease() {
-	c.newXID()
-	m := c.message(dhcpv4.MessageTypeRelease)
-	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
-	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(c.lease.ServerID)))
-	c.stats.releases.Add(1)
-	c.transmit(m, netip.AddrPortFrom(c.lease.ServerID, ServerPort))
-}
-
-// transmit encodes and sends m; a failure is counted and logged, and the
-// retransmission timer tries again.
-func (c *Client) transmit(m *dhcpv4.DHCPv4, dst netip.AddrPort) {
-	if err := c.tr.send(m.ToBytes(), dst); err != nil {
-		c.stats.sendErrors.Add(1)
-		c.logf("%v", err)
-	}
 }

@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 )
@@ -92,24 +91,7 @@ func writeLeaseFile(path string, lf *leaseFile) error {
 	if err != nil {
 		return fmt.Errorf("dhcp: encode lease file %s: %w", path, err)
 	}
-	data = append(data, '\n')
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("dhcp: write lease file %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := writeFileAtomic(path, append(data, '\n')); err != nil {
 		return fmt.Errorf("dhcp: write lease file %s: %w", path, err)
 	}
 	return nil

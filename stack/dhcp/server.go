@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -29,6 +30,16 @@ const (
 	// "mark the address as not available", and a quarantine lets an
 	// address whose squatter has gone come back by itself.
 	DefaultDeclineHold = 10 * time.Minute
+	// DefaultServerProbeWait is how long the server waits for an answer
+	// to its probe of an address before offering it (RFC 2131 section
+	// 4.4.1 lets a server check an address before offering it). An
+	// IPoIB fabric answers in microseconds; half a second covers a host
+	// busy or a path still being resolved, and delays only the first
+	// offer of an address to a client.
+	DefaultServerProbeWait = 500 * time.Millisecond
+	// serverProbeTries is how many addresses one DISCOVER may have
+	// probed before the server gives up until the client's next one.
+	serverProbeTries = 3
 )
 
 // clientBroadcast is where replies to clients without an address go.
@@ -68,6 +79,17 @@ type ServerConfig struct {
 	// NewServer, rewritten (temporary file and rename) on every change,
 	// so a restarted server hands the same addresses back.
 	LeaseFile string
+	// Probe, if set, is asked before an address is first offered to a
+	// client whether some host already uses it (an ARP request on the
+	// link: a server that lost its bindings must not hand out an
+	// address a live client holds). An address in use is quarantined
+	// for DeclineHold, as if declined, and another is chosen. It runs
+	// on a goroutine of its own and must return soon after ctx ends;
+	// an error counts as "not in use". The offer is sent once it
+	// returns.
+	Probe func(ctx context.Context, addr netip.Addr) (inUse bool, err error)
+	// ProbeWait bounds each probe; zero means DefaultServerProbeWait.
+	ProbeWait time.Duration
 	// Clock reads time for lease book-keeping; nil means SystemClock.
 	Clock Clock
 	// Logf, if set, receives one line per notable step.
@@ -93,6 +115,9 @@ type ServerStats struct {
 	// SendErrors and LeaseFileErrors count failures to answer and to
 	// persist.
 	SendErrors, LeaseFileErrors uint64
+	// Probes counts addresses probed before an offer; ProbeConflicts
+	// those found in use.
+	Probes, ProbeConflicts uint64
 }
 
 // serverCounters is ServerStats as atomics.
@@ -101,6 +126,7 @@ type serverCounters struct {
 	offers, acks, naks                               atomic.Uint64
 	malformed, noClientID, ignored, poolExhausted    atomic.Uint64
 	sendErrors, leaseFileErrors                      atomic.Uint64
+	probes, probeConflicts                           atomic.Uint64
 }
 
 // LeaseInfo describes one binding, for status output.
@@ -127,8 +153,14 @@ type Server struct {
 	t2    time.Duration
 	stats serverCounters
 
-	mu   sync.Mutex // guards pool and the lease file
+	mu   sync.Mutex // guards pool, probing and the lease file
 	pool *pool
+	// probing holds the addresses whose probe is under way.
+	probing map[netip.Addr]bool
+	// ctx ends with Stop, and with it the probes; probes counts them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	probes sync.WaitGroup
 
 	sock     *socket
 	start    sync.Once
@@ -177,6 +209,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.DeclineHold <= 0 {
 		cfg.DeclineHold = DefaultDeclineHold
 	}
+	if cfg.ProbeWait <= 0 {
+		cfg.ProbeWait = DefaultServerProbeWait
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = SystemClock{}
 	}
@@ -185,14 +220,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		excluded = append(excluded, cfg.Router)
 	}
 	s := &Server{
-		cfg:    cfg,
-		clock:  cfg.Clock,
-		mask:   net.CIDRMask(cfg.Subnet.Bits(), 32),
-		t1:     time.Duration(float64(cfg.LeaseTime)*t1Fraction) / time.Second * time.Second,
-		t2:     time.Duration(float64(cfg.LeaseTime)*t2Fraction) / time.Second * time.Second,
-		pool:   newPool(cfg.PoolStart, cfg.PoolEnd, excluded),
-		exited: make(chan struct{}),
+		cfg:     cfg,
+		clock:   cfg.Clock,
+		mask:    net.CIDRMask(cfg.Subnet.Bits(), 32),
+		t1:      time.Duration(float64(cfg.LeaseTime)*t1Fraction) / time.Second * time.Second,
+		t2:      time.Duration(float64(cfg.LeaseTime)*t2Fraction) / time.Second * time.Second,
+		pool:    newPool(cfg.PoolStart, cfg.PoolEnd, excluded),
+		probing: make(map[netip.Addr]bool),
+		exited:  make(chan struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if cfg.LeaseFile != "" {
 		if err := s.load(); err != nil {
 			return nil, err
@@ -230,11 +267,13 @@ func (s *Server) Start() error {
 func (s *Server) Stop() {
 	s.start.Do(func() { close(s.exited) })
 	s.stopOnce.Do(func() {
+		s.cancel()
 		if s.sock != nil {
 			s.sock.close()
 		}
 	})
 	<-s.exited
+	s.probes.Wait()
 }
 
 // serve answers one datagram on the server's goroutine.
@@ -258,7 +297,8 @@ func (s *Server) Stats() ServerStats {
 		Offers: c.offers.Load(), Acks: c.acks.Load(), Naks: c.naks.Load(),
 		Malformed: c.malformed.Load(), NoClientID: c.noClientID.Load(), Ignored: c.ignored.Load(),
 		PoolExhausted: c.poolExhausted.Load(),
-		SendErrors:    c.sendErrors.Load(), LeaseFileErrors: c.leaseFileErrors.Load(),
+		Probes:        c.probes.Load(), ProbeConflicts: c.probeConflicts.Load(),
+		SendErrors: c.sendErrors.Load(), LeaseFileErrors: c.leaseFileErrors.Load(),
 	}
 }
 
@@ -328,7 +368,7 @@ func (s *Server) handle(b []byte, from netip.AddrPort) (reply []byte, dst netip.
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		s.stats.discovers.Add(1)
-		out, err = s.discover(m, key, now)
+		out, err = s.discover(m, key, now, 0)
 	case dhcpv4.MessageTypeRequest:
 		s.stats.requests.Add(1)
 		out, err = s.request(m, key, now)
@@ -450,21 +490,86 @@ func (s *Server) withLease(m *dhcpv4.DHCPv4, a netip.Addr) {
 }
 
 // discover answers a DISCOVER with an OFFER that holds an address for
-// OfferHold (RFC 2131 section 4.3.1).
-func (s *Server) discover(m *dhcpv4.DHCPv4, key clientKey, now time.Time) (*dhcpv4.DHCPv4, error) {
+// OfferHold (RFC 2131 section 4.3.1). An address new to the client is
+// probed first, when there is a Probe: the OFFER then goes out from the
+// probe's goroutine (see probeThenOffer), and discover returns none.
+// tries counts the addresses already probed for this DISCOVER.
+func (s *Server) discover(m *dhcpv4.DHCPv4, key clientKey, now time.Time, tries int) (*dhcpv4.DHCPv4, error) {
 	a, ok := s.pool.choose(key, addrOf(m.RequestedIPAddress()), now)
 	if !ok {
 		return nil, fmt.Errorf("DISCOVER: %d addresses: %w", s.pool.size(), ErrPoolExhausted)
 	}
-	if b := s.pool.byKey[key]; b != nil && b.addr == a && b.state == bindBound && b.active(now) {
+	if s.probing[a] {
+		return nil, nil // a retransmission: the probe's end answers
+	}
+	b := s.pool.byKey[key]
+	if b != nil && b.addr == a && b.state == bindBound && b.active(now) {
 		// A bound client that lost its state: offer what it has
 		// without shortening the lease.
 	} else {
 		s.pool.set(key, a, bindOffered, now.Add(s.cfg.OfferHold))
+		if s.cfg.Probe != nil && (b == nil || b.addr != a) && s.sock != nil {
+			if tries >= serverProbeTries {
+				return nil, nil // the client's next DISCOVER tries again
+			}
+			s.probing[a] = true
+			s.probes.Add(1)
+			go s.probeThenOffer(m, key, a, tries)
+			return nil, nil
+		}
 	}
 	out := s.reply(m, dhcpv4.MessageTypeOffer)
 	s.withLease(out, a)
 	return out, nil
+}
+
+// probeThenOffer probes a, then offers it to key's client if no one
+// answered and the offer still stands; if someone did, it quarantines a
+// and chooses again.
+func (s *Server) probeThenOffer(m *dhcpv4.DHCPv4, key clientKey, a netip.Addr, tries int) {
+	defer s.probes.Done()
+	s.stats.probes.Add(1)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ProbeWait)
+	inUse, err := s.cfg.Probe(ctx, a)
+	cancel()
+	if err != nil {
+		s.logf("probe of %v: %v", a, err)
+		inUse = false
+	}
+	s.mu.Lock()
+	delete(s.probing, a)
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
+	now := s.clock.Now()
+	var out *dhcpv4.DHCPv4
+	if b := s.pool.byAddr[a]; b == nil || b.key != key || b.state != bindOffered {
+		// Superseded while probing (a REQUEST, a DECLINE, another
+		// client): nothing to offer.
+	} else if inUse {
+		s.stats.probeConflicts.Add(1)
+		s.pool.drop(b)
+		s.pool.declined[a] = now.Add(s.cfg.DeclineHold)
+		s.logf("%v answers on the link though no lease holds it; out of the pool until %v", a, now.Add(s.cfg.DeclineHold).Format(time.RFC3339))
+		s.persist()
+		out, err = s.discover(m, key, now, tries+1)
+		if errors.Is(err, ErrPoolExhausted) {
+			s.stats.poolExhausted.Add(1)
+		}
+	} else {
+		out = s.reply(m, dhcpv4.MessageTypeOffer)
+		s.withLease(out, a)
+	}
+	s.mu.Unlock()
+	if out == nil {
+		return
+	}
+	s.stats.offers.Add(1)
+	if err := s.sock.send(out.ToBytes(), replyDest(m, out)); err != nil {
+		s.stats.sendErrors.Add(1)
+		s.logf("%v", err)
+	}
 }
 
 // request answers a REQUEST in each of the client states RFC 2131

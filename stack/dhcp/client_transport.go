@@ -1,0 +1,122 @@
+// The client's traffic: datagrams in from the socket goroutine, and the
+// messages of RFC 2131 section 4.3.2 and 4.4 out.
+
+package dhcp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// serverBroadcast is where a client sends when it does not know (or may
+// not use) its server: the limited broadcast address, server port.
+var serverBroadcast = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), ServerPort)
+
+// deliver queues a received datagram for the client's goroutine. It
+// copies b (the socket reuses it) and drops the datagram when the queue
+// is full: DHCP retransmits, and a flood must not stall the receiver.
+//
+// Replies to the server broadcast reach every client on the link, so on
+// a busy fabric most of what arrives is other clients' OFFERs and ACKs.
+// Those are recognised by their transaction ID (bytes 4 to 7, RFC 2131
+// section 2) before anything is copied or queued, lest they crowd out
+// the client's own reply.
+func (c *Client) deliver(b []byte, _ netip.AddrPort) {
+	if len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) != c.curXID.Load() {
+		c.stats.ignored.Add(1)
+		return
+	}
+	select {
+	case c.events <- event{kind: evRx, data: bytes.Clone(b)}:
+	default:
+		c.stats.ignored.Add(1)
+	}
+}
+
+// post queues ev, waiting for room unless the client is stopping.
+func (c *Client) post(ev event) {
+	select {
+	case c.events <- ev:
+	case <-c.stopReq:
+	}
+}
+
+// sendDiscover broadcasts a DISCOVER (RFC 2131 section 4.4.1).
+func (c *Client) sendDiscover() {
+	m := c.message(dhcpv4.MessageTypeDiscover)
+	c.withParams(m)
+	if c.prevAddr.IsValid() {
+		m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(c.prevAddr)))
+	}
+	c.stats.discovers.Add(1)
+	c.transmit(m, serverBroadcast)
+}
+
+// sendSelectingRequest broadcasts the REQUEST that accepts c.offer:
+// ciaddr zero, the offered address in option 50 and the chosen server in
+// option 54, so the other servers learn they were not chosen (RFC 2131
+// section 4.3.2, SELECTING).
+func (c *Client) sendSelectingRequest() {
+	m := c.message(dhcpv4.MessageTypeRequest)
+	c.withParams(m)
+	m.UpdateOption(dhcpv4.OptRequestedIPAddress(c.offer.YourIPAddr))
+	m.UpdateOption(dhcpv4.OptServerIdentifier(c.offer.ServerIdentifier()))
+	c.stats.requests.Add(1)
+	c.transmit(m, serverBroadcast)
+}
+
+// sendRebootRequest broadcasts the REQUEST of INIT-REBOOT: ciaddr zero,
+// the remembered address in option 50, no option 54 (RFC 2131 section
+// 4.3.2).
+func (c *Client) sendRebootRequest() {
+	m := c.message(dhcpv4.MessageTypeRequest)
+	c.withParams(m)
+	m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(c.reboot.Addr.Addr())))
+	c.stats.requests.Add(1)
+	c.transmit(m, serverBroadcast)
+}
+
+// sendLeaseRequest sends the REQUEST of RENEWING (unicast to the server)
+// or REBINDING (broadcast): ciaddr set, neither option 50 nor 54 (RFC
+// 2131 section 4.3.2).
+func (c *Client) sendLeaseRequest(dst netip.AddrPort) {
+	m := c.message(dhcpv4.MessageTypeRequest)
+	c.withParams(m)
+	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
+	c.stats.requests.Add(1)
+	c.transmit(m, dst)
+}
+
+// sendDecline broadcasts a DECLINE of l (RFC 2131 section 4.4.4):
+// ciaddr zero, the address in option 50, a fresh xid.
+func (c *Client) sendDecline(l *Lease) {
+	c.newXID()
+	m := c.message(dhcpv4.MessageTypeDecline)
+	m.UpdateOption(dhcpv4.OptRequestedIPAddress(ip4(l.Addr.Addr())))
+	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(l.ServerID)))
+	c.stats.declines.Add(1)
+	c.transmit(m, serverBroadcast)
+}
+
+// sendRelease unicasts a RELEASE of the lease to its server (RFC 2131
+// section 4.4.6).
+func (c *Client) sendRelease() {
+	c.newXID()
+	m := c.message(dhcpv4.MessageTypeRelease)
+	m.ClientIPAddr = ip4(c.lease.Addr.Addr())
+	m.UpdateOption(dhcpv4.OptServerIdentifier(ip4(c.lease.ServerID)))
+	c.stats.releases.Add(1)
+	c.transmit(m, netip.AddrPortFrom(c.lease.ServerID, ServerPort))
+}
+
+// transmit encodes and sends m; a failure is counted and logged, and the
+// retransmission timer tries again.
+func (c *Client) transmit(m *dhcpv4.DHCPv4, dst netip.AddrPort) {
+	if err := c.tr.send(m.ToBytes(), dst); err != nil {
+		c.stats.sendErrors.Add(1)
+		c.logf("%v", err)
+	}
+}
