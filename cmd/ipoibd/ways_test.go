@@ -135,7 +135,9 @@ func startDaemon(t testing.TB, fabric string, i int, addr string, extra ...strin
 	args := append([]string{"up", "--device", fmt.Sprintf("sim:%s/host%d", fabric, i), "--name", fmt.Sprintf("ib%d", i),
 		"--socket", sock, "--join-timeout", "20s", "--addr", addr}, extra...)
 	if addr == "dhcp" {
-		args = append(args[:len(args)-len(extra)-2], append([]string{"--dhcp"}, extra...)...)
+		// The lease file goes in the test's folder, not the machine's
+		// state directory, where other runs would find it.
+		args = append(args[:len(args)-len(extra)-2], append([]string{"--dhcp", "--lease-file", filepath.Join(filepath.Dir(sock), "lease")}, extra...)...)
 	}
 	exited := make(chan int, 1)
 	go func() { exited <- run(args, d.out, d.err) }()
