@@ -29,7 +29,8 @@ const tunNetnsEnv = "IPOIBD_TEST_IN_NETNS"
 // leased address, and that the kernel's own sockets reach a
 // second IPoIB host through it, and that host the kernel's: an echo
 // request from a kernel ICMP socket is answered, a kernel TCP client's
-// bytes come back byte-identical from a listener on the other host, the
+// bytes come back byte-identical from a listener on the other host (and a
+// kernel UDP client's datagram from a UDP socket there), the
 // other host's connection to a kernel listener on the TUN address does the
 // same, and its ping is answered by the kernel. On the way out the
 // interface, its address and its route are gone.
@@ -94,6 +95,44 @@ func TestTUN(t *testing.T) {
 			t.Errorf("kernel connection from %s, not the TUN address", got)
 		}
 		checkEcho(t, c, 1<<20)
+	})
+	t.Run("kernel-udp-to-link", func(t *testing.T) {
+		pc, err := b.ListenPacket("udp", ":7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		go func() {
+			buf := make([]byte, 2000)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(buf[:n], from)
+			}
+		}()
+		c, err := net.Dial("udp", "10.13.0.2:7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		msg := []byte("a kernel datagram over IPoIB")
+		buf := make([]byte, 2000)
+		for try := 0; ; try++ {
+			c.Write(msg)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := c.Read(buf)
+			if err == nil {
+				if string(buf[:n]) != string(msg) {
+					t.Fatalf("answer %q", buf[:n])
+				}
+				break
+			}
+			if try == 5 {
+				t.Fatalf("no answer: %v", err)
+			}
+		}
 	})
 	t.Run("link-tcp-to-kernel", func(t *testing.T) {
 		tcpEchoOn(t, net.Listen, "10.13.0.1:8")
