@@ -97,21 +97,7 @@ func TestTUN(t *testing.T) {
 		checkEcho(t, c, 1<<20)
 	})
 	t.Run("kernel-udp-to-link", func(t *testing.T) {
-		pc, err := b.ListenPacket("udp", ":7")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close()
-		go func() {
-			buf := make([]byte, 2000)
-			for {
-				n, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				pc.WriteTo(buf[:n], from)
-			}
-		}()
+		udpEchoOn(t, b.ListenPacket, ":7")
 		c, err := net.Dial("udp", "10.13.0.2:7")
 		if err != nil {
 			t.Fatal(err)

@@ -241,8 +241,11 @@ func acceptEach(ln net.Listener, handle func(net.Conn)) {
 }
 
 // kernelUDPEcho runs a kernel UDP echo server on 127.0.0.1.
-func kernelUDPEcho(t *testing.T) string {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+func kernelUDPEcho(t *testing.T) string { return udpEchoOn(t, net.ListenPacket, "127.0.0.1:0") }
+
+// udpEchoOn runs a UDP echo server on a socket listen opens at addr.
+func udpEchoOn(t *testing.T, listen func(network, address string) (net.PacketConn, error), addr string) string {
+	pc, err := listen("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
