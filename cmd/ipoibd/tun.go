@@ -142,17 +142,6 @@ func (t *tunDevice) start(ifc *ipoibd.Interface) error {
 	if e := t.s.SetPortRange(tunPortFirst, tunPortLast); e != nil {
 		return fmt.Errorf("ephemeral ports: %s", e)
 	}
-	t.on.Store(true)
-	// gVisor reads the handlers unlocked on every delivery, which the
-	// interface's loop makes: set them there.
-	if err := ifc.OnLoop(func() {
-		for _, p := range tunProtocols {
-			t.s.SetTransportProtocolHandler(p, t.toKernel)
-		}
-	}); err != nil {
-		return fmt.Errorf("installing the handlers: %w", err)
-	}
-
 	if t.link, err = netlink.LinkByName(t.name); err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
@@ -162,7 +151,21 @@ func (t *tunDevice) start(ifc *ipoibd.Interface) error {
 	if err := netlink.LinkSetUp(t.link); err != nil {
 		return fmt.Errorf("netlink: set up: %w", err)
 	}
-	return t.addAddr(t.addr)
+	if err := t.addAddr(t.addr); err != nil {
+		return err
+	}
+	// Last, when nothing can fail any more: the handlers are the stack's,
+	// not the NIC's. gVisor reads them unlocked on every delivery, which
+	// the interface's loop makes: set them there.
+	t.on.Store(true)
+	if err := ifc.OnLoop(func() {
+		for _, p := range tunProtocols {
+			t.s.SetTransportProtocolHandler(p, t.toKernel)
+		}
+	}); err != nil {
+		return fmt.Errorf("installing the handlers: %w", err)
+	}
+	return nil
 }
 
 // addAddr gives the kernel interface p and p's subnet route. The route is
@@ -172,6 +175,9 @@ func (t *tunDevice) addAddr(p netip.Prefix) error {
 		return fmt.Errorf("netlink: address %v: %w", p, err)
 	}
 	if err := netlink.RouteAdd(t.route(p)); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("the kernel already has a route to %v (another interface on the IPoIB subnet, such as the kernel's own ib0?): remove it, or use the forwards instead", p.Masked())
+		}
 		return fmt.Errorf("netlink: route %v: %w", p.Masked(), err)
 	}
 	return nil

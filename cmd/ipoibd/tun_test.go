@@ -295,6 +295,14 @@ func TestTUNFollowsAddress(t *testing.T) {
 	}
 	tun.sync(netip.MustParsePrefix("10.16.0.1/24"))
 	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", true)
+
+	// A second TUN interface on the same subnet finds the route taken.
+	if _, err := startTUN("ipt3", ifc, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "the kernel already has a route to 10.16.0.0/24") {
+		t.Errorf("a second TUN interface on the subnet: %v", err)
+	}
+	if _, err := netlink.LinkByName("ipt3"); err == nil {
+		t.Error("the refused TUN interface ipt3 was left behind")
+	}
 	tun.Close()
 	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", false)
 }
