@@ -206,6 +206,15 @@ func (t *tunDevice) follow(ifc *ipoibd.Interface) {
 	}
 }
 
+// stopFollowing stops follow, if it runs.
+func (t *tunDevice) stopFollowing() {
+	if t.stop != nil {
+		close(t.stop)
+		<-t.followed
+		t.stop = nil
+	}
+}
+
 // sync moves the kernel interface to the link's address p (invalid: none).
 func (t *tunDevice) sync(p netip.Prefix) {
 	t.mu.Lock()
@@ -283,10 +292,7 @@ func (t *tunDevice) String() string {
 // closes the device, which removes the interface.
 func (t *tunDevice) Close() {
 	t.on.Store(false)
-	if t.stop != nil {
-		close(t.stop)
-		<-t.followed
-	}
+	t.stopFollowing()
 	if t.link != nil && t.addr.IsValid() {
 		t.delAddr(t.addr)
 	}
