@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,7 +22,8 @@ import (
 // TestForwardServeSOCKS5 carries kernel sockets across a simulated fabric
 // and back: a kernel client on 127.0.0.1 reaches daemon A's --forward (or
 // its --socks5), which dials daemon B's IPoIB address, where B's --serve
-// hands the connection to a kernel echo server on 127.0.0.1. The bytes
+// hands the connection to a kernel echo server on 127.0.0.1 (or, for
+// curl --socks5 where curl is installed, a kernel web server). The bytes
 // that come back must be the bytes sent, and each end of stream must pass
 // through as a half-close.
 func TestForwardServeSOCKS5(t *testing.T) {
@@ -31,8 +35,11 @@ func TestForwardServeSOCKS5(t *testing.T) {
 	tcpEcho := kernelTCPEcho(t)
 	udpEcho := kernelUDPEcho(t)
 
+	blob := make([]byte, 1<<20)
+	rand.Read(blob)
+	web := kernelHTTP(t, blob)
 	b := startDaemon(t, "ways", 1, "10.12.0.2/24",
-		"--serve", "tcp:0.0.0.0:7="+tcpEcho, "--serve", "udp::7="+udpEcho)
+		"--serve", "tcp:0.0.0.0:7="+tcpEcho, "--serve", "udp::7="+udpEcho, "--serve", "tcp::80="+web)
 	a := startDaemon(t, "ways", 0, "10.12.0.1/24",
 		"--forward", "tcp:127.0.0.1:0=10.12.0.2:7", "--forward", "udp:127.0.0.1:0=10.12.0.2:7",
 		"--socks5", "127.0.0.1:0")
@@ -76,6 +83,25 @@ func TestForwardServeSOCKS5(t *testing.T) {
 		idle.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if n, err := idle.Read(make([]byte, 1)); err != io.EOF {
 			t.Errorf("a silent SOCKS5 client: read %d, %v; want the server to close", n, err)
+		}
+	})
+	t.Run("curl-socks5", func(t *testing.T) {
+		curl, err := exec.LookPath("curl")
+		if err != nil {
+			t.Skip("no curl")
+		}
+		out := filepath.Join(t.TempDir(), "blob")
+		cmd := exec.Command(curl, "--silent", "--show-error", "--fail", "--max-time", "30",
+			"--socks5", socks, "--output", out, "http://10.12.0.2/blob")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("curl --socks5 %s: %v\n%s", socks, err, b)
+		}
+		got, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, blob) {
+			t.Fatalf("curl fetched %d bytes, not the %d served (or different)", len(got), len(blob))
 		}
 	})
 	t.Run("forward-udp", func(t *testing.T) {
@@ -238,6 +264,25 @@ func acceptEach(ln net.Listener, handle func(net.Conn)) {
 			handle(c)
 		}()
 	}
+}
+
+// kernelHTTP serves blob at /blob over HTTP on a kernel socket on
+// 127.0.0.1.
+func kernelHTTP(t *testing.T, blob []byte) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/blob" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(blob)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
 
 // kernelUDPEcho runs a kernel UDP echo server on 127.0.0.1.
