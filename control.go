@@ -656,3 +656,13 @@ func (i *Interface) event(ev Event) {
 		i.cfg.OnEvent(ev)
 	}
 }
+
+// OnLoop runs fn on the interface's event loop and waits for it to
+// return. It is for a program that changes the IP stack (Stack) where
+// gVisor does not synchronise, such as its per-protocol default handlers
+// (SetTransportProtocolHandler), which the loop reads for every packet
+// it delivers: done on the loop, the change is ordered with every
+// delivery. fn must not block, nor call the Interface's methods.
+func (i *Interface) OnLoop(fn func()) error {
+	return i.loop.Call("ipoibd on loop", fn)
+}

@@ -65,6 +65,14 @@
 // must carry a valid ICRC and rxe's broadcast-group datagrams must go to
 // the MGID as an IPv6 address.
 //
+// TestTwoVMTUN (tun_test.go) checks "ipoibd up --tun" on soft-RoCE (the
+// VMs also load the tun module): vm1's kernel, through the TUN interface
+// ipoib0 and its daemon, reaches vm0's daemon with busybox's ping and
+// with a TCP stream (vmxfer -kernel -source) that vm0's "--serve"
+// hands to a kernel sink (vmxfer -kernel -sink), byte for byte; the same
+// transfer between two interfaces of the Go API follows in the same boot,
+// and a BENCH line logs both figures and their ratio. About 40 s.
+//
 // # Adding a test
 //
 // Build the binaries the guests run into a folder, then call Run with that

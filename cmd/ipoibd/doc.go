@@ -22,6 +22,12 @@
 // "JSON output"). Exit codes: 0 success, 1 the operation failed, 2 the
 // command line was wrong (and, for ping as for ping(8), any other error).
 //
+// Ways in for programs that do not use the Go API (ways.go): up's
+// --forward and --serve carry single TCP or UDP ports between kernel
+// sockets and the link (forward.go), --socks5 serves SOCKS5 CONNECT onto
+// the link (socks5.go), and --tun gives the kernel a TUN interface with
+// the link's address, a second NIC of the daemon's gVisor stack (tun.go).
+//
 // How data flows: `up` opens the device on an aio loop (its own goroutine),
 // creates the IPoIB link there, waits for the broadcast join, builds the
 // gVisor stack over the link's netdev, leases or sets the address, and

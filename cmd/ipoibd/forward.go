@@ -159,6 +159,9 @@ type forwarder struct {
 	pc    net.PacketConn
 	conns connSet
 	wg    sync.WaitGroup
+	// ctx ends with Close, cutting dials short.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // startForward opens f's listener and serves it in the background.
@@ -176,6 +179,7 @@ func startForward(f forwardSpec, ifc *ipoibd.Interface, log *slog.Logger) (*forw
 	if err != nil {
 		return nil, fmt.Errorf("%s %s:%s=%s: %w", f.flag(), f.network, f.listen, f.target, err)
 	}
+	fw.ctx, fw.cancel = context.WithCancel(context.Background())
 	fw.wg.Add(1)
 	if fw.ln != nil {
 		go fw.serveTCP()
@@ -205,6 +209,7 @@ func (fw *forwarder) String() string {
 // Close stops listening, ends the forward's connections and waits for
 // its goroutines.
 func (fw *forwarder) Close() {
+	fw.cancel()
 	fw.conns.closeAll()
 	if fw.ln != nil {
 		fw.ln.Close()
@@ -217,7 +222,7 @@ func (fw *forwarder) Close() {
 func (fw *forwarder) serveTCP() {
 	defer fw.wg.Done()
 	acceptLoop(fw.ln, &fw.conns, &fw.wg, fw.log, func(c net.Conn) {
-		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		ctx, cancel := context.WithTimeout(fw.ctx, dialTimeout)
 		t, err := fw.to.dial(ctx, "tcp", fw.spec.target)
 		cancel()
 		if err != nil {
@@ -323,7 +328,7 @@ func (fw *forwarder) serveUDP() {
 				fw.log.Warn("too many UDP sessions; datagram dropped", "from", key, "max", udpMaxSessions)
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+			ctx, cancel := context.WithTimeout(fw.ctx, dialTimeout)
 			c, err := fw.to.dial(ctx, "udp", fw.spec.target)
 			cancel()
 			if err != nil {

@@ -12,43 +12,40 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	socks5 "github.com/armon/go-socks5"
 
 	"github.com/ipoibd/ipoibd"
 )
 
+// socksHandshake bounds a client's greeting and request: a connection
+// that has not asked for a destination by then is closed. Once the
+// destination is dialed the stream has no deadline.
+var socksHandshake = 30 * time.Second
+
 // socksServer is a running --socks5.
 type socksServer struct {
 	ln    net.Listener
-	srv   *socks5.Server
+	ifc   *ipoibd.Interface
 	log   *slog.Logger
 	conns connSet
 	wg    sync.WaitGroup
+	// ctx ends with Close, cutting dials short.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // startSOCKS5 listens on the kernel address addr and serves SOCKS5
 // CONNECT, without authentication, onto ifc's link. BIND and UDP
 // ASSOCIATE are refused with the reply RFC 1928 has for them.
 func startSOCKS5(addr string, ifc *ipoibd.Interface, log *slog.Logger) (*socksServer, error) {
-	log = log.With("way", "socks5")
-	srv, err := socks5.New(&socks5.Config{
-		Rules: &socks5.PermitCommand{EnableConnect: true},
-		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return ifc.DialContext(ctx, network, addr)
-		},
-		// The library logs each failed request; they are the client's
-		// business, so they go out at debug level.
-		Logger: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("--socks5 %s: %w", addr, err)
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--socks5 %s: %w", addr, err)
 	}
-	s := &socksServer{ln: ln, srv: srv, log: log}
+	s := &socksServer{ln: ln, ifc: ifc, log: log.With("way", "socks5")}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -56,12 +53,35 @@ func startSOCKS5(addr string, ifc *ipoibd.Interface, log *slog.Logger) (*socksSe
 
 func (s *socksServer) serve() {
 	defer s.wg.Done()
-	acceptLoop(s.ln, &s.conns, &s.wg, s.log, func(c net.Conn) {
-		if err := s.srv.ServeConn(c); err != nil {
-			s.log.Debug("SOCKS5 request ended", "from", c.RemoteAddr().String(), "err", err)
-		}
-		c.Close()
+	acceptLoop(s.ln, &s.conns, &s.wg, s.log, s.serveConn)
+}
+
+// serveConn serves one client with a server of its own, whose dialer
+// lifts the handshake's deadline from the client's connection once the
+// request is read.
+func (s *socksServer) serveConn(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(socksHandshake))
+	srv, err := socks5.New(&socks5.Config{
+		Rules: &socks5.PermitCommand{EnableConnect: true},
+		// The library's context is its own background one; the
+		// server's ends with Close.
+		Dial: func(_ context.Context, network, addr string) (net.Conn, error) {
+			_ = c.SetDeadline(time.Time{})
+			ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
+			defer cancel()
+			return s.ifc.DialContext(ctx, network, addr)
+		},
+		// The library logs each failed request; they are the client's
+		// business, so they go out at debug level.
+		Logger: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	})
+	if err == nil {
+		err = srv.ServeConn(c)
+	}
+	if err != nil {
+		s.log.Debug("SOCKS5 request ended", "from", c.RemoteAddr().String(), "err", err)
+	}
 }
 
 // Addr is the address the server listens on.
@@ -71,6 +91,7 @@ func (s *socksServer) Addr() net.Addr { return s.ln.Addr() }
 // The connections dialed on the link close as the library sees their
 // partners go.
 func (s *socksServer) Close() {
+	s.cancel()
 	s.conns.closeAll()
 	s.ln.Close()
 	s.wg.Wait()

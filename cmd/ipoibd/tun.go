@@ -29,7 +29,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -52,6 +54,9 @@ import (
 const (
 	tunPortFirst = 16384
 	tunPortLast  = 32767
+	// tunFollowEvery is how often the TUN interface's address is compared
+	// with the link's, which a DHCP lease may change.
+	tunFollowEvery = time.Second
 )
 
 // tunDevice is a running --tun.
@@ -62,13 +67,20 @@ type tunDevice struct {
 	nic   tcpip.NICID
 	ipNIC tcpip.NICID
 	link  netlink.Link
-	addr  netip.Prefix
 	mtu   int
-	// on is read by the default handlers, which stay installed (gVisor
-	// has no lock around them); Close turns them off.
+	log   *slog.Logger
+	// mu guards addr, the address the kernel interface has now (invalid
+	// while the link has none).
+	mu   sync.Mutex
+	addr netip.Prefix
+	// stop ends follow; followed closes when it has.
+	stop, followed chan struct{}
+	// on is read by the default handlers, which stay installed (setting
+	// them again would race with deliveries in flight); Close turns them
+	// off.
 	on atomic.Bool
-	// local is the link's address as gVisor spells it.
-	local tcpip.Address
+	// local is addr's address, big-endian, for the default handler.
+	local atomic.Uint32
 }
 
 // tunProtocols are the transport protocols whose unclaimed packets go to
@@ -83,9 +95,6 @@ func startTUN(name string, ifc *ipoibd.Interface, log *slog.Logger) (*tunDevice,
 	if st == nil || !addr.IsValid() {
 		return nil, fmt.Errorf("--tun %s: the interface has no address yet", name)
 	}
-	if len(name) >= unix.IFNAMSIZ || name == "" {
-		return nil, fmt.Errorf("--tun %q: an interface name has 1 to %d characters", name, unix.IFNAMSIZ-1)
-	}
 	fd, err := tun.Open(name)
 	if err != nil {
 		switch {
@@ -98,16 +107,20 @@ func startTUN(name string, ifc *ipoibd.Interface, log *slog.Logger) (*tunDevice,
 		}
 		return nil, fmt.Errorf("--tun %s: %w", name, err)
 	}
-	t := &tunDevice{name: name, fd: fd, s: st.S, ipNIC: st.NIC, addr: addr, local: tcpip.AddrFrom4(addr.Addr().As4())}
-	if err := t.start(ifc.MTU()); err != nil {
+	t := &tunDevice{name: name, fd: fd, s: st.S, ipNIC: st.NIC, addr: addr, log: log}
+	t.local.Store(be32(addr.Addr()))
+	if err := t.start(ifc); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("--tun %s: %w", name, err)
 	}
 	log.Info("TUN interface up", "tun", name, "addr", addr.String(), "mtu", ifc.MTU())
+	t.stop, t.followed = make(chan struct{}), make(chan struct{})
+	go t.follow(ifc)
 	return t, nil
 }
 
-func (t *tunDevice) start(mtu int) error {
+func (t *tunDevice) start(ifc *ipoibd.Interface) error {
+	mtu := ifc.MTU()
 	t.mtu = mtu
 	ep, err := fdbased.New(&fdbased.Options{FDs: []int{t.fd}, MTU: uint32(mtu)})
 	if err != nil {
@@ -129,44 +142,125 @@ func (t *tunDevice) start(mtu int) error {
 	if e := t.s.SetPortRange(tunPortFirst, tunPortLast); e != nil {
 		return fmt.Errorf("ephemeral ports: %s", e)
 	}
-	t.on.Store(true)
-	for _, p := range tunProtocols {
-		t.s.SetTransportProtocolHandler(p, t.toKernel)
-	}
-
 	if t.link, err = netlink.LinkByName(t.name); err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
 	if err := netlink.LinkSetMTU(t.link, mtu); err != nil {
 		return fmt.Errorf("netlink: MTU %d: %w", mtu, err)
 	}
-	// The subnet route is added by hand (IFA_F_NOPREFIXROUTE), so that it
-	// is ours to remove.
-	if err := netlink.AddrAdd(t.link, t.nlAddr()); err != nil {
-		return fmt.Errorf("netlink: address %v: %w", t.addr, err)
-	}
 	if err := netlink.LinkSetUp(t.link); err != nil {
 		return fmt.Errorf("netlink: set up: %w", err)
 	}
-	if err := netlink.RouteAdd(t.route()); err != nil {
-		return fmt.Errorf("netlink: route %v: %w", t.addr.Masked(), err)
+	if err := t.addAddr(t.addr); err != nil {
+		return err
+	}
+	// Last, when nothing can fail any more: the handlers are the stack's,
+	// not the NIC's. gVisor reads them unlocked on every delivery, which
+	// the interface's loop makes: set them there.
+	t.on.Store(true)
+	if err := ifc.OnLoop(func() {
+		for _, p := range tunProtocols {
+			t.s.SetTransportProtocolHandler(p, t.toKernel)
+		}
+	}); err != nil {
+		return fmt.Errorf("installing the handlers: %w", err)
 	}
 	return nil
 }
 
-func (t *tunDevice) nlAddr() *netlink.Addr {
+// addAddr gives the kernel interface p and p's subnet route. The route is
+// added by hand (IFA_F_NOPREFIXROUTE), so that it is ours to remove.
+func (t *tunDevice) addAddr(p netip.Prefix) error {
+	if err := netlink.AddrAdd(t.link, nlAddr(p)); err != nil {
+		return fmt.Errorf("netlink: address %v: %w", p, err)
+	}
+	if err := netlink.RouteAdd(t.route(p)); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("the kernel already has a route to %v (another interface on the IPoIB subnet, such as the kernel's own ib0?): remove it, or use the forwards instead", p.Masked())
+		}
+		return fmt.Errorf("netlink: route %v: %w", p.Masked(), err)
+	}
+	return nil
+}
+
+// delAddr removes p and its route. Errors mean they are gone already,
+// which is what was asked.
+func (t *tunDevice) delAddr(p netip.Prefix) {
+	_ = netlink.RouteDel(t.route(p))
+	_ = netlink.AddrDel(t.link, nlAddr(p))
+}
+
+// follow keeps the kernel interface's address that of the link, which a
+// DHCP lease can change or lose, until Close.
+func (t *tunDevice) follow(ifc *ipoibd.Interface) {
+	defer close(t.followed)
+	tick := time.NewTicker(tunFollowEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+			t.sync(ifc.Addr())
+		}
+	}
+}
+
+// stopFollowing stops follow, if it runs.
+func (t *tunDevice) stopFollowing() {
+	if t.stop != nil {
+		close(t.stop)
+		<-t.followed
+		t.stop = nil
+	}
+}
+
+// sync moves the kernel interface to the link's address p (invalid: none).
+func (t *tunDevice) sync(p netip.Prefix) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p == t.addr {
+		return
+	}
+	old := t.addr
+	// Packets for the old address stop going to the kernel first.
+	t.local.Store(be32(p.Addr()))
+	if old.IsValid() {
+		t.delAddr(old)
+	}
+	t.addr = netip.Prefix{}
+	if p.IsValid() {
+		if err := t.addAddr(p); err != nil {
+			t.log.Error("the TUN interface cannot take the link's new address", "tun", t.name, "addr", p.String(), "err", err)
+			return
+		}
+		t.addr = p
+	}
+	t.log.Info("TUN interface follows the link's address", "tun", t.name, "old", old.String(), "addr", p.String())
+}
+
+// be32 is a's IPv4 address as a big-endian number, 0 for none.
+func be32(a netip.Addr) uint32 {
+	if !a.Is4() {
+		return 0
+	}
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func nlAddr(p netip.Prefix) *netlink.Addr {
 	return &netlink.Addr{
-		IPNet: &net.IPNet{IP: net.IP(t.addr.Addr().AsSlice()), Mask: net.CIDRMask(t.addr.Bits(), 32)},
+		IPNet: &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)},
 		Flags: unix.IFA_F_NOPREFIXROUTE,
 	}
 }
 
-func (t *tunDevice) route() *netlink.Route {
-	sub := t.addr.Masked()
+func (t *tunDevice) route(p netip.Prefix) *netlink.Route {
+	sub := p.Masked()
 	return &netlink.Route{
 		LinkIndex: t.link.Attrs().Index,
 		Dst:       &net.IPNet{IP: net.IP(sub.Addr().AsSlice()), Mask: net.CIDRMask(sub.Bits(), 32)},
-		Src:       net.IP(t.addr.Addr().AsSlice()),
+		Src:       net.IP(p.Addr().AsSlice()),
 		Scope:     netlink.SCOPE_LINK,
 	}
 }
@@ -175,7 +269,10 @@ func (t *tunDevice) route() *netlink.Route {
 // NIC for the link's address and that no gVisor socket wants goes to the
 // kernel whole.
 func (t *tunDevice) toKernel(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
-	if !t.on.Load() || pkt.NICID != t.ipNIC || id.LocalAddress != t.local {
+	if !t.on.Load() || pkt.NICID != t.ipNIC || id.LocalAddress.Len() != 4 {
+		return false
+	}
+	if be32(netip.AddrFrom4(id.LocalAddress.As4())) != t.local.Load() {
 		return false
 	}
 	// An error means the kernel's queue is full or the interface went
@@ -186,6 +283,8 @@ func (t *tunDevice) toKernel(id gvstack.TransportEndpointID, pkt *gvstack.Packet
 
 // String describes the interface for up's progress lines.
 func (t *tunDevice) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	return fmt.Sprintf("tun %s %v mtu %d: the kernel's programs reach the link through it", t.name, t.addr, t.mtu)
 }
 
@@ -193,11 +292,9 @@ func (t *tunDevice) String() string {
 // closes the device, which removes the interface.
 func (t *tunDevice) Close() {
 	t.on.Store(false)
-	if t.link != nil {
-		// Errors here mean the interface or its address is already
-		// gone, which is where Close is headed.
-		_ = netlink.RouteDel(t.route())
-		_ = netlink.AddrDel(t.link, t.nlAddr())
+	t.stopFollowing()
+	if t.link != nil && t.addr.IsValid() {
+		t.delAddr(t.addr)
 	}
 	if t.nic != 0 {
 		_ = t.s.RemoveNIC(t.nic)

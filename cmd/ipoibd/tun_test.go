@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -23,11 +24,13 @@ import (
 // its own, where TestTUN may create interfaces without touching the host.
 const tunNetnsEnv = "IPOIBD_TEST_IN_NETNS"
 
-// TestTUN runs `ipoibd up --tun ipt0` on a simulated fabric inside a fresh
-// network namespace and checks that the kernel's own sockets reach a
+// TestTUN runs `ipoibd up --dhcp --tun ipt0` on a simulated fabric inside
+// a fresh network namespace and checks that the interface carries the
+// leased address, and that the kernel's own sockets reach a
 // second IPoIB host through it, and that host the kernel's: an echo
 // request from a kernel ICMP socket is answered, a kernel TCP client's
-// bytes come back byte-identical from a listener on the other host, the
+// bytes come back byte-identical from a listener on the other host (and a
+// kernel UDP client's datagram from a UDP socket there), the
 // other host's connection to a kernel listener on the TUN address does the
 // same, and its ping is answered by the kernel. On the way out the
 // interface, its address and its route are gone.
@@ -37,19 +40,21 @@ func TestTUN(t *testing.T) {
 		return
 	}
 	startFabric(t, "tun", 2, nil)
-	a := startDaemon(t, "tun", 0, "10.13.0.1/24", "--tun", "ipt0")
-	if !strings.Contains(a.out.String(), "tun ipt0 10.13.0.1/24 mtu 2044") {
-		t.Errorf("up's progress lacks the TUN line:\n%s", a.out.String())
-	}
-	checkTUNConfigured(t, "ipt0", "10.13.0.1/24", true)
-
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := ipoibd.Open(ctx, ipoibd.Config{Device: "sim:tun/host1", Name: "ib1", Addr: netip.MustParsePrefix("10.13.0.2/24")})
+	// b serves the one address of its pool; the daemon with the TUN
+	// interface leases it.
+	b, err := ipoibd.Open(ctx, ipoibd.Config{Device: "sim:tun/host1", Name: "ib1", Addr: netip.MustParsePrefix("10.13.0.2/24"),
+		DHCPServer: &ipoibd.DHCPServer{PoolStart: netip.MustParseAddr("10.13.0.1"), PoolEnd: netip.MustParseAddr("10.13.0.1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	a := startDaemon(t, "tun", 0, "dhcp", "--tun", "ipt0")
+	if !strings.Contains(a.out.String(), "tun ipt0 10.13.0.1/24 mtu 2044") {
+		t.Errorf("up's progress lacks the TUN line with the leased address:\n%s", a.out.String())
+	}
+	checkTUNConfigured(t, "ipt0", "10.13.0.1/24", true)
 	tcpEchoOn(t, b.Listen, ":7")
 
 	t.Run("kernel-ping", func(t *testing.T) {
@@ -90,6 +95,30 @@ func TestTUN(t *testing.T) {
 			t.Errorf("kernel connection from %s, not the TUN address", got)
 		}
 		checkEcho(t, c, 1<<20)
+	})
+	t.Run("kernel-udp-to-link", func(t *testing.T) {
+		udpEchoOn(t, b.ListenPacket, ":7")
+		c, err := net.Dial("udp", "10.13.0.2:7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		msg := []byte("a kernel datagram over IPoIB")
+		buf := make([]byte, 2000)
+		for try := 0; ; try++ {
+			c.Write(msg)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := c.Read(buf)
+			if err == nil {
+				if string(buf[:n]) != string(msg) {
+					t.Fatalf("answer %q", buf[:n])
+				}
+				break
+			}
+			if try == 5 {
+				t.Fatalf("no answer: %v", err)
+			}
+		}
 	})
 	t.Run("link-tcp-to-kernel", func(t *testing.T) {
 		tcpEchoOn(t, net.Listen, "10.13.0.1:8")
@@ -225,4 +254,58 @@ func kernelInEchos(t *testing.T) int {
 	}
 	t.Fatal("no Icmp InEchos in /proc/net/snmp")
 	return 0
+}
+
+// TestTUNFollowsAddress: when the link's address changes (a DHCP lease
+// moved or lost), the TUN interface's address and route follow it.
+func TestTUNFollowsAddress(t *testing.T) {
+	if os.Getenv(tunNetnsEnv) == "" {
+		runInNetns(t, "TestTUNFollowsAddress")
+		return
+	}
+	fab, err := ipoibd.NewSimFabric(ipoibd.SimConfig{Hosts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fab.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ifc, err := ipoibd.Open(ctx, ipoibd.Config{Device: fab.Device(0), Name: "follow", Addr: netip.MustParsePrefix("10.16.0.1/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ifc.Close()
+	tun, err := startTUN("ipt2", ifc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", true)
+	// The test moves the address itself, as follow would on a lease
+	// change; follow, which would move it back, stops.
+	tun.stopFollowing()
+	tun.sync(netip.MustParsePrefix("10.17.0.9/16"))
+	checkTUNConfigured(t, "ipt2", "10.17.0.9/16", true)
+	if got := tun.local.Load(); got != be32(netip.MustParseAddr("10.17.0.9")) {
+		t.Errorf("the handler's address is %#x after the change", got)
+	}
+	tun.sync(netip.Prefix{})
+	l, err := netlink.LinkByName("ipt2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4); len(addrs) != 0 {
+		t.Errorf("addresses left after the link lost its own: %v", addrs)
+	}
+	tun.sync(netip.MustParsePrefix("10.16.0.1/24"))
+	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", true)
+
+	// A second TUN interface on the same subnet finds the route taken.
+	if _, err := startTUN("ipt3", ifc, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "the kernel already has a route to 10.16.0.0/24") {
+		t.Errorf("a second TUN interface on the subnet: %v", err)
+	}
+	if _, err := netlink.LinkByName("ipt3"); err == nil {
+		t.Error("the refused TUN interface ipt3 was left behind")
+	}
+	tun.Close()
+	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", false)
 }

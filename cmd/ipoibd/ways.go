@@ -9,6 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ipoibd/ipoibd"
 )
@@ -26,8 +30,20 @@ func (w *waysOptions) register(fs *flag.FlagSet) {
 	w.serves.serve = true
 	fs.Var(&w.forwards, "forward", "carry a kernel listener's connections onto the link: tcp:LISTEN=TARGET or udp:LISTEN=TARGET, e.g. tcp:127.0.0.1:8022=10.66.0.1:22 (repeatable)")
 	fs.Var(&w.serves, "serve", "carry connections to the IPoIB address to a kernel service: tcp:LISTEN=TARGET or udp:..., e.g. tcp:0.0.0.0:80=127.0.0.1:8080 (repeatable)")
-	fs.StringVar(&w.socks5, "socks5", "", "serve SOCKS5 CONNECT on this kernel address (e.g. 127.0.0.1:1080) onto the link")
-	fs.StringVar(&w.tun, "tun", "", "create a kernel TUN interface of this name carrying the link's address (needs CAP_NET_ADMIN)")
+	fs.Func("socks5", "serve SOCKS5 CONNECT on this kernel address (e.g. 127.0.0.1:1080) onto the link", func(v string) error {
+		if _, port, err := net.SplitHostPort(v); err != nil || checkPort(port, true) != nil {
+			return fmt.Errorf("%q: want HOST:PORT, e.g. 127.0.0.1:1080", v)
+		}
+		w.socks5 = v
+		return nil
+	})
+	fs.Func("tun", "create a kernel TUN interface of this name carrying the link's address (needs CAP_NET_ADMIN)", func(v string) error {
+		if len(v) < 1 || len(v) >= unix.IFNAMSIZ || strings.ContainsAny(v, "/: \t\n") || v == "." || v == ".." {
+			return fmt.Errorf("%q: an interface name has 1 to %d characters and no '/', ':' or spaces", v, unix.IFNAMSIZ-1)
+		}
+		w.tun = v
+		return nil
+	})
 }
 
 // way is one running way in.

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,16 +22,24 @@ import (
 // TestForwardServeSOCKS5 carries kernel sockets across a simulated fabric
 // and back: a kernel client on 127.0.0.1 reaches daemon A's --forward (or
 // its --socks5), which dials daemon B's IPoIB address, where B's --serve
-// hands the connection to a kernel echo server on 127.0.0.1. The bytes
+// hands the connection to a kernel echo server on 127.0.0.1 (or, for
+// curl --socks5 where curl is installed, a kernel web server). The bytes
 // that come back must be the bytes sent, and each end of stream must pass
 // through as a half-close.
 func TestForwardServeSOCKS5(t *testing.T) {
 	startFabric(t, "ways", 2, nil)
+	// Restored after the daemons stop (cleanups run last first).
+	old := socksHandshake
+	t.Cleanup(func() { socksHandshake = old })
+	socksHandshake = 500 * time.Millisecond
 	tcpEcho := kernelTCPEcho(t)
 	udpEcho := kernelUDPEcho(t)
 
+	blob := make([]byte, 1<<20)
+	rand.Read(blob)
+	web := kernelHTTP(t, blob)
 	b := startDaemon(t, "ways", 1, "10.12.0.2/24",
-		"--serve", "tcp:0.0.0.0:7="+tcpEcho, "--serve", "udp::7="+udpEcho)
+		"--serve", "tcp:0.0.0.0:7="+tcpEcho, "--serve", "udp::7="+udpEcho, "--serve", "tcp::80="+web)
 	a := startDaemon(t, "ways", 0, "10.12.0.1/24",
 		"--forward", "tcp:127.0.0.1:0=10.12.0.2:7", "--forward", "udp:127.0.0.1:0=10.12.0.2:7",
 		"--socks5", "127.0.0.1:0")
@@ -62,6 +73,35 @@ func TestForwardServeSOCKS5(t *testing.T) {
 		if c, err := d.Dial("tcp", "10.12.0.2:9"); err == nil {
 			c.Close()
 			t.Error("SOCKS5 CONNECT to a closed port succeeded")
+		}
+		// A client that never sends its greeting is let go.
+		idle, err := net.Dial("tcp", socks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer idle.Close()
+		idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := idle.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("a silent SOCKS5 client: read %d, %v; want the server to close", n, err)
+		}
+	})
+	t.Run("curl-socks5", func(t *testing.T) {
+		curl, err := exec.LookPath("curl")
+		if err != nil {
+			t.Skip("no curl")
+		}
+		out := filepath.Join(t.TempDir(), "blob")
+		cmd := exec.Command(curl, "--silent", "--show-error", "--fail", "--max-time", "30",
+			"--socks5", socks, "--output", out, "http://10.12.0.2/blob")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("curl --socks5 %s: %v\n%s", socks, err, b)
+		}
+		got, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, blob) {
+			t.Fatalf("curl fetched %d bytes, not the %d served (or different)", len(got), len(blob))
 		}
 	})
 	t.Run("forward-udp", func(t *testing.T) {
@@ -112,13 +152,19 @@ func (d *daemonRun) stop(t testing.TB) {
 }
 
 // startDaemon runs `ipoibd up` on host i of fabric with a static address
-// and extra flags, waits until it is ready, and stops it at the test's end.
+// ("dhcp" for --dhcp) and extra flags, waits until it is ready, and stops
+// it at the test's end.
 func startDaemon(t testing.TB, fabric string, i int, addr string, extra ...string) *daemonRun {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
 	d := &daemonRun{out: &syncBuffer{}, err: &syncBuffer{}, sock: sock}
 	args := append([]string{"up", "--device", fmt.Sprintf("sim:%s/host%d", fabric, i), "--name", fmt.Sprintf("ib%d", i),
 		"--socket", sock, "--join-timeout", "20s", "--addr", addr}, extra...)
+	if addr == "dhcp" {
+		// The lease file goes in the test's folder, not the machine's
+		// state directory, where other runs would find it.
+		args = append(args[:len(args)-len(extra)-2], append([]string{"--dhcp", "--lease-file", filepath.Join(filepath.Dir(sock), "lease")}, extra...)...)
+	}
 	exited := make(chan int, 1)
 	go func() { exited <- run(args, d.out, d.err) }()
 	d.stopped = func(t testing.TB) {
@@ -220,9 +266,31 @@ func acceptEach(ln net.Listener, handle func(net.Conn)) {
 	}
 }
 
+// kernelHTTP serves blob at /blob over HTTP on a kernel socket on
+// 127.0.0.1.
+func kernelHTTP(t *testing.T, blob []byte) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/blob" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(blob)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 // kernelUDPEcho runs a kernel UDP echo server on 127.0.0.1.
-func kernelUDPEcho(t *testing.T) string {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+func kernelUDPEcho(t *testing.T) string { return udpEchoOn(t, net.ListenPacket, "127.0.0.1:0") }
+
+// udpEchoOn runs a UDP echo server on a socket listen opens at addr.
+func udpEchoOn(t *testing.T, listen func(network, address string) (net.PacketConn, error), addr string) string {
+	pc, err := listen("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,6 +321,9 @@ func TestWaysBadInput(t *testing.T) {
 		{[]string{"--forward", "udp:127.0.0.1:99999=10.0.0.1:7"}, `listen port "99999"`},
 		{[]string{"--serve", "tcp:localhost:80=127.0.0.1:8080"}, "listen address \"localhost\" on the IPoIB link must be an IPv4 address"},
 		{[]string{"--serve", "tcp::80=:8080"}, "target needs a host"},
+		{[]string{"--socks5", "1080"}, `invalid value "1080" for flag -socks5: "1080": want HOST:PORT`},
+		{[]string{"--tun", "a-name-far-too-long"}, "an interface name has 1 to 15 characters"},
+		{[]string{"--tun", "a/b"}, "no '/'"},
 	}
 	for _, tt := range tests {
 		args := append([]string{"up", "--device", "sim:none/host0", "--addr", "10.0.0.1/24"}, tt.args...)
