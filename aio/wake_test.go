@@ -193,37 +193,30 @@ func TestTryRun(t *testing.T) {
 			t.Fatal("the BH ran on the caller although the loop was busy")
 		}
 	})
-	t.Run("timer armed by a borrower wakes the loop", func(t *testing.T) {
-		c := newCtx(t)
+	// borrowArms has a borrower arm a timer for d on an idle loop and
+	// waits for it to fire.
+	borrowArms := func(t *testing.T, c *Context, d time.Duration, why string) {
 		fired := make(chan struct{})
-		tm := c.NewTimer("soon", func() { close(fired) })
-		bh := c.NewBH("arm", func() { tm.Reset(5 * time.Millisecond) })
+		tm := c.NewTimer("armed", func() { close(fired) })
+		bh := c.NewBH("arm", func() { tm.Reset(d) })
 		runLoop(t, c)
 		waitFor(t, "loop asleep", 5*time.Second, func() bool { return c.notifyMe.Load() != 0 })
 		bh.ScheduleNow()
 		select {
 		case <-fired:
 		case <-time.After(5 * time.Second):
-			t.Fatal("a timer armed during a borrowed pass never fired: Run kept sleeping")
+			t.Fatal(why)
 		}
+	}
+	t.Run("timer armed by a borrower wakes the loop", func(t *testing.T) {
+		borrowArms(t, newCtx(t), 5*time.Millisecond, "a timer armed during a borrowed pass never fired: Run kept sleeping")
 	})
 	t.Run("due timer on a manual clock fires in a borrowed pass", func(t *testing.T) {
 		// On a manual clock Run sleeps with no deadline, so a timer that
 		// is due when a borrower arms it must fire then, not wait for
 		// the next Advance.
-		clk := NewManualClock(time.Unix(1000, 0))
-		c := newCtx(t, WithClock(clk))
-		fired := make(chan struct{})
-		tm := c.NewTimer("now", func() { close(fired) })
-		bh := c.NewBH("arm", func() { tm.Reset(0) })
-		runLoop(t, c)
-		waitFor(t, "loop asleep", 5*time.Second, func() bool { return c.notifyMe.Load() != 0 })
-		bh.ScheduleNow()
-		select {
-		case <-fired:
-		case <-time.After(5 * time.Second):
-			t.Fatal("a due timer armed during a borrowed pass on a manual clock never fired")
-		}
+		c := newCtx(t, WithClock(NewManualClock(time.Unix(1000, 0))))
+		borrowArms(t, c, 0, "a due timer armed during a borrowed pass on a manual clock never fired")
 	})
 	t.Run("blocking poll nested in a borrowed pass", func(t *testing.T) {
 		c := newCtx(t)
