@@ -26,8 +26,9 @@ var socksHandshake = 30 * time.Second
 
 // socksServer is a running --socks5.
 type socksServer struct {
-	ln    net.Listener
-	ifc   *ipoibd.Interface
+	ln net.Listener
+	// dial opens a connection on the link.
+	dial  func(ctx context.Context, network, address string) (net.Conn, error)
 	log   *slog.Logger
 	conns connSet
 	wg    sync.WaitGroup
@@ -44,11 +45,19 @@ func startSOCKS5(addr string, ifc *ipoibd.Interface, log *slog.Logger) (*socksSe
 	if err != nil {
 		return nil, fmt.Errorf("--socks5 %s: %w", addr, err)
 	}
-	s := &socksServer{ln: ln, ifc: ifc, log: log.With("way", "socks5")}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s := newSOCKSServer(ifc.DialContext, log)
+	s.ln = ln
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
+}
+
+// newSOCKSServer returns a server, not yet listening, whose CONNECTs
+// dial with dial.
+func newSOCKSServer(dial func(ctx context.Context, network, address string) (net.Conn, error), log *slog.Logger) *socksServer {
+	s := &socksServer{dial: dial, log: log.With("way", "socks5")}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
 }
 
 func (s *socksServer) serve() {
@@ -70,7 +79,7 @@ func (s *socksServer) serveConn(c net.Conn) {
 			_ = c.SetDeadline(time.Time{})
 			ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
 			defer cancel()
-			return s.ifc.DialContext(ctx, network, addr)
+			return s.dial(ctx, network, addr)
 		},
 		// The library logs each failed request; they are the client's
 		// business, so they go out at debug level.
