@@ -356,21 +356,7 @@ func TestSMFailover(t *testing.T) {
 		return sm == standbyLID && st == ib.PortActive
 	})
 	s.waitMaster("Hca3")
-	if g, _ := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault)); isMember(g, attr.GIDs[0]) {
-		t.Errorf("the new master lists port %v before it rejoined", attr.GIDs[0])
-	}
-	changed := time.Now()
-	s.portEvent(t, ch, "Hca2", ib.EventSMChange)
-	s.portEvent(t, ch, "Hca2", ib.EventClientReregister)
-	g := ch.do(fmt.Sprintf("wait-rejoin %d", first.JoinedAt.UnixNano())).Group
-	want, ok := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault))
-	if !ok {
-		t.Fatal("the new master shows no broadcast group")
-	}
-	checkGroup(t, g, want)
-	if !isMember(want, attr.GIDs[0]) {
-		t.Errorf("the new master does not list port %v in the broadcast group: %v", attr.GIDs[0], want.Members)
-	}
+	changed := s.rejoin(t, ch, attr.GIDs[0], first.JoinedAt, "the new master", ib.EventSMChange)
 	// ipoib's path to the peer is asked again, of the new master.
 	newPeer := ch.do(fmt.Sprintf("resolve %v %d", dgid, changed.UnixNano())).Peers[0]
 	if newPeer.LID != oldPeer.LID || newPeer.SL != oldPeer.SL {
@@ -506,23 +492,35 @@ func TestLIDChange(t *testing.T) {
 	})
 	s.waitMaster("Hca1")
 	// The restarted SM knows no memberships: the port must rejoin.
-	if g, _ := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault)); isMember(g, attr.GIDs[0]) {
-		t.Errorf("the restarted OpenSM lists port %v before it rejoined", attr.GIDs[0])
-	}
-	changed := time.Now()
-	s.portEvent(t, ch, "Hca2", ib.EventLIDChange)
-	s.portEvent(t, ch, "Hca2", ib.EventClientReregister)
-	g := ch.do(fmt.Sprintf("wait-rejoin %d", first.JoinedAt.UnixNano())).Group
-	want, ok := s.group(t, "Hca4", ipoib.BroadcastGID(ib.PKeyDefault))
-	if !ok {
-		t.Fatal("saquery shows no broadcast group")
-	}
-	checkGroup(t, g, want)
-	if !isMember(want, attr.GIDs[0]) {
-		t.Errorf("after the LID change OpenSM does not list port %v: %v", attr.GIDs[0], want.Members)
-	}
+	changed := s.rejoin(t, ch, attr.GIDs[0], first.JoinedAt, "the restarted OpenSM", ib.EventLIDChange)
 	if p := ch.do("path " + dgid.String()).Path; p.SLID != newLID {
 		t.Errorf("path to %v after the LID change: SLID %v, want %#x", dgid, p.SLID, newLID)
 	}
 	ch.do(fmt.Sprintf("resolve %v %d", dgid, changed.UnixNano()))
+}
+
+// rejoin checks that the SM, new or restarted (who), knows nothing of the
+// port's membership, raises ev and a client reregister on Hca2, as the
+// kernel would, waits for the link to rejoin (after joinedAt) and checks
+// the group the link holds against saquery's, with the port a member
+// again. It returns when the events were raised.
+func (s *subnet) rejoin(t *testing.T, ch *child, port ib.GID, joinedAt time.Time, who string, ev ib.EventType) time.Time {
+	t.Helper()
+	bcast := ipoib.BroadcastGID(ib.PKeyDefault)
+	if g, _ := s.group(t, "Hca4", bcast); isMember(g, port) {
+		t.Errorf("%s lists port %v before it rejoined", who, port)
+	}
+	changed := time.Now()
+	s.portEvent(t, ch, "Hca2", ev)
+	s.portEvent(t, ch, "Hca2", ib.EventClientReregister)
+	g := ch.do(fmt.Sprintf("wait-rejoin %d", joinedAt.UnixNano())).Group
+	want, ok := s.group(t, "Hca4", bcast)
+	if !ok {
+		t.Fatalf("%s shows no broadcast group", who)
+	}
+	checkGroup(t, g, want)
+	if !isMember(want, port) {
+		t.Errorf("%s does not list port %v in the broadcast group: %v", who, port, want.Members)
+	}
+	return changed
 }
