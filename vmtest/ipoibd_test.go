@@ -88,6 +88,18 @@ const vmScriptCommon = `S=` + GuestShare + `
 fail() { echo "STEP FAILED: $*"; for f in /tmp/*.log; do echo "--- $f"; cat $f; done; exit 1; }
 waitfor() { i=0; while [ ! -e "$1" ]; do i=$((i+1)); [ $i -gt $(($2*10)) ] && fail "timed out waiting for $1"; sleep 0.1; done; }
 waitlog() { i=0; while ! grep -q "$2" "$1" 2>/dev/null; do i=$((i+1)); [ $i -gt $(($3*10)) ] && fail "timed out waiting for '$2' in $1"; sleep 0.1; done; }
+# sink LOG FLAG WHAT VMXFER-ARGS...: a vmxfer sink; $S/FLAG once it listens; fail WHAT unless it gets every byte.
+sink() { l=$1; f=$2; w=$3; shift 3; $S/vmxfer "$@" -sink > $l 2>&1 & x=$!; waitlog $l listening 30; touch $S/$f; wait $x || fail "$w"; cat $l; }
+# upleased DEVICE: ipoibd up --dhcp on DEVICE (UP is its pid); the leased address goes to $S/vm1.addr.
+upleased() {
+	$S/ipoibd up --device $1 --dhcp --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
+	UP=$!
+	waitlog /tmp/up.log "from DHCP server" 60
+	cat /tmp/up.log
+	ADDR=$(sed -n 's/.*: address \([0-9.]*\)[^ ]* from DHCP server.*/\1/p' /tmp/up.log)
+	[ -n "$ADDR" ] || fail "no leased address in the log"
+	echo "$ADDR" > $S/vm1.addr.tmp && mv $S/vm1.addr.tmp $S/vm1.addr
+}
 `
 
 // vm0Script is the server side: ud_pingpong server, ipoibd with the DHCP
@@ -107,12 +119,7 @@ PEER=$(cat $S/vm1.addr)
 echo "STEP ping $PEER"
 $S/ipoibd ping --socket /tmp/ib0.sock --json -c %[5]d -i %[6]s $PEER > $S/ping-vm0.json || { cat $S/ping-vm0.json; fail "ping $PEER"; }
 echo "STEP TCP sink"
-$S/vmxfer -device rxe0 -addr %[7]s/24 -sink -bytes %[8]d > /tmp/xfer.log 2>&1 &
-XFER=$!
-waitlog /tmp/xfer.log listening 30
-touch $S/vm0.sink
-wait $XFER || fail "TCP sink"
-cat /tmp/xfer.log
+sink /tmp/xfer.log vm0.sink "TCP sink" -device rxe0 -addr %[7]s/24 -bytes %[8]d
 waitfor $S/vm1.done 60
 echo "STEP ipoibd down"
 $S/ipoibd down --socket /tmp/ib0.sock
@@ -138,13 +145,7 @@ done
 cat $S/udppe-vm1.txt
 waitfor $S/vm0.up 60
 echo "STEP ipoibd up --dhcp"
-$S/ipoibd up --device rxe0 --dhcp --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
-UP=$!
-waitlog /tmp/up.log "from DHCP server" 60
-cat /tmp/up.log
-ADDR=$(sed -n 's/.*: address \([0-9.]*\)[^ ]* from DHCP server.*/\1/p' /tmp/up.log)
-[ -n "$ADDR" ] || fail "no leased address in the log"
-echo "$ADDR" > $S/vm1.addr.tmp && mv $S/vm1.addr.tmp $S/vm1.addr
+upleased rxe0
 echo "STEP ping %[4]s"
 $S/ipoibd ping --socket /tmp/ib0.sock --json -c %[5]d -i %[6]s %[4]s > $S/ping-vm1.json || { cat $S/ping-vm1.json; fail "ping %[4]s"; }
 waitfor $S/vm0.sink 60

@@ -35,19 +35,9 @@ UP=$!
 waitlog /tmp/up.log ": ready" 30
 cat /tmp/up.log
 echo "STEP kernel TCP sink"
-$S/vmxfer -kernel -sink -bytes %[2]d > /tmp/xfer.log 2>&1 &
-XFER=$!
-waitlog /tmp/xfer.log listening 30
-touch $S/vm0.up
-wait $XFER || fail "TCP sink"
-cat /tmp/xfer.log
+sink /tmp/xfer.log vm0.up "TCP sink" -kernel -bytes %[2]d
 echo "STEP API TCP sink, for comparison"
-$S/vmxfer -device rxe0 -addr %[3]s/24 -sink -bytes %[2]d > /tmp/xfer2.log 2>&1 &
-XFER=$!
-waitlog /tmp/xfer2.log listening 30
-touch $S/vm0.sink2
-wait $XFER || fail "API TCP sink"
-cat /tmp/xfer2.log
+sink /tmp/xfer2.log vm0.sink2 "API TCP sink" -device rxe0 -addr %[3]s/24 -bytes %[2]d
 waitfor $S/vm1.done 120
 echo "STEP ipoibd down"
 $S/ipoibd down --socket /tmp/ib0.sock

@@ -40,12 +40,7 @@ PEER=$(cat $S/vm1.addr)
 echo "STEP ping $PEER"
 $S/ipoibd ping --socket /tmp/ib0.sock --json -c %[3]d -i %[4]s $PEER > $S/ping-vm0.json || { cat $S/ping-vm0.json; fail "ping $PEER"; }
 echo "STEP TCP sink"
-$S/vmxfer -device rxe0 -gid-index 1 -addr %[5]s/24 -sink -bytes %[6]d > /tmp/xfer.log 2>&1 &
-XFER=$!
-waitlog /tmp/xfer.log listening 30
-touch $S/vm0.sink
-wait $XFER || fail "TCP sink"
-cat /tmp/xfer.log
+sink /tmp/xfer.log vm0.sink "TCP sink" -device rxe0 -gid-index 1 -addr %[5]s/24 -bytes %[6]d
 waitfor $S/vm1.done 90
 echo "STEP ipoibd down"
 $S/ipoibd down --socket /tmp/ib0.sock
@@ -62,13 +57,7 @@ grep -q rdma_rxe /proc/modules && fail "rdma_rxe is loaded"
 $S/ipoibd devices 2>&1 | grep -v "^ipoibd devices: driver verbs"
 waitfor $S/vm0.up 90
 echo "STEP ipoibd up --device udp:eth0 --dhcp"
-$S/ipoibd up --device udp:eth0 --dhcp --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
-UP=$!
-waitlog /tmp/up.log "from DHCP server" 60
-cat /tmp/up.log
-ADDR=$(sed -n 's/.*: address \([0-9.]*\)[^ ]* from DHCP server.*/\1/p' /tmp/up.log)
-[ -n "$ADDR" ] || fail "no leased address in the log"
-echo "$ADDR" > $S/vm1.addr.tmp && mv $S/vm1.addr.tmp $S/vm1.addr
+upleased udp:eth0
 echo "STEP ping %[1]s"
 $S/ipoibd ping --socket /tmp/ib0.sock --json -c %[2]d -i %[3]s %[1]s > $S/ping-vm1.json || { cat $S/ping-vm1.json; fail "ping %[1]s"; }
 waitfor $S/vm0.sink 90
