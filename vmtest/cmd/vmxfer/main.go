@@ -112,18 +112,7 @@ func run(device string, gidIndex int, addr string, sink bool, source string, n i
 	defer ifc.Close()
 	fmt.Printf("vmxfer: %s up as %s, MTU %d\n", device, prefix, ifc.MTU())
 
-	if sink {
-		l, err := ifc.Listen("tcp", fmt.Sprintf(":%d", port))
-		if err != nil {
-			return err
-		}
-		return runSink(ctx, l, n)
-	}
-	dst, err := netip.ParseAddr(source)
-	if err != nil {
-		return fmt.Errorf("-source: %w", err)
-	}
-	return runSource(ctx, ifc.DialContext, dst, n)
+	return transfer(ctx, sink, source, n, ifc.Listen, ifc.DialContext)
 }
 
 // runKernel is run with the kernel's sockets.
@@ -133,8 +122,17 @@ func runKernel(sink bool, source string, n int64, timeout time.Duration) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	var d net.Dialer
+	return transfer(ctx, sink, source, n, net.Listen, d.DialContext)
+}
+
+// transfer is the sink (listening with listen) or the source (sending to
+// source with dial), on the Go API's sockets or the kernel's.
+func transfer(ctx context.Context, sink bool, source string, n int64,
+	listen func(network, addr string) (net.Listener, error),
+	dial func(context.Context, string, string) (net.Conn, error)) error {
 	if sink {
-		l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		l, err := listen("tcp", fmt.Sprintf(":%d", port))
 		if err != nil {
 			return err
 		}
@@ -144,8 +142,7 @@ func runKernel(sink bool, source string, n int64, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("-source: %w", err)
 	}
-	var d net.Dialer
-	return runSource(ctx, d.DialContext, dst, n)
+	return runSource(ctx, dial, dst, n)
 }
 
 func runSink(ctx context.Context, l net.Listener, n int64) error {
