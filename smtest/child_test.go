@@ -6,7 +6,6 @@ package smtest
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,10 +74,8 @@ func TestChild(t *testing.T) {
 		say(reply{Err: err.Error()})
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { _ = loop.Run(ctx); close(ran) }()
-	defer func() { cancel(); <-ran; _ = loop.Close() }()
+	stop := loop.Start()
+	defer func() { _ = stop() }()
 
 	cs := &childState{loop: loop, log: log, ca: ca, portNum: port}
 	var startErr error

@@ -5,7 +5,6 @@ package smtest
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -25,10 +24,8 @@ func runLoop(t *testing.T, name string) *aio.Context {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { _ = loop.Run(ctx); close(ran) }()
-	t.Cleanup(func() { cancel(); <-ran; _ = loop.Close() })
+	stop := loop.Start()
+	t.Cleanup(func() { _ = stop() })
 	return loop
 }
 

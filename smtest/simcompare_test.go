@@ -4,7 +4,6 @@ package smtest
 // queries on the same topology, answer by answer.
 
 import (
-	"context"
 	"fmt"
 	"reflect"
 	"testing"
@@ -33,9 +32,7 @@ func newSimSubnet(t *testing.T) *simSubnet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { _ = loop.Run(ctx); close(ran) }()
+	stop := loop.Start()
 	ss := &simSubnet{loop: loop, devs: map[string]ib.Device{}}
 	t.Cleanup(func() {
 		_ = loop.Call("close", func() {
@@ -46,9 +43,7 @@ func newSimSubnet(t *testing.T) *simSubnet {
 				_ = ss.fab.Close()
 			}
 		})
-		cancel()
-		<-ran
-		_ = loop.Close()
+		_ = stop()
 	})
 	err = nil
 	_ = loop.Call("build", func() { err = ss.build(t.Name()) })
