@@ -176,11 +176,21 @@ func checkWire(t *testing.T, path string, minV4 int) rocetest.Summary {
 		return s
 	}
 	t.Logf("tshark: %v", seen)
-	n := 0
+	n, quoted := 0, 0
 	for p, c := range seen {
-		if strings.Contains(p, ":infiniband") {
+		switch {
+		case strings.Contains(p, ":icmp:ip:udp:infiniband"), strings.Contains(p, ":icmpv6:ipv6:udp:infiniband"):
+			// An ICMP error quoting a RoCEv2 datagram (port unreachable
+			// when a daemon has already closed its socket at shutdown)
+			// is not a RoCEv2 datagram itself: the ICRC check, which
+			// reads only UDP to 4791, rightly does not count it.
+			quoted += c
+		case strings.Contains(p, ":infiniband"):
 			n += c
 		}
+	}
+	if quoted > 0 {
+		t.Logf("%d ICMP errors quote a RoCEv2 datagram", quoted)
 	}
 	if n != s.Packets {
 		t.Errorf("tshark decodes %d frames as RoCEv2 (InfiniBand over UDP), the ICRC check found %d", n, s.Packets)
