@@ -23,6 +23,7 @@ import (
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/stack"
 	"github.com/ipoibd/ipoibd/stack/dhcp"
+	"gvisor.dev/gvisor/pkg/tcpip"
 
 	// The drivers register themselves in ib's table; an Interface names
 	// them only through Config.Device.
@@ -510,6 +511,9 @@ func (i *Interface) lease(ctx context.Context, st *stack.Stack) error {
 		Stack: st.S, NIC: st.NIC, GUID: attr.GUID(),
 		Backoff: i.cfg.Tuning.DHCPBackoff, Seed: i.cfg.Tuning.DHCPSeed,
 		LeaseFile: i.cfg.DHCPLeaseFile, Probe: clientProbe(i.cfg.DHCPProbe, st),
+		AttachFilter: func(f func(tcpip.NetworkProtocolNumber, []byte) bool) func() {
+			return st.Endpoint.AddFilter(f)
+		},
 		OnEvent: func(ev dhcp.Event) {
 			logDHCPEvent(log, ev)
 			i.event(Event{Kind: EventDHCP, Text: "DHCP " + ev.Kind.String() + ": " + ev.Lease.Addr.String(), DHCP: &ev})

@@ -105,6 +105,9 @@ type Endpoint struct {
 	gmu    sync.Mutex
 	gcount map[netip.Addr]int
 
+	fmu     sync.Mutex // serialises AddFilter's updates
+	filters atomic.Pointer[[]*filterEntry]
+
 	stats counter.Block[EndpointStats]
 }
 
@@ -158,6 +161,8 @@ type EndpointStats struct {
 	// RxDropped counts frames dropped because the endpoint was closed or
 	// not attached to a stack.
 	RxDropped uint64 `json:"rx_dropped"`
+	// RxFiltered counts frames a Filter kept from gVisor.
+	RxFiltered uint64 `json:"rx_filtered"`
 	// GroupErrors counts LinkGroups calls that failed.
 	GroupErrors uint64 `json:"group_errors"`
 	// TapErrors counts frames the pcap tap failed to write.

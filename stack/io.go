@@ -268,6 +268,11 @@ func (e *Endpoint) receive(_ *netdev.Device, b *netdev.Buffer, proto uint16, dst
 	if e.tap != nil {
 		e.tap.receive(e, b, proto, dst, src)
 	}
+	if !e.admit(proto, b.Bytes()) {
+		counter.Inc(&e.stats.V.RxFiltered)
+		b.Free()
+		return
+	}
 	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		Payload: buffer.MakeWithData(b.Bytes()),
 	})

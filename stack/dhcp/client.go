@@ -81,6 +81,9 @@ type Client struct {
 	stats counter.Block[ClientStats]
 	// curXID mirrors xid for the socket goroutine's filter.
 	curXID atomic.Uint32
+	// detach removes the receive filter ClientConfig.AttachFilter
+	// installed; nil without one.
+	detach func()
 
 	// Owned by the run goroutine (or by a test driving the handlers
 	// without one).
@@ -183,6 +186,9 @@ func (c *Client) Start() error {
 		if e := c.netc.ensureSource(); e != nil {
 			counter.Inc(&c.stats.V.ConfigErrors)
 			c.logf("%v", e)
+		}
+		if c.cfg.AttachFilter != nil {
+			c.detach = c.cfg.AttachFilter(c.wants)
 		}
 		if c.sock != nil {
 			go c.sock.recvLoop(c.deliver)
@@ -305,6 +311,9 @@ func (c *Client) shutdown() {
 	}
 	if c.sock != nil {
 		c.sock.close()
+	}
+	if c.detach != nil {
+		c.detach()
 	}
 	c.setState(StateStopped)
 }

@@ -59,6 +59,13 @@ type ClientConfig struct {
 	// there, still running, asks for it back in INIT-REBOOT (RFC 2131
 	// section 3.2) rather than starting over.
 	LeaseFile string
+	// AttachFilter, if set, installs a receive filter in front of the
+	// NIC's stack (stack.Endpoint.AddFilter) and returns the function
+	// that removes it. The client attaches one while it runs that refuses
+	// other transactions' replies before gVisor reads them: on IPoIB
+	// every reply is a broadcast (RFC 4390 section 2.2), so without it
+	// each client's socket takes in every other client's OFFERs and ACKs.
+	AttachFilter func(f func(proto tcpip.NetworkProtocolNumber, pkt []byte) bool) (remove func())
 	// OnEvent, if set, is called on the client's goroutine for every
 	// Event. It must not block or call Stop; reading Lease and State is
 	// fine.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/ipoibd/ipoibd/counter"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // serverBroadcast is where a client sends when it does not know (or may
@@ -35,6 +37,34 @@ func (c *Client) deliver(b []byte, _ netip.AddrPort) {
 	default:
 		counter.Inc(&c.stats.V.Ignored)
 	}
+}
+
+// wants is the client's receive filter (ClientConfig.AttachFilter): the
+// transaction-ID test of deliver, made on the IPv4 packet before gVisor
+// parses it, queues it on the socket and wakes the socket goroutine. It
+// refuses only an unfragmented-or-first-fragment UDP datagram to the
+// client port whose message carries another transaction's ID; anything
+// else, malformed included, it leaves to gVisor. It runs on the NIC's
+// loop for every received packet.
+func (c *Client) wants(proto tcpip.NetworkProtocolNumber, pkt []byte) bool {
+	if proto != header.IPv4ProtocolNumber || len(pkt) < header.IPv4MinimumSize {
+		return true
+	}
+	ip := header.IPv4(pkt)
+	hl := int(ip.HeaderLength())
+	if ip.Protocol() != uint8(header.UDPProtocolNumber) || ip.FragmentOffset() != 0 ||
+		hl < header.IPv4MinimumSize || len(pkt) < hl+header.UDPMinimumSize+8 {
+		return true
+	}
+	if header.UDP(pkt[hl:]).DestinationPort() != ClientPort {
+		return true
+	}
+	msg := pkt[hl+header.UDPMinimumSize:]
+	if binary.BigEndian.Uint32(msg[4:8]) == c.curXID.Load() {
+		return true
+	}
+	counter.Inc(&c.stats.V.Ignored)
+	return false
 }
 
 // post queues ev, waiting for room unless the client is stopping.
