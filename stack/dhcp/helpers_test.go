@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/svctest"
 )
 
 // testNIC is the NIC number every test stack uses.
@@ -150,14 +151,7 @@ func startServer(t *testing.T, w *wire, cfg ServerConfig) *Server {
 		cfg.Stack = w.addStack(netip.PrefixFrom(testServerID, testSubnet.Bits()))
 	}
 	srv, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
+	return svctest.Start(t, srv, err)
 }
 
 // testGUID returns the i-th test port GUID (Mellanox OUI 00:02:c9).
