@@ -1,7 +1,6 @@
 package ib
 
 import (
-	"bytes"
 	"errors"
 	"testing"
 )
@@ -35,25 +34,6 @@ func TestDETHErrors(t *testing.T) {
 func FuzzDecodeDETH(f *testing.F) {
 	f.Add(pktHex(f, "00000b1b 00 000404"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var h DETH
-		err := h.Decode(b)
-		if len(b) < DETHLen {
-			if !errors.Is(err, ErrTruncated) {
-				t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make([]byte, DETHLen)
-		if err := h.Encode(out); err != nil {
-			t.Fatalf("re-encode %+v: %v", h, err)
-		}
-		want := bytes.Clone(b[:DETHLen])
-		want[4] = 0
-		if !bytes.Equal(out, want) {
-			t.Fatalf("re-encoded %x, want %x", out, want)
-		}
+		checkReencode[DETH](t, b, DETHLen, nil, func(want []byte) { want[4] = 0 })
 	})
 }

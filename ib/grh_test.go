@@ -1,7 +1,6 @@
 package ib
 
 import (
-	"bytes"
 	"errors"
 	"testing"
 )
@@ -49,23 +48,6 @@ func TestGRHErrors(t *testing.T) {
 func FuzzDecodeGRH(f *testing.F) {
 	f.Add(make([]byte, GRHLen))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var h GRH
-		err := h.Decode(b)
-		if len(b) < GRHLen {
-			if !errors.Is(err, ErrTruncated) {
-				t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make([]byte, GRHLen)
-		if err := h.Encode(out); err != nil {
-			t.Fatalf("re-encode %+v: %v", h, err)
-		}
-		if !bytes.Equal(out, b[:GRHLen]) {
-			t.Fatalf("re-encoded %x, want %x", out, b[:GRHLen])
-		}
+		checkReencode[GRH](t, b, GRHLen, nil, nil)
 	})
 }

@@ -1,7 +1,6 @@
 package ib
 
 import (
-	"bytes"
 	"errors"
 	"testing"
 )
@@ -58,31 +57,10 @@ func TestLRHErrors(t *testing.T) {
 func FuzzDecodeLRH(f *testing.F) {
 	f.Add(pktHex(f, "f002 ffff 0048 ffff"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var h LRH
-		err := h.Decode(b)
-		if len(b) < LRHLen {
-			if !errors.Is(err, ErrTruncated) {
-				t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make([]byte, LRHLen)
-		if err := h.Encode(out); err != nil {
-			t.Fatalf("re-encode %+v: %v", h, err)
-		}
-		want := bytes.Clone(b[:LRHLen])
-		want[1] &^= 0x0C // reserved 2 bits
-		want[4] &^= 0xF8 // reserved 5 bits
-		if !bytes.Equal(out, want) {
-			t.Fatalf("re-encoded %x, want %x", out, want)
-		}
-		var h2 LRH
-		if err := h2.Decode(out); err != nil || h2 != h {
-			t.Fatalf("decode(encode) = %+v, %v; want %+v", h2, err, h)
-		}
+		checkReencode[LRH](t, b, LRHLen, nil, func(want []byte) {
+			want[1] &^= 0x0C // reserved 2 bits
+			want[4] &^= 0xF8 // reserved 5 bits
+		})
 	})
 }
 

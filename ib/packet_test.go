@@ -744,6 +744,45 @@ type headerCodec[T any] interface {
 	Encode([]byte) error
 }
 
+// checkReencode is the body of the codecs' fuzz targets, run on the
+// fuzzer's bytes b: fewer than size bytes fail to decode with
+// ErrTruncated; size bytes or more decode, encode again to their first
+// size bytes with the reserved fields cleared (by clearReserved, if any:
+// what a decoded value does not keep), and those bytes decode to the same
+// value. decode, if not nil, decodes in place of the codec's Decode.
+func checkReencode[T comparable, P headerCodec[T]](t *testing.T, b []byte, size int, decode func(P, []byte) error, clearReserved func(want []byte)) {
+	t.Helper()
+	if decode == nil {
+		decode = func(h P, b []byte) error { return h.Decode(b) }
+	}
+	var h T
+	err := decode(&h, b)
+	if len(b) < size {
+		if !errors.Is(err, ErrTruncated) {
+			t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, size)
+	if err := P(&h).Encode(out); err != nil {
+		t.Fatalf("re-encode %+v: %v", h, err)
+	}
+	want := bytes.Clone(b[:size])
+	if clearReserved != nil {
+		clearReserved(want)
+	}
+	if !bytes.Equal(out, want) {
+		t.Fatalf("re-encoded %x, want %x", out, want)
+	}
+	var h2 T
+	if err := decode(&h2, out); err != nil || h2 != h {
+		t.Fatalf("decode(encode(x)) = %+v, %v; want %+v", h2, err, h)
+	}
+}
+
 // checkGolden decodes each vector and compares the value, then encodes
 // the value into size bytes and compares the bytes: the codec must read
 // and write the wire format both ways.
