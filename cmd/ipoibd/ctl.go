@@ -703,22 +703,35 @@ func rttMs(ms float64) string {
 	return strconv.FormatFloat(ms, 'f', 0, 64)
 }
 
-func runPeers(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("peers", "[--json]", stderr)
+// queryDaemon is what the commands that only read the daemon's state
+// (peers, stats) share: parse args (--name, --socket, --json), ask the
+// daemon for cmd and, with --json, print the part of its reply that
+// section picks. It returns the reply for the command to print as text,
+// or done and the exit code when there is nothing left to do.
+func queryDaemon(cmd string, args []string, stdout, stderr io.Writer, section func(*ctlReply) any) (rep ctlReply, code int, done bool) {
+	fs := newFlagSet(cmd, "[--json]", stderr)
 	name, socket, asJSON := socketFlags(fs)
 	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
+		return rep, code, true
 	}
 	path, err := socketPath(*name, *socket)
 	if err != nil {
-		return fail(stdout, stderr, *asJSON, "peers", err, exitUsage)
+		return rep, fail(stdout, stderr, *asJSON, cmd, err, exitUsage), true
 	}
-	rep, err := ctlCall(path, ctlRequest{Cmd: "peers"}, 10*time.Second)
+	rep, err = ctlCall(path, ctlRequest{Cmd: cmd}, 10*time.Second)
 	if err != nil {
-		return fail(stdout, stderr, *asJSON, "peers", err, exitFailure)
+		return rep, fail(stdout, stderr, *asJSON, cmd, err, exitFailure), true
 	}
 	if *asJSON {
-		return emit(stdout, stderr, "peers", rep.Peers, exitOK)
+		return rep, emit(stdout, stderr, cmd, section(&rep), exitOK), true
+	}
+	return rep, exitOK, false
+}
+
+func runPeers(args []string, stdout, stderr io.Writer) int {
+	rep, code, done := queryDaemon("peers", args, stdout, stderr, func(r *ctlReply) any { return r.Peers })
+	if done {
+		return code
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tLLADDR\tSTATE")
@@ -740,21 +753,9 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 }
 
 func runStats(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("stats", "[--json]", stderr)
-	name, socket, asJSON := socketFlags(fs)
-	if code, ok := parseFlags(fs, args, stdout); !ok {
+	rep, code, done := queryDaemon("stats", args, stdout, stderr, func(r *ctlReply) any { return r.Stats })
+	if done {
 		return code
-	}
-	path, err := socketPath(*name, *socket)
-	if err != nil {
-		return fail(stdout, stderr, *asJSON, "stats", err, exitUsage)
-	}
-	rep, err := ctlCall(path, ctlRequest{Cmd: "stats"}, 10*time.Second)
-	if err != nil {
-		return fail(stdout, stderr, *asJSON, "stats", err, exitFailure)
-	}
-	if *asJSON {
-		return emit(stdout, stderr, "stats", rep.Stats, exitOK)
 	}
 	// Like ip -s link: the non-zero counters, group by group, in the
 	// order each layer declares them.
