@@ -172,28 +172,14 @@ func TestWriterConcurrent(t *testing.T) {
 		}
 	}
 	f.Close()
-	rf, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rf.Close()
-	r, err := pcapgo.NewReader(rf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for {
-		data, _, err := r.ReadPacketData()
-		if err != nil {
-			break
-		}
-		n++
+	recs := pcaptest.Read(t, path, layersLinkTypeUser0)
+	for i, data := range recs {
 		if len(data) == 0 || !bytes.Equal(data, bytes.Repeat(data[:1], len(data))) {
-			t.Fatalf("record %d mixed: %x", n, data)
+			t.Fatalf("record %d mixed: %x", i+1, data)
 		}
 	}
-	if n != writers*each {
-		t.Errorf("%d records, want %d", n, writers*each)
+	if len(recs) != writers*each {
+		t.Errorf("%d records, want %d", len(recs), writers*each)
 	}
 }
 
