@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipoibd/ipoibd/internal/rocetest"
 )
 
 // The two-VM ipoibd test: the real daemon on soft-RoCE, end to end.
@@ -316,23 +318,14 @@ func xferMbps(m []string) string {
 // come from the broadcast group's MGID.
 func checkCapture(t *testing.T, path string) {
 	t.Helper()
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Log("tshark not installed: the capture is not checked")
+	stacks, ok := rocetest.Tshark(t, path)
+	if !ok {
 		return
 	}
-	out, err := exec.Command(tshark, "-r", path, "-T", "fields", "-e", "frame.protocols", "-e", "_ws.malformed").Output()
-	if err != nil {
-		t.Fatalf("tshark -r %s: %v\n%s", path, err, out)
-	}
 	seen := map[string]int{}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(line, "\t")
-		if len(f) > 1 && f[1] != "" {
-			t.Errorf("tshark finds a malformed frame: %q", line)
-		}
-		for _, p := range strings.Split(f[0], ":") {
-			seen[p]++
+	for stack, n := range stacks {
+		for _, p := range strings.Split(stack, ":") {
+			seen[p] += n
 		}
 	}
 	t.Logf("capture protocols: %v", seen)
@@ -341,7 +334,7 @@ func checkCapture(t *testing.T, path string) {
 			t.Errorf("no %s frame in the capture (protocols %v)", p, seen)
 		}
 	}
-	out, err = exec.Command(tshark, "-r", path, "-Y", "arp.opcode == 1", "-V").Output()
+	out, err := exec.Command("tshark", "-r", path, "-Y", "arp.opcode == 1", "-V").Output()
 	if err != nil {
 		t.Fatalf("tshark: %v\n%s", err, out)
 	}
