@@ -149,9 +149,7 @@ func TestExchange(t *testing.T) {
 	// Leaving: b leaves, the group stays; a leaves, it goes.
 	leave := func(x *ep) ib.MADStatus {
 		r, m := ib.MCMemberQuery(broadcastMGID, x.gid(), ib.PKeyDefault, ib.JoinFullMember)
-		tid := x.saRequest(ib.MethodDelete, ib.SAAttrMCMemberRecord, m, &r)
-		e.settle()
-		ans := x.answer(tid)
+		ans := e.ask(x, ib.MethodDelete, ib.SAAttrMCMemberRecord, m, &r)
 		if ans.Method != ib.MethodDeleteResp {
 			t.Errorf("leave answered with %v", ans.Method)
 		}
@@ -293,10 +291,7 @@ func TestSARequests(t *testing.T) {
 	for _, tc := range pathTests {
 		func() {
 			t := &prefixT{t, "PathRecord/" + tc.name}
-			src := x[tc.from]
-			tid := src.saRequest(ib.MethodGet, ib.SAAttrPathRecord, tc.mask, &tc.rec)
-			e.settle()
-			m := src.answer(tid)
+			m := e.ask(x[tc.from], ib.MethodGet, ib.SAAttrPathRecord, tc.mask, &tc.rec)
 			if m.Status != tc.status || m.Method != ib.MethodGetResp || m.ComponentMask != tc.mask || m.AttributeOffset != 8 {
 				t.Fatalf("status %v method %v mask %v offset %d, want status %v", m.Status, m.Method, m.ComponentMask, m.AttributeOffset, tc.status)
 			}
@@ -388,10 +383,7 @@ func TestSARequests(t *testing.T) {
 	for _, tc := range mcTests {
 		func() {
 			t := &prefixT{t, "MCMemberRecord/" + tc.name}
-			src := x[tc.from]
-			tid := src.saRequest(tc.method, ib.SAAttrMCMemberRecord, tc.mask, &tc.rec)
-			e.settle()
-			m := src.answer(tid)
+			m := e.ask(x[tc.from], tc.method, ib.SAAttrMCMemberRecord, tc.mask, &tc.rec)
 			if m.Status != tc.status || m.Method != tc.method.Response() {
 				t.Fatalf("status %v method %v, want %v %v", m.Status, m.Method, tc.status, tc.method.Response())
 			}
@@ -414,9 +406,7 @@ func TestSARequests(t *testing.T) {
 			{ib.MethodGet, ib.AttrClassPortInfo},
 		} {
 			var empty ib.PathRecord
-			tid := x["a"].saRequest(c.method, c.attr, 0, &empty)
-			e.settle()
-			if m := x["a"].answer(tid); m.Status != ib.MADStatusMethodAttrUnsupported {
+			if m := e.ask(x["a"], c.method, c.attr, 0, &empty); m.Status != ib.MADStatusMethodAttrUnsupported {
 				t.Errorf("%v(%s): status %v", c.method, ib.SAAttributeName(c.attr), m.Status)
 			}
 		}
