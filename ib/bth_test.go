@@ -67,18 +67,7 @@ func TestBTHOpcodes(t *testing.T) {
 }
 
 func TestBTHErrors(t *testing.T) {
-	var h BTH
-	if err := h.Decode(make([]byte, BTHLen-1)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Decode of 11 bytes: %v, want ErrTruncated", err)
-	}
-	if err := h.Encode(make([]byte, BTHLen-1)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Encode into 11 bytes: %v, want ErrTruncated", err)
-	}
-	for _, bad := range []BTH{{PadCnt: 4}, {TVer: 16}, {DestQP: 1 << 24}, {PSN: 1 << 24}} {
-		if err := bad.Encode(make([]byte, BTHLen)); !errors.Is(err, ErrFieldRange) {
-			t.Errorf("Encode %+v: %v, want ErrFieldRange", bad, err)
-		}
-	}
+	checkCodecErrors(t, BTHLen, BTH{PadCnt: 4}, BTH{TVer: 16}, BTH{DestQP: 1 << 24}, BTH{PSN: 1 << 24})
 }
 
 // FuzzDecodeBTH: the strict decoder accepts exactly the UD SEND opcodes;

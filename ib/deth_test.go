@@ -1,7 +1,6 @@
 package ib
 
 import (
-	"errors"
 	"testing"
 )
 
@@ -17,16 +16,7 @@ func TestDETHGolden(t *testing.T) {
 }
 
 func TestDETHErrors(t *testing.T) {
-	var h DETH
-	if err := h.Decode(make([]byte, 7)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Decode of 7 bytes: %v, want ErrTruncated", err)
-	}
-	if err := h.Encode(make([]byte, 7)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Encode into 7 bytes: %v, want ErrTruncated", err)
-	}
-	if err := (&DETH{SrcQP: 1 << 24}).Encode(make([]byte, DETHLen)); !errors.Is(err, ErrFieldRange) {
-		t.Errorf("Encode of a 25-bit SrcQP: %v, want ErrFieldRange", err)
-	}
+	checkCodecErrors(t, DETHLen, DETH{SrcQP: 1 << 24})
 }
 
 // FuzzDecodeDETH: any 8 bytes re-encode to themselves with the reserved

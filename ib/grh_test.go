@@ -1,7 +1,6 @@
 package ib
 
 import (
-	"errors"
 	"testing"
 )
 
@@ -29,18 +28,7 @@ func TestGRHGolden(t *testing.T) {
 }
 
 func TestGRHErrors(t *testing.T) {
-	var h GRH
-	if err := h.Decode(make([]byte, GRHLen-1)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Decode of 39 bytes: %v, want ErrTruncated", err)
-	}
-	if err := h.Encode(make([]byte, GRHLen-1)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Encode into 39 bytes: %v, want ErrTruncated", err)
-	}
-	for _, bad := range []GRH{{IPVer: 16}, {FlowLabel: 0x100000}} {
-		if err := bad.Encode(make([]byte, GRHLen)); !errors.Is(err, ErrFieldRange) {
-			t.Errorf("Encode %+v: %v, want ErrFieldRange", bad, err)
-		}
-	}
+	checkCodecErrors(t, GRHLen, GRH{IPVer: 16}, GRH{FlowLabel: 0x100000})
 }
 
 // FuzzDecodeGRH: the GRH has no reserved bits, so any 40 bytes must

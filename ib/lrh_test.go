@@ -1,7 +1,6 @@
 package ib
 
 import (
-	"errors"
 	"testing"
 )
 
@@ -35,18 +34,7 @@ func TestLRHReservedIgnored(t *testing.T) {
 }
 
 func TestLRHErrors(t *testing.T) {
-	var h LRH
-	if err := h.Decode(make([]byte, 7)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Decode of 7 bytes: %v, want ErrTruncated", err)
-	}
-	if err := h.Encode(make([]byte, 7)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Encode into 7 bytes: %v, want ErrTruncated", err)
-	}
-	for _, bad := range []LRH{{VL: 16}, {LVer: 16}, {SL: 16}, {LNH: 4}, {PktLen: 0x800}} {
-		if err := bad.Encode(make([]byte, LRHLen)); !errors.Is(err, ErrFieldRange) {
-			t.Errorf("Encode %+v: %v, want ErrFieldRange", bad, err)
-		}
-	}
+	checkCodecErrors(t, LRHLen, LRH{VL: 16}, LRH{LVer: 16}, LRH{SL: 16}, LRH{LNH: 4}, LRH{PktLen: 0x800})
 	if got := LNH(2).String(); got != "IBA local" {
 		t.Errorf("LNH(2) = %q", got)
 	}

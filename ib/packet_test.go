@@ -783,6 +783,25 @@ func checkReencode[T comparable, P headerCodec[T]](t *testing.T, b []byte, size 
 	}
 }
 
+// checkCodecErrors checks what a header codec must refuse: decoding from,
+// or encoding into, one byte less than size (ErrTruncated), and encoding
+// each of bad, values with a field out of its range (ErrFieldRange).
+func checkCodecErrors[T any, P headerCodec[T]](t *testing.T, size int, bad ...T) {
+	t.Helper()
+	var h T
+	if err := P(&h).Decode(make([]byte, size-1)); !errors.Is(err, ErrTruncated) {
+		t.Errorf("Decode of %d bytes: %v, want ErrTruncated", size-1, err)
+	}
+	if err := P(&h).Encode(make([]byte, size-1)); !errors.Is(err, ErrTruncated) {
+		t.Errorf("Encode into %d bytes: %v, want ErrTruncated", size-1, err)
+	}
+	for _, b := range bad {
+		if err := P(&b).Encode(make([]byte, size)); !errors.Is(err, ErrFieldRange) {
+			t.Errorf("Encode %+v: %v, want ErrFieldRange", b, err)
+		}
+	}
+}
+
 // checkGolden decodes each vector and compares the value, then encodes
 // the value into size bytes and compares the bytes: the codec must read
 // and write the wire format both ways.
