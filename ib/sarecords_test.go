@@ -2,7 +2,6 @@ package ib
 
 import (
 	"bytes"
-	"errors"
 	"math"
 	"testing"
 	"time"
@@ -149,59 +148,12 @@ func TestJoinStates(t *testing.T) {
 }
 
 func TestSARecordErrors(t *testing.T) {
-	_, pr := goldenPathRecord(t)
-	_, mc := goldenMCMemberRecord(t)
-	buf := make([]byte, 64)
-	prTests := []struct {
-		name string
-		mod  func(r *PathRecord)
-	}{
-		{"FlowLabel 21 bits", func(r *PathRecord) { r.FlowLabel = 1 << 20 }},
-		{"NumbPath 128", func(r *PathRecord) { r.NumbPath = 128 }},
-		{"QoSClass 13 bits", func(r *PathRecord) { r.QoSClass = 0x1000 }},
-		{"SL 16", func(r *PathRecord) { r.SL = 16 }},
-		{"MTUSelector 4", func(r *PathRecord) { r.MTUSelector = 4 }},
-		{"MTU 64", func(r *PathRecord) { r.MTU = 64 }},
-		{"Rate 64", func(r *PathRecord) { r.Rate = 64 }},
-		{"PacketLifeTime 64", func(r *PathRecord) { r.PacketLifeTime = 64 }},
-	}
-	for _, tt := range prTests {
-		r := pr
-		tt.mod(&r)
-		if err := r.Encode(buf); !errors.Is(err, ErrFieldRange) {
-			t.Errorf("PathRecord %s: Encode = %v, want ErrFieldRange", tt.name, err)
-		}
-	}
-	mcTests := []struct {
-		name string
-		mod  func(r *MCMemberRecord)
-	}{
-		{"FlowLabel 21 bits", func(r *MCMemberRecord) { r.FlowLabel = 1 << 20 }},
-		{"SL 16", func(r *MCMemberRecord) { r.SL = 16 }},
-		{"Scope 16", func(r *MCMemberRecord) { r.Scope = 16 }},
-		{"JoinState 16", func(r *MCMemberRecord) { r.JoinState = 16 }},
-		{"RateSelector 4", func(r *MCMemberRecord) { r.RateSelector = 4 }},
-		{"PacketLifeTimeSelector 4", func(r *MCMemberRecord) { r.PacketLifeTimeSelector = 4 }},
-	}
-	for _, tt := range mcTests {
-		r := mc
-		tt.mod(&r)
-		if err := r.Encode(buf); !errors.Is(err, ErrFieldRange) {
-			t.Errorf("MCMemberRecord %s: Encode = %v, want ErrFieldRange", tt.name, err)
-		}
-	}
-	if err := pr.Encode(buf[:63]); !errors.Is(err, ErrTruncated) {
-		t.Errorf("PathRecord.Encode into 63 bytes = %v", err)
-	}
-	if err := pr.Decode(buf[:63]); !errors.Is(err, ErrTruncated) {
-		t.Errorf("PathRecord.Decode of 63 bytes = %v", err)
-	}
-	if err := mc.Encode(buf[:51]); !errors.Is(err, ErrTruncated) {
-		t.Errorf("MCMemberRecord.Encode into 51 bytes = %v", err)
-	}
-	if err := mc.Decode(buf[:51]); !errors.Is(err, ErrTruncated) {
-		t.Errorf("MCMemberRecord.Decode of 51 bytes = %v", err)
-	}
+	checkCodecErrors(t, PathRecordLen, PathRecord{FlowLabel: 1 << 20}, PathRecord{NumbPath: 128},
+		PathRecord{QoSClass: 0x1000}, PathRecord{SL: 16}, PathRecord{MTUSelector: 4}, PathRecord{MTU: 64},
+		PathRecord{Rate: 64}, PathRecord{PacketLifeTime: 64})
+	checkCodecErrors(t, MCMemberRecordLen, MCMemberRecord{FlowLabel: 1 << 20}, MCMemberRecord{SL: 16},
+		MCMemberRecord{Scope: 16}, MCMemberRecord{JoinState: 16}, MCMemberRecord{RateSelector: 4},
+		MCMemberRecord{PacketLifeTimeSelector: 4})
 }
 
 func TestComponentMasks(t *testing.T) {
