@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
 
 // TestBTHGolden decodes and encodes BTHs laid out by hand from IBA 9.2:
@@ -73,7 +75,7 @@ func TestBTHErrors(t *testing.T) {
 // FuzzDecodeBTH: the strict decoder accepts exactly the UD SEND opcodes;
 // any header re-encodes to its bytes with the reserved bits cleared.
 func FuzzDecodeBTH(f *testing.F) {
-	f.Add(pktHex(f, "64 40 ffff 00 ffffff 00 0de6f8"))
+	f.Add(hextest.Bytes(f, "64 40 ffff 00 ffffff 00 0de6f8"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Decode takes the UD opcodes only; any other must be refused
 		// as unsupported, and DecodeAnyOpcode takes them all.

@@ -2,6 +2,8 @@ package ib
 
 import (
 	"testing"
+
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
 
 // TestDETHGolden decodes and encodes DETHs laid out by hand from IBA
@@ -22,7 +24,7 @@ func TestDETHErrors(t *testing.T) {
 // FuzzDecodeDETH: any 8 bytes re-encode to themselves with the reserved
 // byte cleared.
 func FuzzDecodeDETH(f *testing.F) {
-	f.Add(pktHex(f, "00000b1b 00 000404"))
+	f.Add(hextest.Bytes(f, "00000b1b 00 000404"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkReencode[DETH](t, b, DETHLen, nil, func(want []byte) { want[4] = 0 })
 	})

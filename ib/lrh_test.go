@@ -2,6 +2,8 @@ package ib
 
 import (
 	"testing"
+
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
 
 // TestLRHGolden decodes and encodes LRHs whose bytes were worked out by
@@ -24,7 +26,7 @@ func TestLRHGolden(t *testing.T) {
 // zero.
 func TestLRHReservedIgnored(t *testing.T) {
 	var h LRH
-	if err := h.Decode(pktHex(t, "f00e ffff f848 ffff")); err != nil {
+	if err := h.Decode(hextest.Bytes(t, "f00e ffff f848 ffff")); err != nil {
 		t.Fatal(err)
 	}
 	want := LRH{VL: 15, LNH: LNHIBALocal, DLID: 0xFFFF, PktLen: 72, SLID: 0xFFFF}
@@ -43,7 +45,7 @@ func TestLRHErrors(t *testing.T) {
 // FuzzDecodeLRH: any 8 bytes decode; encoding the result gives the input
 // with its reserved bits cleared, and decodes to the same header.
 func FuzzDecodeLRH(f *testing.F) {
-	f.Add(pktHex(f, "f002 ffff 0048 ffff"))
+	f.Add(hextest.Bytes(f, "f002 ffff 0048 ffff"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkReencode[LRH](t, b, LRHLen, nil, func(want []byte) {
 			want[1] &^= 0x0C // reserved 2 bits
@@ -53,7 +55,7 @@ func FuzzDecodeLRH(f *testing.F) {
 }
 
 func BenchmarkLRHDecode(b *testing.B) {
-	in := pktHex(b, "f002 ffff 0048 ffff")
+	in := hextest.Bytes(b, "f002 ffff 0048 ffff")
 	var h LRH
 	b.ReportAllocs()
 	for b.Loop() {

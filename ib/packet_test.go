@@ -3,11 +3,11 @@ package ib
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/ipoibd/ipoibd/internal/hextest"
 	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
@@ -44,16 +44,6 @@ func pktReadCapture(t testing.TB) [][]byte {
 		t.Fatalf("capture has %d frames, want %d", len(frames), pktCaptureFrames)
 	}
 	return frames
-}
-
-// pktHex decodes a hex string written with spaces for readability.
-func pktHex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatalf("bad hex in test: %v", err)
-	}
-	return b
 }
 
 // pktFixCRCs rewrites the ICRC (when the LNH has one) and the VCRC at the
@@ -216,7 +206,7 @@ func TestCaptureGolden(t *testing.T) {
 			if err := DecodeFrame(frame, &f); err != nil {
 				t.Fatalf("DecodeFrame: %v", err)
 			}
-			head := pktHex(t, tc.head)
+			head := hextest.Bytes(t, tc.head)
 			if tc.payload < 0 && !bytes.HasPrefix(f.Transport, head) {
 				t.Errorf("transport bytes %x, want prefix %x", f.Transport, head)
 			}
@@ -253,7 +243,7 @@ func TestCaptureGolden(t *testing.T) {
 //	DETH: Q_Key 0x00000b1b; SrcQP 0x000048
 //	payload 1 byte 0x99, 3 bytes pad
 func pktUDLocal(t testing.TB) []byte {
-	return pktFixCRCs(pktHex(t, `
+	return pktFixCRCs(hextest.Bytes(t, `
 		0032 0012 0009 0034
 		64b0 8001 00000102 00000abc
 		00000b1b 00000048
@@ -272,7 +262,7 @@ func pktUDLocal(t testing.TB) []byte {
 //	DETH: Q_Key 0x80010000; SrcQP 0x000001
 //	ImmDt 0xdeadbeef; payload 4 bytes
 func pktUDGlobalImm(t testing.TB) []byte {
-	return pktFixCRCs(pktHex(t, `
+	return pktFixCRCs(hextest.Bytes(t, `
 		1003 c001 0014 0001
 		6a51 2345 0020 1b 40
 		fe800000000000000000000000000001
@@ -809,7 +799,7 @@ func checkGolden[T comparable, P headerCodec[T]](t *testing.T, size int, tests [
 	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b := pktHex(t, tc.hex)
+			b := hextest.Bytes(t, tc.hex)
 			var h T
 			if err := P(&h).Decode(b); err != nil {
 				t.Fatal(err)

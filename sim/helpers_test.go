@@ -1,10 +1,8 @@
 package sim
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -326,17 +324,6 @@ func mustGID(s string) ib.GID {
 		panic(err)
 	}
 	return g
-}
-
-// unhex decodes hex written with spaces and newlines, as the golden
-// frames are.
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // inject puts a raw frame on the wire at port num of h, as if h had sent

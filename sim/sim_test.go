@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
 
 func TestBringUp(t *testing.T) {
@@ -501,7 +502,7 @@ func TestRealMulticastFrame(t *testing.T) {
 // captureFrame5 is an IPoIB ARP request broadcast by LID 4 from QP 0x405
 // (PSN 8367) to the IPv4 broadcast group at MLID 0xC000.
 func captureFrame5(t testing.TB) []byte {
-	return unhex(t, `
+	return hextest.Bytes(t, `
 		00 03 c0 00 00 21 00 04 60 00 00 00 00 54 1b 00
 		fe 80 00 00 00 00 00 00 00 02 c9 02 00 24 f6 36
 		ff 12 40 1b ff ff 00 00 00 00 00 00 ff ff ff ff
@@ -515,7 +516,7 @@ func captureFrame5(t testing.TB) []byte {
 
 // captureFrame32 is a PathRecord Get from LID 4 to the SA at LID 1.
 func captureFrame32(t testing.TB) []byte {
-	return unhex(t, `
+	return hextest.Bytes(t, `
 		00 02 00 01 00 48 00 04 64 00 ff ff 00 00 00 01
 		00 00 2f 1e 80 01 00 00 00 00 00 01 01 03 02 01
 		00 00 00 00 00 00 00 0b b9 64 7f 9e 00 35 00 00
@@ -530,7 +531,7 @@ func captureFrame32(t testing.TB) []byte {
 
 // captureFrame33 is the SA's answer to frame 32.
 func captureFrame33(t testing.TB) []byte {
-	return unhex(t, `
+	return hextest.Bytes(t, `
 		00 02 00 04 00 48 00 01 64 00 ff ff 00 00 00 01
 		00 0e f3 56 80 01 00 00 00 00 00 01 01 03 02 81
 		00 00 00 00 00 00 00 0b b9 64 7f 9e 00 35 00 00
