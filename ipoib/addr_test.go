@@ -3,13 +3,12 @@ package ipoib
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"net/netip"
-	"strings"
 	"testing"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/hextest"
 	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
@@ -25,11 +24,11 @@ func ipoibTestAddr() Addr {
 }
 
 func TestAddrGolden(t *testing.T) {
-	wire, _ := hex.DecodeString(strings.ReplaceAll(
-		"80"+ // flags: connected mode
-			"00 05 50"+ // QPN 0x550
-			"fe 80 00 00 00 00 00 00 00 10 e0 00 66 4a b4 51", // GID
-		" ", ""))
+	wire := hextest.Bytes(t,
+		"80",       // flags: connected mode
+		"00 05 50", // QPN 0x550
+		"fe 80 00 00 00 00 00 00 00 10 e0 00 66 4a b4 51", // GID
+	)
 	want := ipoibTestAddr()
 	var a Addr
 	if err := a.Decode(wire); err != nil || a != want {
