@@ -168,8 +168,8 @@ type ctlServer struct {
 	// downs counts 'down' requests waiting for the teardown, which
 	// close does not wait for (it is part of the teardown).
 	downs sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	// conns holds the open connections, for close to end.
+	conns connSet
 }
 
 // Limits of the control server. A client may be slow or stuck, but not
@@ -218,7 +218,7 @@ func newCtlServer(ln net.Listener, d *daemon, shutdown func(), warn func(string,
 		warn = func(string, ...any) {}
 	}
 	return &ctlServer{ln: ln, d: d, shutdown: shutdown, ctx: ctx, cancel: cancel,
-		privileged: peerIsRoot, warn: warn, conns: map[net.Conn]struct{}{}}
+		privileged: peerIsRoot, warn: warn}
 }
 
 // serve accepts connections until the listener closes. Any other Accept
@@ -244,7 +244,7 @@ func (s *ctlServer) serve() {
 			continue
 		}
 		pause = 0
-		if !s.track(c) {
+		if !s.conns.add(c) {
 			c.Close()
 			return
 		}
@@ -252,29 +252,11 @@ func (s *ctlServer) serve() {
 		go func() {
 			done := sync.OnceFunc(s.wg.Done)
 			defer done()
-			defer s.untrack(c)
+			defer s.conns.remove(c)
 			defer c.Close()
-			s.handle(c, func() { s.untrack(c); done() })
+			s.handle(c, func() { s.conns.remove(c); done() })
 		}()
 	}
-}
-
-// track records an open connection, so close can end it; it refuses one
-// once the server is closing.
-func (s *ctlServer) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ctx.Err() != nil || s.conns == nil {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *ctlServer) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 }
 
 // close stops accepting, stops running pings, closes every connection
@@ -284,11 +266,7 @@ func (s *ctlServer) untrack(c net.Conn) {
 func (s *ctlServer) close() {
 	s.cancel()
 	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.conns.closeAll()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
