@@ -792,29 +792,34 @@ func checkCodecErrors[T any, P headerCodec[T]](t *testing.T, size int, bad ...T)
 	}
 }
 
-// checkGolden decodes each vector and compares the value, then encodes
-// the value into size bytes and compares the bytes: the codec must read
-// and write the wire format both ways.
+// checkGolden runs checkVector on each vector.
 func checkGolden[T comparable, P headerCodec[T]](t *testing.T, size int, tests []golden[T]) {
 	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b := hextest.Bytes(t, tc.hex)
-			var h T
-			if err := P(&h).Decode(b); err != nil {
-				t.Fatal(err)
-			}
-			if h != tc.want {
-				t.Errorf("decoded %+v, want %+v", h, tc.want)
-			}
-			out := make([]byte, size)
-			want := tc.want
-			if err := P(&want).Encode(out); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out, b) {
-				t.Errorf("encoded %x, want %x", out, b)
-			}
+			checkVector[T, P](t, size, hextest.Bytes(t, tc.hex), tc.want)
 		})
+	}
+}
+
+// checkVector decodes the golden bytes b and compares the value with
+// want, then encodes want into size bytes and one more and compares the
+// bytes: the codec must read and write the wire format both ways, and
+// write nothing past its size bytes.
+func checkVector[T comparable, P headerCodec[T]](t *testing.T, size int, b []byte, want T) {
+	t.Helper()
+	var got T
+	if err := P(&got).Decode(b); err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if got != want {
+		t.Errorf("Decode =\n%+v\nwant\n%+v", got, want)
+	}
+	out := bytes.Repeat([]byte{0xee}, size+1)
+	if err := P(&want).Encode(out); err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	if !bytes.Equal(out[:size], b) || out[size] != 0xee {
+		t.Errorf("Encode =\n%x\nwant\n%x (and the byte after untouched)", out, b)
 	}
 }

@@ -83,24 +83,12 @@ func goldenMCMemberRecord(t testing.TB) ([]byte, MCMemberRecord) {
 
 func TestPathRecordGolden(t *testing.T) {
 	b, want := goldenPathRecord(t)
-	var got PathRecord
-	if err := got.Decode(b); err != nil {
-		t.Fatalf("Decode: %v", err)
-	}
-	if got != want {
-		t.Errorf("Decode =\n%+v\nwant\n%+v", got, want)
-	}
-	out := bytes.Repeat([]byte{0xee}, PathRecordLen+1)
-	if err := want.Encode(out); err != nil {
-		t.Fatalf("Encode: %v", err)
-	}
-	if !bytes.Equal(out[:PathRecordLen], b) || out[PathRecordLen] != 0xee {
-		t.Errorf("Encode =\n%x\nwant\n%x (and the byte after untouched)", out, b)
-	}
+	checkVector(t, PathRecordLen, b, want)
 	// Reserved bits set on the wire are ignored.
 	dirty := bytes.Clone(b)
 	dirty[44] |= 0x70
 	dirty[63] = 0xff
+	var got PathRecord
 	if err := got.Decode(dirty); err != nil || got != want {
 		t.Errorf("Decode with reserved bits set = %+v, %v", got, err)
 	}
@@ -108,20 +96,7 @@ func TestPathRecordGolden(t *testing.T) {
 
 func TestMCMemberRecordGolden(t *testing.T) {
 	b, want := goldenMCMemberRecord(t)
-	var got MCMemberRecord
-	if err := got.Decode(b); err != nil {
-		t.Fatalf("Decode: %v", err)
-	}
-	if got != want {
-		t.Errorf("Decode =\n%+v\nwant\n%+v", got, want)
-	}
-	out := bytes.Repeat([]byte{0xee}, MCMemberRecordLen+1)
-	if err := want.Encode(out); err != nil {
-		t.Fatalf("Encode: %v", err)
-	}
-	if !bytes.Equal(out[:MCMemberRecordLen], b) || out[MCMemberRecordLen] != 0xee {
-		t.Errorf("Encode =\n%x\nwant\n%x (and the byte after untouched)", out, b)
-	}
+	checkVector(t, MCMemberRecordLen, b, want)
 }
 
 func TestJoinStates(t *testing.T) {
