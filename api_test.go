@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -93,7 +94,7 @@ func TestLifecycle(t *testing.T) {
 	if err := i.Up(ctx); err != nil {
 		t.Errorf("second Up: %v", err)
 	}
-	if got, want := events, []EventKind{EventJoining, EventLinkUp, EventAddress}; !equal(got, want) {
+	if got, want := events, []EventKind{EventJoining, EventLinkUp, EventAddress}; !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
 	}
 	if a := i.Addr(); a != netip.MustParsePrefix("10.9.0.1/24") {
@@ -147,16 +148,4 @@ func TestJoinTimeout(t *testing.T) {
 	if !errors.As(err, &se) || se.Step != StepJoin || !strings.Contains(err.Error(), "link not up after 300ms") {
 		t.Errorf("Open without an SM: %v, want a join-step error", err)
 	}
-}
-
-func equal[T comparable](a, b []T) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if a[k] != b[k] {
-			return false
-		}
-	}
-	return true
 }

@@ -1,9 +1,9 @@
 package ib
 
 import (
-	"bytes"
-	"errors"
 	"testing"
+
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
 
 // TestDETHGolden decodes and encodes DETHs laid out by hand from IBA
@@ -18,42 +18,14 @@ func TestDETHGolden(t *testing.T) {
 }
 
 func TestDETHErrors(t *testing.T) {
-	var h DETH
-	if err := h.Decode(make([]byte, 7)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Decode of 7 bytes: %v, want ErrTruncated", err)
-	}
-	if err := h.Encode(make([]byte, 7)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Encode into 7 bytes: %v, want ErrTruncated", err)
-	}
-	if err := (&DETH{SrcQP: 1 << 24}).Encode(make([]byte, DETHLen)); !errors.Is(err, ErrFieldRange) {
-		t.Errorf("Encode of a 25-bit SrcQP: %v, want ErrFieldRange", err)
-	}
+	checkCodecErrors(t, DETHLen, DETH{SrcQP: 1 << 24})
 }
 
 // FuzzDecodeDETH: any 8 bytes re-encode to themselves with the reserved
 // byte cleared.
 func FuzzDecodeDETH(f *testing.F) {
-	f.Add(pktHex(f, "00000b1b 00 000404"))
+	f.Add(hextest.Bytes(f, "00000b1b 00 000404"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var h DETH
-		err := h.Decode(b)
-		if len(b) < DETHLen {
-			if !errors.Is(err, ErrTruncated) {
-				t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make([]byte, DETHLen)
-		if err := h.Encode(out); err != nil {
-			t.Fatalf("re-encode %+v: %v", h, err)
-		}
-		want := bytes.Clone(b[:DETHLen])
-		want[4] = 0
-		if !bytes.Equal(out, want) {
-			t.Fatalf("re-encoded %x, want %x", out, want)
-		}
+		checkReencode[DETH](t, b, DETHLen, nil, func(want []byte) { want[4] = 0 })
 	})
 }

@@ -1,8 +1,6 @@
 package ib
 
 import (
-	"bytes"
-	"errors"
 	"testing"
 )
 
@@ -30,18 +28,7 @@ func TestGRHGolden(t *testing.T) {
 }
 
 func TestGRHErrors(t *testing.T) {
-	var h GRH
-	if err := h.Decode(make([]byte, GRHLen-1)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Decode of 39 bytes: %v, want ErrTruncated", err)
-	}
-	if err := h.Encode(make([]byte, GRHLen-1)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Encode into 39 bytes: %v, want ErrTruncated", err)
-	}
-	for _, bad := range []GRH{{IPVer: 16}, {FlowLabel: 0x100000}} {
-		if err := bad.Encode(make([]byte, GRHLen)); !errors.Is(err, ErrFieldRange) {
-			t.Errorf("Encode %+v: %v, want ErrFieldRange", bad, err)
-		}
-	}
+	checkCodecErrors(t, GRHLen, GRH{IPVer: 16}, GRH{FlowLabel: 0x100000})
 }
 
 // FuzzDecodeGRH: the GRH has no reserved bits, so any 40 bytes must
@@ -49,23 +36,6 @@ func TestGRHErrors(t *testing.T) {
 func FuzzDecodeGRH(f *testing.F) {
 	f.Add(make([]byte, GRHLen))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var h GRH
-		err := h.Decode(b)
-		if len(b) < GRHLen {
-			if !errors.Is(err, ErrTruncated) {
-				t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make([]byte, GRHLen)
-		if err := h.Encode(out); err != nil {
-			t.Fatalf("re-encode %+v: %v", h, err)
-		}
-		if !bytes.Equal(out, b[:GRHLen]) {
-			t.Fatalf("re-encoded %x, want %x", out, b[:GRHLen])
-		}
+		checkReencode[GRH](t, b, GRHLen, nil, nil)
 	})
 }

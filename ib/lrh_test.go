@@ -1,9 +1,9 @@
 package ib
 
 import (
-	"bytes"
-	"errors"
 	"testing"
+
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
 
 // TestLRHGolden decodes and encodes LRHs whose bytes were worked out by
@@ -26,7 +26,7 @@ func TestLRHGolden(t *testing.T) {
 // zero.
 func TestLRHReservedIgnored(t *testing.T) {
 	var h LRH
-	if err := h.Decode(pktHex(t, "f00e ffff f848 ffff")); err != nil {
+	if err := h.Decode(hextest.Bytes(t, "f00e ffff f848 ffff")); err != nil {
 		t.Fatal(err)
 	}
 	want := LRH{VL: 15, LNH: LNHIBALocal, DLID: 0xFFFF, PktLen: 72, SLID: 0xFFFF}
@@ -36,18 +36,7 @@ func TestLRHReservedIgnored(t *testing.T) {
 }
 
 func TestLRHErrors(t *testing.T) {
-	var h LRH
-	if err := h.Decode(make([]byte, 7)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Decode of 7 bytes: %v, want ErrTruncated", err)
-	}
-	if err := h.Encode(make([]byte, 7)); !errors.Is(err, ErrTruncated) {
-		t.Errorf("Encode into 7 bytes: %v, want ErrTruncated", err)
-	}
-	for _, bad := range []LRH{{VL: 16}, {LVer: 16}, {SL: 16}, {LNH: 4}, {PktLen: 0x800}} {
-		if err := bad.Encode(make([]byte, LRHLen)); !errors.Is(err, ErrFieldRange) {
-			t.Errorf("Encode %+v: %v, want ErrFieldRange", bad, err)
-		}
-	}
+	checkCodecErrors(t, LRHLen, LRH{VL: 16}, LRH{LVer: 16}, LRH{SL: 16}, LRH{LNH: 4}, LRH{PktLen: 0x800})
 	if got := LNH(2).String(); got != "IBA local" {
 		t.Errorf("LNH(2) = %q", got)
 	}
@@ -56,38 +45,17 @@ func TestLRHErrors(t *testing.T) {
 // FuzzDecodeLRH: any 8 bytes decode; encoding the result gives the input
 // with its reserved bits cleared, and decodes to the same header.
 func FuzzDecodeLRH(f *testing.F) {
-	f.Add(pktHex(f, "f002 ffff 0048 ffff"))
+	f.Add(hextest.Bytes(f, "f002 ffff 0048 ffff"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var h LRH
-		err := h.Decode(b)
-		if len(b) < LRHLen {
-			if !errors.Is(err, ErrTruncated) {
-				t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make([]byte, LRHLen)
-		if err := h.Encode(out); err != nil {
-			t.Fatalf("re-encode %+v: %v", h, err)
-		}
-		want := bytes.Clone(b[:LRHLen])
-		want[1] &^= 0x0C // reserved 2 bits
-		want[4] &^= 0xF8 // reserved 5 bits
-		if !bytes.Equal(out, want) {
-			t.Fatalf("re-encoded %x, want %x", out, want)
-		}
-		var h2 LRH
-		if err := h2.Decode(out); err != nil || h2 != h {
-			t.Fatalf("decode(encode) = %+v, %v; want %+v", h2, err, h)
-		}
+		checkReencode[LRH](t, b, LRHLen, nil, func(want []byte) {
+			want[1] &^= 0x0C // reserved 2 bits
+			want[4] &^= 0xF8 // reserved 5 bits
+		})
 	})
 }
 
 func BenchmarkLRHDecode(b *testing.B) {
-	in := pktHex(b, "f002 ffff 0048 ffff")
+	in := hextest.Bytes(b, "f002 ffff 0048 ffff")
 	var h LRH
 	b.ReportAllocs()
 	for b.Loop() {

@@ -2,20 +2,18 @@ package ib
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
 
 // madHex turns lines of spaced hex (one per field, commented at the call
 // site) into bytes, padding with zeros to n bytes when n > 0.
 func madHex(t testing.TB, n int, lines ...string) []byte {
 	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(strings.Join(lines, ""), " ", ""))
-	if err != nil {
-		t.Fatalf("bad golden hex: %v", err)
-	}
+	b := hextest.Bytes(t, lines...)
 	if n > 0 {
 		if len(b) > n {
 			t.Fatalf("golden is %d bytes, more than %d", len(b), n)

@@ -3,11 +3,11 @@ package ib
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/ipoibd/ipoibd/internal/hextest"
 	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
@@ -44,16 +44,6 @@ func pktReadCapture(t testing.TB) [][]byte {
 		t.Fatalf("capture has %d frames, want %d", len(frames), pktCaptureFrames)
 	}
 	return frames
-}
-
-// pktHex decodes a hex string written with spaces for readability.
-func pktHex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatalf("bad hex in test: %v", err)
-	}
-	return b
 }
 
 // pktFixCRCs rewrites the ICRC (when the LNH has one) and the VCRC at the
@@ -216,7 +206,7 @@ func TestCaptureGolden(t *testing.T) {
 			if err := DecodeFrame(frame, &f); err != nil {
 				t.Fatalf("DecodeFrame: %v", err)
 			}
-			head := pktHex(t, tc.head)
+			head := hextest.Bytes(t, tc.head)
 			if tc.payload < 0 && !bytes.HasPrefix(f.Transport, head) {
 				t.Errorf("transport bytes %x, want prefix %x", f.Transport, head)
 			}
@@ -253,7 +243,7 @@ func TestCaptureGolden(t *testing.T) {
 //	DETH: Q_Key 0x00000b1b; SrcQP 0x000048
 //	payload 1 byte 0x99, 3 bytes pad
 func pktUDLocal(t testing.TB) []byte {
-	return pktFixCRCs(pktHex(t, `
+	return pktFixCRCs(hextest.Bytes(t, `
 		0032 0012 0009 0034
 		64b0 8001 00000102 00000abc
 		00000b1b 00000048
@@ -272,7 +262,7 @@ func pktUDLocal(t testing.TB) []byte {
 //	DETH: Q_Key 0x80010000; SrcQP 0x000001
 //	ImmDt 0xdeadbeef; payload 4 bytes
 func pktUDGlobalImm(t testing.TB) []byte {
-	return pktFixCRCs(pktHex(t, `
+	return pktFixCRCs(hextest.Bytes(t, `
 		1003 c001 0014 0001
 		6a51 2345 0020 1b 40
 		fe800000000000000000000000000001
@@ -744,29 +734,92 @@ type headerCodec[T any] interface {
 	Encode([]byte) error
 }
 
-// checkGolden decodes each vector and compares the value, then encodes
-// the value into size bytes and compares the bytes: the codec must read
-// and write the wire format both ways.
+// checkReencode is the body of the codecs' fuzz targets, run on the
+// fuzzer's bytes b: fewer than size bytes fail to decode with
+// ErrTruncated; size bytes or more decode, encode again to their first
+// size bytes with the reserved fields cleared (by clearReserved, if any:
+// what a decoded value does not keep), and those bytes decode to the same
+// value. decode, if not nil, decodes in place of the codec's Decode.
+func checkReencode[T comparable, P headerCodec[T]](t *testing.T, b []byte, size int, decode func(P, []byte) error, clearReserved func(want []byte)) {
+	t.Helper()
+	if decode == nil {
+		decode = func(h P, b []byte) error { return h.Decode(b) }
+	}
+	var h T
+	err := decode(&h, b)
+	if len(b) < size {
+		if !errors.Is(err, ErrTruncated) {
+			t.Fatalf("%d bytes: %v, want ErrTruncated", len(b), err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, size)
+	if err := P(&h).Encode(out); err != nil {
+		t.Fatalf("re-encode %+v: %v", h, err)
+	}
+	want := bytes.Clone(b[:size])
+	if clearReserved != nil {
+		clearReserved(want)
+	}
+	if !bytes.Equal(out, want) {
+		t.Fatalf("re-encoded %x, want %x", out, want)
+	}
+	var h2 T
+	if err := decode(&h2, out); err != nil || h2 != h {
+		t.Fatalf("decode(encode(x)) = %+v, %v; want %+v", h2, err, h)
+	}
+}
+
+// checkCodecErrors checks what a header codec must refuse: decoding from,
+// or encoding into, one byte less than size (ErrTruncated), and encoding
+// each of bad, values with a field out of its range (ErrFieldRange).
+func checkCodecErrors[T any, P headerCodec[T]](t *testing.T, size int, bad ...T) {
+	t.Helper()
+	var h T
+	if err := P(&h).Decode(make([]byte, size-1)); !errors.Is(err, ErrTruncated) {
+		t.Errorf("Decode of %d bytes: %v, want ErrTruncated", size-1, err)
+	}
+	if err := P(&h).Encode(make([]byte, size-1)); !errors.Is(err, ErrTruncated) {
+		t.Errorf("Encode into %d bytes: %v, want ErrTruncated", size-1, err)
+	}
+	for _, b := range bad {
+		if err := P(&b).Encode(make([]byte, size)); !errors.Is(err, ErrFieldRange) {
+			t.Errorf("Encode %+v: %v, want ErrFieldRange", b, err)
+		}
+	}
+}
+
+// checkGolden runs checkVector on each vector.
 func checkGolden[T comparable, P headerCodec[T]](t *testing.T, size int, tests []golden[T]) {
 	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b := pktHex(t, tc.hex)
-			var h T
-			if err := P(&h).Decode(b); err != nil {
-				t.Fatal(err)
-			}
-			if h != tc.want {
-				t.Errorf("decoded %+v, want %+v", h, tc.want)
-			}
-			out := make([]byte, size)
-			want := tc.want
-			if err := P(&want).Encode(out); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out, b) {
-				t.Errorf("encoded %x, want %x", out, b)
-			}
+			checkVector[T, P](t, size, hextest.Bytes(t, tc.hex), tc.want)
 		})
+	}
+}
+
+// checkVector decodes the golden bytes b and compares the value with
+// want, then encodes want into size bytes and one more and compares the
+// bytes: the codec must read and write the wire format both ways, and
+// write nothing past its size bytes.
+func checkVector[T comparable, P headerCodec[T]](t *testing.T, size int, b []byte, want T) {
+	t.Helper()
+	var got T
+	if err := P(&got).Decode(b); err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if got != want {
+		t.Errorf("Decode =\n%+v\nwant\n%+v", got, want)
+	}
+	out := bytes.Repeat([]byte{0xee}, size+1)
+	if err := P(&want).Encode(out); err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	if !bytes.Equal(out[:size], b) || out[size] != 0xee {
+		t.Errorf("Encode =\n%x\nwant\n%x (and the byte after untouched)", out, b)
 	}
 }

@@ -51,14 +51,7 @@ func TestSAMADGoldenJoin(t *testing.T) {
 		PKey:      PKeyDefault,
 		JoinState: JoinFullMember,
 	}
-	if err := rec.Encode(m.Data[:]); err != nil {
-		t.Fatal(err)
-	}
-	out := make([]byte, MADLen)
-	if err := m.Encode(out); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(out, want) {
+	if out := encodeSA(t, &m, &rec); !bytes.Equal(out, want) {
 		t.Fatalf("encoded join:\n got %x\nwant %x", out, want)
 	}
 	var back SAMAD
@@ -203,17 +196,23 @@ func TestSAMADCapture(t *testing.T) {
 		// Rebuild the MAD from the decoded values: same bytes.
 		var again SAMAD
 		again.MADHeader, again.RMPP, again.SAHeader = m.MADHeader, m.RMPP, m.SAHeader
-		if err := pr.Encode(again.Data[:]); err != nil {
-			t.Fatal(err)
-		}
-		out := make([]byte, MADLen)
-		if err := again.Encode(out); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(out, b) {
+		if out := encodeSA(t, &again, &pr); !bytes.Equal(out, b) {
 			t.Errorf("frame %d re-encoded:\n got %x\nwant %x", tt.frame, out, b)
 		}
 	}
+}
+
+// encodeSA puts rec in m's data and returns m's wire bytes.
+func encodeSA(tb testing.TB, m *SAMAD, rec interface{ Encode([]byte) error }) []byte {
+	tb.Helper()
+	if err := rec.Encode(m.Data[:]); err != nil {
+		tb.Fatal(err)
+	}
+	out := make([]byte, MADLen)
+	if err := m.Encode(out); err != nil {
+		tb.Fatal(err)
+	}
+	return out
 }
 
 func keys(m map[int][]byte) []int {
@@ -248,9 +247,7 @@ func BenchmarkSAPathRecordDecode(b *testing.B) {
 	_, rec := goldenPathRecord(b)
 	var m SAMAD
 	m.InitRequest(MethodGetResp, SAAttrPathRecord, 1, 0)
-	_ = rec.Encode(m.Data[:])
-	in := make([]byte, MADLen)
-	_ = m.Encode(in)
+	in := encodeSA(b, &m, &rec)
 	var pr PathRecord
 	b.ReportAllocs()
 	for b.Loop() {

@@ -3,7 +3,6 @@ package ib
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -148,11 +147,7 @@ var saMCReplyRecord = MCMemberRecord{
 // saHexMAD turns annotated hex lines into a 256-byte MAD, zero-padded.
 func saHexMAD(t testing.TB, lines ...string) []byte {
 	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(strings.Join(lines, ""), " ", ""))
-	if err != nil || len(b) > MADLen {
-		t.Fatalf("bad golden MAD hex (%d bytes): %v", len(b), err)
-	}
-	return append(b, make([]byte, MADLen-len(b))...)
+	return madHex(t, MADLen, lines...)
 }
 
 // saMADPatch returns a copy of b with bytes at off replaced by v.

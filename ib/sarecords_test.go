@@ -2,7 +2,6 @@ package ib
 
 import (
 	"bytes"
-	"errors"
 	"math"
 	"testing"
 	"time"
@@ -84,24 +83,12 @@ func goldenMCMemberRecord(t testing.TB) ([]byte, MCMemberRecord) {
 
 func TestPathRecordGolden(t *testing.T) {
 	b, want := goldenPathRecord(t)
-	var got PathRecord
-	if err := got.Decode(b); err != nil {
-		t.Fatalf("Decode: %v", err)
-	}
-	if got != want {
-		t.Errorf("Decode =\n%+v\nwant\n%+v", got, want)
-	}
-	out := bytes.Repeat([]byte{0xee}, PathRecordLen+1)
-	if err := want.Encode(out); err != nil {
-		t.Fatalf("Encode: %v", err)
-	}
-	if !bytes.Equal(out[:PathRecordLen], b) || out[PathRecordLen] != 0xee {
-		t.Errorf("Encode =\n%x\nwant\n%x (and the byte after untouched)", out, b)
-	}
+	checkVector(t, PathRecordLen, b, want)
 	// Reserved bits set on the wire are ignored.
 	dirty := bytes.Clone(b)
 	dirty[44] |= 0x70
 	dirty[63] = 0xff
+	var got PathRecord
 	if err := got.Decode(dirty); err != nil || got != want {
 		t.Errorf("Decode with reserved bits set = %+v, %v", got, err)
 	}
@@ -109,20 +96,7 @@ func TestPathRecordGolden(t *testing.T) {
 
 func TestMCMemberRecordGolden(t *testing.T) {
 	b, want := goldenMCMemberRecord(t)
-	var got MCMemberRecord
-	if err := got.Decode(b); err != nil {
-		t.Fatalf("Decode: %v", err)
-	}
-	if got != want {
-		t.Errorf("Decode =\n%+v\nwant\n%+v", got, want)
-	}
-	out := bytes.Repeat([]byte{0xee}, MCMemberRecordLen+1)
-	if err := want.Encode(out); err != nil {
-		t.Fatalf("Encode: %v", err)
-	}
-	if !bytes.Equal(out[:MCMemberRecordLen], b) || out[MCMemberRecordLen] != 0xee {
-		t.Errorf("Encode =\n%x\nwant\n%x (and the byte after untouched)", out, b)
-	}
+	checkVector(t, MCMemberRecordLen, b, want)
 }
 
 func TestJoinStates(t *testing.T) {
@@ -149,59 +123,12 @@ func TestJoinStates(t *testing.T) {
 }
 
 func TestSARecordErrors(t *testing.T) {
-	_, pr := goldenPathRecord(t)
-	_, mc := goldenMCMemberRecord(t)
-	buf := make([]byte, 64)
-	prTests := []struct {
-		name string
-		mod  func(r *PathRecord)
-	}{
-		{"FlowLabel 21 bits", func(r *PathRecord) { r.FlowLabel = 1 << 20 }},
-		{"NumbPath 128", func(r *PathRecord) { r.NumbPath = 128 }},
-		{"QoSClass 13 bits", func(r *PathRecord) { r.QoSClass = 0x1000 }},
-		{"SL 16", func(r *PathRecord) { r.SL = 16 }},
-		{"MTUSelector 4", func(r *PathRecord) { r.MTUSelector = 4 }},
-		{"MTU 64", func(r *PathRecord) { r.MTU = 64 }},
-		{"Rate 64", func(r *PathRecord) { r.Rate = 64 }},
-		{"PacketLifeTime 64", func(r *PathRecord) { r.PacketLifeTime = 64 }},
-	}
-	for _, tt := range prTests {
-		r := pr
-		tt.mod(&r)
-		if err := r.Encode(buf); !errors.Is(err, ErrFieldRange) {
-			t.Errorf("PathRecord %s: Encode = %v, want ErrFieldRange", tt.name, err)
-		}
-	}
-	mcTests := []struct {
-		name string
-		mod  func(r *MCMemberRecord)
-	}{
-		{"FlowLabel 21 bits", func(r *MCMemberRecord) { r.FlowLabel = 1 << 20 }},
-		{"SL 16", func(r *MCMemberRecord) { r.SL = 16 }},
-		{"Scope 16", func(r *MCMemberRecord) { r.Scope = 16 }},
-		{"JoinState 16", func(r *MCMemberRecord) { r.JoinState = 16 }},
-		{"RateSelector 4", func(r *MCMemberRecord) { r.RateSelector = 4 }},
-		{"PacketLifeTimeSelector 4", func(r *MCMemberRecord) { r.PacketLifeTimeSelector = 4 }},
-	}
-	for _, tt := range mcTests {
-		r := mc
-		tt.mod(&r)
-		if err := r.Encode(buf); !errors.Is(err, ErrFieldRange) {
-			t.Errorf("MCMemberRecord %s: Encode = %v, want ErrFieldRange", tt.name, err)
-		}
-	}
-	if err := pr.Encode(buf[:63]); !errors.Is(err, ErrTruncated) {
-		t.Errorf("PathRecord.Encode into 63 bytes = %v", err)
-	}
-	if err := pr.Decode(buf[:63]); !errors.Is(err, ErrTruncated) {
-		t.Errorf("PathRecord.Decode of 63 bytes = %v", err)
-	}
-	if err := mc.Encode(buf[:51]); !errors.Is(err, ErrTruncated) {
-		t.Errorf("MCMemberRecord.Encode into 51 bytes = %v", err)
-	}
-	if err := mc.Decode(buf[:51]); !errors.Is(err, ErrTruncated) {
-		t.Errorf("MCMemberRecord.Decode of 51 bytes = %v", err)
-	}
+	checkCodecErrors(t, PathRecordLen, PathRecord{FlowLabel: 1 << 20}, PathRecord{NumbPath: 128},
+		PathRecord{QoSClass: 0x1000}, PathRecord{SL: 16}, PathRecord{MTUSelector: 4}, PathRecord{MTU: 64},
+		PathRecord{Rate: 64}, PathRecord{PacketLifeTime: 64})
+	checkCodecErrors(t, MCMemberRecordLen, MCMemberRecord{FlowLabel: 1 << 20}, MCMemberRecord{SL: 16},
+		MCMemberRecord{Scope: 16}, MCMemberRecord{JoinState: 16}, MCMemberRecord{RateSelector: 4},
+		MCMemberRecord{PacketLifeTimeSelector: 4})
 }
 
 func TestComponentMasks(t *testing.T) {
@@ -253,44 +180,22 @@ func TestPacketLifeTimeDuration(t *testing.T) {
 
 // pathRecordReserved clears the reserved bits of a PathRecord's bytes:
 // what re-encoding a decoded record cannot reproduce.
-func pathRecordReserved(b []byte) []byte {
-	b = bytes.Clone(b[:PathRecordLen])
+func pathRecordReserved(b []byte) {
 	b[44] &^= 0x70
 	clear(b[58:])
-	return b
 }
 
 // mcMemberRecordReserved does the same for an MCMemberRecord.
-func mcMemberRecordReserved(b []byte) []byte {
-	b = bytes.Clone(b[:MCMemberRecordLen])
+func mcMemberRecordReserved(b []byte) {
 	b[49] &= 0x80
 	b[50], b[51] = 0, 0
-	return b
 }
 
 func FuzzDecodePathRecord(f *testing.F) {
 	b, _ := goldenPathRecord(f)
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var r PathRecord
-		err := r.Decode(b)
-		if (err != nil) != (len(b) < PathRecordLen) {
-			t.Fatalf("Decode(%d bytes) = %v", len(b), err)
-		}
-		if err != nil {
-			return
-		}
-		out := make([]byte, PathRecordLen)
-		if err := r.Encode(out); err != nil {
-			t.Fatalf("Encode after Decode: %v", err)
-		}
-		if want := pathRecordReserved(b); !bytes.Equal(out, want) {
-			t.Fatalf("re-encode:\n got %x\nwant %x", out, want)
-		}
-		var r2 PathRecord
-		if err := r2.Decode(out); err != nil || r2 != r {
-			t.Fatalf("decode(encode(x)) = %+v, %v; want %+v", r2, err, r)
-		}
+		checkReencode[PathRecord](t, b, PathRecordLen, nil, pathRecordReserved)
 	})
 }
 
@@ -298,24 +203,6 @@ func FuzzDecodeMCMemberRecord(f *testing.F) {
 	b, _ := goldenMCMemberRecord(f)
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var r MCMemberRecord
-		err := r.Decode(b)
-		if (err != nil) != (len(b) < MCMemberRecordLen) {
-			t.Fatalf("Decode(%d bytes) = %v", len(b), err)
-		}
-		if err != nil {
-			return
-		}
-		out := make([]byte, MCMemberRecordLen)
-		if err := r.Encode(out); err != nil {
-			t.Fatalf("Encode after Decode: %v", err)
-		}
-		if want := mcMemberRecordReserved(b); !bytes.Equal(out, want) {
-			t.Fatalf("re-encode:\n got %x\nwant %x", out, want)
-		}
-		var r2 MCMemberRecord
-		if err := r2.Decode(out); err != nil || r2 != r {
-			t.Fatalf("decode(encode(x)) = %+v, %v; want %+v", r2, err, r)
-		}
+		checkReencode[MCMemberRecord](t, b, MCMemberRecordLen, nil, mcMemberRecordReserved)
 	})
 }

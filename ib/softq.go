@@ -1,5 +1,7 @@
 package ib
 
+import "fmt"
+
 // Queues kept in memory, for drivers whose "hardware" is software: the
 // simulator and the udp driver complete work into a CompletionRing and
 // land datagrams in the buffers a RecvQueue hands out, as an HCA does
@@ -137,4 +139,16 @@ func (q *RecvQueue) Repost(id uint64) bool {
 	q.ring[i] = uint32(id)
 	q.n++
 	return true
+}
+
+// RepostAll reposts each of ids in turn, as a driver's RepostRecv does;
+// it stops at the first that is not lent out, with an error naming it,
+// leaving that one and those after it as they were.
+func (q *RecvQueue) RepostAll(ids []uint64) error {
+	for _, id := range ids {
+		if !q.Repost(id) {
+			return fmt.Errorf("receive buffer %d is not lent out", id)
+		}
+	}
+	return nil
 }

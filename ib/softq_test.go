@@ -1,6 +1,9 @@
 package ib
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestCompletionRing(t *testing.T) {
 	r := NewCompletionRing(3)
@@ -59,5 +62,24 @@ func TestRecvQueue(t *testing.T) {
 				t.Fatalf("after repost Next = %d %v", id, ok)
 			}
 		})
+	}
+}
+
+// TestRecvQueueRepostAll: a batch reposts in order and stops at the first
+// buffer not lent out, naming it and leaving the rest lent.
+func TestRecvQueueRepostAll(t *testing.T) {
+	q := NewRecvQueue(4, false)
+	for range 4 {
+		q.Lend()
+	}
+	err := q.RepostAll([]uint64{1, 3, 3, 0})
+	if err == nil || !strings.Contains(err.Error(), "buffer 3") {
+		t.Fatalf("RepostAll with 3 twice = %v, want an error naming buffer 3", err)
+	}
+	if q.Posted() != 2 {
+		t.Fatalf("%d buffers posted, want 2 (1 and 3)", q.Posted())
+	}
+	if err := q.RepostAll([]uint64{0, 2}); err != nil || q.Posted() != 4 {
+		t.Fatalf("RepostAll of the rest = %v, %d posted", err, q.Posted())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipoibd/ipoibd/internal/svctest"
 	"github.com/ipoibd/ipoibd/sim"
 	"github.com/ipoibd/ipoibd/stack/dhcp"
 )
@@ -73,14 +74,7 @@ func startServer(t *testing.T, e *env, leaseFile string) *dhcp.Server {
 		Router: serverPrefix.Addr(), DNS: []netip.Addr{serverPrefix.Addr()}, LeaseTime: time.Hour,
 		LeaseFile: leaseFile,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
+	return svctest.Start(t, srv, err)
 }
 
 // lease runs a DHCP client on h (identified by its port GUID) until it is

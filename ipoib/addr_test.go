@@ -3,15 +3,13 @@ package ipoib
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"net/netip"
-	"os"
-	"strings"
 	"testing"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/hextest"
+	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
 // The address of 192.168.56.24 in the tcpdump IPoIB test capture (ARP
@@ -26,11 +24,11 @@ func ipoibTestAddr() Addr {
 }
 
 func TestAddrGolden(t *testing.T) {
-	wire, _ := hex.DecodeString(strings.ReplaceAll(
-		"80"+ // flags: connected mode
-			"00 05 50"+ // QPN 0x550
-			"fe 80 00 00 00 00 00 00 00 10 e0 00 66 4a b4 51", // GID
-		" ", ""))
+	wire := hextest.Bytes(t,
+		"80",       // flags: connected mode
+		"00 05 50", // QPN 0x550
+		"fe 80 00 00 00 00 00 00 00 10 e0 00 66 4a b4 51", // GID
+	)
 	want := ipoibTestAddr()
 	var a Addr
 	if err := a.Decode(wire); err != nil || a != want {
@@ -162,25 +160,15 @@ func TestMulticastGIDs(t *testing.T) {
 // address against the packet's own headers: its QPN is the DETH source QP
 // and, where a GRH is present, its GID the GRH source GID.
 func TestAddrCapture(t *testing.T) {
-	f, err := os.Open("../ib/testdata/softroce-demo-infiniband.pcap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	const linkTypeERF = 197 // LINKTYPE_ERF: the capture holds ERF records
+	frames := pcaptest.Read(t, "../ib/testdata/softroce-demo-infiniband.pcap", linkTypeERF)
 	want := map[int][2]string{ // sender, target as tshark prints them
 		5: {"80000405fe800000000000000002c9020024f636", "0000000000000000000000000000000000000000"},
 		6: {"80000404fe800000000000000002c9020020b4dd", "80000405fe800000000000000002c9020024f636"},
 	}
 	seen := 0
-	for n := 1; ; n++ {
-		data, _, err := r.ReadPacketData()
-		if err != nil {
-			break
-		}
+	for i, data := range frames {
+		n := i + 1 // frame numbers count from 1, as tshark's do
 		w, ok := want[n]
 		if !ok {
 			continue

@@ -359,11 +359,7 @@ func (d *driver) Close(*netdev.Device) error {
 // broadcast group is joined, else as soon as it is. Port events rejoin
 // it. Groups are not counted: a second call is a no-op.
 func (l *Link) JoinMulticast(group netip.Addr) error {
-	d, err := l.driverOf("ipoib.Link.JoinMulticast")
-	if err != nil {
-		return err
-	}
-	mgid, err := l.groupGID(group)
+	d, mgid, err := l.groupDriver("ipoib.Link.JoinMulticast", group)
 	if err != nil {
 		return err
 	}
@@ -388,11 +384,7 @@ func (l *Link) JoinMulticast(group netip.Addr) error {
 // joined on demand): the SA is told, the QP detached, and packets still
 // waiting for the join are dropped.
 func (l *Link) LeaveMulticast(group netip.Addr) error {
-	d, err := l.driverOf("ipoib.Link.LeaveMulticast")
-	if err != nil {
-		return err
-	}
-	mgid, err := l.groupGID(group)
+	d, mgid, err := l.groupDriver("ipoib.Link.LeaveMulticast", group)
 	if err != nil {
 		return err
 	}
@@ -403,6 +395,17 @@ func (l *Link) LeaveMulticast(group netip.Addr) error {
 	d.leave(g, d.errNotJoined)
 	d.deleteGroup(g, d.errNotJoined)
 	return nil
+}
+
+// groupDriver is what the multicast calls (op) start with: the link's
+// driver and the group's MGID.
+func (l *Link) groupDriver(op string, group netip.Addr) (*driver, ib.GID, error) {
+	d, err := l.driverOf(op)
+	if err != nil {
+		return nil, ib.GID{}, err
+	}
+	mgid, err := l.groupGID(group)
+	return d, mgid, err
 }
 
 // groupGID maps an IP multicast group to its MGID in the link's

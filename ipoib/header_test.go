@@ -2,23 +2,12 @@ package ipoib
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
-	"strings"
 	"testing"
 
+	"github.com/ipoibd/ipoibd/internal/hextest"
 	"github.com/ipoibd/ipoibd/netdev"
 )
-
-// unhex decodes hex written with spaces for readability.
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatalf("bad golden hex %q: %v", s, err)
-	}
-	return b
-}
 
 // bufWith returns a buffer holding data with room for headroom bytes in
 // front.
@@ -48,7 +37,7 @@ func TestHeaderGolden(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			want := unhex(t, tc.want)
+			want := hextest.Bytes(t, tc.want)
 			if got := tc.h.AppendTo(nil); !bytes.Equal(got, want) {
 				t.Errorf("AppendTo = %x, want %x", got, want)
 			}
@@ -94,7 +83,7 @@ func TestHeaderErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			frame := unhex(t, tc.frame)
+			frame := hextest.Bytes(t, tc.frame)
 			var h Header
 			if err := h.Decode(frame); !errors.Is(err, tc.want) {
 				t.Errorf("Decode: %v, want %v", err, tc.want)
@@ -126,8 +115,8 @@ func TestHeaderErrors(t *testing.T) {
 func TestKeysZeroedOnTheWire(t *testing.T) {
 	// In-host frame: IPv4, destination key 0x2a, source key 0x01, then
 	// the start of an IPv4 header.
-	inHost := unhex(t, "0800 2a01 4500 0054")
-	onWire := unhex(t, "0800 0000 4500 0054")
+	inHost := hextest.Bytes(t, "0800 2a01 4500 0054")
+	onWire := hextest.Bytes(t, "0800 0000 4500 0054")
 	b := bufWith(0, inHost)
 	dst, src, err := ClearKeys(b)
 	if err != nil || dst != 0x2a || src != 0x01 {
@@ -154,8 +143,8 @@ func TestKeysZeroedOnTheWire(t *testing.T) {
 // carries. The seeds are frames of the tcpdump IPoIB capture (the bytes
 // after its 40-byte pseudo-header) and keyed in-host frames.
 func FuzzPullHeader(f *testing.F) {
-	f.Add(unhex(f, "0800 0000 4500 0054 aefe 0000 ff01 1b37 c0a8 380a"))
-	f.Add(unhex(f, "0806 0102 0020 0800 1404 0001"))
+	f.Add(hextest.Bytes(f, "0800 0000 4500 0054 aefe 0000 ff01 1b37 c0a8 380a"))
+	f.Add(hextest.Bytes(f, "0806 0102 0020 0800 1404 0001"))
 	f.Add([]byte{0x08})
 	cache := NewPeerCache(nil)
 	link, err := NewProtocol(cache, 0xffff)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/hextest"
 	"github.com/ipoibd/ipoibd/netdev"
 )
 
@@ -31,7 +32,7 @@ func newLink(t testing.TB, loop *aio.Context, pkey ib.PKey) *Link {
 
 func TestLinkPushPullGolden(t *testing.T) {
 	l := newLink(t, newLoop(t), ib.PKeyDefault)
-	dst, src := unhex(t, capturedDst), unhex(t, capturedSrc)
+	dst, src := hextest.Bytes(t, capturedDst), hextest.Bytes(t, capturedSrc)
 	bcast := l.Broadcast()
 	tests := []struct {
 		name     string
@@ -47,12 +48,12 @@ func TestLinkPushPullGolden(t *testing.T) {
 		{"ARP to the broadcast group", bcast, src, EtherTypeARP, "00200800", "0806 0302 00200800", "0806 0000 00200800"},
 	}
 	for _, tc := range tests {
-		payload := unhex(t, tc.payload)
+		payload := hextest.Bytes(t, tc.payload)
 		b := bufWith(HeaderLen, payload)
 		if err := l.Push(b, tc.dst, tc.src, tc.proto); err != nil {
 			t.Fatalf("%s: Push: %v", tc.name, err)
 		}
-		if want := unhex(t, tc.inHost); !bytes.Equal(b.Bytes(), want) {
+		if want := hextest.Bytes(t, tc.inHost); !bytes.Equal(b.Bytes(), want) {
 			t.Fatalf("%s: in-host frame %x, want %x", tc.name, b.Bytes(), want)
 		}
 		// On the way in, the same keyed frame pulls back to the addresses.
@@ -67,7 +68,7 @@ func TestLinkPushPullGolden(t *testing.T) {
 		if err != nil || !bytes.Equal(p.HWAddr(), tc.dst) {
 			t.Fatalf("%s: TakeTx = %v, %v", tc.name, p, err)
 		}
-		if want := unhex(t, tc.wire); !bytes.Equal(b.Bytes(), want) {
+		if want := hextest.Bytes(t, tc.wire); !bytes.Equal(b.Bytes(), want) {
 			t.Fatalf("%s: wire frame %x, want %x", tc.name, b.Bytes(), want)
 		}
 		// The wire frame keyed by the receive path pulls to the same
@@ -78,7 +79,7 @@ func TestLinkPushPullGolden(t *testing.T) {
 		if err := l.SetRxPeers(b, d, s); err != nil {
 			t.Fatal(err)
 		}
-		if want := unhex(t, tc.inHost); !bytes.Equal(b.Bytes(), want) {
+		if want := hextest.Bytes(t, tc.inHost); !bytes.Equal(b.Bytes(), want) {
 			t.Fatalf("%s: received frame keyed %x, want %x", tc.name, b.Bytes(), want)
 		}
 	}
@@ -111,7 +112,7 @@ func TestLinkErrors(t *testing.T) {
 	mustEnter(t, l.Cache(), self) // key 1
 	before := l.Cache().Stats().UnknownKey
 	for _, tc := range tests {
-		frame := unhex(t, tc.frame)
+		frame := hextest.Bytes(t, tc.frame)
 		b := bufWith(0, frame)
 		if _, _, _, err := l.Pull(b); !errors.Is(err, tc.want) {
 			t.Errorf("%s: Pull: %v, want %v", tc.name, err, tc.want)
@@ -125,10 +126,10 @@ func TestLinkErrors(t *testing.T) {
 	if got := l.Cache().Stats().UnknownKey - before; got != 3 {
 		t.Errorf("unknown keys counted %d, want 3", got)
 	}
-	if dst, src, _, err := l.Pull(bufWith(0, unhex(t, "0800 0100 4500"))); err != nil || !bytes.Equal(dst, self) || src != nil {
+	if dst, src, _, err := l.Pull(bufWith(0, hextest.Bytes(t, "0800 0100 4500"))); err != nil || !bytes.Equal(dst, self) || src != nil {
 		t.Errorf("Pull with no source key = %x, %x, %v; want our address and no source", dst, src, err)
 	}
-	if _, err := l.Cache().TakeTx(bufWith(0, unhex(t, "0800 0700"))); !errors.Is(err, netdev.ErrNoPeer) {
+	if _, err := l.Cache().TakeTx(bufWith(0, hextest.Bytes(t, "0800 0700"))); !errors.Is(err, netdev.ErrNoPeer) {
 		t.Errorf("TakeTx with an unknown key: %v", err)
 	}
 	if _, err := l.Cache().TakeTx(bufWith(0, nil)); !errors.Is(err, netdev.ErrNoPeer) {
@@ -164,7 +165,7 @@ func TestLinkDescription(t *testing.T) {
 		{"", "bad-ipoib-addr()"},
 	}
 	for _, tc := range tests {
-		if got := l.AddrString(unhex(t, tc.addr)); got != tc.want {
+		if got := l.AddrString(hextest.Bytes(t, tc.addr)); got != tc.want {
 			t.Errorf("AddrString(%s) = %q, want %q", tc.addr, got, tc.want)
 		}
 	}
@@ -201,7 +202,7 @@ func TestBroadcastAndMulticast(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLink(t, nil, tc.pkey)
 			if tc.group == "" {
-				if got, want := l.Broadcast(), unhex(t, tc.want); !bytes.Equal(got, want) {
+				if got, want := l.Broadcast(), hextest.Bytes(t, tc.want); !bytes.Equal(got, want) {
 					t.Fatalf("Broadcast = %x, want %x", got, want)
 				}
 				return
@@ -214,7 +215,7 @@ func TestBroadcastAndMulticast(t *testing.T) {
 				}
 				return
 			}
-			if want := append([]byte{0xaa}, unhex(t, tc.want)...); err != nil || !bytes.Equal(got, want) {
+			if want := append([]byte{0xaa}, hextest.Bytes(t, tc.want)...); err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("Multicast = %x, %v; want %x", got, err, want)
 			}
 		})
@@ -232,7 +233,7 @@ func TestSetPKey(t *testing.T) {
 	if err := l.SetPKey(0x0042); err != nil {
 		t.Fatal(err)
 	}
-	if want := unhex(t, "00ffffff ff12401b 80420000 00000000 ffffffff"); !bytes.Equal(l.Broadcast(), want) || l.PKey() != 0x8042 {
+	if want := hextest.Bytes(t, "00ffffff ff12401b 80420000 00000000 ffffffff"); !bytes.Equal(l.Broadcast(), want) || l.PKey() != 0x8042 {
 		t.Fatalf("after SetPKey: %x, P_Key %v", l.Broadcast(), l.PKey())
 	}
 	if !bytes.Equal(old, keep) {
@@ -391,7 +392,7 @@ func TestLinkOnDevice(t *testing.T) {
 	loop := newLoop(t)
 	dev, drv, rx := newDevice(t, loop, 8)
 	l := dev.LinkProtocol().(*Link)
-	peer := unhex(t, capturedSrc)
+	peer := hextest.Bytes(t, capturedSrc)
 
 	if err := sendTo(t, dev, peer); err != nil {
 		t.Fatal(err)
@@ -405,7 +406,7 @@ func TestLinkOnDevice(t *testing.T) {
 	}
 
 	// A frame from the peer to us, as the wire has it.
-	wire := unhex(t, "0800 0000 4500 0054")
+	wire := hextest.Bytes(t, "0800 0000 4500 0054")
 	rxFrame := func(keyed bool) error {
 		b, err := dev.AllocBuffer()
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/ipoibd/ipoibd/aio"
@@ -221,7 +222,7 @@ func TestLRUEvictionOrder(t *testing.T) {
 				p := mustEnter(t, c, testAddr(1000+j))
 				keyOf[p.Key()] = 1000 + j
 			}
-			if !equalInts(evicted, want) {
+			if !slices.Equal(evicted, want) {
 				t.Fatalf("eviction order\n got %v\nwant %v", evicted, want)
 			}
 			for _, i := range tc.pin {
@@ -249,18 +250,6 @@ func seq(from, to int) []int {
 		out = append(out, i)
 	}
 	return out
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestResolveAndClaimErrors(t *testing.T) {

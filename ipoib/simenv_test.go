@@ -44,23 +44,45 @@ var fastSA = ib.SAClientConfig{Timeout: 100 * time.Millisecond, MaxTimeout: 200 
 // the sim API, then Start it.
 func newEnv(t testing.TB, cfg sim.Config) *env {
 	t.Helper()
+	return buildEnv(t, cfg, "sim", func(loop *aio.Context, cfg sim.Config) (*sim.Fabric, []*sim.Host, error) {
+		f, err := sim.New(loop, cfg)
+		return f, nil, err
+	})
+}
+
+// newTreeEnv is newEnv for a two-level tree built and started by
+// sim.Tree.
+func newTreeEnv(t testing.TB, cfg sim.Config, tc sim.TreeConfig) *env {
+	t.Helper()
+	e := buildEnv(t, cfg, "tree", func(loop *aio.Context, cfg sim.Config) (*sim.Fabric, []*sim.Host, error) {
+		return sim.Tree(loop, cfg, tc)
+	})
+	e.settle()
+	return e
+}
+
+// buildEnv makes the manually clocked loop, held by the test goroutine,
+// and the fabric (with its hosts, if any) that build makes on it; kind
+// goes into the loop's and the fabric's names.
+func buildEnv(t testing.TB, cfg sim.Config, kind string, build func(*aio.Context, sim.Config) (*sim.Fabric, []*sim.Host, error)) *env {
+	t.Helper()
 	e := &env{t: t, id: envSeq.Add(1), clock: aio.NewManualClock(simEpoch)}
-	loop, err := aio.New(aio.WithClock(e.clock), aio.WithName(fmt.Sprintf("ipoib-sim-%d", e.id)))
+	loop, err := aio.New(aio.WithClock(e.clock), aio.WithName(fmt.Sprintf("ipoib-%s-%d", kind, e.id)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.loop = loop
 	release := loop.Acquire()
 	if cfg.Name == "" {
-		cfg.Name = fmt.Sprintf("ipoibtest%d", e.id)
+		cfg.Name = fmt.Sprintf("ipoib%s%d", kind, e.id)
 	}
-	f, err := sim.New(loop, cfg)
+	f, hosts, err := build(loop, cfg)
 	if err != nil {
 		release()
 		_ = loop.Close()
 		t.Fatal(err)
 	}
-	e.f, e.release = f, release
+	e.f, e.hosts, e.release = f, hosts, release
 	t.Cleanup(e.cleanup)
 	return e
 }
@@ -241,32 +263,6 @@ func (n *node) received(src []byte) []string {
 
 // hostDrops returns a sim drop count at host h.
 func hostDrops(h *sim.Host, r sim.DropReason) uint64 { return h.Counters().Dropped(r) }
-
-// newTreeEnv is newEnv for a two-level tree built and started by
-// sim.Tree.
-func newTreeEnv(t testing.TB, cfg sim.Config, tc sim.TreeConfig) *env {
-	t.Helper()
-	e := &env{t: t, id: envSeq.Add(1), clock: aio.NewManualClock(simEpoch)}
-	loop, err := aio.New(aio.WithClock(e.clock), aio.WithName(fmt.Sprintf("ipoib-tree-%d", e.id)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.loop = loop
-	release := loop.Acquire()
-	if cfg.Name == "" {
-		cfg.Name = fmt.Sprintf("ipoibtree%d", e.id)
-	}
-	f, hosts, err := sim.Tree(loop, cfg, tc)
-	if err != nil {
-		release()
-		_ = loop.Close()
-		t.Fatal(err)
-	}
-	e.f, e.hosts, e.release = f, hosts, release
-	t.Cleanup(e.cleanup)
-	e.settle()
-	return e
-}
 
 // rawQP is a bare UD queue pair on a host, for sending what an IPoIB
 // link would not: other Q_Keys, datagrams without a GRH.

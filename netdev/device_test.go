@@ -101,11 +101,7 @@ func TestRegistry(t *testing.T) {
 
 func TestTransmitComplete(t *testing.T) {
 	loop := newLoop(t)
-	drv := &testDriver{t: t, autoUp: true}
-	d := newDev(t, loop, drv, nil)
-	if err := d.Open(); err != nil {
-		t.Fatal(err)
-	}
+	drv, d := openDev(t, loop, nil)
 	b := packet(t, d, []byte{0x45, 0x00, 0x00, 0x14})
 	if err := d.Transmit(b, hwB, 0x0800); err != nil {
 		t.Fatal(err)
@@ -143,9 +139,7 @@ func TestTransmitComplete(t *testing.T) {
 
 func TestTransmitOutOfOrderCompletion(t *testing.T) {
 	loop := newLoop(t)
-	drv := &testDriver{t: t, autoUp: true}
-	d := newDev(t, loop, drv, nil)
-	_ = d.Open()
+	drv, d := openDev(t, loop, nil)
 	for i := range 4 {
 		if err := d.Transmit(packet(t, d, []byte{byte(i)}), hwB, 0x0800); err != nil {
 			t.Fatal(err)
@@ -246,9 +240,7 @@ func TestTransmitDrops(t *testing.T) {
 
 func TestTxCompleteReasons(t *testing.T) {
 	loop := newLoop(t)
-	drv := &testDriver{t: t, autoUp: true}
-	d := newDev(t, loop, drv, func(c *Config) { c.TxQueueLen = 8 })
-	_ = d.Open()
+	drv, d := openDev(t, loop, func(c *Config) { c.TxQueueLen = 8 })
 	errs := []error{
 		nil,
 		fmt.Errorf("path record timed out: %w", ErrNoPath),
@@ -274,9 +266,7 @@ func TestTxCompleteReasons(t *testing.T) {
 
 func TestCloseFlushesQueue(t *testing.T) {
 	loop := newLoop(t)
-	drv := &testDriver{t: t, autoUp: true}
-	d := newDev(t, loop, drv, nil)
-	_ = d.Open()
+	drv, d := openDev(t, loop, nil)
 	var events []string
 	d.AddLinkListener(func(_ *Device, up bool, reason error) {
 		events = append(events, fmt.Sprintf("up=%v closed=%v", up, errors.Is(reason, ErrClosed)))
@@ -514,9 +504,7 @@ func TestListenerMayCallDevice(t *testing.T) {
 
 func TestSetMTUAndHWAddr(t *testing.T) {
 	loop := newLoop(t)
-	drv := &testDriver{t: t, autoUp: true}
-	d := newDev(t, loop, drv, func(c *Config) { c.MTU, c.MaxMTU = 1000, 1500 })
-	_ = d.Open()
+	drv, d := openDev(t, loop, func(c *Config) { c.MTU, c.MaxMTU = 1000, 1500 })
 	for _, mtu := range []int{0, -1, 1501} {
 		if err := d.SetMTU(mtu); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("SetMTU(%d): %v", mtu, err)
@@ -576,9 +564,7 @@ func TestTransmitBatch(t *testing.T) {
 	})
 	t.Run("plain driver", func(t *testing.T) {
 		loop := newLoop(t)
-		drv := &testDriver{t: t, autoUp: true}
-		d := newDev(t, loop, drv, nil)
-		_ = d.Open()
+		drv, d := openDev(t, loop, nil)
 		var pkts []Packet
 		for i := range 6 { // two beyond the queue bound of 4
 			pkts = append(pkts, Packet{packet(t, d, []byte{byte(i)}), hwB, 0x0800})
@@ -616,9 +602,7 @@ func TestPoll(t *testing.T) {
 
 func TestInUseBuffer(t *testing.T) {
 	loop := newLoop(t)
-	drv := &testDriver{t: t, autoUp: true}
-	d := newDev(t, loop, drv, nil)
-	_ = d.Open()
+	_, d := openDev(t, loop, nil)
 	b := packet(t, d, []byte{1})
 	_ = d.Transmit(b, hwB, 0x0800)
 	if err := d.Transmit(b, hwB, 0x0800); !errors.Is(err, ErrInUse) {
@@ -690,9 +674,7 @@ func TestControlOffLoopPanics(t *testing.T) {
 
 func TestStatusAndSnapshotJSON(t *testing.T) {
 	loop := newLoop(t)
-	drv := &testDriver{t: t, autoUp: true}
-	d := newDev(t, loop, drv, nil)
-	_ = d.Open()
+	drv, d := openDev(t, loop, nil)
 	_ = d.Transmit(packet(t, d, []byte{1}), hwB, 0x0800)
 	drv.completeAll(d, nil)
 	st := d.Status()

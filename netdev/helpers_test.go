@@ -341,6 +341,18 @@ func newDev(t testing.TB, loop *aio.Context, ops Ops, mutate func(*Config)) *Dev
 	return d
 }
 
+// openDev is newDev on a driver that brings the link up as it opens,
+// opened.
+func openDev(t testing.TB, loop *aio.Context, mutate func(*Config)) (*testDriver, *Device) {
+	t.Helper()
+	drv := &testDriver{t: t, autoUp: true}
+	d := newDev(t, loop, drv, mutate)
+	if err := d.Open(); err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return drv, d
+}
+
 // packet allocates a buffer from d's pool holding payload.
 func packet(t testing.TB, d *Device, payload []byte) *Buffer {
 	t.Helper()

@@ -1,10 +1,8 @@
 package sim
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -264,18 +262,35 @@ func (x *ep) hasAnswer(tid uint64) bool {
 	return false
 }
 
+// ask sends x's SA request, lets the fabric answer it and returns the
+// answer.
+func (e *env) ask(x *ep, method ib.Method, attr ib.AttributeID, mask ib.ComponentMask, rec interface{ Encode([]byte) error }) ib.SAMAD {
+	e.t.Helper()
+	tid := x.saRequest(method, attr, mask, rec)
+	e.settle()
+	return x.answer(tid)
+}
+
+// askRecord is ask for an answer that carries a record of type T: it
+// returns the record, decoded, and the answer's status.
+func askRecord[T any, P interface {
+	*T
+	Decode([]byte) error
+}](e *env, x *ep, method ib.Method, attr ib.AttributeID, mask ib.ComponentMask, rec interface{ Encode([]byte) error }) (T, ib.MADStatus) {
+	e.t.Helper()
+	m := e.ask(x, method, attr, mask, rec)
+	var r T
+	if err := P(&r).Decode(m.Data[:]); err != nil {
+		e.t.Fatal(err)
+	}
+	return r, m.Status
+}
+
 // path asks the SA for the path to dgid and returns the record.
 func (e *env) path(x *ep, dgid ib.GID) (ib.PathRecord, ib.MADStatus) {
 	e.t.Helper()
 	q, mask := ib.PathQueryByGID(x.gid(), dgid, ib.PKeyDefault)
-	tid := x.saRequest(ib.MethodGet, ib.SAAttrPathRecord, mask, &q)
-	e.settle()
-	m := x.answer(tid)
-	var r ib.PathRecord
-	if err := r.Decode(m.Data[:]); err != nil {
-		e.t.Fatal(err)
-	}
-	return r, m.Status
+	return askRecord[ib.PathRecord](e, x, ib.MethodGet, ib.SAAttrPathRecord, mask, &q)
 }
 
 // createJoin is the join IPoIB sends for the broadcast group when it may
@@ -296,14 +311,7 @@ func createJoin(mgid, port ib.GID, pkey ib.PKey, qkey ib.QKey) (ib.MCMemberRecor
 // join sends an MCMemberRecord Set and returns the answer.
 func (e *env) join(x *ep, r ib.MCMemberRecord, mask ib.ComponentMask) (ib.MCMemberRecord, ib.MADStatus) {
 	e.t.Helper()
-	tid := x.saRequest(ib.MethodSet, ib.SAAttrMCMemberRecord, mask, &r)
-	e.settle()
-	m := x.answer(tid)
-	var got ib.MCMemberRecord
-	if err := got.Decode(m.Data[:]); err != nil {
-		e.t.Fatal(err)
-	}
-	return got, m.Status
+	return askRecord[ib.MCMemberRecord](e, x, ib.MethodSet, ib.SAAttrMCMemberRecord, mask, &r)
 }
 
 // broadcastMGID is IPoIB's IPv4 broadcast group on the default partition
@@ -316,17 +324,6 @@ func mustGID(s string) ib.GID {
 		panic(err)
 	}
 	return g
-}
-
-// unhex decodes hex written with spaces and newlines, as the golden
-// frames are.
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // inject puts a raw frame on the wire at port num of h, as if h had sent

@@ -135,10 +135,8 @@ func (q *qp) RepostRecv(ids ...uint64) error {
 	if q.closed {
 		return fmt.Errorf("sim: repost receive on QP %v: %w", q.qpn, ib.ErrClosed)
 	}
-	for _, id := range ids {
-		if !q.recv.Repost(id) {
-			return fmt.Errorf("sim: repost receive buffer %d on QP %v: not lent out: %w", id, q.qpn, ErrInvalidWR)
-		}
+	if err := q.recv.RepostAll(ids); err != nil {
+		return fmt.Errorf("sim: repost receive on QP %v: %w: %w", q.qpn, err, ErrInvalidWR)
 	}
 	return nil
 }

@@ -32,9 +32,7 @@ func TestIPoIBPartitionGroups(t *testing.T) {
 		t.Errorf("create-join with Q_Key 0x1234: status %v, want ERR_REQ_INVALID", st)
 	}
 
-	tid := a.saRequest(ib.MethodDelete, ib.SAAttrMCMemberRecord, mask, &plain)
-	e.settle()
-	if ans := a.answer(tid); ans.Status != 0 {
+	if ans := e.ask(a, ib.MethodDelete, ib.SAAttrMCMemberRecord, mask, &plain); ans.Status != 0 {
 		t.Fatalf("leave: status %v", ans.Status)
 	}
 	plainB, _ := ib.MCMemberQuery(broadcastMGID, b.gid(), ib.PKeyDefault, ib.JoinFullMember)

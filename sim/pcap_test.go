@@ -3,46 +3,30 @@ package sim
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/gopacket/gopacket/pcapgo"
-
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ib/pcap"
+	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
 // readERF returns the IB frames of an ERF pcap.
 func readERF(t testing.TB, file []byte) [][]byte {
 	t.Helper()
-	r, err := pcapgo.NewReader(bytes.NewReader(file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.LinkType() != pcap.LinkTypeERF {
-		t.Fatalf("link type %v, want ERF", r.LinkType())
-	}
 	var out [][]byte
-	for {
-		data, _, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, data := range pcaptest.ReadFrom(t, "capture", bytes.NewReader(file), pcap.LinkTypeERF) {
 		var h pcap.ERFHeader
 		pkt, err := pcap.DecodeERFRecord(data, &h)
 		if err != nil || h.Type != pcap.ERFTypeInfiniBand {
 			t.Fatalf("ERF record: type %d, %v", h.Type, err)
 		}
-		out = append(out, append([]byte(nil), pkt...))
+		out = append(out, pkt)
 	}
+	return out
 }
 
 // TestPcapTshark captures a join, a path query, unicast and multicast, and

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
 
 func TestBringUp(t *testing.T) {
@@ -149,9 +150,7 @@ func TestExchange(t *testing.T) {
 	// Leaving: b leaves, the group stays; a leaves, it goes.
 	leave := func(x *ep) ib.MADStatus {
 		r, m := ib.MCMemberQuery(broadcastMGID, x.gid(), ib.PKeyDefault, ib.JoinFullMember)
-		tid := x.saRequest(ib.MethodDelete, ib.SAAttrMCMemberRecord, m, &r)
-		e.settle()
-		ans := x.answer(tid)
+		ans := e.ask(x, ib.MethodDelete, ib.SAAttrMCMemberRecord, m, &r)
 		if ans.Method != ib.MethodDeleteResp {
 			t.Errorf("leave answered with %v", ans.Method)
 		}
@@ -293,10 +292,7 @@ func TestSARequests(t *testing.T) {
 	for _, tc := range pathTests {
 		func() {
 			t := &prefixT{t, "PathRecord/" + tc.name}
-			src := x[tc.from]
-			tid := src.saRequest(ib.MethodGet, ib.SAAttrPathRecord, tc.mask, &tc.rec)
-			e.settle()
-			m := src.answer(tid)
+			m := e.ask(x[tc.from], ib.MethodGet, ib.SAAttrPathRecord, tc.mask, &tc.rec)
 			if m.Status != tc.status || m.Method != ib.MethodGetResp || m.ComponentMask != tc.mask || m.AttributeOffset != 8 {
 				t.Fatalf("status %v method %v mask %v offset %d, want status %v", m.Status, m.Method, m.ComponentMask, m.AttributeOffset, tc.status)
 			}
@@ -388,10 +384,7 @@ func TestSARequests(t *testing.T) {
 	for _, tc := range mcTests {
 		func() {
 			t := &prefixT{t, "MCMemberRecord/" + tc.name}
-			src := x[tc.from]
-			tid := src.saRequest(tc.method, ib.SAAttrMCMemberRecord, tc.mask, &tc.rec)
-			e.settle()
-			m := src.answer(tid)
+			m := e.ask(x[tc.from], tc.method, ib.SAAttrMCMemberRecord, tc.mask, &tc.rec)
 			if m.Status != tc.status || m.Method != tc.method.Response() {
 				t.Fatalf("status %v method %v, want %v %v", m.Status, m.Method, tc.status, tc.method.Response())
 			}
@@ -414,9 +407,7 @@ func TestSARequests(t *testing.T) {
 			{ib.MethodGet, ib.AttrClassPortInfo},
 		} {
 			var empty ib.PathRecord
-			tid := x["a"].saRequest(c.method, c.attr, 0, &empty)
-			e.settle()
-			if m := x["a"].answer(tid); m.Status != ib.MADStatusMethodAttrUnsupported {
+			if m := e.ask(x["a"], c.method, c.attr, 0, &empty); m.Status != ib.MADStatusMethodAttrUnsupported {
 				t.Errorf("%v(%s): status %v", c.method, ib.SAAttributeName(c.attr), m.Status)
 			}
 		}
@@ -511,7 +502,7 @@ func TestRealMulticastFrame(t *testing.T) {
 // captureFrame5 is an IPoIB ARP request broadcast by LID 4 from QP 0x405
 // (PSN 8367) to the IPv4 broadcast group at MLID 0xC000.
 func captureFrame5(t testing.TB) []byte {
-	return unhex(t, `
+	return hextest.Bytes(t, `
 		00 03 c0 00 00 21 00 04 60 00 00 00 00 54 1b 00
 		fe 80 00 00 00 00 00 00 00 02 c9 02 00 24 f6 36
 		ff 12 40 1b ff ff 00 00 00 00 00 00 ff ff ff ff
@@ -525,7 +516,7 @@ func captureFrame5(t testing.TB) []byte {
 
 // captureFrame32 is a PathRecord Get from LID 4 to the SA at LID 1.
 func captureFrame32(t testing.TB) []byte {
-	return unhex(t, `
+	return hextest.Bytes(t, `
 		00 02 00 01 00 48 00 04 64 00 ff ff 00 00 00 01
 		00 00 2f 1e 80 01 00 00 00 00 00 01 01 03 02 01
 		00 00 00 00 00 00 00 0b b9 64 7f 9e 00 35 00 00
@@ -540,7 +531,7 @@ func captureFrame32(t testing.TB) []byte {
 
 // captureFrame33 is the SA's answer to frame 32.
 func captureFrame33(t testing.TB) []byte {
-	return unhex(t, `
+	return hextest.Bytes(t, `
 		00 02 00 04 00 48 00 01 64 00 ff ff 00 00 00 01
 		00 0e f3 56 80 01 00 00 00 00 00 01 01 03 02 81
 		00 00 00 00 00 00 00 0b b9 64 7f 9e 00 35 00 00

@@ -13,11 +13,17 @@ func Star(loop *aio.Context, cfg Config, n int) (*Fabric, []*Host, error) {
 	if n < 1 || n > MaxSwitchPorts {
 		return nil, nil, fmt.Errorf("sim: star of %d hosts (1..%d): %w", n, MaxSwitchPorts, ErrBadConfig)
 	}
+	return newBuilt(loop, cfg, func(f *Fabric) ([]*Host, error) { return f.buildStar(n) })
+}
+
+// newBuilt makes a fabric with New and has build add its nodes and start
+// it; a fabric build fails on is closed.
+func newBuilt(loop *aio.Context, cfg Config, build func(*Fabric) ([]*Host, error)) (*Fabric, []*Host, error) {
 	f, err := New(loop, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	hosts, err := f.buildStar(n)
+	hosts, err := build(f)
 	if err != nil {
 		f.Close()
 		return nil, nil, err
@@ -67,16 +73,7 @@ func Tree(loop *aio.Context, cfg Config, tc TreeConfig) (*Fabric, []*Host, error
 	case tc.HostsPerLeaf+tc.Spines > MaxSwitchPorts || tc.Leaves > MaxSwitchPorts:
 		return nil, nil, fmt.Errorf("sim: tree %+v: more than %d ports on a switch: %w", tc, MaxSwitchPorts, ErrBadConfig)
 	}
-	f, err := New(loop, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	hosts, err := f.buildFatTree(tc)
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	return f, hosts, nil
+	return newBuilt(loop, cfg, func(f *Fabric) ([]*Host, error) { return f.buildFatTree(tc) })
 }
 
 func (f *Fabric) buildFatTree(tc TreeConfig) ([]*Host, error) {

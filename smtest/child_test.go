@@ -356,18 +356,14 @@ func (cs *childState) saJoin(f []string) reply {
 	if err != nil {
 		return reply{Err: err.Error()}
 	}
-	done := make(chan reply, 1)
-	cs.call(func() {
+	return cs.askSA(func(answer func(reply)) error {
 		mgid := ipoib.BroadcastGID(pkey)
 		q, mask := ib.MCMemberQuery(mgid, cs.sa.PortGID(), pkey|ib.PKeyFullMember, ib.JoinFullMember)
-		_, err = cs.sa.SetMCMemberRecord(q, mask, func(r ib.MCMemberRecord, err error) {
-			done <- errReply(err, reply{MC: &r})
+		_, err := cs.sa.SetMCMemberRecord(q, mask, func(r ib.MCMemberRecord, err error) {
+			answer(errReply(err, reply{MC: &r}))
 		})
+		return err
 	})
-	if err != nil {
-		return reply{Err: err.Error()}
-	}
-	return <-done
 }
 
 // path asks the SA for the path to a GID, as ipoib does for a peer.
@@ -379,13 +375,21 @@ func (cs *childState) path(f []string) reply {
 	if err != nil {
 		return reply{Err: err.Error()}
 	}
-	done := make(chan reply, 1)
-	cs.call(func() {
+	return cs.askSA(func(answer func(reply)) error {
 		q, mask := ib.PathQueryByGID(cs.sa.PortGID(), dgid, ib.PKeyDefault)
-		_, err = cs.sa.GetPathRecord(q, mask, func(r ib.PathRecord, err error) {
-			done <- errReply(err, reply{Path: &r})
+		_, err := cs.sa.GetPathRecord(q, mask, func(r ib.PathRecord, err error) {
+			answer(errReply(err, reply{Path: &r}))
 		})
+		return err
 	})
+}
+
+// askSA sends an SA query on the loop (send starts it, with answer for
+// its callback) and waits for the answer, or returns why it was not sent.
+func (cs *childState) askSA(send func(answer func(reply)) error) reply {
+	done := make(chan reply, 1)
+	var err error
+	cs.call(func() { err = send(func(r reply) { done <- r }) })
 	if err != nil {
 		return reply{Err: err.Error()}
 	}

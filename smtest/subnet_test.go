@@ -209,22 +209,29 @@ func (s *subnet) stop() {
 		_ = c.Process.Kill()
 		_ = c.Wait()
 	}
-	_, _ = io.WriteString(s.console, "Quit\n")
-	_ = s.console.Close()
-	done := make(chan struct{})
-	go func() { _ = s.ibsim.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = s.ibsim.Process.Kill()
-		<-done
-	}
+	quit(s.ibsim, s.console, "Quit\n", 5*time.Second)
 	if s.t.Failed() {
 		for _, name := range []string{"ibsim.log", "opensm-Hca1.log", "opensm-Hca3.log"} {
 			if b, err := os.ReadFile(filepath.Join(s.dir, name)); err == nil {
 				s.t.Logf("--- %s (last 3000 bytes):\n%s", name, tail(b, 3000))
 			}
 		}
+	}
+}
+
+// quit asks the process c runs to end by writing command to its input
+// in, which it then closes, and kills it if it has not exited within
+// wait.
+func quit(c *exec.Cmd, in io.WriteCloser, command string, wait time.Duration) {
+	_, _ = io.WriteString(in, command)
+	_ = in.Close()
+	done := make(chan struct{})
+	go func() { _ = c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		_ = c.Process.Kill()
+		<-done
 	}
 }
 
@@ -501,16 +508,7 @@ func (s *subnet) startChild(host string) *child {
 
 // stop ends the child and shows its log if the test failed.
 func (ch *child) stop() {
-	_, _ = io.WriteString(ch.in, "quit\n")
-	_ = ch.in.Close()
-	done := make(chan struct{})
-	go func() { _ = ch.c.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = ch.c.Process.Kill()
-		<-done
-	}
+	quit(ch.c, ch.in, "quit\n", 10*time.Second)
 	if ch.t.Failed() {
 		if b, err := os.ReadFile(ch.log); err == nil {
 			ch.t.Logf("--- child log (last 6000 bytes):\n%s", tail(b, 6000))

@@ -47,18 +47,11 @@ func (s *Stack) Dial(ctx context.Context, network, address string) (net.Conn, er
 // Listen listens for TCP connections on address (":80", "0.0.0.0:80" or the
 // interface address with a port) over network "tcp" or "tcp4".
 func (s *Stack) Listen(network, address string) (net.Listener, error) {
-	proto, err := transport(network)
-	if err == nil && proto != "tcp" {
-		err = fmt.Errorf("%w: Listen is for tcp; use ListenPacket for udp", ErrBadAddress)
-	}
+	local, err := s.bindAddr(network, address, "tcp", "Listen", "ListenPacket")
 	if err != nil {
-		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
+		return nil, err
 	}
-	ap, err := parseAddrPort(address, true)
-	if err != nil {
-		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
-	}
-	l, err := gonet.ListenTCP(s.S, s.local(ap), ipv4.ProtocolNumber)
+	l, err := gonet.ListenTCP(s.S, local, ipv4.ProtocolNumber)
 	if err != nil {
 		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
 	}
@@ -68,23 +61,33 @@ func (s *Stack) Listen(network, address string) (net.Listener, error) {
 // ListenPacket opens a UDP socket bound to address over network "udp" or
 // "udp4" (port 0 picks a free one).
 func (s *Stack) ListenPacket(network, address string) (net.PacketConn, error) {
-	proto, err := transport(network)
-	if err == nil && proto != "udp" {
-		err = fmt.Errorf("%w: ListenPacket is for udp; use Listen for tcp", ErrBadAddress)
-	}
+	local, err := s.bindAddr(network, address, "udp", "ListenPacket", "Listen")
 	if err != nil {
-		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
+		return nil, err
 	}
-	ap, err := parseAddrPort(address, true)
-	if err != nil {
-		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
-	}
-	local := s.local(ap)
 	c, err := gonet.DialUDP(s.S, &local, nil, ipv4.ProtocolNumber)
 	if err != nil {
 		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
 	}
 	return c, nil
+}
+
+// bindAddr checks Listen's or ListenPacket's arguments (call, which
+// serves proto; other serves the other one) and returns the address to
+// bind.
+func (s *Stack) bindAddr(network, address, proto, call, other string) (tcpip.FullAddress, error) {
+	p, err := transport(network)
+	if err == nil && p != proto {
+		err = fmt.Errorf("%w: %s is for %s; use %s for %s", ErrBadAddress, call, proto, other, p)
+	}
+	var ap netip.AddrPort
+	if err == nil {
+		ap, err = parseAddrPort(address, true)
+	}
+	if err != nil {
+		return tcpip.FullAddress{}, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
+	}
+	return s.local(ap), nil
 }
 
 // local is the bind address for ap: the unspecified address binds to the

@@ -31,13 +31,10 @@ echo "STEP ud_pingpong server"
 $S/ibv_ud_pingpong -e -d rxe0 -g 0 -s %[1]d -n %[2]d > $S/udppe-vm0.txt 2>&1 || { cat $S/udppe-vm0.txt; fail "ud_pingpong -e"; }
 $S/ibv_ud_pingpong -d rxe0 -g 0 -s %[1]d -n %[2]d > $S/udpp-vm0.txt 2>&1 || { cat $S/udpp-vm0.txt; fail ud_pingpong; }
 echo "STEP ipoibd up"
-$S/ipoibd up --device rxe0 --addr %[3]s/24 --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
-UP=$!
-waitlog /tmp/up.log ": ready" 30
+upready rxe0 --addr %[3]s/24
 touch $S/vm0.up
 waitfor $S/vm1.done 120
-$S/ipoibd down --socket /tmp/ib0.sock
-wait $UP || fail "ipoibd up exited with $?"
+down
 echo "STEP done"
 `, vmUDSize, benchUDIters, vmServerAddr)
 
@@ -52,13 +49,10 @@ for mode in "-e" ""; do
 done
 waitfor $S/vm0.up 60
 echo "STEP ipoibd up"
-$S/ipoibd up --device rxe0 --addr %[4]s/24 --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
-UP=$!
-waitlog /tmp/up.log ": ready" 30
+upready rxe0 --addr %[4]s/24
 echo "STEP ping"
-$S/ipoibd ping --socket /tmp/ib0.sock --json -c %[5]d %[6]s > $S/ping.json || { cat $S/ping.json; fail ping; }
-$S/ipoibd down --socket /tmp/ib0.sock
-wait $UP || fail "ipoibd up exited with $?"
+pingjson ping.json %[6]s -c %[5]d
+down
 touch $S/vm1.done
 echo "STEP done"
 `, vmUDSize, benchUDIters, GuestIPv4(0), vmXferSource, benchPingCount, vmServerAddr)

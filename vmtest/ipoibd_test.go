@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipoibd/ipoibd/internal/rocetest"
 )
 
 // The two-VM ipoibd test: the real daemon on soft-RoCE, end to end.
@@ -82,14 +84,61 @@ func ipoibdShare(t testing.TB) (share string, bins []string) {
 	return share, append(bins, dst)
 }
 
-// vmScriptCommon is the shell both VMs start with: helpers to fail with
-// the daemon's log, and to wait for a marker file in the share.
+// vmScriptCommon is the shell every VM script starts with: helpers to fail
+// with the daemon's log, to wait for a marker file in the share, to run
+// ipoibd up, ping and down, and the two sides of the lease scenario the
+// two-VM tests share.
 const vmScriptCommon = `S=` + GuestShare + `
 fail() { echo "STEP FAILED: $*"; for f in /tmp/*.log; do echo "--- $f"; cat $f; done; exit 1; }
 waitfor() { i=0; while [ ! -e "$1" ]; do i=$((i+1)); [ $i -gt $(($2*10)) ] && fail "timed out waiting for $1"; sleep 0.1; done; }
 waitlog() { i=0; while ! grep -q "$2" "$1" 2>/dev/null; do i=$((i+1)); [ $i -gt $(($3*10)) ] && fail "timed out waiting for '$2' in $1"; sleep 0.1; done; }
 # sink LOG FLAG WHAT VMXFER-ARGS...: a vmxfer sink; $S/FLAG once it listens; fail WHAT unless it gets every byte.
 sink() { l=$1; f=$2; w=$3; shift 3; $S/vmxfer "$@" -sink > $l 2>&1 & x=$!; waitlog $l listening 30; touch $S/$f; wait $x || fail "$w"; cat $l; }
+# upready DEVICE ARGS...: ipoibd up on DEVICE with ARGS (UP is its pid), once it is ready.
+upready() {
+	d=$1; shift
+	$S/ipoibd up --device $d "$@" --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
+	UP=$!
+	waitlog /tmp/up.log ": ready" 30
+	cat /tmp/up.log
+}
+# pingjson OUT PEER PING-ARGS...: ipoibd ping --json to PEER, its figures in $S/OUT.
+pingjson() { o=$1; p=$2; shift 2; $S/ipoibd ping --socket /tmp/ib0.sock --json "$@" $p > $S/$o || { cat $S/$o; fail "ping $p"; }; }
+# down: ipoibd down, after which ipoibd up must exit cleanly.
+down() { $S/ipoibd down --socket /tmp/ib0.sock; wait $UP || fail "ipoibd up exited with $?"; }
+# leaseserver WAIT COUNT INTERVAL SINK-ARGS...: vm0's part of the lease scenario
+# once its ipoibd up serves DHCP: tell vm1 ($S/vm0.up), ping vm1's lease COUNT times
+# every INTERVAL ($S/ping-vm0.json), sink vm1's TCP stream, and ipoibd down once vm1
+# is done. WAIT bounds each wait for vm1, in seconds.
+leaseserver() {
+	w=$1; c=$2; iv=$3; shift 3
+	touch $S/vm0.up
+	waitfor $S/vm1.addr $w
+	PEER=$(cat $S/vm1.addr)
+	echo "STEP ping $PEER"
+	pingjson ping-vm0.json $PEER -c $c -i $iv
+	echo "STEP TCP sink"
+	sink /tmp/xfer.log vm0.sink "TCP sink" "$@"
+	waitfor $S/vm1.done $w
+	echo "STEP ipoibd down"
+	down
+}
+# leaseclient WAIT SERVER COUNT INTERVAL SOURCE-ARGS...: vm1's part once upleased:
+# ping SERVER ($S/ping-vm1.json), source the TCP stream once vm0 sinks it, ipoibd
+# down, and tell vm0 ($S/vm1.done).
+leaseclient() {
+	w=$1; srv=$2; c=$3; iv=$4; shift 4
+	echo "STEP ping $srv"
+	pingjson ping-vm1.json $srv -c $c -i $iv
+	waitfor $S/vm0.sink $w
+	echo "STEP TCP source"
+	$S/vmxfer "$@" > /tmp/xfer.log 2>&1 || { cat /tmp/xfer.log; fail "TCP source"; }
+	cat /tmp/xfer.log
+	echo "STEP ipoibd down"
+	down
+	cat /tmp/up.log
+	touch $S/vm1.done
+}
 # upleased DEVICE: ipoibd up --dhcp on DEVICE (UP is its pid); the leased address goes to $S/vm1.addr.
 upleased() {
 	$S/ipoibd up --device $1 --dhcp --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
@@ -109,21 +158,8 @@ echo "STEP ud_pingpong server"
 $S/ibv_ud_pingpong -d rxe0 -g 0 -s %[1]d -n %[2]d > $S/udpp-vm0.txt 2>&1 || { cat $S/udpp-vm0.txt; fail ud_pingpong; }
 $S/ibv_ud_pingpong -e -d rxe0 -g 0 -s %[1]d -n %[2]d > $S/udppe-vm0.txt 2>&1 || { cat $S/udppe-vm0.txt; fail "ud_pingpong -e"; }
 echo "STEP ipoibd up (server)"
-$S/ipoibd up --device rxe0 --addr %[3]s/24 --dhcp-server %[4]s --pcap /tmp/vm0.pcap --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
-UP=$!
-waitlog /tmp/up.log ": ready" 30
-cat /tmp/up.log
-touch $S/vm0.up
-waitfor $S/vm1.addr 60
-PEER=$(cat $S/vm1.addr)
-echo "STEP ping $PEER"
-$S/ipoibd ping --socket /tmp/ib0.sock --json -c %[5]d -i %[6]s $PEER > $S/ping-vm0.json || { cat $S/ping-vm0.json; fail "ping $PEER"; }
-echo "STEP TCP sink"
-sink /tmp/xfer.log vm0.sink "TCP sink" -device rxe0 -addr %[7]s/24 -bytes %[8]d
-waitfor $S/vm1.done 60
-echo "STEP ipoibd down"
-$S/ipoibd down --socket /tmp/ib0.sock
-wait $UP || fail "ipoibd up exited with $?"
+upready rxe0 --addr %[3]s/24 --dhcp-server %[4]s --pcap /tmp/vm0.pcap
+leaseserver 60 %[5]d %[6]s -device rxe0 -addr %[7]s/24 -bytes %[8]d
 cat /tmp/up.log
 cp /tmp/vm0.pcap $S/vm0.pcap || fail "copy the capture out"
 echo "STEP done"
@@ -146,17 +182,7 @@ cat $S/udppe-vm1.txt
 waitfor $S/vm0.up 60
 echo "STEP ipoibd up --dhcp"
 upleased rxe0
-echo "STEP ping %[4]s"
-$S/ipoibd ping --socket /tmp/ib0.sock --json -c %[5]d -i %[6]s %[4]s > $S/ping-vm1.json || { cat $S/ping-vm1.json; fail "ping %[4]s"; }
-waitfor $S/vm0.sink 60
-echo "STEP TCP source"
-$S/vmxfer -device rxe0 -addr %[7]s/24 -source %[8]s -bytes %[9]d > /tmp/xfer.log 2>&1 || fail "TCP source"
-cat /tmp/xfer.log
-echo "STEP ipoibd down"
-$S/ipoibd down --socket /tmp/ib0.sock
-wait $UP || fail "ipoibd up exited with $?"
-cat /tmp/up.log
-touch $S/vm1.done
+leaseclient 60 %[4]s %[5]d %[6]s -device rxe0 -addr %[7]s/24 -source %[8]s -bytes %[9]d
 echo "STEP done"
 `, vmUDSize, vmUDIters, GuestIPv4(0), vmServerAddr, vmPingCount, vmPingInterval, vmXferSource, vmXferSink, vmXferBytes)
 
@@ -292,23 +318,14 @@ func xferMbps(m []string) string {
 // come from the broadcast group's MGID.
 func checkCapture(t *testing.T, path string) {
 	t.Helper()
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Log("tshark not installed: the capture is not checked")
+	stacks, ok := rocetest.Tshark(t, path)
+	if !ok {
 		return
 	}
-	out, err := exec.Command(tshark, "-r", path, "-T", "fields", "-e", "frame.protocols", "-e", "_ws.malformed").Output()
-	if err != nil {
-		t.Fatalf("tshark -r %s: %v\n%s", path, err, out)
-	}
 	seen := map[string]int{}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(line, "\t")
-		if len(f) > 1 && f[1] != "" {
-			t.Errorf("tshark finds a malformed frame: %q", line)
-		}
-		for _, p := range strings.Split(f[0], ":") {
-			seen[p]++
+	for stack, n := range stacks {
+		for _, p := range strings.Split(stack, ":") {
+			seen[p] += n
 		}
 	}
 	t.Logf("capture protocols: %v", seen)
@@ -317,7 +334,7 @@ func checkCapture(t *testing.T, path string) {
 			t.Errorf("no %s frame in the capture (protocols %v)", p, seen)
 		}
 	}
-	out, err = exec.Command(tshark, "-r", path, "-Y", "arp.opcode == 1", "-V").Output()
+	out, err := exec.Command("tshark", "-r", path, "-Y", "arp.opcode == 1", "-V").Output()
 	if err != nil {
 		t.Fatalf("tshark: %v\n%s", err, out)
 	}

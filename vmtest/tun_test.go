@@ -30,28 +30,21 @@ const tunXferBytes = 2 << 20
 
 var tunVM0Script = vmScriptCommon + fmt.Sprintf(`
 echo "STEP ipoibd up --serve"
-$S/ipoibd up --device rxe0 --addr %[1]s/24 --serve tcp::5001=127.0.0.1:5001 --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
-UP=$!
-waitlog /tmp/up.log ": ready" 30
-cat /tmp/up.log
+upready rxe0 --addr %[1]s/24 --serve tcp::5001=127.0.0.1:5001
 echo "STEP kernel TCP sink"
 sink /tmp/xfer.log vm0.up "TCP sink" -kernel -bytes %[2]d
 echo "STEP API TCP sink, for comparison"
 sink /tmp/xfer2.log vm0.sink2 "API TCP sink" -device rxe0 -addr %[3]s/24 -bytes %[2]d
 waitfor $S/vm1.done 120
 echo "STEP ipoibd down"
-$S/ipoibd down --socket /tmp/ib0.sock
-wait $UP || fail "ipoibd up exited with $?"
+down
 echo "STEP done"
 `, vmServerAddr, tunXferBytes, vmXferSink)
 
 var tunVM1Script = vmScriptCommon + fmt.Sprintf(`
 waitfor $S/vm0.up 90
 echo "STEP ipoibd up --tun"
-$S/ipoibd up --device rxe0 --addr 10.66.0.2/24 --tun ipoib0 --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
-UP=$!
-waitlog /tmp/up.log ": ready" 30
-cat /tmp/up.log
+upready rxe0 --addr 10.66.0.2/24 --tun ipoib0
 { ip addr show dev ipoib0; ip route show dev ipoib0; } > $S/tun-vm1.txt 2>&1
 cat $S/tun-vm1.txt
 echo "STEP kernel ping %[1]s"
@@ -65,8 +58,7 @@ waitfor $S/vm0.sink2 90
 $S/vmxfer -device rxe0 -addr %[3]s/24 -source %[4]s -bytes %[2]d > /tmp/xfer2.log 2>&1 || { cat /tmp/xfer2.log; fail "API TCP source"; }
 cat /tmp/xfer2.log
 echo "STEP ipoibd down"
-$S/ipoibd down --socket /tmp/ib0.sock
-wait $UP || fail "ipoibd up exited with $?"
+down
 ip link show ipoib0 > /dev/null 2>&1 && fail "ipoib0 still exists after ipoibd down"
 touch $S/vm1.done
 echo "STEP done"

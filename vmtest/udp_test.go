@@ -30,21 +30,8 @@ import (
 // udpVM0Script: rxe side, DHCP server, TCP sink.
 var udpVM0Script = vmScriptCommon + fmt.Sprintf(`
 echo "STEP ipoibd up over rxe0 (server)"
-$S/ipoibd up --device rxe0 --addr %[1]s/24 --dhcp-server %[2]s --socket /tmp/ib0.sock > /tmp/up.log 2>&1 &
-UP=$!
-waitlog /tmp/up.log ": ready" 30
-cat /tmp/up.log
-touch $S/vm0.up
-waitfor $S/vm1.addr 90
-PEER=$(cat $S/vm1.addr)
-echo "STEP ping $PEER"
-$S/ipoibd ping --socket /tmp/ib0.sock --json -c %[3]d -i %[4]s $PEER > $S/ping-vm0.json || { cat $S/ping-vm0.json; fail "ping $PEER"; }
-echo "STEP TCP sink"
-sink /tmp/xfer.log vm0.sink "TCP sink" -device rxe0 -gid-index 1 -addr %[5]s/24 -bytes %[6]d
-waitfor $S/vm1.done 90
-echo "STEP ipoibd down"
-$S/ipoibd down --socket /tmp/ib0.sock
-wait $UP || fail "ipoibd up exited with $?"
+upready rxe0 --addr %[1]s/24 --dhcp-server %[2]s
+leaseserver 90 %[3]d %[4]s -device rxe0 -gid-index 1 -addr %[5]s/24 -bytes %[6]d
 echo "STEP done"
 `, vmServerAddr, vmDHCPRange, vmPingCount, vmPingInterval, vmXferSink, vmXferBytes)
 
@@ -58,17 +45,7 @@ $S/ipoibd devices 2>&1 | grep -v "^ipoibd devices: driver verbs"
 waitfor $S/vm0.up 90
 echo "STEP ipoibd up --device udp:eth0 --dhcp"
 upleased udp:eth0
-echo "STEP ping %[1]s"
-$S/ipoibd ping --socket /tmp/ib0.sock --json -c %[2]d -i %[3]s %[1]s > $S/ping-vm1.json || { cat $S/ping-vm1.json; fail "ping %[1]s"; }
-waitfor $S/vm0.sink 90
-echo "STEP TCP source"
-$S/vmxfer -device udp:eth0 -gid-index 1 -addr %[4]s/24 -source %[5]s -bytes %[6]d > /tmp/xfer.log 2>&1 || { cat /tmp/xfer.log; fail "TCP source"; }
-cat /tmp/xfer.log
-echo "STEP ipoibd down"
-$S/ipoibd down --socket /tmp/ib0.sock
-wait $UP || fail "ipoibd up exited with $?"
-cat /tmp/up.log
-touch $S/vm1.done
+leaseclient 90 %[1]s %[2]d %[3]s -device udp:eth0 -gid-index 1 -addr %[4]s/24 -source %[5]s -bytes %[6]d
 echo "STEP done"
 `, vmServerAddr, vmPingCount, vmPingInterval, vmXferSource, vmXferSink, vmXferBytes)
 

@@ -168,8 +168,8 @@ type ctlServer struct {
 	// downs counts 'down' requests waiting for the teardown, which
 	// close does not wait for (it is part of the teardown).
 	downs sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	// conns holds the open connections, for close to end.
+	conns connSet
 }
 
 // Limits of the control server. A client may be slow or stuck, but not
@@ -218,7 +218,7 @@ func newCtlServer(ln net.Listener, d *daemon, shutdown func(), warn func(string,
 		warn = func(string, ...any) {}
 	}
 	return &ctlServer{ln: ln, d: d, shutdown: shutdown, ctx: ctx, cancel: cancel,
-		privileged: peerIsRoot, warn: warn, conns: map[net.Conn]struct{}{}}
+		privileged: peerIsRoot, warn: warn}
 }
 
 // serve accepts connections until the listener closes. Any other Accept
@@ -244,7 +244,7 @@ func (s *ctlServer) serve() {
 			continue
 		}
 		pause = 0
-		if !s.track(c) {
+		if !s.conns.add(c) {
 			c.Close()
 			return
 		}
@@ -252,29 +252,11 @@ func (s *ctlServer) serve() {
 		go func() {
 			done := sync.OnceFunc(s.wg.Done)
 			defer done()
-			defer s.untrack(c)
+			defer s.conns.remove(c)
 			defer c.Close()
-			s.handle(c, func() { s.untrack(c); done() })
+			s.handle(c, func() { s.conns.remove(c); done() })
 		}()
 	}
-}
-
-// track records an open connection, so close can end it; it refuses one
-// once the server is closing.
-func (s *ctlServer) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ctx.Err() != nil || s.conns == nil {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *ctlServer) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 }
 
 // close stops accepting, stops running pings, closes every connection
@@ -284,11 +266,7 @@ func (s *ctlServer) untrack(c net.Conn) {
 func (s *ctlServer) close() {
 	s.cancel()
 	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.conns.closeAll()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -703,22 +681,35 @@ func rttMs(ms float64) string {
 	return strconv.FormatFloat(ms, 'f', 0, 64)
 }
 
-func runPeers(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("peers", "[--json]", stderr)
+// queryDaemon is what the commands that only read the daemon's state
+// (peers, stats) share: parse args (--name, --socket, --json), ask the
+// daemon for cmd and, with --json, print the part of its reply that
+// section picks. It returns the reply for the command to print as text,
+// or done and the exit code when there is nothing left to do.
+func queryDaemon(cmd string, args []string, stdout, stderr io.Writer, section func(*ctlReply) any) (rep ctlReply, code int, done bool) {
+	fs := newFlagSet(cmd, "[--json]", stderr)
 	name, socket, asJSON := socketFlags(fs)
 	if code, ok := parseFlags(fs, args, stdout); !ok {
-		return code
+		return rep, code, true
 	}
 	path, err := socketPath(*name, *socket)
 	if err != nil {
-		return fail(stdout, stderr, *asJSON, "peers", err, exitUsage)
+		return rep, fail(stdout, stderr, *asJSON, cmd, err, exitUsage), true
 	}
-	rep, err := ctlCall(path, ctlRequest{Cmd: "peers"}, 10*time.Second)
+	rep, err = ctlCall(path, ctlRequest{Cmd: cmd}, 10*time.Second)
 	if err != nil {
-		return fail(stdout, stderr, *asJSON, "peers", err, exitFailure)
+		return rep, fail(stdout, stderr, *asJSON, cmd, err, exitFailure), true
 	}
 	if *asJSON {
-		return emit(stdout, stderr, "peers", rep.Peers, exitOK)
+		return rep, emit(stdout, stderr, cmd, section(&rep), exitOK), true
+	}
+	return rep, exitOK, false
+}
+
+func runPeers(args []string, stdout, stderr io.Writer) int {
+	rep, code, done := queryDaemon("peers", args, stdout, stderr, func(r *ctlReply) any { return r.Peers })
+	if done {
+		return code
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tLLADDR\tSTATE")
@@ -740,21 +731,9 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 }
 
 func runStats(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("stats", "[--json]", stderr)
-	name, socket, asJSON := socketFlags(fs)
-	if code, ok := parseFlags(fs, args, stdout); !ok {
+	rep, code, done := queryDaemon("stats", args, stdout, stderr, func(r *ctlReply) any { return r.Stats })
+	if done {
 		return code
-	}
-	path, err := socketPath(*name, *socket)
-	if err != nil {
-		return fail(stdout, stderr, *asJSON, "stats", err, exitUsage)
-	}
-	rep, err := ctlCall(path, ctlRequest{Cmd: "stats"}, 10*time.Second)
-	if err != nil {
-		return fail(stdout, stderr, *asJSON, "stats", err, exitFailure)
-	}
-	if *asJSON {
-		return emit(stdout, stderr, "stats", rep.Stats, exitOK)
 	}
 	// Like ip -s link: the non-zero counters, group by group, in the
 	// order each layer declares them.

@@ -387,8 +387,8 @@ func (fw *forwarder) udpReplies(s *udpSession, from net.Addr, mu *sync.Mutex) {
 	}
 }
 
-// connSet tracks a way's open connections so that shutting it down ends
-// them.
+// connSet tracks open connections (a way's, the control socket's) so that
+// shutting down ends them.
 type connSet struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}

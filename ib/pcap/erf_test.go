@@ -2,7 +2,6 @@ package pcap
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -15,21 +14,13 @@ import (
 
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/hextest"
 	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
 // erfCapture is a real ERF capture of InfiniBand traffic between two HCAs
 // (2008, 43 frames); ib's tests check its packets, these its ERF framing.
 const erfCapture = "../testdata/softroce-demo-infiniband.pcap"
-
-func erfHex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatalf("bad hex in test: %v", err)
-	}
-	return b
-}
 
 // erfReadRecords returns the pcap records of an ERF capture.
 func erfReadRecords(t testing.TB, path string) [][]byte {
@@ -43,7 +34,7 @@ func erfReadRecords(t testing.TB, path string) [][]byte {
 // DAG card pads to 8 bytes; the padding is not in the pcap record), lctr
 // 0, wlen 290.
 func TestERFHeaderGolden(t *testing.T) {
-	raw := erfHex(t, "60eaeb7fef412b48 15 05 0138 0000 0122")
+	raw := hextest.Bytes(t, "60eaeb7fef412b48 15 05 0138 0000 0122")
 	want := ERFHeader{Timestamp: 0x482b41ef7febea60, Type: ERFTypeInfiniBand, Flags: 0x05, RLen: 312, WLen: 290}
 	recs := erfReadRecords(t, erfCapture)
 	if len(recs) != 43 {
@@ -95,7 +86,7 @@ func TestERFHeaderErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var h ERFHeader
-			if _, err := DecodeERFRecord(erfHex(t, tc.hex), &h); !errors.Is(err, ErrERF) {
+			if _, err := DecodeERFRecord(hextest.Bytes(t, tc.hex), &h); !errors.Is(err, ErrERF) {
 				t.Errorf("error %v, want ErrERF", err)
 			}
 		})
@@ -172,28 +163,14 @@ func TestWriterConcurrent(t *testing.T) {
 		}
 	}
 	f.Close()
-	rf, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rf.Close()
-	r, err := pcapgo.NewReader(rf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for {
-		data, _, err := r.ReadPacketData()
-		if err != nil {
-			break
-		}
-		n++
+	recs := pcaptest.Read(t, path, layersLinkTypeUser0)
+	for i, data := range recs {
 		if len(data) == 0 || !bytes.Equal(data, bytes.Repeat(data[:1], len(data))) {
-			t.Fatalf("record %d mixed: %x", n, data)
+			t.Fatalf("record %d mixed: %x", i+1, data)
 		}
 	}
-	if n != writers*each {
-		t.Errorf("%d records, want %d", n, writers*each)
+	if len(recs) != writers*each {
+		t.Errorf("%d records, want %d", len(recs), writers*each)
 	}
 }
 
@@ -266,10 +243,10 @@ func TestERFTshark(t *testing.T) {
 	// header: BaseVersion 1, class 3 (SA), version 2, method Get,
 	// TID, attribute 0x0035 PathRecord.
 	mad := make([]byte, 256)
-	copy(mad, erfHex(t, "01 03 02 01 0000 0000 0000000bb9647f9e 0035 0000 00000000"))
+	copy(mad, hextest.Bytes(t, "01 03 02 01 0000 0000 0000000bb9647f9e 0035 0000 00000000"))
 	// IPoIB ARP request over IB (RFC 4391): hardware type 32, IPv4,
 	// lengths 20 and 4, request; sender QPN 0x48 and GID, target zero.
-	arp := erfHex(t, `0806 0000  0020 0800 14 04 0001
+	arp := hextest.Bytes(t, `0806 0000  0020 0800 14 04 0001
 		00000048 fe800000000000000002c90300001f2d 0a000024
 		00000000 00000000000000000000000000000000 0a00003a`)
 	opaque := bytes.Repeat([]byte{0x5a}, 13) // 3 bytes of pad
@@ -415,7 +392,7 @@ func TestERFTshark(t *testing.T) {
 // FuzzDecodeERF decodes arbitrary records: no panic, a packet that never
 // runs past the record or WLen, and a header that re-encodes to its bytes.
 func FuzzDecodeERF(f *testing.F) {
-	f.Add(erfHex(f, "60eaeb7fef412b48 15 05 0138 0000 0004 f002ffff"))
+	f.Add(hextest.Bytes(f, "60eaeb7fef412b48 15 05 0138 0000 0004 f002ffff"))
 	f.Fuzz(func(t *testing.T, rec []byte) {
 		var h ERFHeader
 		pkt, err := DecodeERFRecord(rec, &h)

@@ -31,6 +31,9 @@ type pair struct {
 // openPair opens iface twice; it skips when raw sockets are not allowed.
 func openPair(t testing.TB, iface string) *pair {
 	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("SKIP: raw sockets need root (CAP_NET_RAW)")
+	}
 	loop := looptest.Home(t, aio.WithName("udp-test"))
 	p := &pair{t: t, loop: loop, wcs: make([]ib.Completion, 16), qkeys: [2]ib.QKey{0x0B1B, 0x0B1B}}
 	for i := range p.devs {
@@ -57,6 +60,17 @@ func openPair(t testing.TB, iface string) *pair {
 	return p
 }
 
+// lastGID returns the last GID of device 0's port: on lo, the
+// IPv4-mapped GID of 127.0.0.1.
+func (p *pair) lastGID() ib.GID {
+	p.t.Helper()
+	attr, err := p.devs[0].QueryPort(1)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return attr.GIDs[len(attr.GIDs)-1]
+}
+
 // wait polls the loop until cq i has a completion of kind k, or fails
 // after a second.
 func (p *pair) wait(i int, k ib.WorkKind) *ib.Completion {
@@ -80,15 +94,8 @@ func (p *pair) wait(i int, k ib.WorkKind) *ib.Completion {
 // loopback interface over IPv4: the payload and the GRH arrive, a wrong
 // Q_Key is dropped and counted, and so is a corrupted ICRC.
 func TestUnicastLoopback(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("SKIP: raw sockets need root (CAP_NET_RAW)")
-	}
 	p := openPair(t, "lo")
-	attr, err := p.devs[0].QueryPort(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid := attr.GIDs[len(attr.GIDs)-1]
+	gid := p.lastGID()
 	if want := (ib.GID{10: 0xff, 11: 0xff, 12: 127, 15: 1}); gid != want {
 		t.Fatalf("lo GID %v, want %v", gid, want)
 	}
@@ -137,9 +144,6 @@ func TestUnicastLoopback(t *testing.T) {
 // a UDP socket: each is dropped, counted under its reason, and the QP
 // receives nothing; a good one then still arrives.
 func TestReceiveChecks(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("SKIP: raw sockets need root (CAP_NET_RAW)")
-	}
 	p := openPair(t, "lo")
 	d := p.devs[1].(*device)
 	qpn := p.qps[1].QPN()
@@ -218,15 +222,8 @@ func TestReceiveChecks(t *testing.T) {
 // repost, per op. The data path allocates nothing per datagram: allocs/op
 // must read 0.
 func BenchmarkUDRoundTrip(b *testing.B) {
-	if os.Getuid() != 0 {
-		b.Skip("SKIP: raw sockets need root (CAP_NET_RAW)")
-	}
 	p := openPair(b, "lo")
-	attr, err := p.devs[0].QueryPort(1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ah, err := p.devs[0].CreateAH(ib.AddressVector{Port: 1, GlobalRoute: true, DGID: attr.GIDs[len(attr.GIDs)-1]})
+	ah, err := p.devs[0].CreateAH(ib.AddressVector{Port: 1, GlobalRoute: true, DGID: p.lastGID()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,35 +9,8 @@ import (
 	"testing"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
-
-// hexBytes turns a hex dump with arbitrary spacing into bytes.
-func hexBytes(t testing.TB, s string) []byte {
-	t.Helper()
-	var out []byte
-	var hi byte
-	n := 0
-	for _, c := range []byte(s) {
-		var v byte
-		switch {
-		case c >= '0' && c <= '9':
-			v = c - '0'
-		case c >= 'a' && c <= 'f':
-			v = c - 'a' + 10
-		case c == ' ' || c == '\n' || c == '\t':
-			continue
-		default:
-			t.Fatalf("bad hex digit %q", c)
-		}
-		if n%2 == 0 {
-			hi = v
-		} else {
-			out = append(out, hi<<4|v)
-		}
-		n++
-	}
-	return out
-}
 
 // umadGolden are user MAD headers written out by hand from the layout of
 // struct ib_user_mad in <infiniband/umad.h> (host-order fields
@@ -89,7 +62,7 @@ func TestUMADHeaderGolden(t *testing.T) {
 	}
 	for _, tc := range umadGolden {
 		t.Run(tc.name, func(t *testing.T) {
-			want := hexBytes(t, tc.hex)
+			want := hextest.Bytes(t, tc.hex)
 			if len(want) != umadHeaderLen {
 				t.Fatalf("golden vector is %d bytes, want %d", len(want), umadHeaderLen)
 			}
@@ -243,7 +216,7 @@ func TestMADPortReceived(t *testing.T) {
 
 func FuzzDecodeUMAD(f *testing.F) {
 	for _, tc := range umadGolden {
-		b := hexBytes(f, tc.hex)
+		b := hextest.Bytes(f, tc.hex)
 		f.Add(b)
 		f.Add(append(b, madBytes(ib.MethodGetResp, 0x3_00000005)...))
 	}

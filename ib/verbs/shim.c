@@ -185,48 +185,59 @@ int ipo_cq_rearm(struct ibv_comp_channel *ch, struct ibv_cq *cq)
 }
 
 /*
- * ipo_post_send posts n UD sends, IPO_CHAIN per provider call. *posted says
- * how many the provider took; the return value is 0 or the errno of the
- * first one it refused.
+ * IPO_POST_CHAINED is the body of ipo_post_send and ipo_post_recv, which
+ * differ only in their work request type, provider call and how a request
+ * is filled. It posts the caller's n requests, IPO_CHAIN per provider call;
+ * the block after POST fills work request w and its one gather entry g
+ * from the caller's request j. *posted says how many the provider took; the
+ * body returns 0 or the errno of the first request it refused.
  */
+#define IPO_POST_CHAINED(WR, POST, ...)                                           \
+	WR wr[IPO_CHAIN];                                                         \
+	struct ibv_sge sge[IPO_CHAIN];                                            \
+	int done = 0;                                                             \
+                                                                                  \
+	*posted = 0;                                                              \
+	while (done < n) {                                                        \
+		int k = n - done;                                                 \
+		if (k > IPO_CHAIN)                                                \
+			k = IPO_CHAIN;                                            \
+		for (int i = 0; i < k; i++) {                                     \
+			WR *w = &wr[i];                                           \
+			struct ibv_sge *g = &sge[i];                              \
+			int j = done + i;                                         \
+			__VA_ARGS__                                               \
+			w->next = i + 1 < k ? &wr[i + 1] : NULL;                  \
+			w->sg_list = g;                                           \
+			w->num_sge = 1;                                           \
+		}                                                                 \
+		WR *bad = NULL;                                                   \
+		int rc = POST(qp, wr, &bad);                                      \
+		if (rc != 0) {                                                    \
+			*posted = done + (bad != NULL ? (int)(bad - wr) : 0);     \
+			return rc;                                                \
+		}                                                                 \
+		done += k;                                                        \
+		*posted = done;                                                   \
+	}                                                                         \
+	return 0;
+
+/* ipo_post_send posts n signalled UD sends. */
 int ipo_post_send(struct ibv_qp *qp, const struct ipo_send *s, int n, int *posted)
 {
-	struct ibv_send_wr wr[IPO_CHAIN];
-	struct ibv_sge sge[IPO_CHAIN];
-	int done = 0;
-
-	*posted = 0;
-	while (done < n) {
-		int k = n - done;
-		if (k > IPO_CHAIN)
-			k = IPO_CHAIN;
-		for (int i = 0; i < k; i++) {
-			const struct ipo_send *x = &s[done + i];
-			sge[i].addr = x->addr;
-			sge[i].length = x->length;
-			sge[i].lkey = x->lkey;
-			memset(&wr[i], 0, sizeof(wr[i]));
-			wr[i].wr_id = x->wr_id;
-			wr[i].next = i + 1 < k ? &wr[i + 1] : NULL;
-			wr[i].sg_list = &sge[i];
-			wr[i].num_sge = 1;
-			wr[i].opcode = IBV_WR_SEND;
-			wr[i].send_flags = IBV_SEND_SIGNALED;
-			wr[i].wr.ud.ah = x->ah;
-			wr[i].wr.ud.remote_qpn = x->remote_qpn;
-			wr[i].wr.ud.remote_qkey = x->remote_qkey;
-		}
-		struct ibv_send_wr *bad = NULL;
-		int rc = ibv_post_send(qp, wr, &bad);
-		if (rc != 0) {
-			int ok = bad != NULL ? (int)(bad - wr) : 0;
-			*posted = done + ok;
-			return rc;
-		}
-		done += k;
-		*posted = done;
-	}
-	return 0;
+	IPO_POST_CHAINED(struct ibv_send_wr, ibv_post_send, {
+		const struct ipo_send *x = &s[j];
+		memset(w, 0, sizeof(*w));
+		g->addr = x->addr;
+		g->length = x->length;
+		g->lkey = x->lkey;
+		w->wr_id = x->wr_id;
+		w->opcode = IBV_WR_SEND;
+		w->send_flags = IBV_SEND_SIGNALED;
+		w->wr.ud.ah = x->ah;
+		w->wr.ud.remote_qpn = x->remote_qpn;
+		w->wr.ud.remote_qkey = x->remote_qkey;
+	})
 }
 
 /*
@@ -237,36 +248,13 @@ int ipo_post_send(struct ibv_qp *qp, const struct ipo_send *s, int n, int *poste
 int ipo_post_recv(struct ibv_qp *qp, uint64_t base, uint32_t size, uint32_t lkey,
 		  uint64_t tag, const uint32_t *idx, int n, int *posted)
 {
-	struct ibv_recv_wr wr[IPO_CHAIN];
-	struct ibv_sge sge[IPO_CHAIN];
-	int done = 0;
-
-	*posted = 0;
-	while (done < n) {
-		int k = n - done;
-		if (k > IPO_CHAIN)
-			k = IPO_CHAIN;
-		for (int i = 0; i < k; i++) {
-			uint32_t b = idx[done + i];
-			sge[i].addr = base + (uint64_t)b * size;
-			sge[i].length = size;
-			sge[i].lkey = lkey;
-			wr[i].wr_id = tag | b;
-			wr[i].next = i + 1 < k ? &wr[i + 1] : NULL;
-			wr[i].sg_list = &sge[i];
-			wr[i].num_sge = 1;
-		}
-		struct ibv_recv_wr *bad = NULL;
-		int rc = ibv_post_recv(qp, wr, &bad);
-		if (rc != 0) {
-			int ok = bad != NULL ? (int)(bad - wr) : 0;
-			*posted = done + ok;
-			return rc;
-		}
-		done += k;
-		*posted = done;
-	}
-	return 0;
+	IPO_POST_CHAINED(struct ibv_recv_wr, ibv_post_recv, {
+		uint32_t b = idx[j];
+		g->addr = base + (uint64_t)b * size;
+		g->length = size;
+		g->lkey = lkey;
+		w->wr_id = tag | b;
+	})
 }
 
 /*

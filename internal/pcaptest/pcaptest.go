@@ -23,12 +23,18 @@ func Read(tb testing.TB, path string, want layers.LinkType) [][]byte {
 		tb.Fatal(err)
 	}
 	defer f.Close()
-	r, err := pcapgo.NewReader(f)
+	return ReadFrom(tb, path, f, want)
+}
+
+// ReadFrom is Read for the pcap file in in, which failures call name.
+func ReadFrom(tb testing.TB, name string, in io.Reader, want layers.LinkType) [][]byte {
+	tb.Helper()
+	r, err := pcapgo.NewReader(in)
 	if err != nil {
-		tb.Fatalf("%s: %v", path, err)
+		tb.Fatalf("%s: %v", name, err)
 	}
 	if r.LinkType() != want {
-		tb.Fatalf("%s: link type %d, want %d", path, r.LinkType(), want)
+		tb.Fatalf("%s: link type %d, want %d", name, r.LinkType(), want)
 	}
 	var recs [][]byte
 	for {
@@ -37,10 +43,10 @@ func Read(tb testing.TB, path string, want layers.LinkType) [][]byte {
 			return recs
 		}
 		if err != nil {
-			tb.Fatalf("%s: record %d: %v", path, len(recs)+1, err)
+			tb.Fatalf("%s: record %d: %v", name, len(recs)+1, err)
 		}
 		if ci.CaptureLength != len(data) {
-			tb.Fatalf("%s: record %d: caplen %d, %d bytes", path, len(recs)+1, ci.CaptureLength, len(data))
+			tb.Fatalf("%s: record %d: caplen %d, %d bytes", name, len(recs)+1, ci.CaptureLength, len(data))
 		}
 		recs = append(recs, data)
 	}

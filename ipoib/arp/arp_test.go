@@ -2,12 +2,12 @@ package arp
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"testing"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/ipoibd/ipoibd/internal/hextest"
 )
 
 // ARP packets from real captures, the ARP part of each frame as it was
@@ -72,19 +72,10 @@ var arpCaptures = []struct {
 	},
 }
 
-func mustHex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestARPDecodeCaptures(t *testing.T) {
 	for _, tc := range arpCaptures {
 		t.Run(tc.name, func(t *testing.T) {
-			raw := mustHex(t, tc.hex)
+			raw := hextest.Bytes(t, tc.hex)
 			if len(raw) != Len {
 				t.Fatalf("capture holds %d bytes, want %d", len(raw), Len)
 			}
@@ -119,7 +110,7 @@ func TestARPDecodeCaptures(t *testing.T) {
 }
 
 func TestARPDecodeErrors(t *testing.T) {
-	good := mustHex(t, arpCaptures[1].hex)
+	good := hextest.Bytes(t, arpCaptures[1].hex)
 	with := func(i int, v byte) []byte {
 		b := append([]byte(nil), good...)
 		b[i] = v
@@ -157,7 +148,7 @@ func TestARPDecodeErrors(t *testing.T) {
 
 func FuzzDecode(f *testing.F) {
 	for _, c := range arpCaptures {
-		f.Add(mustHex(f, c.hex))
+		f.Add(hextest.Bytes(f, c.hex))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var a Packet
@@ -181,7 +172,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 func BenchmarkDecode(b *testing.B) {
-	raw := mustHex(b, arpCaptures[0].hex)
+	raw := hextest.Bytes(b, arpCaptures[0].hex)
 	var a Packet
 	b.ReportAllocs()
 	for b.Loop() {

@@ -3,7 +3,6 @@ package capture
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/ib/pcap"
+	"github.com/ipoibd/ipoibd/internal/hextest"
 	"github.com/ipoibd/ipoibd/internal/pcaptest"
 	"github.com/ipoibd/ipoibd/ipoib"
 )
@@ -24,15 +24,6 @@ import (
 // 192.168.56.10 pinging, ARPing and opening TCP connections to
 // 192.168.56.24 over Linux IPoIB.
 const ipoibCapture = "testdata/tcpdump-tests-ipoib.pcap"
-
-func ipoibHex(t testing.TB, lines ...string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(strings.Join(lines, ""), " ", ""))
-	if err != nil {
-		t.Fatalf("bad golden hex: %v", err)
-	}
-	return b
-}
 
 func ipoibMustGID(t testing.TB, s string) ib.GID {
 	t.Helper()
@@ -52,7 +43,7 @@ func ipoibReadCapture(t testing.TB) [][]byte {
 func TestIPoIBGolden(t *testing.T) {
 	payload := []byte{0x45, 0x00}
 	dst := ipoib.Addr{Flags: 0x80, QPN: 0x550, GID: ipoibMustGID(t, "fe80::10:e000:664a:b451")}
-	tx := ipoibHex(t,
+	tx := hextest.Bytes(t,
 		"00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", // bytes 0-19 zero
 		"80 00 05 50", // destination flags + QPN
 		"fe 80 00 00 00 00 00 00 00 10 e0 00 66 4a b4 51", // destination GID
@@ -65,7 +56,7 @@ func TestIPoIBGolden(t *testing.T) {
 	}
 	grh := ib.GRH{TClass: 0xa5, FlowLabel: 0x12345, PayLen: 999, NxtHdr: 0x1b, HopLmt: 9,
 		SGID: ipoibMustGID(t, "fe80::10:e000:14a:d211"), DGID: ipoib.BroadcastGID(0xffff)}
-	rx := ipoibHex(t,
+	rx := hextest.Bytes(t,
 		"6a 51 23 45", // IPVer 6, TClass 0xa5, FlowLabel 0x12345
 		"00 00 00 4f", // zero, source QPN 0x4f (where a GRH has PayLen, NxtHdr, HopLmt)
 		"fe 80 00 00 00 00 00 00 00 10 e0 00 01 4a d2 11", // SGID

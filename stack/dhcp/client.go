@@ -445,28 +445,28 @@ func (c *Client) leaseTick() {
 		c.emit(EventExpired, l)
 		c.enterInit()
 	case !now.Before(l.RebindAt()):
-		if c.state != StateRebinding {
-			c.newXID()
-			c.reqSent = now
-			c.setState(StateRebinding)
-		} else {
-			counter.Inc(&c.stats.V.Retransmits)
-		}
-		c.sendLeaseRequest(serverBroadcast)
-		c.armAt(c.retryAt(now, l.Expiry()))
+		c.extendLease(StateRebinding, now, serverBroadcast, l.Expiry())
 	case !now.Before(l.RenewAt()):
-		if c.state != StateRenewing {
-			c.newXID()
-			c.reqSent = now
-			c.setState(StateRenewing)
-		} else {
-			counter.Inc(&c.stats.V.Retransmits)
-		}
-		c.sendLeaseRequest(netip.AddrPortFrom(l.ServerID, ServerPort))
-		c.armAt(c.retryAt(now, l.RebindAt()))
+		c.extendLease(StateRenewing, now, netip.AddrPortFrom(l.ServerID, ServerPort), l.RebindAt())
 	default:
 		c.armAt(l.RenewAt())
 	}
+}
+
+// extendLease sends the REQUEST of state, RENEWING or REBINDING, to dst:
+// on entering the state with a new transaction, after that as a
+// retransmission. The next one is due half way to limit, where the next
+// state takes over (retryAt).
+func (c *Client) extendLease(state State, now time.Time, dst netip.AddrPort, limit time.Time) {
+	if c.state != state {
+		c.newXID()
+		c.reqSent = now
+		c.setState(state)
+	} else {
+		counter.Inc(&c.stats.V.Retransmits)
+	}
+	c.sendLeaseRequest(dst)
+	c.armAt(c.retryAt(now, limit))
 }
 
 // retryAt returns when to retransmit in RENEWING or REBINDING: half way

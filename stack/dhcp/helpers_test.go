@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/svctest"
 )
 
 // testNIC is the NIC number every test stack uses.
@@ -150,14 +151,7 @@ func startServer(t *testing.T, w *wire, cfg ServerConfig) *Server {
 		cfg.Stack = w.addStack(netip.PrefixFrom(testServerID, testSubnet.Bits()))
 	}
 	srv, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
+	return svctest.Start(t, srv, err)
 }
 
 // testGUID returns the i-th test port GUID (Mellanox OUI 00:02:c9).
@@ -294,13 +288,7 @@ var testEpoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // newDriven returns a client in SELECTING that has sent its DISCOVER,
 // and a socketless server on a manual clock.
 func newDriven(t testing.TB, cfg ClientConfig) *driven {
-	clock := NewManualClock(testEpoch)
-	scfg := serverConfig(nil, clock)
-	scfg.PoolStart, scfg.PoolEnd = netip.MustParseAddr("10.7.0.10"), netip.MustParseAddr("10.7.0.14")
-	srv, err := NewServer(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, clock := newPoolServer(t)
 	rec := &recorder{}
 	if cfg.GUID == 0 {
 		cfg.GUID = testGUID(0)
@@ -312,6 +300,20 @@ func newDriven(t testing.TB, cfg ClientConfig) *driven {
 	c := newClient(cfg, rec, rec)
 	c.enterInit()
 	return &driven{c: c, rec: rec, srv: srv, clock: clock}
+}
+
+// newPoolServer returns a socketless server with the five-address pool
+// 10.7.0.10 to 10.7.0.14, on a manual clock.
+func newPoolServer(t testing.TB) (*Server, *ManualClock) {
+	t.Helper()
+	clock := NewManualClock(testEpoch)
+	cfg := serverConfig(nil, clock)
+	cfg.PoolStart, cfg.PoolEnd = netip.MustParseAddr("10.7.0.10"), netip.MustParseAddr("10.7.0.14")
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, clock
 }
 
 // exchange passes the client's last message to the server and the reply,

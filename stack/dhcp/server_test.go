@@ -40,13 +40,7 @@ func ipOpt(f func(net.IP) dhcpv4.Option, a string) dhcpv4.Option {
 // a manual clock, and client A bound to 10.7.0.10.
 func newTestServer(t testing.TB) (*Server, *ManualClock) {
 	t.Helper()
-	clock := NewManualClock(testEpoch)
-	cfg := serverConfig(nil, clock)
-	cfg.PoolStart, cfg.PoolEnd = netip.MustParseAddr("10.7.0.10"), netip.MustParseAddr("10.7.0.14")
-	srv, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, clock := newPoolServer(t)
 	srv.pool.set(keyOf(idA), netip.MustParseAddr("10.7.0.10"), bindBound, testEpoch.Add(time.Hour))
 	return srv, clock
 }
