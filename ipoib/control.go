@@ -159,7 +159,8 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 		attr: attr, roce: isRoCE(attr), pkeyIndex: pkIdx, qkey: cfg.QKey,
 		groups: make(map[ib.GID]*group), byLID: make(map[uint64]Ref),
 		tx: make([]txSlot, cfg.SendDepth), txFree: make([]uint32, 0, cfg.SendDepth),
-		wcs: make([]ib.Completion, pollBatch), repost: make([]uint64, 0, pollBatch),
+		wcs: make([]ib.Completion, pollBatch), repost: make([]uint64, 0, cfg.RecvDepth),
+		rx: make([]rxSlot, cfg.RecvDepth),
 		wrs: make([]ib.SendWR, 0, cfg.SendDepth), parked: make([]*netdev.Buffer, 0, MaxParked),
 	}
 	for i := cfg.SendDepth - 1; i >= 0; i-- {
@@ -211,6 +212,7 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 	d.publishGroup()
 	cache.SetEvictHook(d.onEvict)
 	d.flushBH = loop.NewBH("ipoib flush "+cfg.Name, d.runFlush)
+	d.rxLateBH = loop.NewBH("ipoib repost "+cfg.Name, d.recycleLate)
 	d.expiry = loop.NewTimer("ipoib path expiry "+cfg.Name, d.expire)
 	dev.SetEventHandler(d.onEvent)
 	d.cq.SetHandler(d.onCQ)
@@ -232,6 +234,9 @@ func (d *driver) release() {
 	}
 	if d.flushBH != nil {
 		d.flushBH.Delete()
+	}
+	if d.rxLateBH != nil {
+		d.rxLateBH.Delete()
 	}
 	if d.sa != nil {
 		logErr("SA client", d.sa.Close())

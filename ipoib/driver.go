@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,10 @@ const (
 	recvBufSize = ib.GRHSize + 4096
 	// pollBatch is how many completions one CQ poll takes.
 	pollBatch = 32
+	// txSlack is how many pool buffers there are beyond a full transmit
+	// queue: the stack copies a batch into buffers before the device
+	// takes it, and refuses (and frees) what does not fit.
+	txSlack = 8
 	// minPathAge is how old a path must be before a datagram arriving
 	// from another LID than the path's marks it wrong. The guard keeps a
 	// sender using LMC path bits from making every datagram trigger a
@@ -151,9 +156,10 @@ type Config struct {
 	// TxQueueLen bounds the netdev transmit queue (sends in flight plus
 	// packets waiting for a path); SendDepth by default.
 	TxQueueLen int
-	// Buffers is the netdev pool size; by default TxQueueLen + RecvDepth,
-	// enough for a full transmit queue and a full receive ring held by
-	// the stack at once.
+	// Buffers is the netdev pool size; by default TxQueueLen plus
+	// txSlack. Received packets do not take pool buffers: they go up in
+	// the QP's own receive buffers (see rxSlot), so the pool holds what
+	// is sent.
 	Buffers int
 	// PathTimeout is how long a path record is trusted before the next
 	// packet on it refreshes it (default ib.DefaultPathTimeout). Send-only
@@ -217,7 +223,7 @@ func (c *Config) fill() error {
 		c.TxQueueLen = c.SendDepth
 	}
 	if c.Buffers == 0 {
-		c.Buffers = c.TxQueueLen + c.RecvDepth
+		c.Buffers = c.TxQueueLen + txSlack
 	}
 	if c.PathTimeout == 0 {
 		c.PathTimeout = ib.DefaultPathTimeout
@@ -282,8 +288,17 @@ type driver struct {
 	grh    ib.GRH // scratch decode of a received GRH
 	wcs    []ib.Completion
 	repost []uint64
-	wrs    []ib.SendWR
-	parked []*netdev.Buffer
+	// Receive buffers lent up the stack (rxSlot), by completion ID;
+	// polling says pollCQ is running and will repost at its end.
+	rx      []rxSlot
+	polling bool
+	// Buffers freed off the loop, for rxLateBH to repost.
+	rxLateMu    sync.Mutex
+	rxLate      []*rxSlot
+	rxLateSpare []*rxSlot
+	rxLateBH    *aio.BH
+	wrs         []ib.SendWR
+	parked      []*netdev.Buffer
 
 	flushLevel flushLevel
 	flushBH    *aio.BH
@@ -293,7 +308,7 @@ type driver struct {
 
 	// Prebuilt errors for the per-packet drops.
 	errNoPath, errNotJoined, errTooBig, errSendFull, errLinkDown error
-	errLoopback, errRxNoBuf                                      error
+	errLoopback                                                  error
 	errSendStatus, errRecvWC                                     [ib.StatusGeneral + 1]error
 }
 
@@ -347,7 +362,6 @@ func (d *driver) buildErrors() {
 	d.errSendFull = fmt.Errorf("ipoib %s: transmit: send queue full: %w (%w)", n, ErrSend, ib.ErrQueueFull)
 	d.errLinkDown = fmt.Errorf("ipoib %s: flushed: %w", n, netdev.ErrLinkDown)
 	d.errLoopback = fmt.Errorf("ipoib %s: receive: %w", n, ErrLoopback)
-	d.errRxNoBuf = fmt.Errorf("ipoib %s: receive: no buffer: %w", n, netdev.ErrPoolEmpty)
 	for s := range d.errSendStatus {
 		d.errSendStatus[s] = fmt.Errorf("ipoib %s: send completed with status %v: %w", n, ib.Status(s), ErrSend)
 		d.errRecvWC[s] = fmt.Errorf("ipoib %s: receive completed with status %v: %w", n, ib.Status(s), ErrRecvCompletion)

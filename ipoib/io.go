@@ -414,8 +414,9 @@ func (d *driver) flushWRs() {
 func (d *driver) onCQ() { d.pollCQ() }
 
 // pollCQ drains the CQ in batches: send completions finish their
-// packets, receive completions are copied into netdev buffers and handed
-// up, and their QP buffers go straight back to the QP.
+// packets, receive completions are lent up the stack in the QP's own
+// buffers (see rxSlot), which the stack frees, as a rule, before
+// Receive returns; they go back to the QP once a batch.
 func (d *driver) pollCQ() bool {
 	if d.closed {
 		return false
@@ -424,6 +425,8 @@ func (d *driver) pollCQ() bool {
 	// by now (Receive pulls it synchronously): let the cache evict again.
 	d.cache.Settle()
 	found := false
+	d.polling = true
+	defer func() { d.polling = false }()
 	for {
 		n, err := d.cq.Poll(d.wcs)
 		if err != nil || n == 0 {
@@ -442,16 +445,12 @@ func (d *driver) pollCQ() bool {
 				d.nd.ReceiveError(nil, d.errRecvStatus(wc.Status))
 				d.repost = append(d.repost, wc.ID)
 			default:
+				// The buffer goes back to the QP when the stack frees
+				// it (rxSlot.Release), here as a rule.
 				d.receive(wc)
-				d.repost = append(d.repost, wc.ID)
 			}
 		}
-		if len(d.repost) > 0 {
-			if err := d.qp.RepostRecv(d.repost...); err != nil {
-				d.log.Warn("repost receive buffers", "err", err)
-			}
-			d.repost = d.repost[:0]
-		}
+		d.flushRepost()
 		if n < len(d.wcs) {
 			break
 		}
@@ -499,6 +498,13 @@ func (d *driver) errRecvStatus(s ib.Status) error {
 // buffer, its source and destination entered in the peer cache and
 // their keys written into the IPoIB header.
 func (d *driver) receive(wc *ib.Completion) {
+	if wc.ID >= uint64(len(d.rx)) {
+		// Not a buffer of ours (drivers number them 0 to RecvDepth-1):
+		// hand it back for the driver to judge.
+		d.nd.ReceiveError(nil, d.errRecvWC[ib.StatusGeneral])
+		d.repost = append(d.repost, wc.ID)
+		return
+	}
 	data := wc.Payload()
 	mcast := false
 	if wc.HasGRH {
@@ -509,23 +515,16 @@ func (d *driver) receive(wc *ib.Completion) {
 		// so only the GID tells our own datagram from a peer's.
 		if mcast && wc.SrcQPN == d.self.QPN && (d.grh.SGID == d.self.GID || (!d.roce && wc.SLID == d.attr.LID)) {
 			d.nd.ReceiveError(nil, d.errLoopback)
+			d.repost = append(d.repost, wc.ID)
 			return
 		}
 	}
-	b, err := d.nd.AllocBuffer()
-	if err != nil {
-		d.nd.ReceiveError(nil, d.errRxNoBuf)
-		return
-	}
-	_ = b.Reset(ib.GRHSize) // pool buffers are larger than the GRH area
-	if err := b.Append(data); err != nil {
-		d.nd.ReceiveError(b, err)
-		return
-	}
+	b := d.lend(wc, len(data))
 	dst := d.self
 	if mcast {
 		dst = MulticastAddr(d.grh.DGID)
 	}
+	var err error
 	if wc.HasGRH {
 		err = d.l.SetRxPeers(b, dst, Addr{QPN: wc.SrcQPN, GID: d.grh.SGID})
 		if err == nil {
@@ -539,6 +538,93 @@ func (d *driver) receive(wc *ib.Completion) {
 		return
 	}
 	_ = d.nd.Receive(b)
+}
+
+// rxSlot is one of the QP's receive buffers while it is lent up the
+// stack: the QP's own memory, wrapped as a netdev.Buffer whose Free
+// gives it back to the QP. Receiving without a copy is what a real HCA's
+// driver does with the memory it posted; here it also spares a host a
+// second set of buffers and the cache misses of filling it.
+type rxSlot struct {
+	d   *driver
+	qp  ib.QueuePair // the QP the buffer belongs to
+	id  uint64       // its completion ID
+	mem []byte       // the memory b wraps
+	b   *netdev.Buffer
+	out bool // lent, not yet freed
+}
+
+// lend wraps the buffer of receive completion wc, whose payload is n
+// bytes after the GRH area, as a netdev buffer holding that payload.
+func (d *driver) lend(wc *ib.Completion, n int) *netdev.Buffer {
+	s := &d.rx[wc.ID]
+	if s.b == nil || len(s.mem) != len(wc.Buf) || &s.mem[0] != &wc.Buf[0] {
+		// First use of the slot, or a QP whose memory is elsewhere.
+		s.d, s.mem = d, wc.Buf
+		s.b = netdev.NewBuffer(wc.Buf, s)
+	}
+	s.qp, s.id, s.out = d.qp, wc.ID, true
+	_ = s.b.Reset(ib.GRHSize) // Buf is GRHSize bytes and more
+	_, _ = s.b.Put(n)         // the payload is already in place
+	return s.b
+}
+
+// Release implements netdev.Releaser: the buffer goes back to its QP,
+// now when freed on the loop (the usual case: the stack copies a packet
+// out and frees it within Receive), through a bottom half otherwise. A
+// buffer of a QP that has been replaced is not reposted; the old QP's
+// memory stays valid until the device closes (ib.Completion.Buf).
+func (s *rxSlot) Release(*netdev.Buffer) {
+	d := s.d
+	if !d.loop.InHome() {
+		d.rxLateMu.Lock()
+		d.rxLate = append(d.rxLate, s)
+		d.rxLateMu.Unlock()
+		d.rxLateBH.Schedule()
+		return
+	}
+	d.recycle(s)
+}
+
+// recycle queues s's buffer for reposting. Loop.
+func (d *driver) recycle(s *rxSlot) {
+	if !s.out {
+		return // freed twice: the first Free gave it back
+	}
+	s.out = false
+	if s.qp != d.qp || d.closed {
+		return
+	}
+	d.repost = append(d.repost, s.id)
+	if !d.polling {
+		d.flushRepost()
+	}
+}
+
+// recycleLate reposts the buffers freed off the loop. Loop.
+func (d *driver) recycleLate() {
+	d.rxLateMu.Lock()
+	late := d.rxLate
+	d.rxLate = d.rxLateSpare[:0]
+	d.rxLateMu.Unlock()
+	for _, s := range late {
+		d.recycle(s)
+	}
+	d.rxLateSpare = late[:0]
+}
+
+// flushRepost hands the queued receive buffers back to the QP in one
+// call. Loop.
+func (d *driver) flushRepost() {
+	if len(d.repost) == 0 {
+		return
+	}
+	if d.qp != nil && !d.closed {
+		if err := d.qp.RepostRecv(d.repost...); err != nil {
+			d.log.Warn("repost receive buffers", "err", err)
+		}
+	}
+	d.repost = d.repost[:0]
 }
 
 // checkSource compares the LID a datagram came from with the path to its
