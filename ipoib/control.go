@@ -160,7 +160,7 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 		groups: make(map[ib.GID]*group), byLID: make(map[uint64]Ref),
 		tx: make([]txSlot, cfg.SendDepth), txFree: make([]uint32, 0, cfg.SendDepth),
 		wcs: make([]ib.Completion, pollBatch), repost: make([]uint64, 0, cfg.RecvDepth),
-		rx: make([]rxSlot, cfg.RecvDepth),
+		rx:  make([]rxSlot, cfg.RecvDepth),
 		wrs: make([]ib.SendWR, 0, cfg.SendDepth), parked: make([]*netdev.Buffer, 0, MaxParked),
 	}
 	for i := cfg.SendDepth - 1; i >= 0; i-- {
