@@ -57,8 +57,10 @@
 // Up:
 //
 //	CQ handler            PeerCache.Settle, then per receive completion:
-//	                      copy the datagram into a netdev buffer and give
-//	                      the QP buffer straight back; drop our own
+//	                      lend the QP's buffer up as a netdev buffer (no
+//	                      copy; its Free reposts it, once a poll batch
+//	                      as a rule, since the stack copies the packet out
+//	                      and frees it within Receive); drop our own
 //	                      multicast coming back (source QPN and GID or
 //	                      LID are ours: rx_dropped_loopback); Link.
 //	                      SetRxPeers enters the source (completion source

@@ -494,9 +494,9 @@ func (d *driver) errRecvStatus(s ib.Status) error {
 	return d.errRecvWC[ib.StatusGeneral]
 }
 
-// receive hands one received datagram to netdev: copied into a pool
-// buffer, its source and destination entered in the peer cache and
-// their keys written into the IPoIB header.
+// receive hands one received datagram to netdev: lent up in the QP's
+// own buffer (see rxSlot), its source and destination entered in the
+// peer cache and their keys written into the IPoIB header.
 func (d *driver) receive(wc *ib.Completion) {
 	if wc.ID >= uint64(len(d.rx)) {
 		// Not a buffer of ours (drivers number them 0 to RecvDepth-1):
