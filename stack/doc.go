@@ -15,6 +15,9 @@
 //   - Ping: ICMP echo through a gVisor ICMP endpoint, with RTT statistics.
 //   - A pcap tap (EndpointOptions.Pcap) writing LINKTYPE_IPOIB captures
 //     in the 44-byte form tshark reads.
+//   - Receive filters (Endpoint.AddFilter): what a protocol that owns a
+//     port can refuse before gVisor parses it, as a socket filter does;
+//     the DHCP client refuses other clients' broadcast replies there.
 //
 // # How a packet flows
 //
@@ -35,13 +38,16 @@
 // Up, on the device's loop:
 //
 //	driver -> netdev.Device.Receive -> LinkProtocol.Pull
-//	  -> the Endpoint's receiver: pcap, copy into a gVisor PacketBuffer
-//	     (typed host, broadcast or multicast by its link destination),
-//	     free the device buffer
+//	  -> the Endpoint's receiver: pcap, the filters (a refusal is
+//	     counted as rx_filtered and the buffer freed), copy into a gVisor
+//	     PacketBuffer (typed host, broadcast or multicast by its link
+//	     destination), free the device buffer (the driver's receive
+//	     buffer, which goes back to its QP)
 //	  -> NetworkDispatcher.DeliverNetworkPacket (gVisor's IPv4 or ARP)
 //
 // Each direction copies a packet once, between gVisor's buffers and the
-// device's pool; the device buffers come from a fixed pool and the queue
+// device's (its pool on the way down, the QP's receive buffers on the
+// way up); the device buffers come from a fixed pool and the queue
 // is preallocated, so the endpoint allocates nothing per packet. The
 // queue holds gVisor's buffers rather than device buffers so that it can
 // absorb a TCP burst (DefaultTxQueueLen) while the loop wakes, without
