@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,6 +49,11 @@ const (
 	// timerCheckEvery sets how often a run of passes that do not sleep
 	// reads the clock for due timers (see poll).
 	timerCheckEvery = 4
+	// procsEvery sets how many publications pass between two looks at
+	// GOMAXPROCS (Context.soloP): a program that changes it (or a Go
+	// runtime that follows a container's CPU limit) is seen within a few
+	// hundred sleeps.
+	procsEvery = 256
 )
 
 type config struct {
@@ -135,7 +141,11 @@ type Context struct {
 	homeMu   sync.Mutex    // held by whoever is home (Run, Acquire, temporary Poll)
 	passMu   sync.Mutex    // held by whoever runs passes: Run except while parked, Acquire, Poll, a borrower
 	notifyMe atomic.Int32  // >0 while a pass may sleep in epoll_wait
-	notified atomic.Bool   // a Notify is not yet accepted
+	// soloP says GOMAXPROCS was 1 when last looked at (see kick). The
+	// loop refreshes it now and then: reading GOMAXPROCS takes the
+	// scheduler's lock, too dear for every wake-up.
+	soloP    atomic.Bool
+	notified atomic.Bool // a Notify is not yet accepted
 	// sysSleepers counts passes asleep in epoll_wait although the loop
 	// parks in the netpoller: blocking Polls nested in a borrowed pass.
 	// Notify writes the eventfd for them.
@@ -166,6 +176,7 @@ type Context struct {
 	pollNs    time.Duration
 	ls        loopStats
 	sincePub  int
+	publishes uint64
 	// passesSinceTimers counts passes since the last look at the timers.
 	passesSinceTimers int
 }
@@ -206,6 +217,9 @@ type pubStats struct {
 // read them.
 func (c *Context) publish() {
 	c.sincePub = 0
+	if c.publishes++; c.publishes%procsEvery == 0 {
+		c.soloP.Store(runtime.GOMAXPROCS(0) == 1)
+	}
 	c.pub.iterations.Store(c.ls.iterations)
 	c.pub.bhsRun.Store(c.ls.bhsRun)
 	c.pub.fdDispatches.Store(c.ls.fdDispatches)

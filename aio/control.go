@@ -81,6 +81,7 @@ func New(opts ...Option) (*Context, error) {
 		}
 	}
 	c.SetPollParams(cfg.pollMax, cfg.pollGrow, cfg.pollShrink)
+	c.soloP.Store(runtime.GOMAXPROCS(0) == 1)
 	if wc, ok := cfg.clock.(wakingClock); ok {
 		c.manual = true
 		wc.subscribe(c)

@@ -186,12 +186,16 @@ func (c *Context) kick() {
 			}
 			c.writers.Add(-1)
 			// The loop is now queued to run next on this goroutine's P.
-			// Yield it the P: a caller that goes on computing would
-			// otherwise keep the loop waiting until another P steals it
-			// (100 µs and more when that P's thread must be woken) or
-			// until preemption (10 ms), and with GOMAXPROCS=1 there is
-			// no other P at all.
-			runtime.Gosched()
+			// With GOMAXPROCS=1 there is no other P to run it, and a
+			// caller that goes on computing would keep it waiting until
+			// preemption (10 ms): yield the P. With more Ps an idle one
+			// takes the loop over while the caller goes on; yielding
+			// there sends the caller to the back of the global run
+			// queue instead, which cost a TCP stream between two loops
+			// a third of its throughput (docs/performance.md).
+			if c.soloP.Load() {
+				runtime.Gosched()
+			}
 			return
 		}
 		// EAGAIN means the counter is saturated, i.e. the loop is already
