@@ -57,8 +57,10 @@ func TestDaemonNotifyLogsDown(t *testing.T) {
 	errs := []*syncBuffer{{}, {}}
 	exited := []chan int{make(chan int, 1), make(chan int, 1)}
 	args := [][]string{
-		{"up", "--device", "sim:notify/host0", "--name", "ib0", "--socket", sock(0), "--addr", "10.7.0.1/24", "--dhcp-server", "10.7.0.10-10.7.0.20"},
-		{"up", "--device", "sim:notify/host1", "--name", "ib1", "--socket", sock(1), "--dhcp", "--log-level", "debug"},
+		{"up", "--device", "sim:notify/host0", "--name", "ib0", "--socket", sock(0), "--addr", "10.7.0.1/24", "--dhcp-server", "10.7.0.10-10.7.0.20",
+			"--lease-file", filepath.Join(dir, "ib0.leases")},
+		{"up", "--device", "sim:notify/host1", "--name", "ib1", "--socket", sock(1), "--dhcp", "--log-level", "debug",
+			"--lease-file", filepath.Join(dir, "ib1.lease")},
 	}
 	for i := range args {
 		go func() { exited[i] <- run(args[i], outs[i], errs[i]) }()

@@ -34,10 +34,13 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 			// Host 0 has a static address and serves DHCP; host 1 leases.
 			args := []string{"up", "--device", fmt.Sprintf("sim:uptest/host%d", i),
 				"--name", fmt.Sprintf("ib%d", i), "--socket", sock(i), "--join-timeout", "20s"}
+			// Lease files of this test's own, not the state directory
+			// the test binary's daemons share.
+			leases := filepath.Join(dir, fmt.Sprintf("ib%d.lease", i))
 			if i == 0 {
-				args = append(args, "--addr", "10.9.0.1/24", "--dhcp-server", "10.9.0.100-10.9.0.150")
+				args = append(args, "--addr", "10.9.0.1/24", "--dhcp-server", "10.9.0.100-10.9.0.150", "--lease-file", leases)
 			} else {
-				args = append(args, "--dhcp")
+				args = append(args, "--dhcp", "--lease-file", leases)
 			}
 			codes[i] = run(args, outs[i], &errOut)
 			if codes[i] != exitOK {
