@@ -418,6 +418,12 @@ func TestDecodePacketErrors(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("error %v, want %v", err, tc.want)
 			}
+			// The sealed decoder makes every check but the CRCs'.
+			var sp Packet
+			serr := DecodeSealedPacket(frame, &sp)
+			if crc := errors.Is(tc.want, ErrBadVCRC) || errors.Is(tc.want, ErrBadICRC); crc == errors.Is(serr, tc.want) {
+				t.Errorf("DecodeSealedPacket: %v (want %v unless it is a CRC error)", serr, tc.want)
+			}
 			if !strings.Contains(err.Error(), tc.inMsg) {
 				t.Errorf("error %q does not mention %q", err, tc.inMsg)
 			}
@@ -670,6 +676,15 @@ func pktFuzzOne(t *testing.T, frame []byte) {
 	ferr := DecodeFrame(frame, &f)
 	var p Packet
 	err := DecodePacket(frame, &p)
+	// Where the CRCs are right, the sealed decoder (which does not
+	// recompute them) agrees in every other check and in the packet.
+	var s Packet
+	serr := DecodeSealedPacket(frame, &s)
+	if !errors.Is(err, ErrBadVCRC) && !errors.Is(err, ErrBadICRC) {
+		if (serr == nil) != (err == nil) || (err == nil && !pktEqual(&p, &s)) {
+			t.Fatalf("DecodeSealedPacket: %v, DecodePacket: %v\n%+v\n%+v", serr, err, s, p)
+		}
+	}
 	if err != nil {
 		if ferr == nil && !errors.Is(err, ErrUnsupportedOpcode) && !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrLength) {
 			t.Fatalf("DecodeFrame accepted what DecodePacket refused with %v", err)

@@ -74,8 +74,14 @@
 // its own) and drop them. A packet for the sender's own LID turns around in
 // the HCA.
 //
-// The receiving port decodes the frame with ib.DecodePacket (both CRCs
-// checked), checks its state, the DLID, the P_Key against its table and,
+// Every frame carries both CRCs, computed by the sending port
+// (ib.Packet.AppendTo), so captures hold real ones. The receiving port
+// decodes the frame with ib.DecodePacket, both CRCs checked, when the
+// frame came from outside a port's encoder (a test injecting raw bytes);
+// a frame a port encoded and the fabric carried untouched is decoded with
+// ib.DecodeSealedPacket, which makes every check but recomputing CRCs
+// that cannot be wrong: an HCA does that in hardware, and in software it
+// was a fifth of a TCP stream's CPU. It then checks its state, the DLID, the P_Key against its table and,
 // for a UD QP, against the QP's own partition (IBA 10.9.3), then the Q_Key
 // (IBA 10.2.4; a controlled Q_Key in a send request is replaced by the
 // QP's own at the sender), then the receive buffer. The GRH, if any, lands
