@@ -259,7 +259,27 @@ func (p *Packet) Len() int {
 // Only (ErrUnsupportedOpcode), non-zero LVer or TVer (ErrVersion), a
 // payload too long for PktLen (ErrLength), and fields too wide for their
 // bits (ErrFieldRange). On error b is returned unchanged.
-func (p *Packet) AppendTo(b []byte) ([]byte, error) {
+func (p *Packet) AppendTo(b []byte) ([]byte, error) { return p.appendTo(b, true) }
+
+// AppendToLeavingVCRC is AppendTo except that the VCRC field is left zero,
+// for PutVCRC to fill when the frame's bytes are first looked at. A
+// simulated link uses it where an HCA would compute the VCRC in hardware
+// and often nothing ever reads it (see sim's frames).
+func (p *Packet) AppendToLeavingVCRC(b []byte) ([]byte, error) { return p.appendTo(b, false) }
+
+// PutVCRC computes the VCRC of frame, one whole packet from the first LRH
+// byte through the VCRC field, and writes it into that field. Frames
+// shorter than the two CRCs are left alone.
+func PutVCRC(frame []byte) {
+	if len(frame) < ICRCLen+VCRCLen {
+		return
+	}
+	end := len(frame) - VCRCLen
+	binary.LittleEndian.PutUint16(frame[end:], VCRC(frame[:end]))
+}
+
+// appendTo is AppendTo, with or without the VCRC.
+func (p *Packet) appendTo(b []byte, vcrc bool) ([]byte, error) {
 	if p.BTH.OpCode != OpUDSendOnly && p.BTH.OpCode != OpUDSendOnlyImm {
 		return b, fmt.Errorf("encode UD packet: BTH opcode %#02x (%v): %w", uint8(p.BTH.OpCode), p.BTH.OpCode, ErrUnsupportedOpcode)
 	}
@@ -274,14 +294,15 @@ func (p *Packet) AppendTo(b []byte) ([]byte, error) {
 	start := len(b)
 	b = slices.Grow(b, n)[:start+n]
 	out := b[start:]
-	if err := p.encode(out); err != nil {
+	if err := p.encode(out, vcrc); err != nil {
 		return b[:start], err
 	}
 	return b, nil
 }
 
-// encode writes p into out, which is exactly p.Len() bytes.
-func (p *Packet) encode(out []byte) error {
+// encode writes p into out, which is exactly p.Len() bytes; the VCRC
+// field is left zero unless vcrc.
+func (p *Packet) encode(out []byte, vcrc bool) error {
 	lrh := p.LRH
 	lrh.LNH = LNHIBALocal
 	if p.HasGRH {
@@ -324,6 +345,10 @@ func (p *Packet) encode(out []byte) error {
 		return fmt.Errorf("encode UD packet: %w", err)
 	}
 	binary.LittleEndian.PutUint32(out[icrcAt:], icrc)
-	binary.LittleEndian.PutUint16(out[icrcAt+ICRCLen:], VCRC(out[:icrcAt+ICRCLen]))
+	if vcrc {
+		binary.LittleEndian.PutUint16(out[icrcAt+ICRCLen:], VCRC(out[:icrcAt+ICRCLen]))
+	} else {
+		clear(out[icrcAt+ICRCLen:])
+	}
 	return nil
 }

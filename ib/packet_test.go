@@ -838,3 +838,30 @@ func checkVector[T comparable, P headerCodec[T]](t *testing.T, size int, b []byt
 		t.Errorf("Encode =\n%x\nwant\n%x (and the byte after untouched)", out, b)
 	}
 }
+
+// TestAppendToLeavingVCRC checks that the frame without its VCRC, once
+// PutVCRC has filled it, is AppendTo's frame byte for byte.
+func TestAppendToLeavingVCRC(t *testing.T) {
+	for _, frame := range [][]byte{pktUDLocal(t), pktUDGlobalImm(t)} {
+		var p Packet
+		if err := DecodePacket(frame, &p); err != nil {
+			t.Fatal(err)
+		}
+		want, err := p.AppendTo(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.AppendToLeavingVCRC(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got[:len(got)-VCRCLen], want[:len(want)-VCRCLen]) || got[len(got)-2] != 0 || got[len(got)-1] != 0 {
+			t.Fatalf("frame without VCRC\n%x, want\n%x with a zero VCRC", got, want)
+		}
+		PutVCRC(got)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("after PutVCRC\n%x, want\n%x", got, want)
+		}
+	}
+	PutVCRC(make([]byte, 3)) // too short for the CRCs: left alone, no panic
+}

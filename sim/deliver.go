@@ -26,11 +26,13 @@ type frame struct {
 	src *port
 	qp  *qp // the sending QP, owed a send completion; nil for QP1
 	// sealed says buf holds what AppendTo wrote, untouched since, so its
-	// CRCs are right by construction (see decode).
-	sealed bool
-	wrID   uint64 // the send's work request ID
-	due    time.Time
-	seq    uint64
+	// CRCs are right by construction (see decode). vcrcDue says the VCRC
+	// field is still zero (ib.Packet.AppendToLeavingVCRC): bytes reports
+	// the frame with it filled in.
+	sealed, vcrcDue bool
+	wrID            uint64 // the send's work request ID
+	due             time.Time
+	seq             uint64
 }
 
 // dataPath holds the queue between senders and the fabric loop.
@@ -78,7 +80,7 @@ func (dp *dataPath) get() *frame {
 
 // put returns a frame to the pool. Any goroutine.
 func (dp *dataPath) put(fr *frame) {
-	fr.src, fr.qp, fr.buf, fr.sealed = nil, nil, fr.buf[:0], false
+	fr.src, fr.qp, fr.buf, fr.sealed, fr.vcrcDue = nil, nil, fr.buf[:0], false, false
 	dp.mu.Lock()
 	dp.free = append(dp.free, fr)
 	dp.mu.Unlock()
@@ -89,12 +91,12 @@ func (dp *dataPath) put(fr *frame) {
 // wrID once the fabric has taken the frame. Any goroutine.
 func (dp *dataPath) emit(src *port, pkt *ib.Packet, owner *qp, wrID uint64) error {
 	fr := dp.get()
-	b, err := pkt.AppendTo(fr.buf[:0])
+	b, err := pkt.AppendToLeavingVCRC(fr.buf[:0])
 	if err != nil {
 		dp.put(fr)
 		return err
 	}
-	fr.buf, fr.src, fr.qp, fr.wrID, fr.sealed = b, src, owner, wrID, true
+	fr.buf, fr.src, fr.qp, fr.wrID, fr.sealed, fr.vcrcDue = b, src, owner, wrID, true, true
 	dp.queue(fr)
 	return nil
 }
@@ -188,7 +190,7 @@ func (f *Fabric) take(fr *frame) {
 	if f.capture != nil {
 		// A capture that cannot be written is not worth losing the packet
 		// over; the writer's error is sticky in the file anyway.
-		_ = f.capture.WriteInfiniBand(f.loop.Now(), 0, fr.buf)
+		_ = f.capture.WriteInfiniBand(f.loop.Now(), 0, fr.bytes())
 	}
 	f.fi.admit(fr)
 }
@@ -361,7 +363,20 @@ func (fr *frame) decode(pkt *ib.Packet) error {
 	if fr.sealed {
 		return ib.DecodeSealedPacket(fr.buf, pkt)
 	}
-	return ib.DecodePacket(fr.buf, pkt)
+	return ib.DecodePacket(fr.bytes(), pkt)
+}
+
+// bytes returns the frame as it is on the wire, computing its VCRC first
+// if that is still due. Every reader of the whole frame (a capture, a
+// check of both CRCs) goes through it; routing reads only the LRH, which
+// the VCRC does not change. A frame nothing reads whole never pays for
+// its VCRC, as on a link where the HCAs compute it in hardware.
+func (fr *frame) bytes() []byte {
+	if fr.vcrcDue {
+		ib.PutVCRC(fr.buf)
+		fr.vcrcDue = false
+	}
+	return fr.buf
 }
 
 // receive is a port taking a frame off its link: decode (both CRCs

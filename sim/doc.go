@@ -74,8 +74,10 @@
 // its own) and drop them. A packet for the sender's own LID turns around in
 // the HCA.
 //
-// Every frame carries both CRCs, computed by the sending port
-// (ib.Packet.AppendTo), so captures hold real ones. The receiving port
+// Every frame carries both CRCs, so captures hold real ones: the sending
+// port computes the ICRC (ib.Packet.AppendToLeavingVCRC), and the VCRC is
+// filled in the first time anything reads the whole frame (a capture, a
+// check), as HCAs and switches compute it in hardware. The receiving port
 // decodes the frame with ib.DecodePacket, both CRCs checked, when the
 // frame came from outside a port's encoder (a test injecting raw bytes);
 // a frame a port encoded and the fabric carried untouched is decoded with
