@@ -87,13 +87,15 @@ func ipoibdShare(t testing.TB) (share string, bins []string) {
 // vmScriptCommon is the shell every VM script starts with: helpers to fail
 // with the daemon's log, to wait for a marker file in the share, to run
 // ipoibd up, ping and down, and the two sides of the lease scenario the
-// two-VM tests share.
+// two-VM tests share. The shell has one set of variables for all of
+// them: each helper's names must differ from those of the helpers that
+// call it (sink once overwrote leaseserver's w).
 const vmScriptCommon = `S=` + GuestShare + `
 fail() { echo "STEP FAILED: $*"; for f in /tmp/*.log; do echo "--- $f"; cat $f; done; exit 1; }
 waitfor() { i=0; while [ ! -e "$1" ]; do i=$((i+1)); [ $i -gt $(($2*10)) ] && fail "timed out waiting for $1"; sleep 0.1; done; }
 waitlog() { i=0; while ! grep -q "$2" "$1" 2>/dev/null; do i=$((i+1)); [ $i -gt $(($3*10)) ] && fail "timed out waiting for '$2' in $1"; sleep 0.1; done; }
 # sink LOG FLAG WHAT VMXFER-ARGS...: a vmxfer sink; $S/FLAG once it listens; fail WHAT unless it gets every byte.
-sink() { l=$1; f=$2; w=$3; shift 3; $S/vmxfer "$@" -sink > $l 2>&1 & x=$!; waitlog $l listening 30; touch $S/$f; wait $x || fail "$w"; cat $l; }
+sink() { l=$1; f=$2; what=$3; shift 3; $S/vmxfer "$@" -sink > $l 2>&1 & x=$!; waitlog $l listening 30; touch $S/$f; wait $x || fail "$what"; cat $l; }
 # upready DEVICE ARGS...: ipoibd up on DEVICE with ARGS (UP is its pid), once it is ready.
 upready() {
 	d=$1; shift
