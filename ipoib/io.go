@@ -498,9 +498,10 @@ func (d *driver) errRecvStatus(s ib.Status) error {
 // own buffer (see rxSlot), its source and destination entered in the
 // peer cache and their keys written into the IPoIB header.
 func (d *driver) receive(wc *ib.Completion) {
-	if wc.ID >= uint64(len(d.rx)) {
-		// Not a buffer of ours (drivers number them 0 to RecvDepth-1):
-		// hand it back for the driver to judge.
+	if wc.ID >= uint64(len(d.rx)) || len(wc.Buf) < ib.GRHSize {
+		// Not a buffer of ours (drivers number them 0 to RecvDepth-1,
+		// each with room for the GRH area at least): hand it back for
+		// the driver to judge.
 		d.nd.ReceiveError(nil, d.errRecvWC[ib.StatusGeneral])
 		d.repost = append(d.repost, wc.ID)
 		return
