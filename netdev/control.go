@@ -102,12 +102,8 @@ func (d *Device) setLink(up bool, reason error) {
 	} else {
 		d.stats.Inc(LinkDown)
 	}
-	p := d.listeners.Load()
-	if p == nil {
-		return
-	}
-	for _, l := range *p {
-		l.fn(d, up, reason)
+	for _, fn := range d.listeners.Load() {
+		fn(d, up, reason)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ipoibd/ipoibd/internal/cowlist"
+
 	"github.com/ipoibd/ipoibd/aio"
 )
 
@@ -128,9 +130,7 @@ type Device struct {
 	registered atomic.Bool
 	state      atomic.Pointer[linkState]
 
-	lmu       sync.Mutex
-	listeners atomic.Pointer[[]listener] // copy-on-write
-	nextLID   uint64
+	listeners cowlist.List[LinkListener]
 
 	// Loop-owned.
 	txReady        bool // open and link up
@@ -149,11 +149,6 @@ type Device struct {
 type linkState struct {
 	up     bool
 	reason error
-}
-
-type listener struct {
-	id uint64
-	fn LinkListener
 }
 
 // registry holds the registered devices by name.
@@ -355,31 +350,7 @@ func (d *Device) AddLinkListener(fn LinkListener) (remove func()) {
 	if fn == nil {
 		return func() {}
 	}
-	d.lmu.Lock()
-	d.nextLID++
-	id := d.nextLID
-	var old []listener
-	if p := d.listeners.Load(); p != nil {
-		old = *p
-	}
-	next := append(append(make([]listener, 0, len(old)+1), old...), listener{id: id, fn: fn})
-	d.listeners.Store(&next)
-	d.lmu.Unlock()
-	return func() {
-		d.lmu.Lock()
-		defer d.lmu.Unlock()
-		p := d.listeners.Load()
-		if p == nil {
-			return
-		}
-		next := make([]listener, 0, len(*p))
-		for _, l := range *p {
-			if l.id != id {
-				next = append(next, l)
-			}
-		}
-		d.listeners.Store(&next)
-	}
+	return d.listeners.Add(fn)
 }
 
 // Status is a device's state for `ipoibd stats` and its JSON output.

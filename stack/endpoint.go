@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/ipoibd/ipoibd/internal/cowlist"
+
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -105,8 +107,7 @@ type Endpoint struct {
 	gmu    sync.Mutex
 	gcount map[netip.Addr]int
 
-	fmu     sync.Mutex // serialises AddFilter's updates
-	filters atomic.Pointer[[]*filterEntry]
+	filters cowlist.List[Filter] // see AddFilter
 
 	stats counter.Block[EndpointStats]
 }

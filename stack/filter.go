@@ -7,8 +7,6 @@
 package stack
 
 import (
-	"slices"
-
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
@@ -30,51 +28,12 @@ type Filter func(proto tcpip.NetworkProtocolNumber, pkt []byte) bool
 // removes f; call it once f's owner stops. Safe from any goroutine: the
 // set of filters is replaced whole, so the loop never sees it half
 // changed.
-func (e *Endpoint) AddFilter(f Filter) (remove func()) {
-	box := &filterEntry{f: f}
-	e.fmu.Lock()
-	e.filters.Store(appendFilter(e.filters.Load(), box))
-	e.fmu.Unlock()
-	return func() {
-		e.fmu.Lock()
-		defer e.fmu.Unlock()
-		cur := e.filters.Load()
-		if cur == nil {
-			return
-		}
-		next := slices.DeleteFunc(slices.Clone(*cur), func(x *filterEntry) bool { return x == box })
-		if len(next) == 0 {
-			e.filters.Store(nil)
-			return
-		}
-		e.filters.Store(&next)
-	}
-}
-
-// filterEntry boxes a Filter so that remove finds its own entry even when
-// one function is installed twice.
-type filterEntry struct {
-	f Filter
-}
-
-// appendFilter returns a new set: cur's entries and box.
-func appendFilter(cur *[]*filterEntry, box *filterEntry) *[]*filterEntry {
-	var next []*filterEntry
-	if cur != nil {
-		next = slices.Clone(*cur)
-	}
-	next = append(next, box)
-	return &next
-}
+func (e *Endpoint) AddFilter(f Filter) (remove func()) { return e.filters.Add(f) }
 
 // admit runs the filters over a received packet. Loop.
 func (e *Endpoint) admit(proto uint16, pkt []byte) bool {
-	fs := e.filters.Load()
-	if fs == nil {
-		return true
-	}
-	for _, x := range *fs {
-		if !x.f(tcpip.NetworkProtocolNumber(proto), pkt) {
+	for _, f := range e.filters.Load() {
+		if !f(tcpip.NetworkProtocolNumber(proto), pkt) {
 			return false
 		}
 	}
