@@ -28,7 +28,7 @@ var serverBroadcast = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 
 // section 2) before anything is copied or queued, lest they crowd out
 // the client's own reply.
 func (c *Client) deliver(b []byte, _ netip.AddrPort) {
-	if len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) != c.curXID.Load() {
+	if c.othersReply(b) {
 		counter.Inc(&c.stats.V.Ignored)
 		return
 	}
@@ -59,12 +59,18 @@ func (c *Client) wants(proto tcpip.NetworkProtocolNumber, pkt []byte) bool {
 	if header.UDP(pkt[hl:]).DestinationPort() != ClientPort {
 		return true
 	}
-	msg := pkt[hl+header.UDPMinimumSize:]
-	if binary.BigEndian.Uint32(msg[4:8]) == c.curXID.Load() {
+	if !c.othersReply(pkt[hl+header.UDPMinimumSize:]) {
 		return true
 	}
 	counter.Inc(&c.stats.V.Ignored)
 	return false
+}
+
+// othersReply says whether msg, a DHCP message, carries another
+// transaction's ID (bytes 4 to 7, RFC 2131 section 2); a message too
+// short to hold one is left to the parser.
+func (c *Client) othersReply(msg []byte) bool {
+	return len(msg) >= 8 && binary.BigEndian.Uint32(msg[4:8]) != c.curXID.Load()
 }
 
 // post queues ev, waiting for room unless the client is stopping.
