@@ -380,7 +380,8 @@ func (fr *frame) bytes() []byte {
 }
 
 // receive is a port taking a frame off its link: decode (both CRCs
-// checked unless the frame is sealed), port state, DLID, P_Key, then dispatch by destination QP.
+// checked unless the frame is sealed), port state, DLID, P_Key, then
+// dispatch by destination QP.
 func (f *Fabric) receive(p *port, fr *frame) {
 	pkt := &f.dp.pkt
 	f.receiveDecoded(p, pkt, fr.decode(pkt))
