@@ -261,25 +261,33 @@ func (p *Packet) Len() int {
 // bits (ErrFieldRange). On error b is returned unchanged.
 func (p *Packet) AppendTo(b []byte) ([]byte, error) { return p.appendTo(b, true) }
 
-// AppendToLeavingVCRC is AppendTo except that the VCRC field is left zero,
-// for PutVCRC to fill when the frame's bytes are first looked at. A
-// simulated link uses it where an HCA would compute the VCRC in hardware
-// and often nothing ever reads it (see sim's frames).
-func (p *Packet) AppendToLeavingVCRC(b []byte) ([]byte, error) { return p.appendTo(b, false) }
+// AppendToLeavingCRCs is AppendTo except that the ICRC and VCRC fields are
+// left zero, for PutCRCs to fill when the frame's bytes are first looked
+// at. A simulated link uses it where an HCA would compute both CRCs in
+// hardware and often nothing ever reads them (see sim's frames).
+func (p *Packet) AppendToLeavingCRCs(b []byte) ([]byte, error) { return p.appendTo(b, false) }
 
-// PutVCRC computes the VCRC of frame, one whole packet from the first LRH
-// byte through the VCRC field, and writes it into that field. Frames
-// shorter than the two CRCs are left alone.
-func PutVCRC(frame []byte) {
+// PutCRCs computes the ICRC and then the VCRC of frame, one whole IBA
+// transport packet from the first LRH byte through the VCRC field, and
+// writes them into their fields. A frame too short for its headers and
+// CRCs, or one that is not an IBA transport packet, is left alone: it has
+// no ICRC to compute, and whoever decodes it refuses it.
+func PutCRCs(frame []byte) {
 	if len(frame) < ICRCLen+VCRCLen {
 		return
 	}
+	icrcAt := len(frame) - VCRCLen - ICRCLen
+	icrc, err := ICRC(frame[:icrcAt])
+	if err != nil {
+		return
+	}
+	binary.LittleEndian.PutUint32(frame[icrcAt:], icrc)
 	end := len(frame) - VCRCLen
 	binary.LittleEndian.PutUint16(frame[end:], VCRC(frame[:end]))
 }
 
-// appendTo is AppendTo, with or without the VCRC.
-func (p *Packet) appendTo(b []byte, vcrc bool) ([]byte, error) {
+// appendTo is AppendTo, with both CRCs computed or both left zero.
+func (p *Packet) appendTo(b []byte, crcs bool) ([]byte, error) {
 	if p.BTH.OpCode != OpUDSendOnly && p.BTH.OpCode != OpUDSendOnlyImm {
 		return b, fmt.Errorf("encode UD packet: BTH opcode %#02x (%v): %w", uint8(p.BTH.OpCode), p.BTH.OpCode, ErrUnsupportedOpcode)
 	}
@@ -294,15 +302,15 @@ func (p *Packet) appendTo(b []byte, vcrc bool) ([]byte, error) {
 	start := len(b)
 	b = slices.Grow(b, n)[:start+n]
 	out := b[start:]
-	if err := p.encode(out, vcrc); err != nil {
+	if err := p.encode(out, crcs); err != nil {
 		return b[:start], err
 	}
 	return b, nil
 }
 
-// encode writes p into out, which is exactly p.Len() bytes; the VCRC
-// field is left zero unless vcrc.
-func (p *Packet) encode(out []byte, vcrc bool) error {
+// encode writes p into out, which is exactly p.Len() bytes; the ICRC and
+// VCRC fields are left zero unless crcs.
+func (p *Packet) encode(out []byte, crcs bool) error {
 	lrh := p.LRH
 	lrh.LNH = LNHIBALocal
 	if p.HasGRH {
@@ -340,15 +348,15 @@ func (p *Packet) encode(out []byte, vcrc bool) error {
 	off += copy(out[off:], p.Payload)
 	icrcAt := len(out) - VCRCLen - ICRCLen
 	clear(out[off:icrcAt])
+	if !crcs {
+		clear(out[icrcAt:])
+		return nil
+	}
 	icrc, err := ICRC(out[:icrcAt])
 	if err != nil {
 		return fmt.Errorf("encode UD packet: %w", err)
 	}
 	binary.LittleEndian.PutUint32(out[icrcAt:], icrc)
-	if vcrc {
-		binary.LittleEndian.PutUint16(out[icrcAt+ICRCLen:], VCRC(out[:icrcAt+ICRCLen]))
-	} else {
-		clear(out[icrcAt+ICRCLen:])
-	}
+	binary.LittleEndian.PutUint16(out[icrcAt+ICRCLen:], VCRC(out[:icrcAt+ICRCLen]))
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -839,9 +840,9 @@ func checkVector[T comparable, P headerCodec[T]](t *testing.T, size int, b []byt
 	}
 }
 
-// TestAppendToLeavingVCRC checks that the frame without its VCRC, once
-// PutVCRC has filled it, is AppendTo's frame byte for byte.
-func TestAppendToLeavingVCRC(t *testing.T) {
+// TestAppendToLeavingCRCs checks that the frame without its CRCs, once
+// PutCRCs has filled them, is AppendTo's frame byte for byte.
+func TestAppendToLeavingCRCs(t *testing.T) {
 	for _, frame := range [][]byte{pktUDLocal(t), pktUDGlobalImm(t)} {
 		var p Packet
 		if err := DecodePacket(frame, &p); err != nil {
@@ -851,17 +852,27 @@ func TestAppendToLeavingVCRC(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := p.AppendToLeavingVCRC(nil)
+		got, err := p.AppendToLeavingCRCs(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got[:len(got)-VCRCLen], want[:len(want)-VCRCLen]) || got[len(got)-2] != 0 || got[len(got)-1] != 0 {
-			t.Fatalf("frame without VCRC\n%x, want\n%x with a zero VCRC", got, want)
+		crcs := len(got) - VCRCLen - ICRCLen
+		if !bytes.Equal(got[:crcs], want[:crcs]) || !bytes.Equal(got[crcs:], make([]byte, ICRCLen+VCRCLen)) {
+			t.Fatalf("frame without CRCs\n%x, want\n%x with both CRCs zero", got, want)
 		}
-		PutVCRC(got)
+		PutCRCs(got)
 		if !bytes.Equal(got, want) {
-			t.Fatalf("after PutVCRC\n%x, want\n%x", got, want)
+			t.Fatalf("after PutCRCs\n%x, want\n%x", got, want)
+		}
+		if err := DecodePacket(got, &p); err != nil {
+			t.Fatalf("after PutCRCs: %v", err)
 		}
 	}
-	PutVCRC(make([]byte, 3)) // too short for the CRCs: left alone, no panic
+	for _, short := range [][]byte{make([]byte, 3), make([]byte, 7), {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}} {
+		b := slices.Clone(short)
+		PutCRCs(b) // too short for its headers and CRCs: left alone, no panic
+		if !bytes.Equal(b, short) {
+			t.Errorf("PutCRCs(%x) wrote %x", short, b)
+		}
+	}
 }

@@ -25,11 +25,11 @@ type frame struct {
 	buf []byte
 	src *port
 	qp  *qp // the sending QP, owed a send completion; nil for QP1
-	// sealed says buf holds what AppendTo wrote, untouched since, so its
-	// CRCs are right by construction (see decode). vcrcDue says the VCRC
-	// field is still zero (ib.Packet.AppendToLeavingVCRC): bytes reports
-	// the frame with it filled in.
-	sealed, vcrcDue bool
+	// sealed says buf holds what a port's encoder wrote, untouched since,
+	// so its CRCs need no check (see decode). crcsDue says the ICRC and
+	// VCRC fields are still zero (ib.Packet.AppendToLeavingCRCs): bytes
+	// reports the frame with them filled in.
+	sealed, crcsDue bool
 	wrID            uint64 // the send's work request ID
 	due             time.Time
 	seq             uint64
@@ -80,7 +80,7 @@ func (dp *dataPath) get() *frame {
 
 // put returns a frame to the pool. Any goroutine.
 func (dp *dataPath) put(fr *frame) {
-	fr.src, fr.qp, fr.buf, fr.sealed, fr.vcrcDue = nil, nil, fr.buf[:0], false, false
+	fr.src, fr.qp, fr.buf, fr.sealed, fr.crcsDue = nil, nil, fr.buf[:0], false, false
 	dp.mu.Lock()
 	dp.free = append(dp.free, fr)
 	dp.mu.Unlock()
@@ -91,12 +91,12 @@ func (dp *dataPath) put(fr *frame) {
 // wrID once the fabric has taken the frame. Any goroutine.
 func (dp *dataPath) emit(src *port, pkt *ib.Packet, owner *qp, wrID uint64) error {
 	fr := dp.get()
-	b, err := pkt.AppendToLeavingVCRC(fr.buf[:0])
+	b, err := pkt.AppendToLeavingCRCs(fr.buf[:0])
 	if err != nil {
 		dp.put(fr)
 		return err
 	}
-	fr.buf, fr.src, fr.qp, fr.wrID, fr.sealed, fr.vcrcDue = b, src, owner, wrID, true, true
+	fr.buf, fr.src, fr.qp, fr.wrID, fr.sealed, fr.crcsDue = b, src, owner, wrID, true, true
 	dp.queue(fr)
 	return nil
 }
@@ -353,12 +353,11 @@ func matchPKey(table []ib.PKey, key ib.PKey) int {
 }
 
 // decode decodes the frame into pkt. A frame one of the fabric's ports
-// encoded is decoded without recomputing its CRCs, which AppendTo
-// computed over the same bytes: the simulator stands in for HCAs and
-// switches that compute and check them in hardware, and checking a CRC
-// over bytes nothing could have changed costs a fifth of a TCP stream's
-// CPU and can never fail. The CRCs are still on the wire (captures carry
-// them) and still checked in every frame not sealed.
+// encoded is decoded without computing its CRCs: the simulator stands in
+// for HCAs and switches that compute and check them in hardware, and
+// checking a CRC over bytes nothing could have changed costs a fifth of a
+// TCP stream's CPU and can never fail. The CRCs are still on the wire
+// (captures carry them) and still checked in every frame not sealed.
 func (fr *frame) decode(pkt *ib.Packet) error {
 	if fr.sealed {
 		return ib.DecodeSealedPacket(fr.buf, pkt)
@@ -366,15 +365,16 @@ func (fr *frame) decode(pkt *ib.Packet) error {
 	return ib.DecodePacket(fr.bytes(), pkt)
 }
 
-// bytes returns the frame as it is on the wire, computing its VCRC first
-// if that is still due. Every reader of the whole frame (a capture, a
-// check of both CRCs) goes through it; routing reads only the LRH, which
-// the VCRC does not change. A frame nothing reads whole never pays for
-// its VCRC, as on a link where the HCAs compute it in hardware.
+// bytes returns the frame as it is on the wire, computing its ICRC and
+// VCRC first if they are still due. Every reader of the whole frame (a
+// capture, a check of both CRCs) goes through it; routing reads only the
+// LRH, and delivery the headers and payload, none of which the CRCs
+// change. A frame nothing reads whole never pays for its CRCs, as on a
+// link where the HCAs compute them in hardware.
 func (fr *frame) bytes() []byte {
-	if fr.vcrcDue {
-		ib.PutVCRC(fr.buf)
-		fr.vcrcDue = false
+	if fr.crcsDue {
+		ib.PutCRCs(fr.buf)
+		fr.crcsDue = false
 	}
 	return fr.buf
 }

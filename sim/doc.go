@@ -75,9 +75,9 @@
 // the HCA.
 //
 // Every frame carries both CRCs, so captures hold real ones: the sending
-// port computes the ICRC (ib.Packet.AppendToLeavingVCRC), and the VCRC is
+// port leaves them zero (ib.Packet.AppendToLeavingCRCs), and they are
 // filled in the first time anything reads the whole frame (a capture, a
-// check), as HCAs and switches compute it in hardware. The receiving port
+// check), as HCAs and switches compute them in hardware. The receiving port
 // decodes the frame with ib.DecodePacket, both CRCs checked, when the
 // frame came from outside a port's encoder (a test injecting raw bytes);
 // a frame a port encoded and the fabric carried untouched is decoded with

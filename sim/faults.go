@@ -145,7 +145,7 @@ func (fi *faultState) admit(fr *frame) {
 	if c.Duplicate > 0 && r.Float64() < c.Duplicate {
 		dup := f.dp.get()
 		dup.buf = append(dup.buf[:0], fr.buf...)
-		dup.sealed, dup.vcrcDue = fr.sealed, fr.vcrcDue
+		dup.sealed, dup.crcsDue = fr.sealed, fr.crcsDue
 		dup.src = fr.src
 		counter.Inc(&f.counters.V.Duplicated)
 		if h := fr.src.node.host; h != nil {
