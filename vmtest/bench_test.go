@@ -26,6 +26,11 @@ const benchPingCount = 20
 const benchUDIters = 2000
 
 // benchVM0 runs the verbs servers, then the ipoibd daemon that answers.
+// While the daemon answers, the script looks for the end once a second
+// (waitidle), so that the guest's CPU is the daemon's, as it is
+// ibv_ud_pingpong's while that runs: looking ten times a second forks ten
+// sleeps a second, each milliseconds of emulated CPU an echo can wait
+// behind.
 var benchVM0 = vmScriptCommon + fmt.Sprintf(`
 echo "STEP ud_pingpong server"
 $S/ibv_ud_pingpong -e -d rxe0 -g 0 -s %[1]d -n %[2]d > $S/udppe-vm0.txt 2>&1 || { cat $S/udppe-vm0.txt; fail "ud_pingpong -e"; }
@@ -33,7 +38,7 @@ $S/ibv_ud_pingpong -d rxe0 -g 0 -s %[1]d -n %[2]d > $S/udpp-vm0.txt 2>&1 || { ca
 echo "STEP ipoibd up"
 upready rxe0 --addr %[3]s/24
 touch $S/vm0.up
-waitfor $S/vm1.done 120
+waitidle $S/vm1.done 120
 down
 echo "STEP done"
 `, vmUDSize, benchUDIters, vmServerAddr)

@@ -93,6 +93,10 @@ func ipoibdShare(t testing.TB) (share string, bins []string) {
 const vmScriptCommon = `S=` + GuestShare + `
 fail() { echo "STEP FAILED: $*"; for f in /tmp/*.log; do echo "--- $f"; cat $f; done; exit 1; }
 waitfor() { i=0; while [ ! -e "$1" ]; do i=$((i+1)); [ $i -gt $(($2*10)) ] && fail "timed out waiting for $1"; sleep 0.1; done; }
+# waitidle FILE SECONDS: waitfor, looking once a second. A guest side that
+# must stay quiet while the other measures waits this way: under TCG each
+# look forks a sleep that costs milliseconds of the one emulated CPU.
+waitidle() { i=0; while [ ! -e "$1" ]; do i=$((i+1)); [ $i -gt $2 ] && fail "timed out waiting for $1"; sleep 1; done; }
 waitlog() { i=0; while ! grep -q "$2" "$1" 2>/dev/null; do i=$((i+1)); [ $i -gt $(($3*10)) ] && fail "timed out waiting for '$2' in $1"; sleep 0.1; done; }
 # sink LOG FLAG WHAT VMXFER-ARGS...: a vmxfer sink; $S/FLAG once it listens; fail WHAT unless it gets every byte.
 sink() { l=$1; f=$2; what=$3; shift 3; $S/vmxfer "$@" -sink > $l 2>&1 & x=$!; waitlog $l listening 30; touch $S/$f; wait $x || fail "$what"; cat $l; }
