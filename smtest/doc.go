@@ -77,4 +77,10 @@
 //
 // Without ibsim, OpenSM or infiniband-diags every test skips, naming the
 // packages to install; ./test.sh says so before the run.
+//
+// A run killed before its cleanups (a -timeout panic, ^C, SIGKILL) takes
+// its processes with it: each is started with SIGKILL as its parent-death
+// signal. Its directory, named ipoibd-smtest-<pid>-* in the temporary
+// directory, is removed by the next run once that PID has ended
+// (TestKilledRunLeavesNothing).
 package smtest
