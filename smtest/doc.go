@@ -39,7 +39,8 @@
 //   - TestPathRecordsMatchSaquery: the paths to the three other HCAs, from
 //     the SA client and from ipoib's own resolution of a packet's peer.
 //   - TestLinkDownUpRejoins: ibsim's console takes the link down and up;
-//     flush, rejoin, membership again at OpenSM.
+//     the normal flush (group left, paths forgotten), rejoin, membership
+//     again at OpenSM, the peer's path asked anew.
 //   - TestSMFailover: the master OpenSM is killed, the standby takes over;
 //     rejoin and paths from the new master, no restart.
 //   - TestLIDChange: OpenSM restarted with a guid2lid file that moves the
