@@ -23,11 +23,11 @@ have() { command -v "$1" >/dev/null 2>&1; }
 missing=() skipped=()
 if ! have gcc; then
 	missing+=(gcc libc6-dev)
-	skipped+=("the race detector (tests run without -race) and the verbs driver's C side")
+	skipped+=("the race detector (tests run without -race) and the verbs driver's C side, so the OpenSM on ibsim tests (smtest) too")
 fi
 if [ ! -e /usr/include/infiniband/verbs.h ] || [ ! -e /usr/include/infiniband/umad.h ]; then
 	missing+=(libibverbs-dev libibumad-dev)
-	skipped+=("the verbs driver against rdma-core's headers (it builds without them and says so)")
+	skipped+=("the verbs driver against rdma-core's headers (it builds without them and says so), so the OpenSM on ibsim tests (smtest) too")
 fi
 if ! have tshark; then
 	missing+=(tshark)

@@ -42,7 +42,9 @@
 //     P_Key, SL, FlowLabel, TClass, JoinState, PortGID; MTU, rate and
 //     lifetime each with their selector or not at all), else
 //     ERR_REQ_INSUFFICIENT_COMPONENTS; unstated MTU and rate come from
-//     Config.Group, lowered to what the creator's port can do. A zero MGID
+//     Config.Group, lowered to what the creator's port can do; the
+//     PacketLifeTime and Scope fields are kept as the creator sent them,
+//     named in the mask or not, as OpenSM keeps them. A zero MGID
 //     makes the SA allocate one (signature 0xA01B). MLIDs come from 0xC000
 //     up. Later joins must agree with the group's parameters and the port
 //     must hold its partition and meet its MTU and rate, else

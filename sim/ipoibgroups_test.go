@@ -60,3 +60,37 @@ func TestIPoIBPartitionsInvalid(t *testing.T) {
 		t.Error("IPoIBPartitions with 0x8000 accepted")
 	}
 }
+
+// TestCreatedGroupKeepsCreatorsRecord: a group made by a join keeps the
+// PacketLifeTime and Scope fields of the creator's record as sent, named
+// in the component mask or not, as OpenSM does (smtest's
+// TestSimAnswersAsOpenSM sees 0 and 0 for the group an IPoIB link
+// creates); the MGID keeps its own scope.
+func TestCreatedGroupKeepsCreatorsRecord(t *testing.T) {
+	e := newEnv(t, Config{})
+	hosts := e.star(1, HostConfig{})
+	a := e.open(hosts[0], 1)
+	for i, tc := range []struct {
+		name       string
+		plt, scope uint8
+		mask       ib.ComponentMask
+	}{
+		{"neither named, both zero (an IPoIB join)", 0, 0, 0},
+		{"neither named, both set", 20, 5, 0},
+		{"both named", 19, 2, ib.MCMemberCompPacketLifeTimeSelector | ib.MCMemberCompPacketLifeTime | ib.MCMemberCompScope},
+	} {
+		mgid := broadcastMGID
+		mgid[15] = byte(i) // another IPoIB-style group per case
+		r, mask := createJoin(mgid, a.gid(), ib.PKeyDefault, ib.QKeyIPoIBDefault)
+		r.PacketLifeTimeSelector, r.PacketLifeTime, r.Scope = ib.SelectorExactly, tc.plt, tc.scope
+		got, st := e.join(a, r, mask|tc.mask)
+		if st != 0 {
+			t.Errorf("%s: status %v", tc.name, st)
+			continue
+		}
+		if got.PacketLifeTime != tc.plt || got.PacketLifeTimeSelector != ib.SelectorExactly || got.Scope != tc.scope || got.MGID != mgid {
+			t.Errorf("%s: group %v PacketLifeTime %v %d Scope %d, want %v = %d Scope %d",
+				tc.name, got.MGID, got.PacketLifeTimeSelector, got.PacketLifeTime, got.Scope, mgid, tc.plt, tc.scope)
+		}
+	}
+}

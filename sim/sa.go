@@ -454,13 +454,18 @@ func (f *Fabric) createGroup(q *ib.MCMemberRecord, m ib.ComponentMask, mgid ib.G
 	if !q.PKey.Valid() || matchPKey(p.pkeys, q.PKey) < 0 || !q.SL.Valid() {
 		return nil, ib.SAErrReqInvalid
 	}
+	// The creator's record is the group's, as OpenSM keeps it: MTU and
+	// rate are worked out below, PacketLifeTime and Scope stay as sent,
+	// whether the component mask names them or not (an IPoIB join names
+	// neither, so OpenSM answers 0 for both; smtest compares).
 	g := &group{
 		qkey:      q.QKey,
 		pkey:      q.PKey | ib.PKeyFullMember,
 		sl:        q.SL,
 		flowLabel: q.FlowLabel,
 		tclass:    q.TClass,
-		plt:       f.cfg.PacketLifeTime,
+		plt:       q.PacketLifeTime,
+		scope:     q.Scope,
 	}
 	ok := true
 	if m.Has(ib.MCMemberCompMTUSelector) {
@@ -479,12 +484,6 @@ func (f *Fabric) createGroup(q *ib.MCMemberRecord, m ib.ComponentMask, mgid ib.G
 	if !ok {
 		return nil, ib.SAErrReqInvalid
 	}
-	if m.Has(ib.MCMemberCompPacketLifeTimeSelector) {
-		g.plt, ok = pickLifeTime(g.plt, q.PacketLifeTimeSelector, q.PacketLifeTime)
-	}
-	if !ok {
-		return nil, ib.SAErrReqInvalid
-	}
 	if m.Has(ib.MCMemberCompHopLimit) {
 		g.hopLimit = q.HopLimit
 	}
@@ -496,7 +495,6 @@ func (f *Fabric) createGroup(q *ib.MCMemberRecord, m ib.ComponentMask, mgid ib.G
 		mgid = f.allocMGID(scope, g.pkey)
 	}
 	g.mgid = mgid
-	g.scope = mgid[1] & 0xF
 	if g.mlid = f.allocMLID(); g.mlid == 0 {
 		return nil, ib.SAErrNoResources
 	}

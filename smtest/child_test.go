@@ -192,7 +192,8 @@ func (cs *childState) call(fn func()) {
 //	wait-rejoin <unix-nanos>   wait until the broadcast group is joined after the given time
 //	join <ipv4> / leave <ipv4> IP multicast group join and leave through the link
 //	peers                      the link's peer cache
-//	sajoin <pkey>              a raw broadcast-group join for the partition, without the link
+//	sajoin <pkey> [<ipv4>]     a raw join, without the link, of the partition's broadcast group
+//	                           (or of an IPv4 group that exists)
 //	path <gid>                 the PathRecord ipoib asks for to reach gid
 //	sastats                    the raw SA client's counters
 //	resolve <gid> <since-unix-nanos>  send a packet to the IPoIB address (QPN peerQPN, gid) through the
@@ -346,18 +347,28 @@ func (cs *childState) multicast(f []string) reply {
 	}
 }
 
-// saJoin sends the broadcast-group join of a partition through the SA
-// client alone, with the components ipoib sends for an existing group.
+// saJoin sends the join of a partition's broadcast group, or of an IPv4
+// group on it, through the SA client alone, with the components ipoib
+// sends for an existing group.
 func (cs *childState) saJoin(f []string) reply {
-	if len(f) != 2 {
-		return reply{Err: "usage: sajoin <pkey>"}
+	if len(f) != 2 && len(f) != 3 {
+		return reply{Err: "usage: sajoin <pkey> [<ipv4>]"}
 	}
 	pkey, err := parsePKey(f[1])
 	if err != nil {
 		return reply{Err: err.Error()}
 	}
+	mgid := ipoib.BroadcastGID(pkey)
+	if len(f) == 3 {
+		ip, err := netip.ParseAddr(f[2])
+		if err != nil {
+			return reply{Err: err.Error()}
+		}
+		if mgid, err = ipoib.IPv4MulticastGID(pkey, ip); err != nil {
+			return reply{Err: err.Error()}
+		}
+	}
 	return cs.askSA(func(answer func(reply)) error {
-		mgid := ipoib.BroadcastGID(pkey)
 		q, mask := ib.MCMemberQuery(mgid, cs.sa.PortGID(), pkey|ib.PKeyFullMember, ib.JoinFullMember)
 		_, err := cs.sa.SetMCMemberRecord(q, mask, func(r ib.MCMemberRecord, err error) {
 			answer(errReply(err, reply{MC: &r}))

@@ -39,7 +39,8 @@
 //   - TestPathRecordsMatchSaquery: the paths to the three other HCAs, from
 //     the SA client and from ipoib's own resolution of a packet's peer.
 //   - TestLinkDownUpRejoins: ibsim's console takes the link down and up;
-//     flush, rejoin, membership again at OpenSM.
+//     the normal flush (group left, paths forgotten), rejoin, membership
+//     again at OpenSM, the peer's path asked anew.
 //   - TestSMFailover: the master OpenSM is killed, the standby takes over;
 //     rejoin and paths from the new master, no restart.
 //   - TestLIDChange: OpenSM restarted with a guid2lid file that moves the
@@ -77,4 +78,10 @@
 //
 // Without ibsim, OpenSM or infiniband-diags every test skips, naming the
 // packages to install; ./test.sh says so before the run.
+//
+// A run killed before its cleanups (a -timeout panic, ^C, SIGKILL) takes
+// its processes with it: each is started with SIGKILL as its parent-death
+// signal. Its directory, named ipoibd-smtest-<pid>-* in the temporary
+// directory, is removed by the next run once that PID has ended
+// (TestKilledRunLeavesNothing).
 package smtest

@@ -280,9 +280,10 @@ func (s *subnet) portEvent(t *testing.T, ch *child, host string, ev ib.EventType
 }
 
 // TestLinkDownUpRejoins takes the HCA's link down and up through ibsim's
-// console. The port-down event flushes the broadcast group; once OpenSM
-// has brought the port back, the port-active event rejoins it, and
-// OpenSM lists the port as a member again.
+// console. The port-down event runs the normal flush: the broadcast group
+// is left and the paths forgotten. Once OpenSM has brought the port back,
+// the port-active event rejoins the group, OpenSM lists the port as a
+// member again, and a packet to a peer asks OpenSM for its path anew.
 func TestLinkDownUpRejoins(t *testing.T) {
 	s, ch, attr := started(t, "")
 	first := ch.do("up 0xffff").Group
@@ -290,6 +291,8 @@ func TestLinkDownUpRejoins(t *testing.T) {
 	if g, _ := s.group(t, "Hca4", mgid); !isMember(g, attr.GIDs[0]) {
 		t.Fatalf("OpenSM does not list port %v after the join: %v", attr.GIDs[0], g.Members)
 	}
+	dgid := s.portGID(t, "Hca4")
+	peer := ch.do(fmt.Sprintf("resolve %v 0", dgid)).Peers[0]
 
 	s.consoleCmd(`Unlink "Hca2"[1]`)
 	s.waitFor("Hca2's port to go down", 10*time.Second, func() bool {
@@ -299,6 +302,11 @@ func TestLinkDownUpRejoins(t *testing.T) {
 	s.portEvent(t, ch, "Hca2", ib.EventPortDown)
 	if g := ch.do("group").Group; g.Joined {
 		t.Errorf("broadcast group still joined after port-down: %+v", g)
+	}
+	for _, p := range ch.do("peers").Peers {
+		if p.Addr == peer.Addr && (p.State == "resolved" || p.State == "stale") {
+			t.Errorf("the path to %v survived the port-down flush: %+v", dgid, p)
+		}
 	}
 	// OpenSM forgets the memberships of a port that left the subnet.
 	s.waitFor("OpenSM to drop the port from the broadcast group", 20*time.Second, func() bool {
@@ -311,6 +319,7 @@ func TestLinkDownUpRejoins(t *testing.T) {
 		_, _, st := s.portState(t, "Hca2")
 		return st == ib.PortActive
 	})
+	active := time.Now()
 	s.portEvent(t, ch, "Hca2", ib.EventPortActive)
 	g := ch.do(fmt.Sprintf("wait-rejoin %d", first.JoinedAt.UnixNano())).Group
 	want, ok := s.group(t, "Hca4", mgid)
@@ -320,6 +329,11 @@ func TestLinkDownUpRejoins(t *testing.T) {
 	checkGroup(t, g, want)
 	if !isMember(want, attr.GIDs[0]) {
 		t.Errorf("after the rejoin OpenSM does not list port %v: %v", attr.GIDs[0], want.Members)
+	}
+	again := ch.do(fmt.Sprintf("resolve %v %d", dgid, active.UnixNano())).Peers[0]
+	if again.LID != peer.LID || again.SL != peer.SL || again.MTU != peer.MTU {
+		t.Errorf("path to %v after the link came back: LID %v SL %d MTU %d; before LID %v SL %d MTU %d",
+			dgid, again.LID, again.SL, again.MTU, peer.LID, peer.SL, peer.MTU)
 	}
 }
 

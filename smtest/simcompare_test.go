@@ -5,6 +5,7 @@ package smtest
 
 import (
 	"fmt"
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -172,16 +173,21 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// cmpGroup is the IPv4 group TestSimAnswersAsOpenSM has the link create.
+const cmpGroup = "239.1.2.3"
+
 // TestSimAnswersAsOpenSM joins the broadcast group with a plain join
 // (no creation components) on a fresh subnet, brings the IPoIB link up on
-// Hca2 and asks the SA for Hca2's broadcast-group record and its path to
-// Hca4, once on OpenSM and once on the simulator, and compares the
-// answers field by field.
+// Hca2, has it create an IPv4 group, and asks the SA for Hca2's records
+// of both groups and its path to Hca4, once on OpenSM and once on the
+// simulator, and compares the answers field by field.
 func TestSimAnswersAsOpenSM(t *testing.T) {
 	s, ch, _ := started(t, "")
 	osmFirst := ch.do("sajoin 0xffff").MC
 	osmGroup := ch.do("up 0xffff").Group
 	osmMC := ch.do("sajoin 0xffff").MC
+	ch.do("join " + cmpGroup)
+	osmIP := ch.do("sajoin 0xffff " + cmpGroup).MC
 	osmPath := ch.do("path " + s.portGID(t, "Hca4").String()).Path
 
 	ss := newSimSubnet(t)
@@ -192,16 +198,17 @@ func TestSimAnswersAsOpenSM(t *testing.T) {
 		err error
 	}
 	mcDone := make(chan mcAnswer, 1)
-	join := func() mcAnswer {
+	join := func(mgid ib.GID) mcAnswer {
 		_ = ss.loop.Call("join", func() {
-			q, mask := ib.MCMemberQuery(ipoib.BroadcastGID(ib.PKeyDefault), attr.GIDs[0], ib.PKeyDefault, ib.JoinFullMember)
+			q, mask := ib.MCMemberQuery(mgid, attr.GIDs[0], ib.PKeyDefault, ib.JoinFullMember)
 			if _, err := sa.SetMCMemberRecord(q, mask, func(r ib.MCMemberRecord, err error) { mcDone <- mcAnswer{r, err} }); err != nil {
 				mcDone <- mcAnswer{err: err}
 			}
 		})
 		return <-mcDone
 	}
-	first := join()
+	bcast := ipoib.BroadcastGID(ib.PKeyDefault)
+	first := join(bcast)
 	if first.err != nil {
 		t.Fatalf("simulator: plain join on a fresh subnet: %v (OpenSM answers it)", first.err)
 	}
@@ -233,7 +240,8 @@ func TestSimAnswersAsOpenSM(t *testing.T) {
 		err error
 	}
 	pathDone := make(chan pathAnswer, 1)
-	mc := join()
+	mc := join(bcast)
+	ipMC := join(simJoinIPv4(t, ss.loop, link, netip.MustParseAddr(cmpGroup)))
 	_ = ss.loop.Call("ask", func() {
 		pq, pmask := ib.PathQueryByGID(attr.GIDs[0], attr4.GIDs[0], ib.PKeyDefault)
 		if _, err := sa.GetPathRecord(pq, pmask, func(r ib.PathRecord, err error) { pathDone <- pathAnswer{r, err} }); err != nil {
@@ -241,12 +249,52 @@ func TestSimAnswersAsOpenSM(t *testing.T) {
 		}
 	})
 	path := <-pathDone
-	if mc.err != nil || path.err != nil {
-		t.Fatalf("simulator SA: join %v, path %v", mc.err, path.err)
+	if mc.err != nil || ipMC.err != nil || path.err != nil {
+		t.Fatalf("simulator SA: join %v, IPv4 group join %v, path %v", mc.err, ipMC.err, path.err)
 	}
-	t.Logf("OpenSM:    group %+v\n           path %+v", *osmMC, *osmPath)
-	t.Logf("simulator: group %+v\n           path %+v", mc.r, path.r)
+	t.Logf("OpenSM:    group %+v\n           IPv4 group %+v\n           path %+v", *osmMC, *osmIP, *osmPath)
+	t.Logf("simulator: group %+v\n           IPv4 group %+v\n           path %+v", mc.r, ipMC.r, path.r)
 	compareFields(t, "GroupInfo", simGroup, *osmGroup, "MGID", "JoinedAt")
 	compareFields(t, "MCMemberRecord", mc.r, *osmMC, "PortGID")
+	compareFields(t, "IPv4 MCMemberRecord", ipMC.r, *osmIP, "PortGID")
 	compareFields(t, "PathRecord", path.r, *osmPath, "DGID", "SGID", "DLID", "SLID")
+}
+
+// simJoinIPv4 has link join the IPv4 group ip, creating it, and waits
+// until its peer cache shows the group joined; it returns the group's
+// MGID.
+func simJoinIPv4(t *testing.T, loop *aio.Context, link *ipoib.Link, ip netip.Addr) ib.GID {
+	t.Helper()
+	mgid, err := ipoib.IPv4MulticastGID(link.PKey(), ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hw []byte
+	_ = loop.Call("join "+ip.String(), func() {
+		if err = link.JoinMulticast(ip); err == nil {
+			hw, err = link.Multicast(ip, nil)
+		}
+	})
+	if err != nil {
+		t.Fatalf("simulator: join %v: %v", ip, err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		state := ""
+		_ = loop.Call("peers", func() {
+			peers, _ := link.Peers()
+			for _, p := range peers {
+				if p.Multicast && p.Addr == link.AddrString(hw) {
+					state = p.State
+				}
+			}
+		})
+		if state == "joined" {
+			return mgid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("simulator: group %v still %q after 20s", ip, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -141,7 +141,7 @@ func newSubnet(t *testing.T, partitions string) *subnet {
 		t.Fatal(err)
 	}
 	s := &subnet{
-		t: t, tl: tl, dir: t.TempDir(), sms: map[string]*exec.Cmd{}, smKey: "1",
+		t: t, tl: tl, dir: tempDir(t), sms: map[string]*exec.Cmd{}, smKey: "1",
 		sock: fmt.Sprintf("ipoibd-smtest-%d-%d", os.Getpid(), subnetSeq.Add(1)),
 	}
 	if partitions == "" {
@@ -162,7 +162,9 @@ func newSubnet(t *testing.T, partitions string) *subnet {
 	if s.console, err = s.ibsim.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ibsim.Start(); err != nil {
+	err = startProc(s.ibsim)
+	log.Close() // ibsim has its own copy
+	if err != nil {
 		t.Fatalf("start ibsim: %v", err)
 	}
 	t.Cleanup(s.stop)
@@ -193,7 +195,7 @@ func realSubnet(t *testing.T) *subnet {
 		}
 		*p.dst = path
 	}
-	s := &subnet{t: t, tl: tl, dir: t.TempDir(), realCA: ca, realPort: "1", smKey: "1"}
+	s := &subnet{t: t, tl: tl, dir: tempDir(t), realCA: ca, realPort: "1", smKey: "1"}
 	if v := os.Getenv(realPortEnv); v != "" {
 		s.realPort = v
 	}
@@ -284,7 +286,9 @@ func (s *subnet) startSM(host string, priority int, extra ...string) {
 	c.Dir = s.dir
 	c.Env = s.env(host)
 	c.Stdout, c.Stderr = out, out
-	if err := c.Start(); err != nil {
+	err = startProc(c)
+	out.Close() // OpenSM has its own copy
+	if err != nil {
 		s.t.Fatalf("start opensm on %s: %v", host, err)
 	}
 	s.sms[host] = c
@@ -379,7 +383,7 @@ func (s *subnet) run(host, prog string, args ...string) (string, error) {
 	c := exec.CommandContext(ctx, prog, args...)
 	c.Dir = s.dir
 	c.Env = s.env(host)
-	out, err := c.CombinedOutput()
+	out, err := combinedOutput(c)
 	if err != nil {
 		return string(out), fmt.Errorf("%s %s: %w: %s", filepath.Base(prog), strings.Join(args, " "), err, out)
 	}
@@ -479,7 +483,7 @@ func (s *subnet) startChild(host string) *child {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if err := ch.c.Start(); err != nil {
+	if err := startProc(ch.c); err != nil {
 		s.t.Fatalf("start child: %v", err)
 	}
 	go func() {

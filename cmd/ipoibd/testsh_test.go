@@ -52,6 +52,37 @@ func TestTestShNamesWhatIsMissing(t *testing.T) {
 			t.Errorf("test.sh does not say it skips %q:\n%s", skip, out)
 		}
 	}
+	// go test hides the skip lines of a passing package: test.sh's line
+	// is the one a run without the OpenSM tests shows. Without gcc they
+	// cannot run (the verbs driver's C side reaches ibsim).
+	if !strings.Contains(lineWith(lines, "race detector"), "OpenSM on ibsim tests (smtest)") {
+		t.Errorf("test.sh does not say the OpenSM tests skip without gcc:\n%s", out)
+	}
+	// test.sh also finds the OpenSM tools where Debian puts them, outside
+	// this PATH: only a machine without one names its package.
+	for _, tool := range []struct{ path, pkg string }{
+		{"/usr/bin/ibsim", "ibsim-utils"}, {"/usr/sbin/opensm", "opensm"}, {"/usr/sbin/saquery", "infiniband-diags"},
+	} {
+		if _, err := os.Stat(tool.path); err == nil {
+			continue
+		}
+		if !strings.Contains(install, " "+tool.pkg) {
+			t.Errorf("install line %q lacks %s (no %s)", install, tool.pkg, tool.path)
+		}
+		if !strings.Contains(string(out), "the OpenSM on ibsim tests (go test ./smtest") {
+			t.Errorf("test.sh does not say it skips the OpenSM tests without %s:\n%s", tool.path, out)
+		}
+	}
+}
+
+// lineWith is the first of lines that contains s, or "".
+func lineWith(lines []string, s string) string {
+	for _, l := range lines {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
 }
 
 // TestAllocTestsRunWithoutRace: test.sh runs the steady-state allocation
