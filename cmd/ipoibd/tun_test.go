@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/ipoibd/ipoibd"
+	"github.com/ipoibd/ipoibd/internal/streamtest"
 )
 
 // tunNetnsEnv marks the test binary re-run inside a network namespace of
@@ -94,7 +95,7 @@ func TestTUN(t *testing.T) {
 		if got := c.LocalAddr().(*net.TCPAddr).IP.String(); got != "10.13.0.1" {
 			t.Errorf("kernel connection from %s, not the TUN address", got)
 		}
-		checkEcho(t, c, 1<<20)
+		streamtest.Check(t, c, 1<<20)
 	})
 	t.Run("kernel-udp-to-link", func(t *testing.T) {
 		udpEchoOn(t, b.ListenPacket, ":7")
@@ -126,7 +127,7 @@ func TestTUN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkEcho(t, c, 1<<20)
+		streamtest.Check(t, c, 1<<20)
 	})
 	t.Run("link-ping-answered-by-kernel", func(t *testing.T) {
 		before := kernelInEchos(t)
