@@ -149,24 +149,43 @@ func TestTUN(t *testing.T) {
 }
 
 // TestTUNWithoutCapNetAdmin: a daemon without CAP_NET_ADMIN asked for a
-// TUN interface says so in one line and exits.
+// TUN interface says so in one line and exits, both when it may not create
+// the interface and when it may open one (a persistent interface its user
+// owns, made beforehand by `ip tuntap`) but not configure it.
 func TestTUNWithoutCapNetAdmin(t *testing.T) {
-	if os.Getenv(tunNetnsEnv) == "" {
-		setpriv, err := exec.LookPath("setpriv")
-		if err != nil {
-			t.Skip("no setpriv(1) to drop CAP_NET_ADMIN")
-		}
-		runInNetns(t, "TestTUNWithoutCapNetAdmin", setpriv, "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--")
-		return
+	tests := []struct {
+		name, tun string
+		before    string // a shell command run in the namespace first, with the capability
+		want      string
+	}{
+		{"create", "ipt1", "", "--tun ipt1: creating a TUN interface " + needCapNetAdmin},
+		{"configure", "ipt4", "ip tuntap add dev ipt4 mode tun user 0",
+			"--tun ipt4: netlink: MTU 2044: operation not permitted: configuring the interface " + needCapNetAdmin},
 	}
-	startFabric(t, "nocap", 1, nil)
-	code, out, errOut := runCLI(t, "up", "--device", "sim:nocap/host0", "--socket", t.TempDir()+"/s", "--addr", "10.14.0.1/24", "--tun", "ipt1")
-	want := "ipoibd up: --tun ipt1: creating a TUN interface needs CAP_NET_ADMIN: run as root, or grant it with 'setcap cap_net_admin+ep ipoibd'\n"
-	if code != exitFailure || strings.Count(errOut, "--tun") != 1 || !strings.HasSuffix(errOut, want) {
-		t.Errorf("exit %d, stderr:\n%s\nwant exit %d and the line %q", code, errOut, exitFailure, want)
-	}
-	if strings.Contains(out, "ready") {
-		t.Errorf("the daemon said it was ready:\n%s", out)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if os.Getenv(tunNetnsEnv) == "" {
+				setpriv, err := exec.LookPath("setpriv")
+				if err != nil {
+					t.Skip("no setpriv(1) to drop CAP_NET_ADMIN")
+				}
+				wrap := []string{setpriv, "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"}
+				if tt.before != "" {
+					wrap = append([]string{"sh", "-c", tt.before + ` && exec "$@"`, "sh"}, wrap...)
+				}
+				runInNetns(t, "TestTUNWithoutCapNetAdmin/"+tt.name, wrap...)
+				return
+			}
+			startFabric(t, "nocap", 1, nil)
+			code, out, errOut := runCLI(t, "up", "--device", "sim:nocap/host0", "--socket", t.TempDir()+"/s", "--addr", "10.14.0.1/24", "--tun", tt.tun)
+			want := "ipoibd up: " + tt.want + "\n"
+			if code != exitFailure || strings.Count(errOut, "--tun") != 1 || !strings.HasSuffix(errOut, want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and the line %q", code, errOut, exitFailure, want)
+			}
+			if strings.Contains(out, "ready") {
+				t.Errorf("the daemon said it was ready:\n%s", out)
+			}
+		})
 	}
 }
 
