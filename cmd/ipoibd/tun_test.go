@@ -277,7 +277,8 @@ func kernelInEchos(t *testing.T) int {
 }
 
 // TestTUNFollowsAddress: when the link's address changes (a DHCP lease
-// moved or lost), the TUN interface's address and route follow it.
+// moved or lost), the TUN interface's address and route follow it, and
+// Close removes them.
 func TestTUNFollowsAddress(t *testing.T) {
 	if os.Getenv(tunNetnsEnv) == "" {
 		runInNetns(t, "TestTUNFollowsAddress")
@@ -309,13 +310,7 @@ func TestTUNFollowsAddress(t *testing.T) {
 		t.Errorf("the handler's address is %#x after the change", got)
 	}
 	tun.sync(netip.Prefix{})
-	l, err := netlink.LinkByName("ipt2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4); len(addrs) != 0 {
-		t.Errorf("addresses left after the link lost its own: %v", addrs)
-	}
+	checkTUNBare(t, "ipt2", "after the link lost its address")
 	tun.sync(netip.MustParsePrefix("10.16.0.1/24"))
 	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", true)
 
@@ -328,4 +323,33 @@ func TestTUNFollowsAddress(t *testing.T) {
 	}
 	tun.Close()
 	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", false)
+
+	// A persistent interface outlives the daemon's descriptor: what is
+	// left of it shows that Close removed the address and the route.
+	if out, err := exec.Command("ip", "tuntap", "add", "dev", "ipt5", "mode", "tun").CombinedOutput(); err != nil {
+		t.Fatalf("ip tuntap add: %v: %s", err, out)
+	}
+	persistent, err := startTUN("ipt5", ifc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTUNConfigured(t, "ipt5", "10.16.0.1/24", true)
+	persistent.Close()
+	checkTUNBare(t, "ipt5", "after Close")
+}
+
+// checkTUNBare checks that the interface name exists without an IPv4
+// address or route; when says at what point.
+func checkTUNBare(t *testing.T, name, when string) {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatalf("%s %s: %v", name, when, err)
+	}
+	if addrs, err := netlink.AddrList(l, netlink.FAMILY_V4); err != nil || len(addrs) != 0 {
+		t.Errorf("%s %s: addresses %v (%v), want none", name, when, addrs, err)
+	}
+	if routes, err := netlink.RouteList(l, netlink.FAMILY_V4); err != nil || len(routes) != 0 {
+		t.Errorf("%s %s: routes %v (%v), want none", name, when, routes, err)
+	}
 }
