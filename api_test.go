@@ -3,12 +3,14 @@ package ipoibd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ipoibd/ipoibd/internal/streamtest"
 	"github.com/ipoibd/ipoibd/sim"
 	"github.com/ipoibd/ipoibd/stack"
 )
@@ -147,5 +149,48 @@ func TestJoinTimeout(t *testing.T) {
 	var se *StepError
 	if !errors.As(err, &se) || se.Step != StepJoin || !strings.Contains(err.Error(), "link not up after 300ms") {
 		t.Errorf("Open without an SM: %v, want a join-step error", err)
+	}
+}
+
+// TestTCPTransfer moves streams of several sizes between two Interfaces
+// of a simulated fabric through Dial and Listen, each byte-identical and
+// each end of stream passed on as a half-close. Each stream is written in
+// one piece while the echo comes back, so the largest fills both ends'
+// windows at once.
+func TestTCPTransfer(t *testing.T) {
+	fabric, err := NewSimFabric(SimConfig{Hosts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fabric.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	open := func(i int, addr string) *Interface {
+		ifc, err := Open(ctx, Config{Device: fabric.Device(i), Name: fmt.Sprintf("xfer%d", i), Addr: netip.MustParsePrefix(addr)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ifc.Close() })
+		return ifc
+	}
+	server, client := open(0, "10.8.0.1/24"), open(1, "10.8.0.2/24")
+	ln, err := server.Listen("tcp", ":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamtest.Echo(t, ln)
+	// One byte; one full segment and a byte (the link's MTU of 2044 less
+	// 40 bytes of IP and TCP headers); more than a 64 KiB window; 8 MiB.
+	for _, size := range []int{1, 2044 - 40 + 1, 64<<10 + 3, 8 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			c, err := client.DialContext(ctx, "tcp", "10.8.0.1:7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.LocalAddr().String(); !strings.HasPrefix(got, "10.8.0.2:") {
+				t.Errorf("local address %s, not the client's", got)
+			}
+			streamtest.Check(t, c, size)
+		})
 	}
 }

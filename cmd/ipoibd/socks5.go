@@ -5,6 +5,16 @@ package main
 // ProxyCommand and browsers reach IPoIB hosts. The protocol is
 // github.com/armon/go-socks5's; this file gives it the link as its dialer
 // and keeps track of its connections so that the daemon's exit ends them.
+//
+// armon/go-socks5 has had no release since 2016, and the project prefers
+// maintained libraries; it stays because no maintained one fits yet. Its
+// maintained fork, github.com/things-go/go-socks5, is not available from
+// the module proxy the project builds with. tailscale.com/net/socks5 is,
+// but at v1.102.5, the newest that builds with the project's Go 1.26, it
+// ends a CONNECT as soon as one direction's copy ends, so a client that
+// half-closes loses what the destination still sends; it also brings some
+// forty tailscale packages into the daemon. armon's keeps half-closes,
+// which TestForwardServeSOCKS5 checks. Move to the fork when it can be had.
 
 import (
 	"context"

@@ -59,6 +59,10 @@ const (
 	tunFollowEvery = time.Second
 )
 
+// needCapNetAdmin ends the error of a TUN interface the daemon may not
+// create or configure, saying how to allow it.
+const needCapNetAdmin = "needs CAP_NET_ADMIN: run as root, or grant it with 'setcap cap_net_admin+ep ipoibd'"
+
 // tunDevice is a running --tun.
 type tunDevice struct {
 	name  string
@@ -99,7 +103,7 @@ func startTUN(name string, ifc *ipoibd.Interface, log *slog.Logger) (*tunDevice,
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.EPERM):
-			return nil, fmt.Errorf("--tun %s: creating a TUN interface needs CAP_NET_ADMIN: run as root, or grant it with 'setcap cap_net_admin+ep ipoibd'", name)
+			return nil, fmt.Errorf("--tun %s: creating a TUN interface %s", name, needCapNetAdmin)
 		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV):
 			return nil, fmt.Errorf("--tun %s: no /dev/net/tun: load the tun module ('modprobe tun')", name)
 		case errors.Is(err, unix.EBUSY):
@@ -111,6 +115,11 @@ func startTUN(name string, ifc *ipoibd.Interface, log *slog.Logger) (*tunDevice,
 	t.local.Store(be32(addr.Addr()))
 	if err := t.start(ifc); err != nil {
 		t.Close()
+		if errors.Is(err, unix.EPERM) {
+			// A persistent TUN interface its user owns opens without
+			// the capability; netlink then refuses to configure it.
+			return nil, fmt.Errorf("--tun %s: %v: configuring the interface %s", name, err, needCapNetAdmin)
+		}
 		return nil, fmt.Errorf("--tun %s: %w", name, err)
 	}
 	log.Info("TUN interface up", "tun", name, "addr", addr.String(), "mtu", ifc.MTU())

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/ipoibd/ipoibd"
+	"github.com/ipoibd/ipoibd/internal/streamtest"
 )
 
 // tunNetnsEnv marks the test binary re-run inside a network namespace of
@@ -94,7 +95,7 @@ func TestTUN(t *testing.T) {
 		if got := c.LocalAddr().(*net.TCPAddr).IP.String(); got != "10.13.0.1" {
 			t.Errorf("kernel connection from %s, not the TUN address", got)
 		}
-		checkEcho(t, c, 1<<20)
+		streamtest.Check(t, c, 1<<20)
 	})
 	t.Run("kernel-udp-to-link", func(t *testing.T) {
 		udpEchoOn(t, b.ListenPacket, ":7")
@@ -126,7 +127,7 @@ func TestTUN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkEcho(t, c, 1<<20)
+		streamtest.Check(t, c, 1<<20)
 	})
 	t.Run("link-ping-answered-by-kernel", func(t *testing.T) {
 		before := kernelInEchos(t)
@@ -148,24 +149,43 @@ func TestTUN(t *testing.T) {
 }
 
 // TestTUNWithoutCapNetAdmin: a daemon without CAP_NET_ADMIN asked for a
-// TUN interface says so in one line and exits.
+// TUN interface says so in one line and exits, both when it may not create
+// the interface and when it may open one (a persistent interface its user
+// owns, made beforehand by `ip tuntap`) but not configure it.
 func TestTUNWithoutCapNetAdmin(t *testing.T) {
-	if os.Getenv(tunNetnsEnv) == "" {
-		setpriv, err := exec.LookPath("setpriv")
-		if err != nil {
-			t.Skip("no setpriv(1) to drop CAP_NET_ADMIN")
-		}
-		runInNetns(t, "TestTUNWithoutCapNetAdmin", setpriv, "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--")
-		return
+	tests := []struct {
+		name, tun string
+		before    string // a shell command run in the namespace first, with the capability
+		want      string
+	}{
+		{"create", "ipt1", "", "--tun ipt1: creating a TUN interface " + needCapNetAdmin},
+		{"configure", "ipt4", "ip tuntap add dev ipt4 mode tun user 0",
+			"--tun ipt4: netlink: MTU 2044: operation not permitted: configuring the interface " + needCapNetAdmin},
 	}
-	startFabric(t, "nocap", 1, nil)
-	code, out, errOut := runCLI(t, "up", "--device", "sim:nocap/host0", "--socket", t.TempDir()+"/s", "--addr", "10.14.0.1/24", "--tun", "ipt1")
-	want := "ipoibd up: --tun ipt1: creating a TUN interface needs CAP_NET_ADMIN: run as root, or grant it with 'setcap cap_net_admin+ep ipoibd'\n"
-	if code != exitFailure || strings.Count(errOut, "--tun") != 1 || !strings.HasSuffix(errOut, want) {
-		t.Errorf("exit %d, stderr:\n%s\nwant exit %d and the line %q", code, errOut, exitFailure, want)
-	}
-	if strings.Contains(out, "ready") {
-		t.Errorf("the daemon said it was ready:\n%s", out)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if os.Getenv(tunNetnsEnv) == "" {
+				setpriv, err := exec.LookPath("setpriv")
+				if err != nil {
+					t.Skip("no setpriv(1) to drop CAP_NET_ADMIN")
+				}
+				wrap := []string{setpriv, "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"}
+				if tt.before != "" {
+					wrap = append([]string{"sh", "-c", tt.before + ` && exec "$@"`, "sh"}, wrap...)
+				}
+				runInNetns(t, "TestTUNWithoutCapNetAdmin/"+tt.name, wrap...)
+				return
+			}
+			startFabric(t, "nocap", 1, nil)
+			code, out, errOut := runCLI(t, "up", "--device", "sim:nocap/host0", "--socket", t.TempDir()+"/s", "--addr", "10.14.0.1/24", "--tun", tt.tun)
+			want := "ipoibd up: " + tt.want + "\n"
+			if code != exitFailure || strings.Count(errOut, "--tun") != 1 || !strings.HasSuffix(errOut, want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and the line %q", code, errOut, exitFailure, want)
+			}
+			if strings.Contains(out, "ready") {
+				t.Errorf("the daemon said it was ready:\n%s", out)
+			}
+		})
 	}
 }
 
@@ -257,7 +277,8 @@ func kernelInEchos(t *testing.T) int {
 }
 
 // TestTUNFollowsAddress: when the link's address changes (a DHCP lease
-// moved or lost), the TUN interface's address and route follow it.
+// moved or lost), the TUN interface's address and route follow it, and
+// Close removes them.
 func TestTUNFollowsAddress(t *testing.T) {
 	if os.Getenv(tunNetnsEnv) == "" {
 		runInNetns(t, "TestTUNFollowsAddress")
@@ -289,13 +310,7 @@ func TestTUNFollowsAddress(t *testing.T) {
 		t.Errorf("the handler's address is %#x after the change", got)
 	}
 	tun.sync(netip.Prefix{})
-	l, err := netlink.LinkByName("ipt2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4); len(addrs) != 0 {
-		t.Errorf("addresses left after the link lost its own: %v", addrs)
-	}
+	checkTUNBare(t, "ipt2", "after the link lost its address")
 	tun.sync(netip.MustParsePrefix("10.16.0.1/24"))
 	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", true)
 
@@ -308,4 +323,33 @@ func TestTUNFollowsAddress(t *testing.T) {
 	}
 	tun.Close()
 	checkTUNConfigured(t, "ipt2", "10.16.0.1/24", false)
+
+	// A persistent interface outlives the daemon's descriptor: what is
+	// left of it shows that Close removed the address and the route.
+	if out, err := exec.Command("ip", "tuntap", "add", "dev", "ipt5", "mode", "tun").CombinedOutput(); err != nil {
+		t.Fatalf("ip tuntap add: %v: %s", err, out)
+	}
+	persistent, err := startTUN("ipt5", ifc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTUNConfigured(t, "ipt5", "10.16.0.1/24", true)
+	persistent.Close()
+	checkTUNBare(t, "ipt5", "after Close")
+}
+
+// checkTUNBare checks that the interface name exists without an IPv4
+// address or route; when says at what point.
+func checkTUNBare(t *testing.T, name, when string) {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatalf("%s %s: %v", name, when, err)
+	}
+	if addrs, err := netlink.AddrList(l, netlink.FAMILY_V4); err != nil || len(addrs) != 0 {
+		t.Errorf("%s %s: addresses %v (%v), want none", name, when, addrs, err)
+	}
+	if routes, err := netlink.RouteList(l, netlink.FAMILY_V4); err != nil || len(routes) != 0 {
+		t.Errorf("%s %s: routes %v (%v), want none", name, when, routes, err)
+	}
 }

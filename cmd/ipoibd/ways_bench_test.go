@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/ipoibd/ipoibd"
+	"github.com/ipoibd/ipoibd/internal/streamtest"
 )
 
 // waysChunk is what one op of BenchmarkWaysIn sends.
@@ -133,7 +134,7 @@ func BenchmarkWaysIn(b *testing.B) {
 // serveSink reads each connection to its end and answers with the number
 // of bytes read.
 func serveSink(ln net.Listener) {
-	acceptEach(ln, func(c net.Conn) {
+	streamtest.AcceptEach(ln, func(c net.Conn) {
 		if n, err := io.Copy(io.Discard, c); err == nil {
 			binary.Write(c, binary.BigEndian, uint64(n))
 		}

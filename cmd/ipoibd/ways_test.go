@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/ipoibd/ipoibd/internal/streamtest"
 )
 
 // TestForwardServeSOCKS5 carries kernel sockets across a simulated fabric
@@ -57,7 +59,7 @@ func TestForwardServeSOCKS5(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkEcho(t, c, 1<<20)
+		streamtest.Check(t, c, 1<<20)
 	})
 	t.Run("socks5", func(t *testing.T) {
 		d, err := proxy.SOCKS5("tcp", socks, nil, proxy.Direct)
@@ -68,7 +70,7 @@ func TestForwardServeSOCKS5(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkEcho(t, c, 1<<20)
+		streamtest.Check(t, c, 1<<20)
 		// Nothing listens on B's port 9: the SOCKS5 reply says so.
 		if c, err := d.Dial("tcp", "10.12.0.2:9"); err == nil {
 			c.Close()
@@ -203,34 +205,6 @@ func (d *daemonRun) listening(t testing.TB, re string) string {
 	return m[1]
 }
 
-// checkEcho sends n random bytes on c, half-closes, and checks that the
-// same bytes come back followed by the end of stream.
-func checkEcho(t *testing.T, c net.Conn, n int) {
-	t.Helper()
-	defer c.Close()
-	msg := make([]byte, n)
-	rand.Read(msg)
-	werr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(msg)
-		if err == nil {
-			err = c.(closeWriter).CloseWrite()
-		}
-		werr <- err
-	}()
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("read back: %v after %d bytes", err, len(got))
-	}
-	if err := <-werr; err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	if !bytes.Equal(got, msg) {
-		t.Fatalf("%d bytes came back, not the %d sent (or different)", len(got), len(msg))
-	}
-}
-
 // kernelTCPEcho runs a kernel TCP echo server on 127.0.0.1 that passes
 // the client's end of stream back as its own.
 func kernelTCPEcho(t *testing.T) string { return tcpEchoOn(t, net.Listen, "127.0.0.1:0") }
@@ -241,29 +215,7 @@ func tcpEchoOn(t *testing.T, listen func(network, address string) (net.Listener,
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go acceptEach(ln, func(c net.Conn) {
-		if _, err := io.Copy(c, c); err == nil {
-			c.(closeWriter).CloseWrite()
-			io.Copy(io.Discard, c)
-		}
-	})
-	return ln.Addr().String()
-}
-
-// acceptEach serves each connection ln accepts with handle on a goroutine
-// of its own, closing it afterwards, until ln is closed.
-func acceptEach(ln net.Listener, handle func(net.Conn)) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			handle(c)
-		}()
-	}
+	return streamtest.Echo(t, ln)
 }
 
 // kernelHTTP serves blob at /blob over HTTP on a kernel socket on
