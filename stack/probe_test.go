@@ -13,9 +13,7 @@ import (
 // error. The answer is fresh: the second probe of the held address,
 // after the first filled the neighbour cache, still goes on the wire.
 func TestProbeAddr(t *testing.T) {
-	var w testWire
-	a := newTestNode(t, &w, 1, "10.0.0.1/24", nil)
-	b := newTestNode(t, &w, 2, "10.0.0.2/24", nil)
+	a, b := twoNodes(t)
 	probe := func(addr string, within time.Duration) (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), within)
 		defer cancel()
