@@ -594,10 +594,16 @@ func (i *Interface) stopClient() {
 		return
 	}
 	i.stopWatch()
-	// Release the lease on the way out (RFC 2131 section 4.4.6).
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	i.client.Stop(rctx)
+	if _, reason := i.link.NetDev().LinkState(); errors.Is(reason, ib.ErrDeviceFatal) {
+		// A failed device sends nothing: keep the lease and its file,
+		// so the interface opened again asks for the same address.
+		i.client.Abandon(rctx)
+	} else {
+		// Release the lease on the way out (RFC 2131 section 4.4.6).
+		i.client.Stop(rctx)
+	}
 	i.client = nil
 }
 
@@ -611,7 +617,9 @@ func (i *Interface) closePcap() {
 // Close takes the interface down: it stops the DHCP server, releases the
 // lease, removes the stack (aborting its connections), leaves the groups
 // and closes the device, and stops the Interface's own loop. It is safe to
-// call more than once.
+// call more than once. On a device that failed (LinkState's reason wraps
+// ib.ErrDeviceFatal) the lease is kept, with its lease file, rather than
+// released: see dhcp.Client.Abandon.
 func (i *Interface) Close() error {
 	i.upMu.Lock()
 	defer i.upMu.Unlock()

@@ -93,6 +93,13 @@ const (
 	EventPKeyChange
 	// EventGIDChange: the GID table changed.
 	EventGIDChange
+	// EventDeviceFatal: the device failed as a whole (IBA 11.6.3's
+	// unaffiliated "local catastrophic error", IBV_EVENT_DEVICE_FATAL;
+	// hot removal reports it too). Its Port is 0. Nothing created from
+	// the device works again: only closing it and opening the device
+	// anew does. A driver reports EventPortDown for every port first, so
+	// a consumer that knows only port events still takes its link down.
+	EventDeviceFatal
 )
 
 // String returns the event's name.
@@ -112,6 +119,8 @@ func (e EventType) String() string {
 		return "pkey-change"
 	case EventGIDChange:
 		return "gid-change"
+	case EventDeviceFatal:
+		return "device-fatal"
 	}
 	return fmt.Sprintf("event(%d)", uint8(e))
 }
@@ -120,7 +129,8 @@ func (e EventType) String() string {
 type Event struct {
 	// Type says what happened.
 	Type EventType
-	// Port is the port number it happened on.
+	// Port is the port number it happened on; 0 for an event of the
+	// whole device (EventDeviceFatal).
 	Port int
 }
 

@@ -67,6 +67,10 @@ var (
 	ErrQueueFull = errors.New("work queue full")
 	// ErrUnknownDriver says no driver of that name is registered.
 	ErrUnknownDriver = errors.New("unknown driver")
+	// ErrDeviceFatal says the device reported a fatal error
+	// (EventDeviceFatal): what was created from it is dead, and only
+	// opening the device again helps.
+	ErrDeviceFatal = errors.New("fatal device error")
 )
 
 var registry struct {

@@ -123,6 +123,10 @@
 // Every flush re-reads the port and points the SA client at the current
 // SM (SAClient.UpdatePort). Nothing has to be restarted.
 //
+// A device that fails as a whole (ib.EventDeviceFatal) is the exception:
+// the link goes down for good, with a reason that wraps ib.ErrDeviceFatal,
+// and its owner closes the link and the device and opens them again.
+//
 // # RoCE ports
 //
 // The kernel's IPoIB refuses Ethernet link-layer ports; this driver runs

@@ -270,6 +270,9 @@ type driver struct {
 
 	opened bool // the netdev is open (between Ops.Open and Ops.Close)
 	closed bool // Link.Close has run
+	// fatal: the device reported ib.EventDeviceFatal. The link stays
+	// down for good; only a link on the device opened again comes up.
+	fatal bool
 
 	peers [MaxPeers + 1]peerState
 	byLID map[uint64]Ref // (LID, QPN) of resolved peers, for GRH-less receives

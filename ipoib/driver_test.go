@@ -386,6 +386,49 @@ func TestLIDChange(t *testing.T) {
 // TestPortDownUp takes a host's cable out and back: the link goes down
 // with the port and comes back up, rejoined, when the port is ACTIVE
 // again; packets offered meanwhile are refused.
+// TestDeviceFatal: a device that fails as a whole takes the link down
+// with a reason that says so, and nothing that happens to its port later
+// brings the link back; closed and opened again, the device carries a
+// link that comes up and delivers.
+func TestDeviceFatal(t *testing.T) {
+	e, hs, a, b := newPair(t)
+	a.mustSend(b.addr(), []byte("1"))
+	e.settle()
+	hs[0].FailDevices()
+	e.settle()
+	up, reason := a.nd.LinkState()
+	if up || !errors.Is(reason, ib.ErrDeviceFatal) || !slices.Equal(a.ups, []bool{true, false}) {
+		t.Fatalf("after the fatal event: up %v, reason %v, transitions %v", up, reason, a.ups)
+	}
+	if err := a.send(b.addr(), []byte("x")); !errors.Is(err, netdev.ErrLinkDown) {
+		t.Fatalf("transmit on a failed device: %v", err)
+	}
+	// The port bouncing does not revive the dead device's link.
+	hs[0].SetLinkUp(1, false)
+	e.settle()
+	hs[0].SetLinkUp(1, true)
+	e.settle()
+	if a.up() {
+		t.Fatal("the link of a failed device came back up")
+	}
+	if err := a.l.Close(); err != nil {
+		t.Fatalf("closing the link of a failed device: %v", err)
+	}
+	if err := a.dev.Close(); err != nil {
+		t.Fatalf("closing the failed device: %v", err)
+	}
+	again := e.open(hs[0], Config{Name: "again"})
+	e.settle()
+	if !again.up() {
+		t.Fatal("the link on the reopened device is not up")
+	}
+	again.mustSend(b.addr(), []byte("2"))
+	e.settle()
+	if got := b.received(again.addr()); !slices.Equal(got, []string{"2"}) {
+		t.Fatalf("b received %q from the reopened device", got)
+	}
+}
+
 func TestPortDownUp(t *testing.T) {
 	e, hs, a, b := newPair(t)
 	a.mustSend(b.addr(), []byte("1"))

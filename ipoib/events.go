@@ -62,7 +62,20 @@ func levelOf(t ib.EventType) flushLevel {
 
 // onEvent is the device's event handler.
 func (d *driver) onEvent(ev ib.Event) {
-	if ev.Port != d.cfg.Port || d.closed {
+	if d.closed || d.fatal {
+		return
+	}
+	if ev.Type == ib.EventDeviceFatal {
+		// Nothing made from the device works any more, and nothing
+		// that happens to it later can bring the link back: its
+		// owner must close it and open the device again, which the
+		// link's reason says.
+		d.fatal = true
+		d.log.Error("device failed", "device", d.dev.Name(), "event", ev.Type)
+		d.nd.SetLinkDown(fmt.Errorf("ipoib %s: device %s failed: %w (%w)", d.cfg.Name, d.dev.Name(), ib.ErrDeviceFatal, netdev.ErrLinkDown))
+		return
+	}
+	if ev.Port != d.cfg.Port {
 		return
 	}
 	lvl := levelOf(ev.Type)

@@ -314,7 +314,7 @@ func (d *driver) applyJoin(g *group, r *ib.MCMemberRecord) error {
 	}
 	d.publishGroup()
 	d.log.Info("joined broadcast group", "mgid", r.MGID, "mlid", r.MLID, "qkey", r.QKey, "mtu", r.MTU, "ip_mtu", mtu)
-	if d.attr.State == ib.PortActive {
+	if d.attr.State == ib.PortActive && !d.fatal {
 		d.nd.SetLinkUp()
 	}
 	for _, o := range d.groups {

@@ -37,11 +37,14 @@ func (h *Host) Open(loop *aio.Context) (ib.Device, error) {
 	return d, nil
 }
 
-// check asserts the loop and that the device is open.
+// check asserts the loop and that the device is open and has not failed.
 func (d *device) check(op string) error {
 	d.loop.AssertHome("sim device." + op)
 	if d.closed {
 		return fmt.Errorf("sim: %s on %s: %w", op, d.name, ib.ErrClosed)
+	}
+	if d.dead.Load() {
+		return fmt.Errorf("sim: %s on %s: %w", op, d.name, ib.ErrDeviceFatal)
 	}
 	return nil
 }
@@ -414,10 +417,11 @@ func (m *madPort) close() {
 }
 
 // Close closes every QP, MAD port and CQ made from the device and stops
-// its events.
+// its events. It works on a failed device too (Host.FailDevices).
 func (d *device) Close() error {
-	if err := d.check("Close"); err != nil {
-		return err
+	d.loop.AssertHome("sim device.Close")
+	if d.closed {
+		return fmt.Errorf("sim: Close on %s: %w", d.name, ib.ErrClosed)
 	}
 	for _, q := range d.qps {
 		q.close()

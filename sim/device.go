@@ -54,6 +54,10 @@ type device struct {
 	evMu   sync.Mutex
 	events []ib.Event
 	evBH   *aio.BH
+
+	// dead is set by Host.FailDevices: the device has failed as a whole
+	// and only Close still works on it. Any goroutine.
+	dead atomic.Bool
 }
 
 // post queues an event for the device's loop. Any goroutine.
@@ -199,7 +203,7 @@ func (q *qp) sendDone(id uint64, st ib.Status) {
 func (q *qp) deliver(pkt *ib.Packet) (DropReason, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed {
+	if q.closed || q.dev.dead.Load() {
 		return DropNoQP, true
 	}
 	id, ok := q.recv.Next()
@@ -274,7 +278,7 @@ type madMsg struct {
 // closed. Fabric loop.
 func (m *madPort) push(src ib.MADAddress, data []byte) bool {
 	m.mu.Lock()
-	if m.closed || m.n == len(m.ring) {
+	if m.closed || m.n == len(m.ring) || m.dev.dead.Load() {
 		m.mu.Unlock()
 		return false
 	}

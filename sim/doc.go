@@ -99,15 +99,16 @@
 // # Loops and locks
 //
 // The fabric and everything that changes its topology or state (AddHost,
-// Connect, Start, SetLinkUp, SetSMUp, SetFaults, ReassignLID) run on the
-// fabric's loop. A device may be opened on another loop: its control
-// methods (control.go) and I/O methods (io.go) run there. The two meet in
-// a few mutex-protected places: the frame queue into the fabric, each
-// completion queue (filled by the fabric loop, drained by Poll, with a
-// bottom half on the CQ's loop to run the handler), each QP's receive
-// ring, each MAD port's receive ring, the port attributes and QP table of
-// a host, and each device's event queue. Counters are atomic. The fabric
-// loop may run on an aio.ManualClock, which makes delays deterministic.
+// Connect, Start, SetLinkUp, SetSMUp, SetFaults, ReassignLID,
+// FailDevices) run on the fabric's loop. A device may be opened on
+// another loop: its control methods (control.go) and I/O methods (io.go)
+// run there. The two meet in a few mutex-protected places: the frame
+// queue into the fabric, each completion queue (filled by the fabric
+// loop, drained by Poll, with a bottom half on the CQ's loop to run the
+// handler), each QP's receive ring, each MAD port's receive ring, the
+// port attributes and QP table of a host, and each device's event queue.
+// Counters are atomic. The fabric loop may run on an aio.ManualClock,
+// which makes delays deterministic.
 //
 // # Faults
 //
@@ -120,6 +121,10 @@
 // sweep, ib.EventSMChange and ib.EventClientReregister on every active
 // port; the groups are forgotten unless Config.KeepGroupsOnSMRestart).
 // Host.ReassignLID moves a port to a new LID with ib.EventLIDChange.
+// Host.FailDevices fails the devices open on a host as a whole, as an HCA
+// reporting a fatal error does: ib.EventPortDown on every port, then
+// ib.EventDeviceFatal, and nothing works on them but Close; a device
+// opened on the host afterwards works, as after a reset.
 //
 // # Capture
 //

@@ -284,3 +284,25 @@ func (h *frameHeap) pop() *frame {
 	*h = s
 	return top
 }
+
+// FailDevices makes every device open on the host fail as a whole, as an
+// HCA reporting a fatal error does (IBV_EVENT_DEVICE_FATAL): each raises
+// ib.EventPortDown for every port, then ib.EventDeviceFatal, and from
+// then on is dead. Its sends fail with ib.ErrDeviceFatal, nothing reaches
+// its queue pairs or MAD ports, and its control calls other than Close
+// fail. The host itself stays on the fabric, as a reset HCA does: a
+// device opened on it afterwards works. It reports how many devices
+// failed. Fabric loop.
+func (h *Host) FailDevices() int {
+	h.f.assertHome("FailDevices")
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, d := range h.devices {
+		d.dead.Store(true)
+		for num := 1; num < len(h.ports); num++ {
+			d.post(ib.Event{Type: ib.EventPortDown, Port: num})
+		}
+		d.post(ib.Event{Type: ib.EventDeviceFatal})
+	}
+	return len(h.devices)
+}

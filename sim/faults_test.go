@@ -2,6 +2,7 @@ package sim
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -328,6 +329,57 @@ func TestLinkDownUp(t *testing.T) {
 	e.settle()
 	if a := p.b.attr(); a.State != ib.PortInit {
 		t.Errorf("link up with no SM: %v, want INIT", a.State)
+	}
+}
+
+// TestFailDevices: a device failed as a whole raises port-down and then
+// device-fatal, sends nothing, receives nothing and refuses control
+// calls, yet closes; a device opened on the host afterwards works.
+func TestFailDevices(t *testing.T) {
+	p := newPair(t, Config{}, HostConfig{}, HostConfig{})
+	e := p.e
+	ah, err := p.b.dev.CreateAH(unicastAV(p.a.attr().LID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lidB := p.b.attr().LID
+	if n := p.b.h.FailDevices(); n != 1 {
+		t.Fatalf("FailDevices = %d, want 1 device", n)
+	}
+	e.settle()
+	want := []ib.Event{{Type: ib.EventPortDown, Port: 1}, {Type: ib.EventDeviceFatal}}
+	if !slices.Equal(p.b.events, want) {
+		t.Errorf("events %v, want %v", p.b.events, want)
+	}
+	if _, err := p.b.dev.QueryPort(1); !errors.Is(err, ib.ErrDeviceFatal) {
+		t.Errorf("QueryPort on a failed device: %v", err)
+	}
+	if _, err := p.b.dev.CreateCQ(4); !errors.Is(err, ib.ErrDeviceFatal) {
+		t.Errorf("CreateCQ on a failed device: %v", err)
+	}
+	// Nothing lands on it, and it sends nothing.
+	p.a.send(unicastAV(lidB), p.b.qp.QPN(), 7, []byte{0, 0, 0, 0})
+	e.settle()
+	if got := p.got(); len(got) != 0 {
+		t.Errorf("a failed device received %v", got)
+	}
+	if c := e.f.Counters(); c.Dropped(DropNoQP) != 1 {
+		t.Errorf("send to a failed device: %v", c)
+	}
+	wr := []ib.SendWR{{ID: 1, AH: ah, RemoteQPN: p.a.qp.QPN(), RemoteQKey: 7, Data: [][]byte{[]byte("x")}}}
+	if _, err := p.b.qp.PostSend(wr); !errors.Is(err, ib.ErrDeviceFatal) {
+		t.Errorf("PostSend on a failed device: %v", err)
+	}
+	if err := p.b.dev.Close(); err != nil {
+		t.Fatalf("Close of a failed device: %v", err)
+	}
+	// The HCA was reset: a device opened on it again works.
+	again := e.open(p.b.h, 7)
+	p.b = again
+	p.seqs(1)
+	e.settle()
+	if got := p.got(); !slices.Equal(got, []int{0}) {
+		t.Errorf("the reopened device received %v", got)
 	}
 }
 

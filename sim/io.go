@@ -53,6 +53,9 @@ func (q *qp) postOne(wr *ib.SendWR) error {
 	if f.closed.Load() {
 		return fmt.Errorf("sim: post send %d on QP %v: fabric %q: %w", wr.ID, q.qpn, f.name, ib.ErrClosed)
 	}
+	if q.dev.dead.Load() {
+		return fmt.Errorf("sim: post send %d on QP %v: %w", wr.ID, q.qpn, ib.ErrDeviceFatal)
+	}
 	q.mu.Lock()
 	switch {
 	case q.closed:
@@ -168,6 +171,9 @@ func (m *madPort) Send(dst ib.MADAddress, mad []byte) error {
 	f := m.dev.h.f
 	if f.closed.Load() {
 		return fmt.Errorf("sim: MAD send: fabric %q: %w", f.name, ib.ErrClosed)
+	}
+	if m.dev.dead.Load() {
+		return fmt.Errorf("sim: MAD send: %w", ib.ErrDeviceFatal)
 	}
 	p := m.port
 	h := m.dev.h

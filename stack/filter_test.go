@@ -14,9 +14,7 @@ import (
 // once the filter is removed, pings are answered again. A second filter
 // that accepts everything shows that one refusal is enough.
 func TestFilterKeepsPacketsFromGVisor(t *testing.T) {
-	var w testWire
-	a := newTestNode(t, &w, 1, "10.0.0.1/24", nil)
-	b := newTestNode(t, &w, 2, "10.0.0.2/24", nil)
+	a, b := twoNodes(t)
 	// Resolve first, so that ARP (which the filter lets through) is done.
 	if st := ping(t, a, b.Addr.Addr(), 1); st.Received != 1 {
 		t.Fatalf("ping before the filter: %v", st)

@@ -334,6 +334,13 @@ func newTestNode(tb testing.TB, w *testWire, n int, addr string, mod func(*Optio
 	return nd
 }
 
+// twoNodes returns stacks 10.0.0.1/24 and 10.0.0.2/24 on one wire.
+func twoNodes(tb testing.TB) (a, b *testNode) {
+	tb.Helper()
+	var w testWire
+	return newTestNode(tb, &w, 1, "10.0.0.1/24", nil), newTestNode(tb, &w, 2, "10.0.0.2/24", nil)
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()

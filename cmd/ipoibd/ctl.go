@@ -411,7 +411,7 @@ func (s *ctlServer) ping(ctx context.Context, req ctlRequest, privileged bool, e
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	start := time.Now()
-	ps, err := s.d.ifc.Ping(ctx, dst, ipoibd.PingOptions{
+	ps, err := s.d.ifc.Load().Ping(ctx, dst, ipoibd.PingOptions{
 		Count: req.Count, Interval: req.Interval, Size: req.Size, Linger: req.Linger,
 		OnReply: func(r stack.PingReply) {
 			each(pingReplyJSON{Seq: r.Seq + 1, Bytes: r.Bytes, TTL: int(r.TTL), TimeMs: msJSON(r.RTT)})
@@ -454,7 +454,7 @@ func (s *ctlServer) exec(req ctlRequest) ctlReply {
 		if !d.ready.Load() {
 			return ctlReply{Error: errNotReady}
 		}
-		peers, err := d.ifc.Peers()
+		peers, err := d.ifc.Load().Peers()
 		if err != nil {
 			return ctlReply{Error: err.Error()}
 		}
@@ -468,7 +468,7 @@ func (s *ctlServer) exec(req ctlRequest) ctlReply {
 		return ctlReply{Peers: &p}
 	case "stats":
 		// The link's counters exist from the start; the stack's once it is.
-		stats := statsJSON(d.ifc.Stats())
+		stats := statsJSON(d.ifc.Load().Stats())
 		return ctlReply{Stats: &stats}
 	}
 	return ctlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)}

@@ -108,3 +108,28 @@ func TestControlRequestTimeout(t *testing.T) {
 	}
 	<-done
 }
+
+// TestControlRequestTooLarge: a request longer than ctlMaxRequest is
+// refused as a bad request once the daemon has read that much; the rest
+// is never read, however much more the client sends.
+func TestControlRequestTooLarge(t *testing.T) {
+	s := newCtlServer(nil, &daemon{finished: make(chan struct{})}, func() {}, nil)
+	client, server := socketPair(t)
+	defer client.Close()
+	done := make(chan struct{})
+	go func() { defer close(done); defer server.Close(); s.handle(server, func() {}) }()
+	go func() {
+		client.Write([]byte(`{"cmd":"`))
+		client.Write([]byte(strings.Repeat("a", 4*ctlMaxRequest)))
+	}()
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var rep ctlReply
+	if err := json.NewDecoder(client).Decode(&rep); err != nil || !strings.Contains(rep.Error, "bad request") {
+		t.Errorf("an endless request: answer %+v, %v; want a bad-request error", rep, err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler did not return")
+	}
+}

@@ -7,6 +7,7 @@ package main
 // path; and a daemon removes only the socket it created itself.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -96,10 +97,15 @@ type ctlSocket struct {
 // lockPath is the lock file of the socket at path.
 func lockPath(path string) string { return path + ".lock" }
 
+// socketBound runs between the bind of the control socket under its
+// temporary name and its rename into place; tests look at it there.
+var socketBound = func(tmp string) {}
+
 // listenSocket takes the lock of path, removes a socket a dead daemon left
 // there, and listens on a new socket of mode 0600 at path. The socket is
-// bound under a temporary name, given its mode and then renamed into
-// place, so there is no moment when path is open to more than the user.
+// created with that mode and bound under a temporary name, then renamed
+// into place, so there is no moment when it is open to more than the user
+// and path never names a socket not yet listening.
 // The lock file stays (removing it would let two daemons lock two
 // different files); it holds the owner's process ID.
 func listenSocket(path string) (*ctlSocket, error) {
@@ -130,15 +136,24 @@ func listenSocket(path string) (*ctlSocket, error) {
 	if err := removeStaleSocket(tmp); err != nil {
 		return fail(err)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	// Linux's bind gives the socket file the mode of the socket's inode
+	// (less the umask), which fchmod before bind sets: the file is 0600
+	// from the moment it exists, whatever the umask.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = unix.Fchmod(int(fd), 0o600) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	l, err := lc.Listen(context.Background(), "unix", tmp)
 	if err != nil {
 		return fail(fmt.Errorf("control socket: %w", err))
 	}
+	ln := l.(*net.UnixListener)
 	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, 0o600); err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
+	socketBound(tmp)
+	if err := os.Rename(tmp, path); err != nil {
 		ln.Close()
 		os.Remove(tmp)
 		return fail(fmt.Errorf("control socket: %w", err))

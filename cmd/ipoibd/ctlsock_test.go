@@ -138,9 +138,23 @@ func TestSocketOwnership(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	stale.Close()
+	// The socket has its final mode from its bind on, whatever the
+	// umask: a client cannot slip in while it is being set.
+	oldMask := syscall.Umask(0)
+	var boundMode fs.FileMode
+	socketBound = func(tmp string) {
+		if fi, err := os.Lstat(tmp); err == nil {
+			boundMode = fi.Mode().Perm()
+		}
+	}
 	a, err := listenSocket(path)
+	socketBound = func(string) {}
+	syscall.Umask(oldMask)
 	if err != nil {
 		t.Fatalf("over a stale socket: %v", err)
+	}
+	if boundMode != 0o600 {
+		t.Errorf("socket mode %v at its bind with umask 0, want 0600", boundMode)
 	}
 	fi, err := os.Lstat(path)
 	if err != nil || fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,69 +27,201 @@ func setHostLink(fabric func(func(*sim.Fabric) error) error, i int, up bool) err
 	})
 }
 
+// linkFixture is a DHCP server daemon on host0 of a two-host simulated
+// fabric and the client daemons started on host1, on subnet 10.N.0.0/24.
+type linkFixture struct {
+	t       *testing.T
+	fabric  func(func(*sim.Fabric) error) error
+	name    string
+	dir     string
+	net     string // "10.N.0"
+	leaseRE *regexp.Regexp
+}
+
+// startLinkFixture builds the fabric and starts the server, ready.
+func startLinkFixture(t *testing.T, name string, n int) *linkFixture {
+	x := &linkFixture{t: t, fabric: startFabric(t, name, 2, nil), name: name, dir: t.TempDir(), net: fmt.Sprintf("10.%d.0", n)}
+	x.leaseRE = regexp.MustCompile(`address (` + regexp.QuoteMeta(x.net) + `\.\d+)/24 from DHCP server`)
+	server := x.start(0, "--addr", x.net+".1/24", "--dhcp-server", x.net+".10-"+x.net+".20", "--lease-file", filepath.Join(x.dir, "server.leases"))
+	waitFor(t, 20*time.Second, func() bool { return strings.Contains(server.out.String(), "ready") })
+	return x
+}
+
+// start starts a daemon on host i, stopped when the test ends.
+func (x *linkFixture) start(i int, extra ...string) *testDaemon {
+	d := spawnDaemon(x.t, x.name, x.dir, i, extra...)
+	x.t.Cleanup(d.stop)
+	return d
+}
+
+// client starts a DHCP client daemon on host1 over its lease file.
+func (x *linkFixture) client(extra ...string) *testDaemon {
+	return x.start(1, append([]string{"--dhcp", "--lease-file", filepath.Join(x.dir, "client.lease")}, extra...)...)
+}
+
+// leases returns the addresses d has been given, in order.
+func (x *linkFixture) leases(d *testDaemon) []string {
+	var out []string
+	for _, m := range x.leaseRE.FindAllStringSubmatch(d.out.String(), -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// waitLeases waits until d has been given n addresses and returns them.
+func (x *linkFixture) waitLeases(d *testDaemon, n int) []string {
+	x.t.Helper()
+	waitFor(x.t, 30*time.Second, func() bool { return len(x.leases(d)) >= n })
+	return x.leases(d)
+}
+
+// waitPing waits until the client daemon pings the server.
+func (x *linkFixture) waitPing() {
+	x.t.Helper()
+	waitFor(x.t, 20*time.Second, func() bool {
+		code, _, _ := runCLI(x.t, "ping", "-c", "1", "-W", "2", "--socket", filepath.Join(x.dir, "h1.sock"), x.net+".1")
+		return code == exitOK
+	})
+}
+
+// setLink takes host1's port down or brings it back.
+func (x *linkFixture) setLink(up bool) {
+	x.t.Helper()
+	if err := setHostLink(x.fabric, 1, up); err != nil {
+		x.t.Fatal(err)
+	}
+}
+
+// running fails the test if d has exited.
+func (d *testDaemon) running(when string) {
+	d.t.Helper()
+	select {
+	case code := <-d.exited:
+		d.exited <- code
+		d.t.Fatalf("the daemon exited (%d) %s: %s", code, when, d.errOut.String())
+	default:
+	}
+}
+
+// waitExit waits for d to exit and checks its status and that stderr
+// says want.
+func (d *testDaemon) waitExit(code int, want string) {
+	d.t.Helper()
+	select {
+	case got := <-d.exited:
+		d.exited <- got
+		if got != code || !strings.Contains(d.errOut.String(), want) {
+			d.t.Errorf("exit %d, want %d and %q in: %s", got, code, want, d.errOut.String())
+		}
+	case <-time.After(20 * time.Second):
+		d.t.Fatalf("the daemon did not exit (want %q): %s", want, d.errOut.String())
+	}
+}
+
 // TestLinkDownTimeout removes a client's port from the simulated fabric
 // (its link down) and restores it. Within --link-down-timeout the daemon
 // rides it out and pings again; past it, the daemon exits with status 1
 // and says why, and started again (as a service manager would) over its
 // lease file, it reopens the device and gets its address back.
 func TestLinkDownTimeout(t *testing.T) {
-	fabric := startFabric(t, "portgone", 2, nil)
-	dir := t.TempDir()
-	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("h%d.sock", i)) }
-	start := func(i int, extra ...string) *testDaemon { return spawnDaemon(t, "portgone", dir, i, extra...) }
-	server := start(0, "--addr", "10.3.0.1/24", "--dhcp-server", "10.3.0.10-10.3.0.20", "--lease-file", filepath.Join(dir, "server.leases"))
-	defer server.stop()
-	waitFor(t, 20*time.Second, func() bool { return strings.Contains(server.out.String(), "ready") })
-
-	leaseRE := regexp.MustCompile(`address (10\.3\.0\.\d+)/24 from DHCP server`)
-	clientArgs := []string{"--dhcp", "--lease-file", filepath.Join(dir, "client.lease"), "--link-down-timeout", "1s"}
-	client := start(1, clientArgs...)
-	var first []string
-	waitFor(t, 30*time.Second, func() bool { first = leaseRE.FindStringSubmatch(client.out.String()); return first != nil })
-	pingOK := func() bool {
-		code, _, _ := runCLI(t, "ping", "-c", "1", "-W", "2", "--socket", sock(1), "10.3.0.1")
-		return code == exitOK
-	}
+	x := startLinkFixture(t, "portgone", 3)
+	client := x.client("--link-down-timeout", "1s")
+	first := x.waitLeases(client, 1)
 
 	// A short outage: the daemon stays and the link comes back.
-	if err := setHostLink(fabric, 1, false); err != nil {
-		t.Fatal(err)
-	}
+	x.setLink(false)
 	time.Sleep(300 * time.Millisecond)
-	if err := setHostLink(fabric, 1, true); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, pingOK)
-	select {
-	case code := <-client.exited:
-		t.Fatalf("the daemon exited (%d) on a short outage: %s", code, client.errOut.String())
-	default:
-	}
+	x.setLink(true)
+	x.waitPing()
+	client.running("on a short outage")
 
 	// A long one: the daemon gives up, with a message and status 1.
-	if err := setHostLink(fabric, 1, false); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case code := <-client.exited:
-		if code != exitFailure || !strings.Contains(client.errOut.String(), "the link has been down for 1s") {
-			t.Errorf("exit %d: %s", code, client.errOut.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the daemon did not give up on its link: %s", client.errOut.String())
-	}
+	x.setLink(false)
+	client.waitExit(exitFailure, "the link has been down for 1s")
 
 	// The port comes back and the service manager starts the daemon
 	// again: the device opens afresh and the address is the same.
-	if err := setHostLink(fabric, 1, true); err != nil {
-		t.Fatal(err)
+	x.setLink(true)
+	again := x.client("--link-down-timeout", "1s")
+	if second := x.waitLeases(again, 1); second[0] != first[0] {
+		t.Errorf("address %s after the restart, %s before", second[0], first[0])
 	}
-	again := start(1, clientArgs...)
-	defer again.stop()
-	var second []string
-	waitFor(t, 30*time.Second, func() bool { second = leaseRE.FindStringSubmatch(again.out.String()); return second != nil })
-	if second[1] != first[1] {
-		t.Errorf("address %s after the restart, %s before", second[1], first[1])
+	x.waitPing()
+}
+
+// TestDeviceFatalReopen fails a DHCP client daemon's device on the
+// simulated fabric (the fatal event hardware raises): the daemon takes
+// the link down, closes the device, opens it again by itself and, over
+// its kept lease file, gets the same address back and pings again,
+// without exiting. Failed again with its port gone as well, and
+// --link-down-timeout set, it cannot reopen in time and exits with
+// status 1 and a message that says so.
+func TestDeviceFatalReopen(t *testing.T) {
+	x := startLinkFixture(t, "fatal", 7)
+	client := x.client("--link-down-timeout", "2s")
+	x.waitLeases(client, 1)
+	x.waitPing()
+	failDevice := func() {
+		t.Helper()
+		err := x.fabric(func(f *sim.Fabric) error {
+			if n := f.Host("host1").FailDevices(); n != 1 {
+				return fmt.Errorf("FailDevices: %d devices, want 1", n)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitFor(t, 20*time.Second, pingOK)
+
+	failDevice()
+	waitFor(t, 20*time.Second, func() bool { return strings.Contains(client.out.String(), "the device failed") })
+	if got := x.waitLeases(client, 2); got[1] != got[0] {
+		t.Errorf("address %s after the device was opened again, %s before", got[1], got[0])
+	}
+	x.waitPing()
+	client.running("instead of reopening its device")
+
+	// The device fails with its port gone too: no link within
+	// --link-down-timeout, so the daemon gives up, clearly.
+	x.setLink(false)
+	failDevice()
+	client.waitExit(exitFailure, "could not be opened again within 2s")
+}
+
+// TestReopenBackoff: a device that cannot be opened again is retried
+// with a pause that doubles up to its cap, until --link-down-timeout has
+// passed since the failure (an error that says so) or the daemon stops
+// (no error, at once).
+func TestReopenBackoff(t *testing.T) {
+	oldFirst, oldMax := reopenBackoff, reopenBackoffMax
+	reopenBackoff, reopenBackoffMax = 10*time.Millisecond, 40*time.Millisecond
+	defer func() { reopenBackoff, reopenBackoffMax = oldFirst, oldMax }()
+	var logged syncBuffer
+	d := &daemon{out: &syncBuffer{}, opt: upOptions{driver: "sim", device: "nosuch/host0", port: 1, pkey: 0xffff,
+		name: "ib9", addr: netip.MustParsePrefix("10.8.0.1/24"), linkDownTimeout: 300 * time.Millisecond,
+		log: slog.New(slog.NewTextHandler(&logged, nil))}}
+	start := time.Now()
+	ifc, err := d.reopen(context.Background(), start)
+	if ifc != nil || err == nil || !strings.Contains(err.Error(), "could not be opened again within 300ms") {
+		t.Fatalf("reopen: %v, %v; want the give-up error", ifc, err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond || took > 5*time.Second {
+		t.Errorf("gave up after %v, want soon after 300ms", took)
+	}
+	var pauses []string
+	for _, m := range regexp.MustCompile(`pause=(\S+)`).FindAllStringSubmatch(logged.String(), -1) {
+		pauses = append(pauses, m[1])
+	}
+	if len(pauses) < 5 || !slices.Equal(pauses[:4], []string{"10ms", "20ms", "40ms", "40ms"}) {
+		t.Errorf("pauses %v, want 10ms 20ms 40ms 40ms ...", pauses)
+	}
+
+	// Without a bound it retries until the daemon stops.
+	d.opt.linkDownTimeout = 0
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if ifc, err := d.reopen(ctx, time.Now()); ifc != nil || err != nil {
+		t.Errorf("reopen, stopped: %v, %v; want nothing", ifc, err)
+	}
 }

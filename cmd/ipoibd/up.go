@@ -70,7 +70,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	joinTimeout := fs.Duration("join-timeout", 0, "give up if the link is not up by then (0: keep trying)")
 	var ways waysOptions
 	ways.register(fs)
-	linkDownTimeout := fs.Duration("link-down-timeout", 0, "exit (status 1) once the link has been down this long, for a service manager to restart the daemon and reopen the device (0: wait)")
+	linkDownTimeout := fs.Duration("link-down-timeout", 0, "exit (status 1) once the link has been down this long, the port gone or a failed device not opened again, for a service manager to restart the daemon (0: wait)")
 	logLevel := fs.String("log-level", "info", "least severe log messages printed on stderr: debug, info, warn or error")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
@@ -210,9 +210,10 @@ type daemon struct {
 	// finished closes once the daemon is torn down.
 	finished chan struct{}
 	opt      upOptions
-	// ifc is the interface, from before the join on; ready says Up has
+	// ifc is the interface, from before the join on; after a device
+	// failure, the one opened again (see reopen). ready says Up has
 	// finished, so requests that need the IP stack can say they wait.
-	ifc   *ipoibd.Interface
+	ifc   atomic.Pointer[ipoibd.Interface]
 	ready atomic.Bool
 	out   io.Writer
 }
@@ -276,12 +277,12 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		}
 		return err
 	}
-	d.ifc = ifc
-	// Closing the interface releases the lease, leaves the groups and
-	// closes the device.
+	d.ifc.Store(ifc)
+	// Closing the interface (the one open now: see reopen) releases the
+	// lease, leaves the groups and closes the device.
 	defer func() {
 		teardownHook()
-		ifc.Close()
+		d.ifc.Load().Close()
 	}()
 	// The control socket opens before the join, so `ipoibd stats` can
 	// show the join retries of a daemon stuck without an SM, and `ipoibd
@@ -297,35 +298,65 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	defer srv.close()
 	fmt.Fprintf(out, "%s: control socket %s\n", opt.name, opt.socket)
 	if err := ifc.Up(ctx); err != nil {
-		var se *ipoibd.StepError
-		if errors.As(err, &se) {
-			switch se.Step {
-			case ipoibd.StepDHCP:
-				return fmt.Errorf("DHCP: %w", se.Err)
-			default:
-				return se.Err
-			}
-		}
-		return err
+		return upError(err)
 	}
-	ws, err := startWays(opt.ways, ifc, out, opt.log)
+	for {
+		err := d.serve(ctx, ifc)
+		if ctx.Err() != nil || !errors.Is(err, ib.ErrDeviceFatal) {
+			stopRun()
+			fmt.Fprintf(out, "%s: leaving\n", opt.name)
+			notify(opt.log, "STOPPING=1\nSTATUS=leaving")
+			return err
+		}
+		// The device failed: nothing made from it works again. Close
+		// it (the DHCP client keeps its lease file) and open it anew.
+		since := time.Now()
+		fmt.Fprintf(out, "%s: the device failed (%v): opening it again\n", opt.name, err)
+		opt.log.Error("device failed; opening it again", "device", ifc.Device(), "err", err)
+		notify(opt.log, "STATUS=device failed; opening it again")
+		ifc.Close()
+		if ifc, err = d.reopen(ctx, since); err != nil {
+			stopRun()
+			return err
+		}
+		if ifc == nil { // stopped while reopening
+			fmt.Fprintf(out, "%s: leaving\n", opt.name)
+			notify(opt.log, "STOPPING=1\nSTATUS=leaving")
+			return nil
+		}
+		d.ifc.Store(ifc)
+	}
+}
+
+// upError turns the error of Interface.Up into the one `up` reports.
+func upError(err error) error {
+	var se *ipoibd.StepError
+	if errors.As(err, &se) {
+		switch se.Step {
+		case ipoibd.StepDHCP:
+			return fmt.Errorf("DHCP: %w", se.Err)
+		default:
+			return se.Err
+		}
+	}
+	return err
+}
+
+// serve runs the ways in and out of ifc, which is up, and says ready; it
+// returns nil once ctx ends, an error wrapping ib.ErrDeviceFatal when the
+// device fails, or, with --link-down-timeout, the error that ends the
+// daemon when the link has been down that long (see watchLink).
+func (d *daemon) serve(ctx context.Context, ifc *ipoibd.Interface) error {
+	ws, err := startWays(d.opt.ways, ifc, d.out, d.opt.log)
 	if err != nil {
 		return err
 	}
 	defer ws.Close()
 	d.ready.Store(true)
 	defer d.ready.Store(false)
-	fmt.Fprintf(out, "%s: ready\n", opt.name)
-	notify(opt.log, "READY=1\nSTATUS=serving on "+opt.socket)
-	var linkErr error
-	if opt.linkDownTimeout > 0 {
-		linkErr = watchLink(ctx, ifc, opt.linkDownTimeout)
-		stopRun()
-	}
-	<-ctx.Done()
-	fmt.Fprintf(out, "%s: leaving\n", opt.name)
-	notify(opt.log, "STOPPING=1\nSTATUS=leaving")
-	return linkErr
+	fmt.Fprintf(d.out, "%s: ready\n", d.opt.name)
+	notify(d.opt.log, "READY=1\nSTATUS=serving on "+d.opt.socket)
+	return watchLink(ctx, ifc, d.opt.linkDownTimeout)
 }
 
 // parsePKey reads a --pkey value: a 16-bit number, decimal or 0x hex, with

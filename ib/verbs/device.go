@@ -179,7 +179,8 @@ func eventType(t int) (ib.EventType, bool) {
 // (each acknowledged by the C helper right away), refreshes the cached
 // port attributes and hands port events to the handler. A fatal device
 // error is reported as every port going down, since nothing on the device
-// works any more.
+// works any more, then as EventDeviceFatal, which tells the consumer to
+// open the device again.
 func (d *device) readEvents() {
 	for !d.closed {
 		var typ, port C.int
@@ -196,6 +197,7 @@ func (d *device) readEvents() {
 			for p := 1; p <= d.nports; p++ {
 				d.deliver(ib.Event{Type: ib.EventPortDown, Port: p})
 			}
+			d.deliver(ib.Event{Type: ib.EventDeviceFatal})
 			continue
 		}
 		et, ok := eventType(t)

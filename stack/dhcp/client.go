@@ -77,6 +77,9 @@ type Client struct {
 	exited  chan struct{}
 	start   sync.Once
 	stop    sync.Once
+	// keep, set by Abandon, makes the stop keep the lease: no RELEASE,
+	// and the lease file stays.
+	keep atomic.Bool
 
 	stats counter.Block[ClientStats]
 	// curXID mirrors xid for the socket goroutine's filter.
@@ -213,6 +216,17 @@ func (c *Client) Stop(ctx context.Context) error {
 	}
 }
 
+// Abandon stops the client as Stop does, but keeps its lease: it sends no
+// RELEASE and leaves the lease file, so a client started later over that
+// file asks for the same address again (INIT-REBOOT, RFC 2131 section
+// 3.2). It is for a link that died under the client (a device that
+// failed): no RELEASE could reach the server, and the address stays the
+// client's until its lease runs out.
+func (c *Client) Abandon(ctx context.Context) error {
+	c.keep.Store(true)
+	return c.Stop(ctx)
+}
+
 // State returns the client's state.
 func (c *Client) State() State {
 	c.mu.Lock()
@@ -299,7 +313,15 @@ func (c *Client) dispatch(ev event) {
 func (c *Client) shutdown() {
 	c.stopTimer()
 	c.cancelProbe()
-	if c.lease != nil {
+	switch {
+	case c.lease != nil && c.keep.Load():
+		// Abandoned: the address leaves the NIC, the lease file stays.
+		if err := c.netc.deconfigure(c.lease); err != nil {
+			counter.Inc(&c.stats.V.ConfigErrors)
+			c.logf("%v", err)
+		}
+		c.lease = nil
+	case c.lease != nil:
 		c.sendRelease()
 		l := c.lease
 		c.dropLease()

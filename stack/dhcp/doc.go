@@ -39,6 +39,9 @@
 //	...
 //	c.Stop(ctx) // RELEASE, address and routes removed
 //
+// Abandon stops it without a RELEASE and keeps the lease file, for a link
+// that died under it: the client started again asks for the same address.
+//
 // The client follows RFC 2131 section 4.4: DISCOVER and REQUEST with
 // randomised exponential backoff (Backoff, 4 s doubling to 64 s, ±1 s),
 // the first usable OFFER, a NAK sends it back to INIT, an optional Probe

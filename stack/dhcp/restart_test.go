@@ -13,11 +13,10 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
-// TestClientLeaseFileReboot: a bound client keeps its lease in its lease
-// file; a client started again over that file asks for the address in
-// INIT-REBOOT (REQUEST, option 50, no server identifier, ciaddr zero,
-// broadcast) and gets it back; release removes the file.
-func TestClientLeaseFileReboot(t *testing.T) {
+// boundWithLeaseFile returns a client bound over a lease file in the
+// test's directory, the file's path and the address it holds.
+func boundWithLeaseFile(t *testing.T) (*driven, string, netip.Prefix) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "ib0.lease")
 	d := newDriven(t, ClientConfig{LeaseFile: path})
 	d.exchange(t)
@@ -25,7 +24,15 @@ func TestClientLeaseFileReboot(t *testing.T) {
 	if d.c.state != StateBound {
 		t.Fatalf("state %v", d.c.state)
 	}
-	held := d.c.lease.Addr
+	return d, path, d.c.lease.Addr
+}
+
+// TestClientLeaseFileReboot: a bound client keeps its lease in its lease
+// file; a client started again over that file asks for the address in
+// INIT-REBOOT (REQUEST, option 50, no server identifier, ciaddr zero,
+// broadcast) and gets it back; release removes the file.
+func TestClientLeaseFileReboot(t *testing.T) {
+	d, path, held := boundWithLeaseFile(t)
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("no lease file after binding: %v", err)
 	}
@@ -60,6 +67,28 @@ func TestClientLeaseFileReboot(t *testing.T) {
 	c2.shutdown()
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("lease file after release: %v", err)
+	}
+}
+
+// TestClientAbandonKeepsLease: a client abandoned (its link died) sends
+// no RELEASE, takes the address off the NIC and keeps its lease file, so
+// a client started again over it asks for the same address.
+func TestClientAbandonKeepsLease(t *testing.T) {
+	d, path, held := boundWithLeaseFile(t)
+	sent := len(d.rec.sent)
+	d.c.keep.Store(true)
+	d.c.shutdown()
+	if len(d.rec.sent) != sent {
+		m, _ := d.rec.last(t)
+		t.Errorf("abandoning sent %v", m.MessageType())
+	}
+	if len(d.rec.removed) != 1 || d.rec.removed[0].Addr != held {
+		t.Errorf("addresses removed from the NIC: %v; want %v", d.rec.removed, held)
+	}
+	rec := &recorder{}
+	c2 := newClient(ClientConfig{GUID: testGUID(0), Seed: 7, Clock: d.clock, LeaseFile: path}, rec, rec)
+	if l, ok := c2.loadLease(d.clock.Now()); !ok || l.Addr != held {
+		t.Fatalf("the lease file after abandoning: %v, %v; want %v", l, ok, held)
 	}
 }
 
