@@ -376,15 +376,6 @@ func (d *device) Counters() Counters { return d.ctr.Load() }
 // DriverCounters returns Counters by name (ib.CounterSource).
 func (d *device) DriverCounters() counter.Snapshot { return d.ctr.Snapshot() }
 
-// DeviceCounters returns the counters of a device this driver opened.
-func DeviceCounters(dev ib.Device) (Counters, bool) {
-	d, ok := dev.(*device)
-	if !ok {
-		return Counters{}, false
-	}
-	return d.Counters(), true
-}
-
 // SetHandler installs fn to run on the loop when completions arrive.
 func (c *cq) SetHandler(fn func()) {
 	c.dev.loop.AssertHome("udp CQ.SetHandler")
