@@ -30,7 +30,7 @@ func (h *Host) Open(loop *aio.Context) (ib.Device, error) {
 		return nil, fmt.Errorf("sim: open %s/%s: %w", h.f.name, h.name, ib.ErrClosed)
 	}
 	d := &device{h: h, loop: loop, name: h.f.name + "/" + h.name}
-	d.evBH = loop.NewBH("sim events "+d.name, d.runEvents)
+	d.events = aio.NewMailbox(loop, "sim events "+d.name, d.runEvents)
 	h.mu.Lock()
 	h.devices = append(h.devices, d)
 	h.mu.Unlock()
@@ -430,7 +430,7 @@ func (d *device) Close() error {
 	}
 	d.qps, d.mads, d.cqs = nil, nil, nil
 	d.closed = true
-	d.evBH.Delete()
+	d.events.Close()
 	h := d.h
 	h.mu.Lock()
 	h.devices = slices.DeleteFunc(h.devices, func(x *device) bool { return x == d })
