@@ -617,7 +617,7 @@ func (m *madPort) close() error {
 	if r := m.reader; r != nil {
 		r.stop.Store(true)
 		<-r.done
-		r.bh.Delete()
+		r.in.Close()
 	}
 	m.release()
 	return err
