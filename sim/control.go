@@ -322,24 +322,14 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 	fail := func(format string, args ...any) (ib.AddressHandle, error) {
 		return nil, fmt.Errorf("sim: create AH on %s: "+format, append([]any{d.name}, args...)...)
 	}
-	if av.Port < 1 || av.Port > d.h.NumPorts() {
-		return fail("port %d: %w", av.Port, ib.ErrNoPort)
+	ngid := 0
+	if av.Port >= 1 && av.Port <= d.h.NumPorts() {
+		d.h.mu.RLock()
+		ngid = len(d.h.ports[av.Port].gids)
+		d.h.mu.RUnlock()
 	}
-	p := d.h.ports[av.Port]
-	d.h.mu.RLock()
-	ngid := len(p.gids)
-	d.h.mu.RUnlock()
-	switch {
-	case av.DLID == ib.LIDReserved || av.DLID == ib.LIDPermissive:
-		return fail("DLID %v cannot address a UD datagram: %w", av.DLID, ib.ErrBadConfig)
-	case av.DLID.IsMulticast() && !av.DGID.IsMulticast():
-		return fail("multicast DLID %v needs a multicast DGID, got %v: %w", av.DLID, av.DGID, ib.ErrBadConfig)
-	case av.GlobalRoute && av.DGID.IsZero():
-		return fail("global route without a DGID: %w", ib.ErrBadConfig)
-	case av.SGIDIndex < 0 || av.SGIDIndex >= ngid:
-		return fail("SGID index %d, table has %d entries: %w", av.SGIDIndex, ngid, ib.ErrBadConfig)
-	case !av.SL.Valid() || av.FlowLabel > 0xFFFFF:
-		return fail("SL %d or flow label %#x out of range: %w", av.SL, av.FlowLabel, ib.ErrBadConfig)
+	if err := av.Validate(ib.AVLimits{Ports: d.h.NumPorts(), GIDs: ngid}); err != nil {
+		return fail("%w", err)
 	}
 	return &ah{dev: d, av: av}, nil
 }
