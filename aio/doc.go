@@ -21,6 +21,9 @@
 //     (QEMU's aio_wait_bh_oneshot), the one way other goroutines reach
 //     control-plane code; Start: run the loop on a goroutine of its own
 //     and get back the function that stops and closes it.
+//   - Mailbox: values any goroutine posts, handed to the loop in batches
+//     by one bottom half (a reader goroutine's messages, buffers freed
+//     off the loop).
 //
 // # Who may call what
 //
@@ -37,6 +40,7 @@
 //   - io.go holds the calls that are safe from any goroutine at any time:
 //     NewBH, BH.Schedule, BH.ScheduleNow, BH.Cancel, BH.Delete,
 //     ScheduleOneshot, Call, CallContext, Notify, TryRun, Stop,
+//     NewMailbox, Mailbox.Post, Mailbox.Close,
 //     SetPollParams, Stats, Now, InHome, AssertHome and Name. Start, in
 //     control.go, is for the loop's owner before it has a home.
 //

@@ -175,10 +175,6 @@ func (s *Snapshot) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// Read returns the counter at p, a field of a Block's V, read atomically:
-// for the owner that needs one value without copying the set.
-func Read(p *uint64) uint64 { return atomic.LoadUint64(p) }
-
 // Count returns the value of the counter called name, or zero when s has
 // no such counter.
 func (s Snapshot) Count(name string) uint64 {

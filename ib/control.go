@@ -296,6 +296,47 @@ type AddressVector struct {
 	TClass    uint8
 }
 
+// AVLimits are what a port lets an AddressVector name.
+type AVLimits struct {
+	// Ports is the number of ports; valid port numbers are 1 to Ports.
+	Ports int
+	// GIDs is the number of entries of the port's GID table.
+	GIDs int
+	// RoCE says the port's link layer is Ethernet: no LIDs, and the DGID
+	// is the only address.
+	RoCE bool
+}
+
+// Validate checks that av can address a UD datagram from a port with
+// limits l: the error wraps ErrNoPort for a port out of range and
+// ErrBadConfig for anything else. On InfiniBand a datagram needs a LID
+// that names a port or a group (not the reserved or permissive LID), a
+// multicast LID travels with a multicast DGID (every multicast packet
+// carries a GRH naming its group), and a GRH needs a DGID; on RoCE the
+// DGID is the address and a LID means nothing. Limits the driver alone knows (a port's table
+// sizes read at run time, the GID type) stay its to check.
+func (av *AddressVector) Validate(l AVLimits) error {
+	switch {
+	case av.Port < 1 || av.Port > l.Ports:
+		return fmt.Errorf("port %d (1..%d): %w", av.Port, l.Ports, ErrNoPort)
+	case !av.SL.Valid() || av.FlowLabel > grhMaxFlowLabel:
+		return fmt.Errorf("SL %d or flow label %#x out of range: %w", av.SL, av.FlowLabel, ErrBadConfig)
+	case av.SGIDIndex < 0 || av.SGIDIndex >= l.GIDs:
+		return fmt.Errorf("SGID index %d, table has %d entries: %w", av.SGIDIndex, l.GIDs, ErrBadConfig)
+	case l.RoCE && av.DGID.IsZero():
+		return fmt.Errorf("RoCE port %d needs a DGID: %w", av.Port, ErrBadConfig)
+	case l.RoCE:
+		return nil
+	case av.DLID == LIDReserved || av.DLID == LIDPermissive:
+		return fmt.Errorf("DLID %v cannot address a UD datagram: %w", av.DLID, ErrBadConfig)
+	case av.DLID.IsMulticast() && !av.DGID.IsMulticast():
+		return fmt.Errorf("multicast DLID %v needs a multicast DGID, got %v: %w", av.DLID, av.DGID, ErrBadConfig)
+	case av.GlobalRoute && av.DGID.IsZero():
+		return fmt.Errorf("global route without a DGID: %w", ErrBadConfig)
+	}
+	return nil
+}
+
 // AddressHandle is a driver's prepared form of an AddressVector.
 type AddressHandle interface {
 	// AddressVector returns what the handle was created from.

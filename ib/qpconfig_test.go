@@ -39,3 +39,40 @@ func TestQPConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestAddressVectorValidate(t *testing.T) {
+	mgid := GID{0: 0xff, 1: 0x12, 15: 1}
+	peer := GID{0: 0xfe, 1: 0x80, 15: 2}
+	ibLim := AVLimits{Ports: 2, GIDs: 2}
+	roceLim := AVLimits{Ports: 1, GIDs: 4, RoCE: true}
+	tests := []struct {
+		name string
+		lim  AVLimits
+		av   AddressVector
+		want error
+	}{
+		{"unicast LID", ibLim, AddressVector{Port: 1, DLID: 5}, nil},
+		{"group with GRH", ibLim, AddressVector{Port: 2, DLID: 0xC001, GlobalRoute: true, DGID: mgid, SGIDIndex: 1}, nil},
+		{"port 0", ibLim, AddressVector{Port: 0, DLID: 5}, ErrNoPort},
+		{"port 3 of 2", ibLim, AddressVector{Port: 3, DLID: 5}, ErrNoPort},
+		{"SL 16", ibLim, AddressVector{Port: 1, DLID: 5, SL: 16}, ErrBadConfig},
+		{"flow label past 20 bits", ibLim, AddressVector{Port: 1, DLID: 5, FlowLabel: 1 << 20}, ErrBadConfig},
+		{"SGID index past the table", ibLim, AddressVector{Port: 1, DLID: 5, SGIDIndex: 2}, ErrBadConfig},
+		{"negative SGID index", ibLim, AddressVector{Port: 1, DLID: 5, SGIDIndex: -1}, ErrBadConfig},
+		{"reserved LID", ibLim, AddressVector{Port: 1, DLID: LIDReserved}, ErrBadConfig},
+		{"permissive LID", ibLim, AddressVector{Port: 1, DLID: LIDPermissive}, ErrBadConfig},
+		{"multicast LID, unicast DGID", ibLim, AddressVector{Port: 1, DLID: 0xC001, GlobalRoute: true, DGID: peer}, ErrBadConfig},
+		{"GRH without DGID", ibLim, AddressVector{Port: 1, DLID: 5, GlobalRoute: true}, ErrBadConfig},
+		{"RoCE unicast", roceLim, AddressVector{Port: 1, GlobalRoute: true, DGID: peer, SGIDIndex: 3}, nil},
+		{"RoCE group, no LID", roceLim, AddressVector{Port: 1, DGID: mgid}, nil},
+		{"RoCE without DGID", roceLim, AddressVector{Port: 1, DLID: 5}, ErrBadConfig},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.av.Validate(tc.lim)
+			if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+				t.Fatalf("Validate = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}

@@ -22,8 +22,6 @@ const (
 	IPv6HeaderLen = 40
 	// UDPHeaderLen is the size of the UDP header.
 	UDPHeaderLen = 8
-	// ipProtoUDP is the IPv4 protocol / IPv6 next-header number of UDP.
-	ipProtoUDP = 17
 )
 
 // Offsets of the variant fields of the IP and UDP headers, which the

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ipoibd/ipoibd/internal/pcaptest"
 	"github.com/ipoibd/ipoibd/internal/svctest"
 	"github.com/ipoibd/ipoibd/sim"
 	"github.com/ipoibd/ipoibd/stack/dhcp"
@@ -241,26 +240,15 @@ func TestDHCPUnderLoss(t *testing.T) {
 // DHCP messages carry hardware type 32, hlen 0, the broadcast flag and a
 // client identifier (RFC 4390).
 func TestDHCPPcapInTshark(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("tshark not installed")
-	}
+	pcaptest.NeedTshark(t)
 	bufs := []*bytes.Buffer{{}, {}}
 	dhcpFabric(t, 2, 0, func(i int) *bytes.Buffer { return bufs[i] })
-	path := filepath.Join(t.TempDir(), "client.pcap")
-	if err := os.WriteFile(path, bufs[1].Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(tshark, "-r", path, "-Y", "dhcp", "-T", "fields",
-		"-e", "dhcp.option.dhcp", "-e", "dhcp.hw.type", "-e", "dhcp.hw.len", "-e", "dhcp.flags.bc",
-		"-e", "dhcp.client_id.duid_type", "-e", "_ws.malformed").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, out)
-	}
-	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	path := pcaptest.WriteTemp(t, "client.pcap", bufs[1].Bytes())
+	lines := pcaptest.Fields(t, path, "dhcp", "dhcp.option.dhcp", "dhcp.hw.type", "dhcp.hw.len", "dhcp.flags.bc",
+		"dhcp.client_id.duid_type", "_ws.malformed")
 	types := map[string]bool{}
 	for _, line := range lines {
-		f := strings.Split(line, "\t")
+		f := strings.Split(line, "|")
 		if len(f) < 6 {
 			t.Fatalf("tshark line %q", line)
 		}

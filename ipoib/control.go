@@ -212,7 +212,7 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 	d.publishGroup()
 	cache.SetEvictHook(d.onEvict)
 	d.flushBH = loop.NewBH("ipoib flush "+cfg.Name, d.runFlush)
-	d.rxLateBH = loop.NewBH("ipoib repost "+cfg.Name, d.recycleLate)
+	d.rxLate = aio.NewMailbox(loop, "ipoib repost "+cfg.Name, d.recycleLate)
 	d.expiry = loop.NewTimer("ipoib path expiry "+cfg.Name, d.expire)
 	dev.SetEventHandler(d.onEvent)
 	d.cq.SetHandler(d.onCQ)
@@ -235,8 +235,8 @@ func (d *driver) release() {
 	if d.flushBH != nil {
 		d.flushBH.Delete()
 	}
-	if d.rxLateBH != nil {
-		d.rxLateBH.Delete()
+	if d.rxLate != nil {
+		d.rxLate.Close()
 	}
 	if d.sa != nil {
 		logErr("SA client", d.sa.Close())

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -295,13 +294,10 @@ type driver struct {
 	// polling says pollCQ is running and will repost at its end.
 	rx      []rxSlot
 	polling bool
-	// Buffers freed off the loop, for rxLateBH to repost.
-	rxLateMu    sync.Mutex
-	rxLate      []*rxSlot
-	rxLateSpare []*rxSlot
-	rxLateBH    *aio.BH
-	wrs         []ib.SendWR
-	parked      []*netdev.Buffer
+	// Buffers freed off the loop, for the loop to repost.
+	rxLate *aio.Mailbox[*rxSlot]
+	wrs    []ib.SendWR
+	parked []*netdev.Buffer
 
 	flushLevel flushLevel
 	flushBH    *aio.BH

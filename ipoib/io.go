@@ -578,10 +578,7 @@ func (d *driver) lend(wc *ib.Completion, n int) *netdev.Buffer {
 func (s *rxSlot) Release(*netdev.Buffer) {
 	d := s.d
 	if !d.loop.InHome() {
-		d.rxLateMu.Lock()
-		d.rxLate = append(d.rxLate, s)
-		d.rxLateMu.Unlock()
-		d.rxLateBH.Schedule()
+		_ = d.rxLate.Post(s) // refused once closed: nothing to repost to
 		return
 	}
 	d.recycle(s)
@@ -603,15 +600,10 @@ func (d *driver) recycle(s *rxSlot) {
 }
 
 // recycleLate reposts the buffers freed off the loop. Loop.
-func (d *driver) recycleLate() {
-	d.rxLateMu.Lock()
-	late := d.rxLate
-	d.rxLate = d.rxLateSpare[:0]
-	d.rxLateMu.Unlock()
+func (d *driver) recycleLate(late []*rxSlot) {
 	for _, s := range late {
 		d.recycle(s)
 	}
-	d.rxLateSpare = late[:0]
 }
 
 // flushRepost hands the queued receive buffers back to the QP in one

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 
@@ -150,27 +151,13 @@ type CableConfig struct {
 
 // fill applies the defaults and checks ranges.
 func (c *Config) fill() error {
-	if c.SubnetPrefix == 0 {
-		c.SubnetPrefix = DefaultSubnetPrefix
-	}
-	if c.MTU == 0 {
-		c.MTU = DefaultMTU
-	}
-	if c.Rate == 0 {
-		c.Rate = DefaultRate
-	}
-	if c.PacketLifeTime == 0 {
-		c.PacketLifeTime = DefaultPacketLifeTime
-	}
-	if c.Group.QKey == 0 {
-		c.Group.QKey = DefaultGroupQKey
-	}
-	if c.Group.MTU == 0 {
-		c.Group.MTU = DefaultGroupMTU
-	}
-	if c.Group.Rate == 0 {
-		c.Group.Rate = DefaultGroupRate
-	}
+	c.SubnetPrefix = cmp.Or(c.SubnetPrefix, DefaultSubnetPrefix)
+	c.MTU = cmp.Or(c.MTU, DefaultMTU)
+	c.Rate = cmp.Or(c.Rate, DefaultRate)
+	c.PacketLifeTime = cmp.Or(c.PacketLifeTime, DefaultPacketLifeTime)
+	c.Group.QKey = cmp.Or(c.Group.QKey, DefaultGroupQKey)
+	c.Group.MTU = cmp.Or(c.Group.MTU, DefaultGroupMTU)
+	c.Group.Rate = cmp.Or(c.Group.Rate, DefaultGroupRate)
 	switch {
 	case !c.MTU.Valid() || !c.Group.MTU.Valid():
 		return fmt.Errorf("MTU %d / group MTU %d: %w", c.MTU, c.Group.MTU, ErrBadConfig)

@@ -30,7 +30,7 @@ func (h *Host) Open(loop *aio.Context) (ib.Device, error) {
 		return nil, fmt.Errorf("sim: open %s/%s: %w", h.f.name, h.name, ib.ErrClosed)
 	}
 	d := &device{h: h, loop: loop, name: h.f.name + "/" + h.name}
-	d.evBH = loop.NewBH("sim events "+d.name, d.runEvents)
+	d.events = aio.NewMailbox(loop, "sim events "+d.name, d.runEvents)
 	h.mu.Lock()
 	h.devices = append(h.devices, d)
 	h.mu.Unlock()
@@ -325,24 +325,14 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 	fail := func(format string, args ...any) (ib.AddressHandle, error) {
 		return nil, fmt.Errorf("sim: create AH on %s: "+format, append([]any{d.name}, args...)...)
 	}
-	if av.Port < 1 || av.Port > d.h.NumPorts() {
-		return fail("port %d: %w", av.Port, ib.ErrNoPort)
+	ngid := 0
+	if av.Port >= 1 && av.Port <= d.h.NumPorts() {
+		d.h.mu.RLock()
+		ngid = len(d.h.ports[av.Port].gids)
+		d.h.mu.RUnlock()
 	}
-	p := d.h.ports[av.Port]
-	d.h.mu.RLock()
-	ngid := len(p.gids)
-	d.h.mu.RUnlock()
-	switch {
-	case av.DLID == ib.LIDReserved || av.DLID == ib.LIDPermissive:
-		return fail("DLID %v cannot address a UD datagram: %w", av.DLID, ib.ErrBadConfig)
-	case av.DLID.IsMulticast() && !av.DGID.IsMulticast():
-		return fail("multicast DLID %v needs a multicast DGID, got %v: %w", av.DLID, av.DGID, ib.ErrBadConfig)
-	case av.GlobalRoute && av.DGID.IsZero():
-		return fail("global route without a DGID: %w", ib.ErrBadConfig)
-	case av.SGIDIndex < 0 || av.SGIDIndex >= ngid:
-		return fail("SGID index %d, table has %d entries: %w", av.SGIDIndex, ngid, ib.ErrBadConfig)
-	case !av.SL.Valid() || av.FlowLabel > 0xFFFFF:
-		return fail("SL %d or flow label %#x out of range: %w", av.SL, av.FlowLabel, ib.ErrBadConfig)
+	if err := av.Validate(ib.AVLimits{Ports: d.h.NumPorts(), GIDs: ngid}); err != nil {
+		return fail("%w", err)
 	}
 	return &ah{dev: d, av: av}, nil
 }
@@ -434,7 +424,7 @@ func (d *device) Close() error {
 	}
 	d.qps, d.mads, d.cqs = nil, nil, nil
 	d.closed = true
-	d.evBH.Delete()
+	d.events.Close()
 	h := d.h
 	h.mu.Lock()
 	h.devices = slices.DeleteFunc(h.devices, func(x *device) bool { return x == d })

@@ -39,14 +39,12 @@ type frame struct {
 type dataPath struct {
 	f *Fabric
 
-	mu     sync.Mutex // guards in, free and closed
-	in     []*frame
-	free   []*frame
-	closed bool
+	in *aio.Mailbox[*frame] // frames for the fabric loop
+
+	mu   sync.Mutex // guards free
+	free []*frame
 
 	// Fabric loop only.
-	work  []*frame
-	bh    *aio.BH
 	pkt   ib.Packet
 	stack []mcastHop
 }
@@ -60,7 +58,7 @@ type mcastHop struct {
 
 func (dp *dataPath) init(f *Fabric) {
 	dp.f = f
-	dp.bh = f.loop.NewBH("sim fabric "+f.name, dp.run)
+	dp.in = aio.NewMailbox(f.loop, "sim fabric "+f.name, dp.run)
 }
 
 // get returns a free frame. Any goroutine.
@@ -103,19 +101,19 @@ func (dp *dataPath) emit(src *port, pkt *ib.Packet, owner *qp, wrID uint64) erro
 
 // queue hands a ready frame to the fabric loop. Any goroutine.
 func (dp *dataPath) queue(fr *frame) {
-	dp.mu.Lock()
-	if dp.closed {
-		dp.mu.Unlock()
-		dp.f.drop(DropFabricClosed, fr.src, nil)
-		if fr.qp != nil {
-			fr.qp.sendDone(fr.wrID, ib.StatusFlushed)
-		}
-		dp.put(fr)
-		return
+	if !dp.in.Post(fr) {
+		dp.flush(fr)
 	}
-	dp.in = append(dp.in, fr)
-	dp.mu.Unlock()
-	dp.bh.Schedule()
+}
+
+// flush drops a frame the closed fabric will not carry, completing its
+// send as flushed.
+func (dp *dataPath) flush(fr *frame) {
+	dp.f.drop(DropFabricClosed, fr.src, nil)
+	if fr.qp != nil {
+		fr.qp.sendDone(fr.wrID, ib.StatusFlushed)
+	}
+	dp.put(fr)
 }
 
 // run takes every queued frame. Fabric loop.
@@ -133,30 +131,16 @@ func (dp *dataPath) queue(fr *frame) {
 // and their retransmissions make it worse; with 1024 clients no lease was
 // granted in two minutes, where dropping lets the exponential backoff of
 // RFC 2131 spread the load (docs/performance.md has the figures).
-func (dp *dataPath) run() {
-	dp.mu.Lock()
-	dp.work, dp.in = dp.in, dp.work[:0]
-	dp.mu.Unlock()
-	for i, fr := range dp.work {
-		dp.work[i] = nil
+func (dp *dataPath) run(frames []*frame) {
+	for _, fr := range frames {
 		dp.f.take(fr)
 	}
-	dp.work = dp.work[:0]
 }
 
+// close refuses further frames and flushes those still queued.
 func (dp *dataPath) close() {
-	dp.mu.Lock()
-	dp.closed = true
-	in := dp.in
-	dp.in = nil
-	dp.mu.Unlock()
-	dp.bh.Delete()
-	for _, fr := range in {
-		dp.f.drop(DropFabricClosed, fr.src, nil)
-		if fr.qp != nil {
-			fr.qp.sendDone(fr.wrID, ib.StatusFlushed)
-		}
-		dp.put(fr)
+	for _, fr := range dp.in.Close() {
+		dp.flush(fr)
 	}
 }
 

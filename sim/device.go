@@ -51,29 +51,15 @@ type device struct {
 	qps     []*qp
 	mads    []*madPort
 
-	evMu   sync.Mutex
-	events []ib.Event
-	evBH   *aio.BH
+	events *aio.Mailbox[ib.Event] // port and device events, from any goroutine
 
 	// dead is set by Host.FailDevices: the device has failed as a whole
 	// and only Close still works on it. Any goroutine.
 	dead atomic.Bool
 }
 
-// post queues an event for the device's loop. Any goroutine.
-func (d *device) post(ev ib.Event) {
-	d.evMu.Lock()
-	d.events = append(d.events, ev)
-	d.evMu.Unlock()
-	d.evBH.Schedule()
-}
-
 // runEvents hands queued events to the handler. Device loop.
-func (d *device) runEvents() {
-	d.evMu.Lock()
-	evs := d.events
-	d.events = nil
-	d.evMu.Unlock()
+func (d *device) runEvents(evs []ib.Event) {
 	for _, ev := range evs {
 		if d.closed || d.handler == nil {
 			return
@@ -88,7 +74,7 @@ func (h *Host) raise(num int, t ib.EventType) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, d := range h.devices {
-		d.post(ib.Event{Type: t, Port: num})
+		d.events.Post(ib.Event{Type: t, Port: num})
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -181,11 +180,4 @@ func (f *Fabric) Counters() Counters { return f.counters.Load() }
 // newRand returns the fault injector's generator for seed.
 func newRand(seed uint64) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-}
-
-// sortedHostNames lists host names for the driver, sorted.
-func (f *Fabric) sortedHostNames() []*Host {
-	hs := f.Hosts()
-	sort.Slice(hs, func(i, j int) bool { return hs[i].name < hs[j].name })
-	return hs
 }

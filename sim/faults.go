@@ -300,9 +300,9 @@ func (h *Host) FailDevices() int {
 	for _, d := range h.devices {
 		d.dead.Store(true)
 		for num := 1; num < len(h.ports); num++ {
-			d.post(ib.Event{Type: ib.EventPortDown, Port: num})
+			d.events.Post(ib.Event{Type: ib.EventPortDown, Port: num})
 		}
-		d.post(ib.Event{Type: ib.EventDeviceFatal})
+		d.events.Post(ib.Event{Type: ib.EventDeviceFatal})
 	}
 	return len(h.devices)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/looptest"
 )
 
 // testEpoch is where the manual clocks of the tests start; any time ERF can
@@ -31,29 +32,20 @@ type env struct {
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	clock := aio.NewManualClock(testEpoch)
-	loop, err := aio.New(aio.WithClock(clock), aio.WithName("fabric"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	release := loop.Acquire()
+	loop := looptest.Home(t, aio.WithClock(clock), aio.WithName("fabric"))
 	if cfg.Name == "" {
 		cfg.Name = fmt.Sprintf("t%d", fabricSeq.Add(1))
 	}
 	f, err := New(loop, cfg)
 	if err != nil {
-		release()
-		loop.Close()
 		t.Fatal(err)
 	}
-	e := &env{t: t, loop: loop, clock: clock, f: f}
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before looptest's: the fabric goes before its loop
 		if !f.closed.Load() {
 			f.Close()
 		}
-		release()
-		loop.Close()
 	})
-	return e
+	return &env{t: t, loop: loop, clock: clock, f: f}
 }
 
 // star builds sw0 plus n hosts in e's fabric and starts it.

@@ -37,10 +37,9 @@ type node struct {
 
 	// Switch-only forwarding state, touched on the fabric loop only.
 	swIdx int
-	lft   []uint8             // out port by DLID; noPort when unknown
-	mft   map[ib.LID][]uint8  // out ports by MLID
-	adj   []swEdge            // links to other switches, rebuilt per sweep
-	mcast map[ib.LID]struct{} // scratch for tree building
+	lft   []uint8            // out port by DLID; noPort when unknown
+	mft   map[ib.LID][]uint8 // out ports by MLID
+	adj   []swEdge           // links to other switches, rebuilt per sweep
 }
 
 // noPort marks an LFT entry with no route.

@@ -3,9 +3,6 @@ package sim
 import (
 	"bytes"
 	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -33,10 +30,7 @@ func readERF(t testing.TB, file []byte) [][]byte {
 // has tshark decode it: no malformed packets or error expert info, and the
 // SA MADs recognised as MCMemberRecord and PathRecord.
 func TestPcapTshark(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("tshark not installed")
-	}
+	pcaptest.NeedTshark(t)
 	var capture bytes.Buffer
 	e := newEnv(t, Config{Capture: &capture})
 	hosts := e.star(2, HostConfig{})
@@ -55,41 +49,29 @@ func TestPcapTshark(t *testing.T) {
 	if len(b.recv) != 2 {
 		t.Fatalf("b received %d datagrams, want 2", len(b.recv))
 	}
-	path := filepath.Join(t.TempDir(), "sim.pcap")
-	if err := os.WriteFile(path, capture.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(tshark, "-r", path, "-T", "json", "-V").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
+	path := pcaptest.WriteTemp(t, "sim.pcap", capture.Bytes())
+	text := pcaptest.Tshark(t, path, "-T", "json", "-V")
 	var pkts []struct {
 		Source struct {
 			Layers map[string]json.RawMessage `json:"layers"`
 		} `json:"_source"`
 	}
-	if err := json.Unmarshal(out, &pkts); err != nil {
+	if err := json.Unmarshal([]byte(text), &pkts); err != nil {
 		t.Fatalf("tshark JSON: %v", err)
 	}
 	if len(pkts) != 8 {
 		t.Errorf("tshark shows %d packets, want 8 (2 joins, 1 path query, their answers, 2 datagrams)", len(pkts))
 	}
-	text := string(out)
 	for _, bad := range []string{`"_ws.malformed"`, `"_ws.expert.severity": "8388608"`, `"_ws.expert.severity": "6291456"`} {
 		if strings.Contains(text, bad) {
 			t.Errorf("tshark reports %s", bad)
 		}
 	}
-	fields, err := exec.Command(tshark, "-r", path, "-T", "fields", "-e", "infiniband.mad.method",
-		"-e", "infiniband.mad.attributeid", "-e", "infiniband.mcmemberrecord.mlid", "-e", "infiniband.pathrecord.dlid",
-		"-e", "infiniband.bth.destqp").Output()
-	if err != nil {
-		t.Fatalf("tshark fields: %v", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(fields)), "\n")
+	lines := pcaptest.Fields(t, path, "", "infiniband.mad.method", "infiniband.mad.attributeid",
+		"infiniband.mcmemberrecord.mlid", "infiniband.pathrecord.dlid", "infiniband.bth.destqp")
 	var mc, pathRecs int
 	for _, l := range lines {
-		f := strings.Split(l, "\t")
+		f := strings.Split(l, "|")
 		if len(f) < 5 {
 			continue
 		}
@@ -107,6 +89,6 @@ func TestPcapTshark(t *testing.T) {
 		}
 	}
 	if mc != 4 || pathRecs != 2 {
-		t.Errorf("tshark saw %d MCMemberRecord and %d PathRecord MADs, want 4 and 2:\n%s", mc, pathRecs, fields)
+		t.Errorf("tshark saw %d MCMemberRecord and %d PathRecord MADs, want 4 and 2:\n%s", mc, pathRecs, strings.Join(lines, "\n"))
 	}
 }

@@ -67,9 +67,7 @@ type IBSimPort struct {
 	out    *net.UnixAddr // ibsim's data socket for this client
 
 	handler func(ib.MADAddress, []byte) // loop only
-	bh      *aio.BH
-	mu      sync.Mutex
-	in      [][]byte // received datagrams for the loop
+	in      *aio.Mailbox[[]byte]        // received datagrams for the loop
 	closed  atomic.Bool
 	done    chan struct{}
 	// tids maps the low half of recent request TIDs to the whole: the
@@ -118,7 +116,7 @@ func DialIBSim(loop *aio.Context, sockName, node string, id uint32) (*IBSimPort,
 	// ibsim's end of the data path is connected to this socket: send to
 	// it from here.
 	p.data, p.out = in, addr(":out%d", p.client)
-	p.bh = loop.NewBH("ibsim receive "+node, p.deliver)
+	p.in = aio.NewMailbox(loop, "ibsim receive "+node, p.deliver)
 	go p.read()
 	return p, nil
 }
@@ -244,20 +242,13 @@ func (p *IBSimPort) read() {
 			continue
 		}
 		msg := append([]byte(nil), buf[:n]...)
-		p.mu.Lock()
-		p.in = append(p.in, msg)
-		p.mu.Unlock()
-		p.bh.Schedule()
+		p.in.Post(msg)
 	}
 }
 
 // deliver hands the received MADs to the handler, with the TIDs of
 // answers restored.
-func (p *IBSimPort) deliver() {
-	p.mu.Lock()
-	in := p.in
-	p.in = nil
-	p.mu.Unlock()
+func (p *IBSimPort) deliver(in [][]byte) {
 	for _, r := range in {
 		if p.handler == nil || p.closed.Load() {
 			return
@@ -304,8 +295,8 @@ func (p *IBSimPort) Close() error {
 	p.data.Close()
 	<-p.done
 	p.ctl.Close()
-	if p.bh != nil {
-		p.bh.Delete()
+	if p.in != nil {
+		p.in.Close()
 	}
 	return err
 }

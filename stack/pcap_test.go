@@ -5,15 +5,13 @@ import (
 	"context"
 	"io"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/pcaptest"
 	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"github.com/ipoibd/ipoibd/ipoib/capture"
 )
@@ -121,54 +119,33 @@ func TestPcapTapFrames(t *testing.T) {
 }
 
 func TestPcapTapTshark(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("tshark not installed")
-	}
-	raw := captureTraffic(t)
-	file := filepath.Join(t.TempDir(), "ipoib.pcap")
-	if err := os.WriteFile(file, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(tshark, append([]string{"-r", file}, args...)...).Output()
-		if err != nil {
-			t.Fatalf("tshark %v: %v", args, err)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	if m := run("-Y", "_ws.malformed || _ws.expert.severity == error"); m != "" {
-		t.Errorf("tshark flags frames:\n%s", m)
-	}
+	pcaptest.NeedTshark(t)
+	file := pcaptest.WriteTemp(t, "ipoib.pcap", captureTraffic(t))
+	pcaptest.CheckClean(t, file)
 	tests := []struct {
 		name   string
 		filter string
 		fields []string
 		want   string // every output line must be this
 	}{
-		{"ARP is InfiniBand with 20-byte addresses", "arp", []string{"arp.hw.type", "arp.hw.size", "arp.proto.type"}, "32\t20\t0x0800"},
+		{"ARP is InfiniBand with 20-byte addresses", "arp", []string{"arp.hw.type", "arp.hw.size", "arp.proto.type"}, "32|20|0x0800"},
 		{"ICMP echo", "icmp", []string{"ip.proto"}, "1"},
 		{"TCP", "tcp", []string{"ip.proto"}, "6"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			args := []string{"-Y", tc.filter, "-T", "fields"}
-			for _, f := range tc.fields {
-				args = append(args, "-e", f)
-			}
-			out := run(args...)
-			if out == "" {
+			lines := pcaptest.Fields(t, file, tc.filter, tc.fields...)
+			if len(lines) == 0 {
 				t.Fatalf("no %s frames", tc.filter)
 			}
-			for _, line := range strings.Split(out, "\n") {
+			for _, line := range lines {
 				if line != tc.want {
 					t.Errorf("%q, want %q", line, tc.want)
 				}
 			}
 		})
 	}
-	if protos := run("-T", "fields", "-e", "frame.protocols"); !strings.Contains(protos, "ip:tcp") {
+	if protos := strings.Join(pcaptest.Fields(t, file, "", "frame.protocols"), "\n"); !strings.Contains(protos, "ip:tcp") {
 		t.Errorf("protocol stacks:\n%s", protos)
 	}
 }

@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -219,15 +220,9 @@ func Run(ctx context.Context, cfg Config, vms []VM) ([]Result, error) {
 		}
 		seen[vm.Name] = true
 	}
-	if cfg.MemoryMB == 0 {
-		cfg.MemoryMB = DefaultMemoryMB
-	}
-	if cfg.MTU == 0 {
-		cfg.MTU = DefaultMTU
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultTimeout
-	}
+	cfg.MemoryMB = cmp.Or(cfg.MemoryMB, DefaultMemoryMB)
+	cfg.MTU = cmp.Or(cfg.MTU, DefaultMTU)
+	cfg.Timeout = cmp.Or(cfg.Timeout, DefaultTimeout)
 	if cfg.WorkDir == "" {
 		if cfg.WorkDir, err = os.MkdirTemp("", "vmtest-"); err != nil {
 			return nil, fmt.Errorf("vmtest: %w", err)

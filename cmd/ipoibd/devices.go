@@ -196,11 +196,3 @@ func printDevices(w io.Writer, devs []deviceJSON) {
 func oneLine(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
-
-// joinOneLine joins errors into one whose message is a single line.
-func joinOneLine(errs []error) error {
-	if len(errs) == 1 {
-		return errs[0]
-	}
-	return errors.New(oneLine(errors.Join(errs...)))
-}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipoibd/ipoibd/internal/pcaptest"
 )
 
 // runCLI runs the command line in-process and returns its exit code and
@@ -127,16 +129,11 @@ func TestSimJSON(t *testing.T) {
 // packets and sees the SA exchanges and the datagrams.
 func checkPcapWithTshark(t *testing.T, path string, wants ...string) {
 	t.Helper()
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
+	if !pcaptest.HaveTshark() {
 		t.Log("tshark not installed; pcap not decoded")
 		return
 	}
-	out, err := exec.Command(tshark, "-r", path, "-T", "fields", "-e", "_ws.col.Info", "-e", "_ws.malformed").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, out)
-	}
-	text := string(out)
+	text := strings.Join(pcaptest.Fields(t, path, "", "_ws.col.Info", "_ws.malformed"), "\n")
 	for _, want := range wants {
 		if !strings.Contains(text, want) {
 			t.Errorf("tshark output lacks %q:\n%s", want, text)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -117,6 +116,3 @@ func checkSimFlags(hosts int, pkey string, mtu int, loss, dup, reorder float64, 
 	opt.faults = sim.Faults{Loss: loss, Duplicate: dup, Reorder: reorder, Delay: delay}
 	return opt, nil
 }
-
-// errDemoTimeout says the demo ran out of time.
-var errDemoTimeout = errors.New("timed out")

@@ -310,11 +310,8 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 	fail := func(format string, a ...any) (ib.AddressHandle, error) {
 		return nil, fmt.Errorf("udp %s: create AH: "+format, append([]any{d.info.name}, a...)...)
 	}
-	if av.Port != 1 {
-		return fail("port %d: %w", av.Port, ib.ErrNoPort)
-	}
-	if av.DGID.IsZero() {
-		return fail("RoCE needs a DGID: %w", ib.ErrBadConfig)
+	if err := av.Validate(ib.AVLimits{Ports: 1, GIDs: len(d.attr.GIDs), RoCE: true}); err != nil {
+		return fail("%w", err)
 	}
 	a := &ah{dev: d, av: av, mcast: av.DGID.IsMulticast()}
 	a.hdr.SrcPort = ib.RoCEv2Port
@@ -375,15 +372,6 @@ func (d *device) Counters() Counters { return d.ctr.Load() }
 
 // DriverCounters returns Counters by name (ib.CounterSource).
 func (d *device) DriverCounters() counter.Snapshot { return d.ctr.Snapshot() }
-
-// DeviceCounters returns the counters of a device this driver opened.
-func DeviceCounters(dev ib.Device) (Counters, bool) {
-	d, ok := dev.(*device)
-	if !ok {
-		return Counters{}, false
-	}
-	return d.Counters(), true
-}
 
 // SetHandler installs fn to run on the loop when completions arrive.
 func (c *cq) SetHandler(fn func()) {

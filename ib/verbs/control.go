@@ -423,25 +423,19 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 	fail := func(format string, args ...any) (ib.AddressHandle, error) {
 		return nil, fmt.Errorf("verbs: create AH on %s: "+format, append([]any{d.name}, args...)...)
 	}
-	if av.Port < 1 || av.Port > d.nports {
-		return fail("port %d: %w", av.Port, ib.ErrNoPort)
-	}
-	switch {
-	case !av.SL.Valid() || av.FlowLabel > 0xFFFFF:
-		return fail("SL %d or flow label %#x out of range: %w", av.SL, av.FlowLabel, ib.ErrBadConfig)
-	case av.SGIDIndex < 0 || av.SGIDIndex > 0xFF:
-		return fail("SGID index %d: %w", av.SGIDIndex, ib.ErrBadConfig)
+	roce := av.Port >= 1 && av.Port <= d.nports && d.ports[av.Port].linkLayer == ib.LinkLayerEthernet
+	// The AH takes a one-byte SGID index; the kernel checks it against
+	// the port's GID table.
+	if err := av.Validate(ib.AVLimits{Ports: d.nports, GIDs: 0x100, RoCE: roce}); err != nil {
+		return fail("%w", err)
 	}
 	global := av.GlobalRoute || av.DLID.IsMulticast() || av.DGID.IsMulticast()
 	sgid := av.SGIDIndex
 	hop := av.HopLimit
 	dlid := av.DLID
-	if d.ports[av.Port].linkLayer == ib.LinkLayerEthernet {
+	if roce {
 		global = true
 		dlid = 0 // RoCE has no LIDs; the DGID is the address
-		if av.DGID.IsZero() {
-			return fail("RoCE port %d needs a DGID: %w", av.Port, ib.ErrBadConfig)
-		}
 		if hop == 0 {
 			hop = roceUnicastHopLimit
 			if av.DGID.IsMulticast() {
@@ -454,13 +448,6 @@ func (d *device) CreateAH(av ib.AddressVector) (ib.AddressHandle, error) {
 				return fail("%w", err)
 			}
 			sgid = mcastSourceGID(gids, av.Port, sgid)
-		}
-	} else {
-		if av.DLID == ib.LIDReserved || av.DLID == ib.LIDPermissive {
-			return fail("DLID %v cannot address a UD datagram: %w", av.DLID, ib.ErrBadConfig)
-		}
-		if global && av.DGID.IsZero() {
-			return fail("global route without a DGID: %w", ib.ErrBadConfig)
 		}
 	}
 	g := 0
@@ -617,7 +604,7 @@ func (m *madPort) close() error {
 	if r := m.reader; r != nil {
 		r.stop.Store(true)
 		<-r.done
-		r.bh.Delete()
+		r.in.Close()
 	}
 	m.release()
 	return err

@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -144,15 +143,13 @@ func openUMAD(loop *aio.Context, ca, name string, port int) (*madPort, error) {
 type simReader struct {
 	stop atomic.Bool
 	done chan struct{}
-	bh   *aio.BH
-	mu   sync.Mutex
-	in   [][]byte // received messages (header and MAD) for the loop
+	in   *aio.Mailbox[[]byte] // received messages (header and MAD) for the loop
 }
 
 // startReader starts the reader goroutine and the bottom half it feeds.
 func (m *madPort) startReader() {
 	r := &simReader{done: make(chan struct{})}
-	r.bh = m.loop.NewBH("verbs umad receive", m.deliver)
+	r.in = aio.NewMailbox(m.loop, "verbs umad receive", m.deliver)
 	m.reader = r
 	go r.run(m.portID, m.fd, m.name, m.port)
 }
@@ -184,20 +181,12 @@ func (r *simReader) run(portID, fd int, name string, port int) {
 		// non-RMPP MAD as the full 256 bytes it is on the wire. Pad it.
 		msg := make([]byte, max(umadMsgLen, umadHeaderLen+int(n)))
 		copy(msg, buf[:umadHeaderLen+int(n)])
-		r.mu.Lock()
-		r.in = append(r.in, msg)
-		r.mu.Unlock()
-		r.bh.Schedule()
+		r.in.Post(msg)
 	}
 }
 
 // deliver is the reader's bottom half: hand the queued MADs on.
-func (m *madPort) deliver() {
-	r := m.reader
-	r.mu.Lock()
-	in := r.in
-	r.in = nil
-	r.mu.Unlock()
+func (m *madPort) deliver(in [][]byte) {
 	for _, msg := range in {
 		if m.gone {
 			return

@@ -1,5 +1,6 @@
 // Package pcaptest reads pcap files for tests: the real captures the codec
-// tests are checked against, and the files the writers under test produce.
+// tests are checked against, and the files the writers under test produce;
+// and it has tshark read them (tshark.go), as Wireshark would.
 // It is test support only; nothing outside _test.go files imports it.
 package pcaptest
 

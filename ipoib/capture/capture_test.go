@@ -6,9 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,10 +181,7 @@ func TestIPoIBCapture(t *testing.T) {
 // checks that tshark reads addresses, ethertypes and payloads back with no
 // malformed-packet or error expert info.
 func TestIPoIBTshark(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("tshark not on PATH")
-	}
+	pcaptest.NeedTshark(t)
 	src := ipoibReadCapture(t)
 	me := ipoib.Addr{Flags: 0x80, QPN: 0x4f, GID: ipoibMustGID(t, "fe80::10:e000:14a:d211")}
 	peer := ipoib.Addr{Flags: 0x80, QPN: 0x550, GID: ipoibMustGID(t, "fe80::10:e000:664a:b451")}
@@ -244,16 +239,11 @@ func TestIPoIBTshark(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(tshark, "-r", path, "-T", "fields", "-E", "separator=|",
-		"-e", "ipoib.daddr.qpn", "-e", "ipoib.dgid", "-e", "ipoib.grh.sqpn", "-e", "ipoib.grh.sgid",
-		"-e", "ipoib.type", "-e", "ip.src", "-e", "arp.hw.type", "-e", "arp.hw.size",
-		"-e", "_ws.malformed", "-e", "_ws.expert.severity", "-e", "frame.protocols")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
+	lines := pcaptest.Fields(t, path, "", "ipoib.daddr.qpn", "ipoib.dgid", "ipoib.grh.sqpn", "ipoib.grh.sgid",
+		"ipoib.type", "ip.src", "arp.hw.type", "arp.hw.size",
+		"_ws.malformed", "_ws.expert.severity", "frame.protocols")
+	out := strings.Join(lines, "\n")
 	t.Logf("tshark:\n%s", out)
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if len(lines) != len(wants) {
 		t.Fatalf("tshark printed %d lines for %d frames:\n%s", len(lines), len(wants), out)
 	}
@@ -270,16 +260,8 @@ func TestIPoIBTshark(t *testing.T) {
 		if got[8] != "" {
 			t.Errorf("frame %d malformed: %q", i+1, line)
 		}
-		// Wireshark's expert severities: chat 0x00200000, note 0x00400000,
-		// warning 0x00600000, error 0x00800000.
-		const expertWarn = 0x00600000
-		for _, sev := range strings.Split(got[9], ",") {
-			if sev == "" {
-				continue
-			}
-			if v, err := strconv.ParseUint(sev, 0, 32); err != nil || v >= expertWarn {
-				t.Errorf("frame %d expert severity %s: %q", i+1, sev, line)
-			}
+		if sev := pcaptest.ExpertWarning(got[9]); sev != "" {
+			t.Errorf("frame %d expert severity %s: %q", i+1, sev, line)
 		}
 		if !strings.HasPrefix(got[10], "ipoib:") {
 			t.Errorf("frame %d protocols %q, want ipoib first", i+1, got[10])

@@ -180,7 +180,7 @@ func FuzzClientHandle(f *testing.F) {
 		// Whatever it sent in response must be a well-formed IPoIB message.
 		for _, s := range d.rec.sent {
 			m, err := dhcpv4.FromBytes(s.b)
-			if err != nil || m.HWType != HTypeIPoIB || len(m.ClientHWAddr) != 0 || !m.IsBroadcast() {
+			if err != nil || m.HWType != iana.HWType(HTypeIPoIB) || len(m.ClientHWAddr) != 0 || !m.IsBroadcast() {
 				t.Fatalf("client sent %v (%v)", m, err)
 			}
 		}

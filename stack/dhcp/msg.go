@@ -16,6 +16,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/ipoib/arp"
 )
 
 // Wire constants.
@@ -23,7 +24,7 @@ const (
 	// HTypeIPoIB is the htype of every DHCP message on an IPoIB link: ARP
 	// hardware type 32, "InfiniBand" in IANA's registry, as RFC 4390
 	// section 2.1 requires.
-	HTypeIPoIB = 32
+	HTypeIPoIB = arp.HardwareIPoIB
 
 	// ClientPort and ServerPort are the UDP ports of DHCP (RFC 2131
 	// section 4.1, inherited from BOOTP, RFC 951).

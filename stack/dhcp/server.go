@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
 	"github.com/ipoibd/ipoibd/counter"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -395,7 +396,7 @@ func clientKeyOf(m *dhcpv4.DHCPv4) (clientKey, error) {
 		}
 		return clientKey(append([]byte{keyClientID}, id...)), nil
 	}
-	if m.HWType == HTypeIPoIB || len(m.ClientHWAddr) == 0 || m.HWType > 0xff {
+	if m.HWType == iana.HWType(HTypeIPoIB) || len(m.ClientHWAddr) == 0 || m.HWType > 0xff {
 		return "", fmt.Errorf("%v with htype %d and no option 61: %w", m.MessageType(), m.HWType, ErrNoClientID)
 	}
 	return clientKey(append([]byte{keyHWAddr, byte(m.HWType)}, m.ClientHWAddr...)), nil

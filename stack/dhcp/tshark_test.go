@@ -2,13 +2,13 @@ package dhcp
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ipoibd/ipoibd/internal/pcaptest"
 	"github.com/ipoibd/ipoibd/ipoib"
 	"github.com/ipoibd/ipoibd/ipoib/capture"
 )
@@ -23,10 +23,7 @@ const etherTypeIPv4 = 0x0800
 // the BROADCAST flag and an RFC 4361 client identifier, and nothing
 // malformed.
 func TestTsharkDecodesExchange(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("tshark not on PATH")
-	}
+	pcaptest.NeedTshark(t)
 	path := filepath.Join(t.TempDir(), "dhcp-ipoib.pcap")
 	f, err := os.Create(path)
 	if err != nil {
@@ -59,17 +56,8 @@ func TestTsharkDecodesExchange(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	fields := []string{"dhcp.option.dhcp", "dhcp.hw.type", "dhcp.hw.len", "dhcp.flags.bc",
-		"dhcp.client_id.duid_type", "dhcp.client_id.duid_ll_hw_type", "dhcp.client_id.iaid"}
-	args := []string{"-r", path, "-Y", "dhcp", "-T", "fields", "-E", "separator=|"}
-	for _, fl := range fields {
-		args = append(args, "-e", fl)
-	}
-	out, err := exec.Command(tshark, args...).Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	lines := pcaptest.Fields(t, path, "dhcp", "dhcp.option.dhcp", "dhcp.hw.type", "dhcp.hw.len", "dhcp.flags.bc",
+		"dhcp.client_id.duid_type", "dhcp.client_id.duid_ll_hw_type", "dhcp.client_id.iaid")
 	// Message types 1 DISCOVER, 2 OFFER, 3 REQUEST, 5 ACK (RFC 2132
 	// section 9.6); 0x20 = 32, IPoIB; DUID type 3 = DUID-LL over
 	// hardware type 32; IAID 1, the low half of testGUID(0). tshark
@@ -81,18 +69,12 @@ func TestTsharkDecodesExchange(t *testing.T) {
 		"5|0x20|0|1|3|32|00000001",
 	}
 	if len(lines) != len(want) {
-		t.Fatalf("tshark saw %d DHCP messages, want %d:\n%s", len(lines), len(want), out)
+		t.Fatalf("tshark saw %d DHCP messages, want %d:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
 	}
 	for i, l := range lines {
 		if l != want[i] {
 			t.Errorf("message %d: tshark fields %q, want %q", i, l, want[i])
 		}
 	}
-	bad, err := exec.Command(tshark, "-r", path, "-Y", "_ws.malformed || _ws.expert.severity >= error").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
-	if s := strings.TrimSpace(string(bad)); s != "" {
-		t.Errorf("tshark finds malformed or erroneous packets:\n%s", s)
-	}
+	pcaptest.CheckClean(t, path)
 }
