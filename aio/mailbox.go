@@ -54,14 +54,21 @@ func (m *Mailbox[T]) Post(v T) bool {
 func (m *Mailbox[T]) run() {
 	m.mu.Lock()
 	batch := m.in
-	m.in = m.old[:0]
-	m.mu.Unlock()
 	if len(batch) == 0 {
+		m.mu.Unlock()
 		return
 	}
+	// The spare array becomes the queue and stops being the spare, so a
+	// pass of the loop run inside fn (a borrowed loop's, TryRun) that
+	// runs this again queues into a fresh array and never into one being
+	// handed on or cleared here.
+	m.in, m.old = m.old[:0], nil
+	m.mu.Unlock()
 	m.fn(batch)
 	clear(batch) // keep no reference to what was handed on
-	m.old = batch[:0]
+	if m.old == nil {
+		m.old = batch[:0]
+	}
 }
 
 // Close refuses further Posts, stops the bottom half and returns what
