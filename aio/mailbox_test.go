@@ -90,3 +90,52 @@ func BenchmarkMailbox(b *testing.B) {
 		b.Fatal("nothing delivered")
 	}
 }
+
+// TestMailboxNestedPass: a receiver that runs a pass of the loop inside
+// itself (a callback's nested Poll, as a borrowed loop's TryRun does) gets
+// what it posted before the pass in that nested batch, and what the nested
+// receiver posts in a later one: every value once, in order, and never a
+// nil. The Mailbox is warm first, so its spare array is in play: were the
+// nested pass to queue into the batch it is handing on, the post from
+// inside it would be overwritten and cleared, and a nil delivered.
+func TestMailboxNestedPass(t *testing.T) {
+	c := newCtx(t)
+	home(t, c)
+	names := []string{"warm", "outer", "nested", "inner post"}
+	val := make([]*string, len(names))
+	for i := range names {
+		val[i] = &names[i]
+	}
+	var got []string
+	depth := 0
+	var m *Mailbox[*string]
+	m = NewMailbox(c, "nested mailbox", func(batch []*string) {
+		depth++
+		defer func() { depth-- }()
+		for _, v := range batch {
+			if v == nil {
+				t.Fatalf("nil value delivered at depth %d after %q", depth, got)
+			}
+			got = append(got, *v)
+		}
+		switch {
+		case depth == 1 && batch[0] == val[1]:
+			m.Post(val[2])
+			c.Poll(false) // the nested pass hands val[2] on
+		case depth == 2 && batch[0] == val[2]:
+			m.Post(val[3]) // while the nested batch is being handed on
+		}
+	})
+	m.Post(val[0])
+	for c.Poll(false) {
+	}
+	m.Post(val[1])
+	for c.Poll(false) {
+	}
+	if !slices.Equal(got, names) {
+		t.Errorf("received %q, want %q", got, names)
+	}
+	if left := m.Close(); len(left) != 0 {
+		t.Errorf("Close returned %d undelivered values", len(left))
+	}
+}
