@@ -6,40 +6,22 @@ import (
 	"io"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/internal/pcaptest"
+	"github.com/ipoibd/ipoibd/internal/syncbuf"
 	"github.com/ipoibd/ipoibd/ipoib/arp"
 	"github.com/ipoibd/ipoibd/ipoib/capture"
 )
-
-// lockedBuffer is a bytes.Buffer the loop writes and the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]byte(nil), l.b.Bytes()...)
-}
 
 // captureTraffic runs ARP, ping and a short TCP exchange from a node
 // with a pcap tap and returns the capture.
 func captureTraffic(t *testing.T) []byte {
 	t.Helper()
 	var w testWire
-	var capture lockedBuffer
+	var capture syncbuf.Buffer
 	a := newTestNode(t, &w, 1, "10.0.0.1/24", func(o *Options) { o.Pcap = &capture })
 	b := newTestNode(t, &w, 2, "10.0.0.2/24", nil)
 	if st := ping(t, a, b.Addr.Addr(), 3); st.Received != 3 {

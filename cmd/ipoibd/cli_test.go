@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/syncbuf"
 )
 
 func TestInterspersed(t *testing.T) {
@@ -89,7 +90,7 @@ func TestSimProgress(t *testing.T) {
 	d.nJoined.Store(5)
 	d.nLeased.Store(3)
 	d.nPinged.Store(2)
-	var b syncBuffer
+	var b syncbuf.Buffer
 	done := d.progress(&b)
 	done()
 	if got, want := b.String(), "\rjoined 5/5, leased 3/4, pinged 2/8 \n"; !strings.HasSuffix(got, want) {

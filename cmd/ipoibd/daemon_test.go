@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipoibd/ipoibd/internal/syncbuf"
 )
 
 // TestDaemonNotifyLogsDown runs a DHCP server daemon and a client daemon
@@ -53,8 +55,8 @@ func TestDaemonNotifyLogsDown(t *testing.T) {
 	}
 
 	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("ib%d.sock", i)) }
-	outs := []*syncBuffer{{}, {}}
-	errs := []*syncBuffer{{}, {}}
+	outs := []*syncbuf.Buffer{{}, {}}
+	errs := []*syncbuf.Buffer{{}, {}}
 	exited := []chan int{make(chan int, 1), make(chan int, 1)}
 	args := [][]string{
 		{"up", "--device", "sim:notify/host0", "--name", "ib0", "--socket", sock(0), "--addr", "10.7.0.1/24", "--dhcp-server", "10.7.0.10-10.7.0.20",

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ipoibd/ipoibd/internal/syncbuf"
 )
 
 // testDaemon is an `ipoibd up` a test runs in this process, on host i of
@@ -13,14 +15,14 @@ import (
 type testDaemon struct {
 	t           *testing.T
 	sock        string
-	out, errOut *syncBuffer
+	out, errOut *syncbuf.Buffer
 	exited      chan int
 }
 
 // spawnDaemon starts `ipoibd up` on sim:FABRIC/hostI with extra flags.
 func spawnDaemon(t *testing.T, fabric, dir string, i int, extra ...string) *testDaemon {
 	d := &testDaemon{t: t, sock: filepath.Join(dir, fmt.Sprintf("h%d.sock", i)),
-		out: &syncBuffer{}, errOut: &syncBuffer{}, exited: make(chan int, 1)}
+		out: &syncbuf.Buffer{}, errOut: &syncbuf.Buffer{}, exited: make(chan int, 1)}
 	args := append([]string{"up", "--device", fmt.Sprintf("sim:%s/host%d", fabric, i), "--name", fmt.Sprintf("ib%d", i),
 		"--socket", d.sock}, extra...)
 	go func() { d.exited <- run(args, d.out, d.errOut) }()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipoibd/ipoibd/internal/syncbuf"
 	"github.com/ipoibd/ipoibd/sim"
 )
 
@@ -197,8 +198,8 @@ func TestReopenBackoff(t *testing.T) {
 	oldFirst, oldMax := reopenBackoff, reopenBackoffMax
 	reopenBackoff, reopenBackoffMax = 10*time.Millisecond, 40*time.Millisecond
 	defer func() { reopenBackoff, reopenBackoffMax = oldFirst, oldMax }()
-	var logged syncBuffer
-	d := &daemon{out: &syncBuffer{}, opt: upOptions{driver: "sim", device: "nosuch/host0", port: 1, pkey: 0xffff,
+	var logged syncbuf.Buffer
+	d := &daemon{out: &syncbuf.Buffer{}, opt: upOptions{driver: "sim", device: "nosuch/host0", port: 1, pkey: 0xffff,
 		name: "ib9", addr: netip.MustParsePrefix("10.8.0.1/24"), linkDownTimeout: 300 * time.Millisecond,
 		log: slog.New(slog.NewTextHandler(&logged, nil))}}
 	start := time.Now()

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ipoibd/ipoibd/internal/syncbuf"
 )
 
 // TestDownBoundedWithClients: neither an idle control connection nor a
@@ -22,7 +24,7 @@ import (
 func TestDownBoundedWithClients(t *testing.T) {
 	startFabric(t, "bounded", 1, nil)
 	sock := filepath.Join(t.TempDir(), "ib0.sock")
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run([]string{"up", "--device", "sim:bounded/host0", "--addr", "10.6.0.1/24", "--socket", sock}, out, errOut)
@@ -113,7 +115,7 @@ func TestSignals(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "ib0.sock")
 			cmd := exec.Command(os.Args[0], "-test.run=^TestSignalChild$", "-test.count=1")
 			cmd.Env = append(os.Environ(), signalChildEnv+"="+tc.mode, "IPOIBD_SIGNAL_SOCKET="+sock)
-			var stderr syncBuffer
+			var stderr syncbuf.Buffer
 			cmd.Stderr = &stderr
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
+	"github.com/ipoibd/ipoibd/internal/syncbuf"
 	"github.com/ipoibd/ipoibd/sim"
 )
 
@@ -23,10 +24,10 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 	dir := t.TempDir()
 	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("ib%d.sock", i)) }
 	var wg sync.WaitGroup
-	outs := make([]*syncBuffer, 2)
+	outs := make([]*syncbuf.Buffer, 2)
 	codes := make([]int, 2)
 	for i := range 2 {
-		outs[i] = &syncBuffer{}
+		outs[i] = &syncbuf.Buffer{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -153,24 +154,6 @@ func TestUpBadInput(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
@@ -188,8 +171,8 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 func TestUpWithoutSM(t *testing.T) {
 	startFabric(t, "nosm", 1, func(f *sim.Fabric) error { return f.SetSMUp(false) })
 	sock := filepath.Join(t.TempDir(), "ib0.sock")
-	out := &syncBuffer{}
-	var errOut syncBuffer
+	out := &syncbuf.Buffer{}
+	var errOut syncbuf.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run([]string{"up", "--device", "sim:nosm/host0", "--addr", "10.8.0.1/24", "--socket", sock}, out, &errOut)

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/ipoibd/ipoibd/internal/streamtest"
+	"github.com/ipoibd/ipoibd/internal/syncbuf"
 )
 
 // TestForwardServeSOCKS5 carries kernel sockets across a simulated fabric
@@ -141,7 +142,7 @@ func TestForwardServeSOCKS5(t *testing.T) {
 
 // daemonRun is an `ipoibd up` running in the test's process.
 type daemonRun struct {
-	out, err *syncBuffer
+	out, err *syncbuf.Buffer
 	sock     string
 	stopOnce sync.Once
 	stopped  func(t testing.TB)
@@ -159,7 +160,7 @@ func (d *daemonRun) stop(t testing.TB) {
 func startDaemon(t testing.TB, fabric string, i int, addr string, extra ...string) *daemonRun {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	d := &daemonRun{out: &syncBuffer{}, err: &syncBuffer{}, sock: sock}
+	d := &daemonRun{out: &syncbuf.Buffer{}, err: &syncbuf.Buffer{}, sock: sock}
 	args := append([]string{"up", "--device", fmt.Sprintf("sim:%s/host%d", fabric, i), "--name", fmt.Sprintf("ib%d", i),
 		"--socket", sock, "--join-timeout", "20s", "--addr", addr}, extra...)
 	if addr == "dhcp" {
