@@ -9,6 +9,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/looptest"
 	"github.com/ipoibd/ipoibd/netdev"
 	"github.com/ipoibd/ipoibd/sim"
 )
@@ -130,24 +131,14 @@ func (e *env) star(n int, hc sim.HostConfig) []*sim.Host {
 // settle runs the loop until nothing is left to do at the current time.
 func (e *env) settle() {
 	e.t.Helper()
-	for i := 0; e.loop.Poll(false); i++ {
-		if i > 10_000_000 {
-			e.t.Fatal("loop does not settle")
-		}
-	}
+	looptest.Settle(e.t, e.loop)
 }
 
-// advance moves the clock in steps no longer than step and settles after
+// advance moves the clock in steps no longer than 50ms and settles after
 // each, so timers fire in order.
 func (e *env) advance(d time.Duration) {
 	e.t.Helper()
-	const step = 50 * time.Millisecond
-	for d > 0 {
-		s := min(d, step)
-		e.clock.Advance(s)
-		e.settle()
-		d -= s
-	}
+	looptest.Advance(e.t, e.loop, e.clock, d, 50*time.Millisecond)
 }
 
 // rxFrame is one frame a node's netdev delivered, copied.

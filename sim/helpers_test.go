@@ -73,17 +73,13 @@ func (e *env) star(n int, hc HostConfig) []*Host {
 // settle runs the loop until nothing is left to do at the current time.
 func (e *env) settle() {
 	e.t.Helper()
-	for i := 0; e.loop.Poll(false); i++ {
-		if i > 1_000_000 {
-			e.t.Fatal("loop does not settle")
-		}
-	}
+	looptest.Settle(e.t, e.loop)
 }
 
-// advance moves the clock and settles.
+// advance moves the clock by d in one step and settles.
 func (e *env) advance(d time.Duration) {
-	e.clock.Advance(d)
-	e.settle()
+	e.t.Helper()
+	looptest.Advance(e.t, e.loop, e.clock, d, 0)
 }
 
 // rx is one received datagram, copied out of its buffer.
