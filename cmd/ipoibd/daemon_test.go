@@ -1,15 +1,12 @@
 package main
 
 import (
-	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/ipoibd/ipoibd/internal/syncbuf"
 )
 
 // TestDaemonNotifyLogsDown runs a DHCP server daemon and a client daemon
@@ -54,53 +51,45 @@ func TestDaemonNotifyLogsDown(t *testing.T) {
 		return false
 	}
 
-	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("ib%d.sock", i)) }
-	outs := []*syncbuf.Buffer{{}, {}}
-	errs := []*syncbuf.Buffer{{}, {}}
-	exited := []chan int{make(chan int, 1), make(chan int, 1)}
-	args := [][]string{
-		{"up", "--device", "sim:notify/host0", "--name", "ib0", "--socket", sock(0), "--addr", "10.7.0.1/24", "--dhcp-server", "10.7.0.10-10.7.0.20",
-			"--lease-file", filepath.Join(dir, "ib0.leases")},
-		{"up", "--device", "sim:notify/host1", "--name", "ib1", "--socket", sock(1), "--dhcp", "--log-level", "debug",
-			"--lease-file", filepath.Join(dir, "ib1.lease")},
+	ds := []*testDaemon{
+		spawnDaemon(t, "notify", dir, 0, "--addr", "10.7.0.1/24", "--dhcp-server", "10.7.0.10-10.7.0.20",
+			"--lease-file", filepath.Join(dir, "ib0.leases")),
+		spawnDaemon(t, "notify", dir, 1, "--dhcp", "--log-level", "debug", "--lease-file", filepath.Join(dir, "ib1.lease")),
 	}
-	for i := range args {
-		go func() { exited[i] <- run(args[i], outs[i], errs[i]) }()
+	for _, d := range ds {
+		d.waitReady(20 * time.Second)
 	}
-	waitFor(t, 20*time.Second, func() bool {
-		return strings.Contains(outs[0].String(), "ready") && strings.Contains(outs[1].String(), "ready")
-	})
 	waitFor(t, 5*time.Second, func() bool { return notified("READY=1") })
 
 	// The client publishes its lease (and Up returns) a moment before
 	// its goroutine logs the event.
-	waitFor(t, 5*time.Second, func() bool { return strings.Contains(errs[1].String(), "DHCP lease bound") })
-	log := errs[1].String()
+	waitFor(t, 5*time.Second, func() bool { return strings.Contains(ds[1].errOut.String(), "DHCP lease bound") })
+	log := ds[1].errOut.String()
 	for _, want := range []string{`level=INFO msg="DHCP lease bound"`, "addr=10.7.0.10", "lease_s=", "level=DEBUG"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("client log lacks %q:\n%s", want, log)
 		}
 	}
-	if strings.Contains(errs[0].String(), "level=DEBUG") {
-		t.Errorf("server logged debug lines at the default level:\n%s", errs[0].String())
+	if strings.Contains(ds[0].errOut.String(), "level=DEBUG") {
+		t.Errorf("server logged debug lines at the default level:\n%s", ds[0].errOut.String())
 	}
 
-	for i := range args {
-		if code, _, stderr := runCLI(t, "down", "--socket", sock(i)); code != exitOK {
+	for i, d := range ds {
+		if code, _, stderr := runCLI(t, "down", "--socket", d.sock); code != exitOK {
 			t.Fatalf("down %d: exit %d: %s", i, code, stderr)
 		}
 		// down has answered: the daemon must already be gone.
 		select {
-		case code := <-exited[i]:
+		case code := <-d.exited:
 			if code != exitOK {
-				t.Errorf("up %d exited %d: %s", i, code, errs[i].String())
+				t.Errorf("up %d exited %d: %s", i, code, d.errOut.String())
 			}
 		case <-time.After(100 * time.Millisecond):
 			t.Fatalf("down %d returned before the daemon finished", i)
 		}
 	}
-	if !strings.Contains(errs[1].String(), `msg="DHCP lease released"`) {
-		t.Errorf("client log lacks the release:\n%s", errs[1].String())
+	if !strings.Contains(ds[1].errOut.String(), `msg="DHCP lease released"`) {
+		t.Errorf("client log lacks the release:\n%s", ds[1].errOut.String())
 	}
 	// The notification was sent before the teardown; the reader
 	// goroutine may not have picked it up yet.

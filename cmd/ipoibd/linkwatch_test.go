@@ -44,7 +44,7 @@ func startLinkFixture(t *testing.T, name string, n int) *linkFixture {
 	x := &linkFixture{t: t, fabric: startFabric(t, name, 2, nil), name: name, dir: t.TempDir(), net: fmt.Sprintf("10.%d.0", n)}
 	x.leaseRE = regexp.MustCompile(`address (` + regexp.QuoteMeta(x.net) + `\.\d+)/24 from DHCP server`)
 	server := x.start(0, "--addr", x.net+".1/24", "--dhcp-server", x.net+".10-"+x.net+".20", "--lease-file", filepath.Join(x.dir, "server.leases"))
-	waitFor(t, 20*time.Second, func() bool { return strings.Contains(server.out.String(), "ready") })
+	server.waitReady(20 * time.Second)
 	return x
 }
 

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 )
@@ -27,7 +26,7 @@ func TestDHCPServerRestartNoDuplicates(t *testing.T) {
 	}
 	server := func() *testDaemon {
 		d := start(0, "--addr", "10.4.0.1/24", "--dhcp-server", "10.4.0.10-10.4.0.20", "--lease-file", leases)
-		waitFor(t, 20*time.Second, func() bool { return strings.Contains(d.out.String(), "ready") })
+		d.waitReady(20 * time.Second)
 		return d
 	}
 	leaseRE := regexp.MustCompile(`address (10\.4\.0\.\d+)/24 from DHCP server`)

@@ -23,13 +23,9 @@ import (
 // socket is gone.
 func TestDownBoundedWithClients(t *testing.T) {
 	startFabric(t, "bounded", 1, nil)
-	sock := filepath.Join(t.TempDir(), "ib0.sock")
-	out, errOut := &syncbuf.Buffer{}, &syncbuf.Buffer{}
-	exited := make(chan int, 1)
-	go func() {
-		exited <- run([]string{"up", "--device", "sim:bounded/host0", "--addr", "10.6.0.1/24", "--socket", sock}, out, errOut)
-	}()
-	waitFor(t, 20*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	d := spawnDaemon(t, "bounded", t.TempDir(), 0, "--addr", "10.6.0.1/24")
+	d.waitReady(20 * time.Second)
+	sock := d.sock
 
 	idle, err := net.Dial("unix", sock)
 	if err != nil {
@@ -54,9 +50,9 @@ func TestDownBoundedWithClients(t *testing.T) {
 		t.Errorf("down took %v with an idle connection and a running ping", took)
 	}
 	select {
-	case code := <-exited:
+	case code := <-d.exited:
 		if code != exitOK {
-			t.Errorf("up exited %d: %s", code, errOut.String())
+			t.Errorf("up exited %d: %s", code, d.errOut.String())
 		}
 	case <-time.After(100 * time.Millisecond):
 		t.Fatal("down returned before the daemon finished")

@@ -144,7 +144,7 @@ func TestTUN(t *testing.T) {
 			t.Errorf("ipoibd ping through the daemon: exit %d: %s%s", code, out, errOut)
 		}
 	})
-	a.stop(t)
+	a.stopOK()
 	checkTUNConfigured(t, "ipt0", "10.13.0.1/24", false)
 }
 

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipoibd/ipoibd/aio"
-	"github.com/ipoibd/ipoibd/internal/syncbuf"
 	"github.com/ipoibd/ipoibd/sim"
 )
 
@@ -22,54 +18,34 @@ func TestUpPingPeersStatsDown(t *testing.T) {
 	startFabric(t, "uptest", 2, nil)
 
 	dir := t.TempDir()
-	sock := func(i int) string { return filepath.Join(dir, fmt.Sprintf("ib%d.sock", i)) }
-	var wg sync.WaitGroup
-	outs := make([]*syncbuf.Buffer, 2)
-	codes := make([]int, 2)
-	for i := range 2 {
-		outs[i] = &syncbuf.Buffer{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var errOut bytes.Buffer
-			// Host 0 has a static address and serves DHCP; host 1 leases.
-			args := []string{"up", "--device", fmt.Sprintf("sim:uptest/host%d", i),
-				"--name", fmt.Sprintf("ib%d", i), "--socket", sock(i), "--join-timeout", "20s"}
-			// Lease files of this test's own, not the state directory
-			// the test binary's daemons share.
-			leases := filepath.Join(dir, fmt.Sprintf("ib%d.lease", i))
-			if i == 0 {
-				args = append(args, "--addr", "10.9.0.1/24", "--dhcp-server", "10.9.0.100-10.9.0.150", "--lease-file", leases)
-			} else {
-				args = append(args, "--dhcp", "--lease-file", leases)
-			}
-			codes[i] = run(args, outs[i], &errOut)
-			if codes[i] != exitOK {
-				t.Errorf("up %d: exit %d: %s", i, codes[i], errOut.String())
-			}
-		}()
+	// Host 0 has a static address and serves DHCP; host 1 leases. The
+	// lease files are this test's own, not the state directory the test
+	// binary's daemons share.
+	ds := []*testDaemon{
+		spawnDaemon(t, "uptest", dir, 0, "--join-timeout", "20s", "--addr", "10.9.0.1/24",
+			"--dhcp-server", "10.9.0.100-10.9.0.150", "--lease-file", filepath.Join(dir, "ib0.lease")),
+		spawnDaemon(t, "uptest", dir, 1, "--join-timeout", "20s", "--dhcp", "--lease-file", filepath.Join(dir, "ib1.lease")),
 	}
+	sock := func(i int) string { return ds[i].sock }
 	defer func() {
-		for i := range 2 {
-			runCLI(t, "down", "--socket", sock(i))
-		}
-		wg.Wait()
-		for i := range 2 {
-			if !strings.Contains(outs[i].String(), "leaving") {
-				t.Errorf("daemon %d did not leave: %s", i, outs[i].String())
+		ds[1].stopOK()
+		ds[0].stopOK()
+		for i, d := range ds {
+			if !strings.Contains(d.out.String(), "leaving") {
+				t.Errorf("daemon %d did not leave: %s", i, d.out.String())
 			}
 		}
 	}()
-	waitFor(t, 20*time.Second, func() bool {
-		return strings.Contains(outs[0].String(), "ready") && strings.Contains(outs[1].String(), "ready")
-	})
-	out := outs[0].String()
+	for _, d := range ds {
+		d.waitReady(20 * time.Second)
+	}
+	out := ds[0].out.String()
 	for _, want := range []string{"joining the broadcast group ff12:401b:ffff::ffff:ffff", "link up", "MTU 2044", "address 10.9.0.1/24", "serving DHCP leases 10.9.0.100-10.9.0.150"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up's progress lacks %q:\n%s", want, out)
 		}
 	}
-	if out := outs[1].String(); !strings.Contains(out, "address 10.9.0.100/24 from DHCP server 10.9.0.1, lease 1h0m0s") {
+	if out := ds[1].out.String(); !strings.Contains(out, "address 10.9.0.100/24 from DHCP server 10.9.0.1, lease 1h0m0s") {
 		t.Errorf("the DHCP client's progress:\n%s", out)
 	}
 
@@ -170,17 +146,12 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 // refuses ping with a clear message, and down stops it.
 func TestUpWithoutSM(t *testing.T) {
 	startFabric(t, "nosm", 1, func(f *sim.Fabric) error { return f.SetSMUp(false) })
-	sock := filepath.Join(t.TempDir(), "ib0.sock")
-	out := &syncbuf.Buffer{}
-	var errOut syncbuf.Buffer
-	exited := make(chan int, 1)
-	go func() {
-		exited <- run([]string{"up", "--device", "sim:nosm/host0", "--addr", "10.8.0.1/24", "--socket", sock}, out, &errOut)
-	}()
+	d := spawnDaemon(t, "nosm", t.TempDir(), 0, "--addr", "10.8.0.1/24")
+	sock := d.sock
 	// The join starts as the device opens; the control socket opens
 	// right after, while it is still under way.
 	waitFor(t, 10*time.Second, func() bool {
-		o := out.String()
+		o := d.out.String()
 		return strings.Contains(o, "joining the broadcast group") && strings.Contains(o, "control socket")
 	})
 	code, stdout, stderr := runCLI(t, "stats", "--json", "--socket", sock)
@@ -201,9 +172,9 @@ func TestUpWithoutSM(t *testing.T) {
 		t.Fatalf("down: exit %d: %s", code, stderr)
 	}
 	select {
-	case code := <-exited:
-		if !strings.Contains(errOut.String(), "stopped while joining") || code != exitFailure {
-			t.Errorf("up exited %d: %s", code, errOut.String())
+	case code := <-d.exited:
+		if !strings.Contains(d.errOut.String(), "stopped while joining") || code != exitFailure {
+			t.Errorf("up exited %d: %s", code, d.errOut.String())
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("up did not stop")

@@ -3,23 +3,19 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/net/proxy"
 
 	"github.com/ipoibd/ipoibd/internal/streamtest"
-	"github.com/ipoibd/ipoibd/internal/syncbuf"
 )
 
 // TestForwardServeSOCKS5 carries kernel sockets across a simulated fabric
@@ -138,72 +134,6 @@ func TestForwardServeSOCKS5(t *testing.T) {
 			}
 		}
 	})
-}
-
-// daemonRun is an `ipoibd up` running in the test's process.
-type daemonRun struct {
-	out, err *syncbuf.Buffer
-	sock     string
-	stopOnce sync.Once
-	stopped  func(t testing.TB)
-}
-
-// stop takes the daemon down with `ipoibd down` and checks it exited
-// well; the test's cleanup does it for a daemon still running.
-func (d *daemonRun) stop(t testing.TB) {
-	d.stopOnce.Do(func() { d.stopped(t) })
-}
-
-// startDaemon runs `ipoibd up` on host i of fabric with a static address
-// ("dhcp" for --dhcp) and extra flags, waits until it is ready, and stops
-// it at the test's end.
-func startDaemon(t testing.TB, fabric string, i int, addr string, extra ...string) *daemonRun {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	d := &daemonRun{out: &syncbuf.Buffer{}, err: &syncbuf.Buffer{}, sock: sock}
-	args := append([]string{"up", "--device", fmt.Sprintf("sim:%s/host%d", fabric, i), "--name", fmt.Sprintf("ib%d", i),
-		"--socket", sock, "--join-timeout", "20s", "--addr", addr}, extra...)
-	if addr == "dhcp" {
-		// The lease file goes in the test's folder, not the machine's
-		// state directory, where other runs would find it.
-		args = append(args[:len(args)-len(extra)-2], append([]string{"--dhcp", "--lease-file", filepath.Join(filepath.Dir(sock), "lease")}, extra...)...)
-	}
-	exited := make(chan int, 1)
-	go func() { exited <- run(args, d.out, d.err) }()
-	d.stopped = func(t testing.TB) {
-		run([]string{"down", "--socket", sock}, io.Discard, io.Discard)
-		select {
-		case code := <-exited:
-			if code != exitOK {
-				t.Errorf("up on host%d: exit %d: %s", i, code, d.err.String())
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("up on host%d did not stop", i)
-		}
-	}
-	t.Cleanup(func() { d.stop(t) })
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(d.out.String(), "ready") {
-		select {
-		case code := <-exited:
-			t.Fatalf("up on host%d exited %d: %s%s", i, code, d.out.String(), d.err.String())
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("up on host%d not ready: %s%s", i, d.out.String(), d.err.String())
-		}
-	}
-	return d
-}
-
-// listening finds the address a progress line matching re reports.
-func (d *daemonRun) listening(t testing.TB, re string) string {
-	t.Helper()
-	m := regexp.MustCompile(re).FindStringSubmatch(d.out.String())
-	if m == nil {
-		t.Fatalf("no progress line matching %q:\n%s", re, d.out.String())
-	}
-	return m[1]
 }
 
 // kernelTCPEcho runs a kernel TCP echo server on 127.0.0.1 that passes
