@@ -7,8 +7,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/looptest"
 )
 
 // kernelHasVerbs reports whether the running kernel offers the verbs
@@ -35,13 +35,7 @@ func TestProbeNoRDMA(t *testing.T) {
 	if len(devs) != 0 {
 		t.Errorf("Probe returned devices along with ErrNoRDMA: %v", devs)
 	}
-	loop, err := aio.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer loop.Close()
-	release := loop.Acquire()
-	defer release()
+	loop := looptest.Home(t)
 	if _, err := ib.Open(loop, DriverName, "rxe0"); !errors.Is(err, ib.ErrNoRDMA) {
 		t.Errorf("ib.Open(verbs, rxe0) = %v, want ib.ErrNoRDMA", err)
 	}
