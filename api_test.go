@@ -120,8 +120,27 @@ func TestLifecycle(t *testing.T) {
 	if err != nil || !p.Group.Joined {
 		t.Errorf("Peers: %+v, %v", p, err)
 	}
+	members := func() (n int) {
+		err := fabric.Do(func(f *sim.Fabric) error {
+			for _, g := range f.Groups() {
+				n += len(g.Members)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := members(); n == 0 {
+		t.Error("the SM has no member for the joined interface")
+	}
 	if err := i.Close(); err != nil {
 		t.Errorf("Close: %v", err)
+	}
+	// Close returned after the SA confirmed the leaves: no stale member.
+	if n := members(); n != 0 {
+		t.Errorf("the SM still has %d members after Close", n)
 	}
 	if err := i.Close(); err != nil {
 		t.Errorf("second Close: %v", err)

@@ -142,6 +142,13 @@ type DHCPServer struct {
 // microseconds.
 const dhcpProbeWait = 500 * time.Millisecond
 
+// leaveWait bounds how long Close waits for the SA to confirm that the
+// port has left its groups: the first transmission of the leave and one
+// retry at the SA client's default timeouts (1 s, then 2 s). A leave still
+// unanswered then is left to the subnet manager, which forgets the member
+// when the port goes down.
+const leaveWait = ib.DefaultSATimeout * 3
+
 // clientProbe is the DHCP client's probe: none unless on.
 func clientProbe(on bool, st *stack.Stack) func(context.Context, netip.Addr) (bool, error) {
 	if !on {
@@ -636,6 +643,7 @@ func (i *Interface) Close() error {
 		st.Close()
 	}
 	i.closePcap()
+	i.leave()
 	err := i.loop.Call("ipoibd close", func() {
 		i.link.Close()
 		i.dev.Close()
@@ -644,6 +652,32 @@ func (i *Interface) Close() error {
 		i.ownLoop()
 	}
 	return err
+}
+
+// leave takes the link down and waits, at most leaveWait, for the SA to
+// confirm the port has left its groups, so that the subnet manager keeps
+// no stale member of this port once the device is closed.
+func (i *Interface) leave() {
+	left := make(chan struct{})
+	var once sync.Once
+	done := func() { once.Do(func() { close(left) }) }
+	err := i.loop.Call("ipoibd leave", func() {
+		if err := i.link.Leave(done); err != nil {
+			i.log.Debug("leave", "interface", i.cfg.Name, "err", err)
+			done()
+		}
+	})
+	if err != nil {
+		return
+	}
+	t := time.NewTimer(leaveWait)
+	defer t.Stop()
+	select {
+	case <-left:
+	case <-t.C:
+		i.log.Warn("the SA did not confirm the leave of the IPoIB groups; closing anyway (the subnet manager forgets the member when the port goes down)",
+			"interface", i.cfg.Name, "waited", leaveWait)
+	}
 }
 
 // stack returns the IP stack, or ErrNotUp before Up has built it.

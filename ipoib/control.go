@@ -287,6 +287,30 @@ func (l *Link) Group() GroupInfo {
 	return GroupInfo{}
 }
 
+// Leave takes the link down (its netdev closed: every group left with an
+// MCMemberRecord Delete, paths forgotten) and calls done, on the loop,
+// once the SA has answered every leave, or the SA client has given up on
+// one after its retries, or at once when no leave is outstanding (a
+// port that is down, a RoCE port). Close does the same without waiting:
+// call Leave first, and Close from done or after a bound of the caller's,
+// for a shutdown that leaves no stale member at the subnet manager.
+func (l *Link) Leave(done func()) error {
+	d, err := l.driverOf("ipoib.Link.Leave")
+	if err != nil {
+		return err
+	}
+	if d.closed {
+		return fmt.Errorf("ipoib %s: leave: %w", d.cfg.Name, netdev.ErrClosed)
+	}
+	err = d.nd.Close()
+	if d.leaving == 0 {
+		done()
+	} else {
+		d.onLeft = append(d.onLeft, done)
+	}
+	return err
+}
+
 // Close closes the link's netdev (leaving its groups), unregisters it and
 // releases the SA client, the MAD port, the QP and the CQ. The ib.Device
 // stays open: it is the caller's.

@@ -90,7 +90,9 @@
 // the QP attached for JoinMulticast, send-only full members for groups
 // joined on demand by transmit, which need no receive path and are left
 // after a PathTimeout without traffic. Closing the netdev leaves every
-// group (MCMemberRecord Delete) and detaches the QP.
+// group (MCMemberRecord Delete) and detaches the QP; Link.Leave does that
+// and tells when the SA has answered every leave, so that a link taken
+// down for good leaves no stale member at the subnet manager.
 //
 // # Paths
 //

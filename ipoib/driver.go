@@ -269,6 +269,10 @@ type driver struct {
 
 	opened bool // the netdev is open (between Ops.Open and Ops.Close)
 	closed bool // Link.Close has run
+	// Leaves the SA has not answered yet, and what Link.Leave asked to
+	// run once there are none.
+	leaving int
+	onLeft  []func()
 	// fatal: the device reported ib.EventDeviceFatal. The link stays
 	// down for good; only a link on the device opened again comes up.
 	fatal bool

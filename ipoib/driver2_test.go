@@ -249,6 +249,68 @@ func TestCloseLeaves(t *testing.T) {
 	}
 }
 
+// TestLeaveWaitsForSA: Leave takes the link down and calls back only
+// once the SA has answered the leave, so the subnet manager has
+// forgotten the port; with the SA silent it calls back when the SA
+// client has given up after its retries, and a link whose netdev is
+// already closed has nothing to wait for.
+func TestLeaveWaitsForSA(t *testing.T) {
+	e, a, b, c := newTrio(t)
+	left := 0
+	if err := a.l.Leave(func() { left++ }); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 || a.up() {
+		t.Fatalf("before the SA answered: called back %d times, link up %v", left, a.up())
+	}
+	e.settle()
+	if left != 1 {
+		t.Fatalf("after the SA answered: called back %d times, want 1", left)
+	}
+	if g := e.f.Groups(); len(g) != 1 || len(g[0].Members) != 2 {
+		t.Fatalf("groups after the leave %+v", g)
+	}
+	// Nothing outstanding: at once.
+	if err := a.l.Leave(func() { left++ }); err != nil || left != 2 {
+		t.Fatalf("second Leave: %v, called back %d times, want 2", err, left)
+	}
+	if err := a.l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.l.Leave(func() { left++ }); err == nil || left != 2 {
+		t.Fatalf("Leave after Close: %v, called back %d times", err, left)
+	}
+
+	// The SA silent: the client's retries run out, and then the call.
+	if err := e.f.SetSMUp(false); err != nil {
+		t.Fatal(err)
+	}
+	gaveUp := false
+	if err := b.l.Leave(func() { gaveUp = true }); err != nil {
+		t.Fatal(err)
+	}
+	e.advance(fastSA.Timeout / 2)
+	if gaveUp {
+		t.Fatal("called back while the SA client was still retrying")
+	}
+	e.advance(10 * fastSA.MaxTimeout)
+	if !gaveUp {
+		t.Fatal("not called back after the SA client's retries ran out")
+	}
+	// Closing with a leave outstanding calls back too (the SA client
+	// fails what it still waits for).
+	closedEarly := false
+	if err := c.l.Leave(func() { closedEarly = true }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !closedEarly {
+		t.Fatal("Close with a leave outstanding did not call back")
+	}
+}
+
 // TestManyHosts runs 300 links on a tree: all join, each exchanges a
 // datagram with its neighbour, then all send to host0, which answers all
 // of them. host0 sees more peers than there are keys, so its cache

@@ -383,9 +383,6 @@ func TestLIDChange(t *testing.T) {
 	}
 }
 
-// TestPortDownUp takes a host's cable out and back: the link goes down
-// with the port and comes back up, rejoined, when the port is ACTIVE
-// again; packets offered meanwhile are refused.
 // TestDeviceFatal: a device that fails as a whole takes the link down
 // with a reason that says so, and nothing that happens to its port later
 // brings the link back; closed and opened again, the device carries a
@@ -411,6 +408,11 @@ func TestDeviceFatal(t *testing.T) {
 	if a.up() {
 		t.Fatal("the link of a failed device came back up")
 	}
+	// Nothing to leave on a dead device: Leave calls back at once.
+	left := false
+	if err := a.l.Leave(func() { left = true }); err != nil || !left {
+		t.Fatalf("Leave on a failed device: %v, called back %v", err, left)
+	}
 	if err := a.l.Close(); err != nil {
 		t.Fatalf("closing the link of a failed device: %v", err)
 	}
@@ -429,6 +431,9 @@ func TestDeviceFatal(t *testing.T) {
 	}
 }
 
+// TestPortDownUp takes a host's cable out and back: the link goes down
+// with the port and comes back up, rejoined, when the port is ACTIVE
+// again; packets offered meanwhile are refused.
 func TestPortDownUp(t *testing.T) {
 	e, hs, a, b := newPair(t)
 	a.mustSend(b.addr(), []byte("1"))

@@ -364,26 +364,44 @@ func (d *driver) forget(g *group, err error) {
 }
 
 // leave tells the SA the port leaves g (MCMemberRecord Delete of the join
-// states it holds), then forgets it. The answer is only logged: a leave
-// that is lost costs the SA a stale member until the port goes down.
+// states it holds), then forgets it. A leave that is lost costs the SA a
+// stale member until the port goes down; Link.Leave waits for the
+// answers (or the SA client giving up after its retries) so that a link
+// taken down for good does not leave one behind.
 func (d *driver) leave(g *group, err error) {
-	if g.status == groupJoined && d.attr.State == ib.PortActive && !d.closed && d.sa != nil {
+	// A failed device sends nothing (and answers nothing): no leave to
+	// wait for.
+	if g.status == groupJoined && d.attr.State == ib.PortActive && !d.closed && !d.fatal && d.sa != nil {
 		js := g.rec.JoinState
 		if js == 0 {
 			js = ib.JoinFullMember
 		}
-		rec, mask := ib.MCMemberQuery(g.mgid, d.self.GID, d.l.PKey(), js)
-		if _, serr := d.sa.DeleteMCMemberRecord(rec, mask, d.leaveDone); serr != nil {
-			d.log.Warn("leave", "mgid", g.mgid, "err", serr)
+		mgid := g.mgid
+		rec, mask := ib.MCMemberQuery(mgid, d.self.GID, d.l.PKey(), js)
+		done := func(_ ib.MCMemberRecord, err error) { d.leaveDone(mgid, err) }
+		if _, serr := d.sa.DeleteMCMemberRecord(rec, mask, done); serr != nil {
+			d.log.Warn("leave", "mgid", mgid, "err", serr)
+		} else {
+			d.leaving++
 		}
 	}
 	d.forget(g, err)
 }
 
-// leaveDone logs the SA's answer to a leave.
-func (d *driver) leaveDone(r ib.MCMemberRecord, err error) {
+// leaveDone takes the SA's answer to a leave (or the client's giving
+// up), and runs what Link.Leave waits with once no leave is outstanding.
+func (d *driver) leaveDone(mgid ib.GID, err error) {
 	if err != nil {
-		d.log.Debug("leave not confirmed", "mgid", r.MGID, "err", err)
+		d.log.Debug("leave not confirmed", "mgid", mgid, "err", err)
+	}
+	d.leaving--
+	if d.leaving > 0 {
+		return
+	}
+	fns := d.onLeft
+	d.onLeft = nil
+	for _, fn := range fns {
+		fn()
 	}
 }
 

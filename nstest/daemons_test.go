@@ -14,6 +14,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/ipoibd/ipoibd/internal/pcaptest"
+	"github.com/ipoibd/ipoibd/internal/proctest"
 	"github.com/ipoibd/ipoibd/internal/rocetest"
 )
 
@@ -54,7 +55,7 @@ func TestThreeHosts(t *testing.T) {
 	tp := newTopo(t, 3, 0)
 	bin := buildBinaries(t)
 	ipoibd, vmxfer := filepath.Join(bin, "ipoibd"), filepath.Join(bin, "vmxfer")
-	dir := t.TempDir()
+	dir := proctest.TempDir(t, dirPrefix)
 
 	wire := filepath.Join(dir, "wire.pcap")
 	var capture *proc

@@ -15,12 +15,54 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipoibd/ipoibd/internal/proctest"
 	"golang.org/x/sys/unix"
 )
+
+// What the harness leaves behind when the test binary dies without
+// running its cleanups (killed, or panicking at -timeout): the processes
+// it started in namespaces die with it (internal/proctest), and the
+// namespaces and the folder of built binaries, both named after the test
+// process's PID, are removed by the next run.
+
+// nsPrefix starts every namespace name the harness makes; the PID of the
+// test process and a sequence number follow.
+const nsPrefix = "ipoibd-nst-"
+
+// binPrefix starts the name of the folder the binaries are built in.
+const binPrefix = "ipoibd-nstest-bin-"
+
+// dirPrefix starts the name of a test's own folder (sockets, logs).
+const dirPrefix = "ipoibd-nstest-dir-"
 
 // topoSeq keeps namespace names unique within the process; the process
 // ID keeps them apart from other runs.
 var topoSeq atomic.Int32
+
+// sweepNetnsOnce removes dead runs' namespaces once per process.
+var sweepNetnsOnce sync.Once
+
+// sweepNetns deletes the namespaces that nsPrefix tagged for a test
+// process that no longer exists.
+func sweepNetns(ip string) error {
+	ents, err := os.ReadDir("/run/netns")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if !proctest.Stale(nsPrefix, e.Name()) {
+			continue
+		}
+		if out, err := exec.Command(ip, "netns", "del", e.Name()).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip netns del %s: %v: %s", e.Name(), err, bytes.TrimSpace(out)))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // topo is a bridge in its own namespace and hosts joined to it.
 type topo struct {
@@ -59,7 +101,12 @@ func run(t testing.TB, name string, args ...string) {
 func newTopo(t testing.TB, n, mtu int) *topo {
 	t.Helper()
 	ip := requireNetns(t)
-	p := fmt.Sprintf("ipo%d-%d-", os.Getpid(), topoSeq.Add(1))
+	sweepNetnsOnce.Do(func() {
+		if err := sweepNetns(ip); err != nil {
+			t.Logf("removing the namespaces of earlier, killed runs: %v", err)
+		}
+	})
+	p := fmt.Sprintf("%s%d-", proctest.Tag(nsPrefix), topoSeq.Add(1))
 	tp := &topo{t: t, sw: p + "sw"}
 	if out, err := exec.Command(ip, "netns", "add", tp.sw).CombinedOutput(); err != nil {
 		t.Skipf("SKIP: cannot create a network namespace here: %v: %s", err, bytes.TrimSpace(out))
@@ -142,11 +189,23 @@ var binaries struct {
 	err  error
 }
 
+// TestMain removes the built binaries once every test has run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binaries.dir != "" {
+		os.RemoveAll(binaries.dir)
+	}
+	os.Exit(code)
+}
+
 // buildBinaries returns the folder holding ipoibd and vmxfer.
 func buildBinaries(t testing.TB) string {
 	t.Helper()
 	binaries.once.Do(func() {
-		binaries.dir, binaries.err = os.MkdirTemp("", "ipoibd-nstest-")
+		if err := proctest.SweepDirs(os.TempDir(), binPrefix); err != nil {
+			t.Logf("removing the binaries of earlier, killed runs: %v", err)
+		}
+		binaries.dir, binaries.err = os.MkdirTemp("", proctest.Tag(binPrefix))
 		if binaries.err != nil {
 			return
 		}
@@ -174,7 +233,7 @@ type proc struct {
 }
 
 // start runs name with args in namespace ns; it is killed when the test
-// ends if still running.
+// ends if still running, and when the test process dies.
 func (tp *topo) start(ns, logPath, name string, args ...string) *proc {
 	tp.t.Helper()
 	f, err := os.Create(logPath)
@@ -183,7 +242,7 @@ func (tp *topo) start(ns, logPath, name string, args ...string) *proc {
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
+	if err := proctest.Start(cmd); err != nil {
 		f.Close()
 		tp.t.Fatal(err)
 	}
