@@ -138,9 +138,10 @@ func (dp *dataPath) flush(fr *frame) {
 // and draining interleaved as on real hardware; a host still drops at
 // its receive queue when it is short of buffers, as an HCA does.
 //
-// Eight is where the demo's 1024 hosts ran fastest (1 frame a pass: 56 s,
-// the per-pass work of 1,025 completion handlers per frame; 4: 19.3 s;
-// 8: 17.4 s; 16: 18.6 s; 32: 17.3–18.0 s). It also bounds how many of a
+// Eight is where the demo's 1024 hosts ran fastest (one run each, under
+// a CPU profiler; 1 frame a pass: 56 s, the per-pass work of 1,025
+// completion handlers per frame; 4: 19.3 s; 8: 17.4 s; 16: 18.6 s; 32:
+// 17.3–18.0 s). It also bounds how many of a
 // host's receive buffers one burst touches (they are reused newest
 // first), which is what keeps the untouched rest of the rings out of the
 // resident set. Pacing pays only when the load is below the loop's
