@@ -111,6 +111,9 @@ type Tuning struct {
 	// transaction IDs and jitter reproducible.
 	DHCPBackoff dhcp.Backoff
 	DHCPSeed    uint64
+	// DHCPStartDelay bounds the DHCP client's random wait before its
+	// first DISCOVER (dhcp.ClientConfig.StartDelay; none when zero).
+	DHCPStartDelay time.Duration
 	// NoAddress builds the IP stack without an address and runs no DHCP
 	// client, for a program that configures the stack itself (Stack):
 	// the project's tests run their own DHCP clients on manual clocks.
@@ -516,7 +519,7 @@ func (i *Interface) lease(ctx context.Context, st *stack.Stack) error {
 	log := i.log.With("interface", i.cfg.Name)
 	client, err := dhcp.NewClient(dhcp.ClientConfig{
 		Stack: st.S, NIC: st.NIC, GUID: attr.GUID(),
-		Backoff: i.cfg.Tuning.DHCPBackoff, Seed: i.cfg.Tuning.DHCPSeed,
+		Backoff: i.cfg.Tuning.DHCPBackoff, Seed: i.cfg.Tuning.DHCPSeed, StartDelay: i.cfg.Tuning.DHCPStartDelay,
 		LeaseFile: i.cfg.DHCPLeaseFile, Probe: clientProbe(i.cfg.DHCPProbe, st),
 		AttachFilter: func(f func(tcpip.NetworkProtocolNumber, []byte) bool) func() {
 			return st.Endpoint.AddFilter(f)

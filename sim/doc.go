@@ -68,7 +68,11 @@
 // PostSend encodes the packet into a pooled frame on the device's loop and
 // queues it; a bottom half on the fabric's loop takes it (the send
 // completes then), writes it to the capture, runs the fault injector and
-// walks it through the switches' forwarding tables. Multicast follows the
+// walks it through the switches' forwarding tables. The fabric puts a few
+// frames on the wire per pass and lets the receivers' completion
+// handlers run before the next few, so hosts drain their receive queues
+// while the fabric fills them, as hosts with CPUs of their own do (see
+// fabricBatch in deliver.go). Multicast follows the
 // group's tree; switches never send a packet back where it came from. A
 // host's HCA loops multicast back to the QPs on the sending port that are
 // attached to the group, the sending QP included, as real HCAs do by

@@ -31,8 +31,11 @@ const (
 	// demoPingTries bounds how often a host pings before it gives up;
 	// the first ping may wait for ARP and a path record.
 	demoPingTries = 10
-	// demoStartSpread is the gap between two clients' first DISCOVERs.
-	demoStartSpread = 2 * time.Millisecond
+	// demoStartSpread is the longest random wait of a client before its
+	// first DISCOVER (RFC 2131 section 4.4.1 asks for one to ten
+	// seconds) in a demo of demoSpreadHosts clients; see startDelay.
+	demoStartSpread = 10 * time.Second
+	demoSpreadHosts = 1024
 	// demoLeaseShare is each host's share of the lease step's time limit,
 	// on top of --step-timeout. Every DHCP message of every client is a
 	// broadcast (RFC 4390) that all hosts of the one process receive, so
@@ -233,11 +236,20 @@ func (d *demo) build() error {
 			Device: d.fabric.Device(i), Name: name + "-" + h.name, PKey: uint16(d.opt.pkey),
 			Tuning: ipoibd.Tuning{
 				Loop: d.fabric.Loop(), SendDepth: demoSendDepth, RecvDepth: demoRecvDepth, BroadcastMTU: d.opt.mtu,
-				// The demo's fabric answers in microseconds: retry after
-				// half a second rather than RFC 2131's 4 s, still doubling.
-				DHCPBackoff: dhcp.Backoff{Initial: 500 * time.Millisecond, Max: 8 * time.Second, Jitter: 200 * time.Millisecond},
-				DHCPSeed:    d.opt.seed + uint64(i),
+				DHCPSeed: d.opt.seed + uint64(i),
 			},
+		}
+		if d.serial() {
+			// One exchange at a time on an idle fabric, answered in
+			// microseconds: retry after half a second rather than RFC
+			// 2131's 4 s, still doubling, so lost packets cost little.
+			cfg.Tuning.DHCPBackoff = dhcp.Backoff{Initial: 500 * time.Millisecond, Max: 8 * time.Second, Jitter: 200 * time.Millisecond}
+		} else {
+			// All clients at once share the loop with every other host,
+			// and under that load a reply can take longer than half a
+			// second: a shorter retransmission timer than RFC 2131's
+			// 4 s would multiply the load it is waiting out.
+			cfg.Tuning.DHCPStartDelay = d.startDelay()
 		}
 		if i == 0 {
 			cfg.Addr = serverPrefix
@@ -316,7 +328,7 @@ func (d *demo) leaseAll(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	serial := d.serial()
-	for i, h := range d.hosts[1:] {
+	for _, h := range d.hosts[1:] {
 		if h.err != nil || h.halted || ctx.Err() != nil {
 			h.halted = h.halted || (h.err == nil && ctx.Err() != nil)
 			continue
@@ -324,16 +336,6 @@ func (d *demo) leaseAll(ctx context.Context) {
 		wg.Add(1)
 		lease := func() {
 			defer wg.Done()
-			// RFC 2131 section 4.4.1 has clients wait a random moment
-			// before the first DISCOVER so a fabric booting at once does
-			// not answer in one storm; the demo spreads its starts over
-			// demoStartSpread per client.
-			if !serial {
-				select {
-				case <-time.After(time.Duration(i) * demoStartSpread):
-				case <-ctx.Done():
-				}
-			}
 			limit := d.opt.stepTimeout + time.Duration(len(d.hosts))*demoLeaseShare
 			lctx, cancel := context.WithTimeout(ctx, limit)
 			defer cancel()
@@ -359,6 +361,20 @@ func (d *demo) leaseAll(ctx context.Context) {
 	for _, h := range d.hosts[1:] {
 		d.allLeased = max(d.allLeased, h.leasedAt)
 	}
+}
+
+// startDelay bounds each client's random wait before its first DISCOVER
+// when all lease at once. RFC 2131 section 4.4.1 has clients wait one to
+// ten seconds so that those powered on together do not answer in one
+// storm. Here every host runs on one loop and each broadcast costs all of
+// them, so what the loop can take per second falls with the square of the
+// subnet: the wait scales the same way, reaching the RFC's ten seconds at
+// 1024 clients (0.6 s at 256, under a millisecond at 4). Started within
+// two seconds instead, the 1024 clients' broadcasts came in faster than
+// the loop could deliver them, and their retransmissions tripled them.
+func (d *demo) startDelay() time.Duration {
+	n := time.Duration(d.opt.hosts)
+	return demoStartSpread * n * n / (demoSpreadHosts * demoSpreadHosts)
 }
 
 // serial says whether the demo runs its DHCP exchanges and pings one host

@@ -275,12 +275,7 @@ func (c *Client) Stats() ClientStats {
 // run is the client's goroutine.
 func (c *Client) run() {
 	defer close(c.exited)
-	c.began = c.clock.Now()
-	if l, ok := c.loadLease(c.began); ok {
-		c.enterReboot(l)
-	} else {
-		c.enterInit()
-	}
+	c.begin()
 	for {
 		select {
 		case ev := <-c.events:
@@ -289,6 +284,24 @@ func (c *Client) run() {
 			c.shutdown()
 			return
 		}
+	}
+}
+
+// begin starts acquisition: INIT-REBOOT for a lease of an earlier run
+// still in the lease file, else INIT, whose first DISCOVER waits out
+// StartDelay's random share first.
+func (c *Client) begin() {
+	c.began = c.clock.Now()
+	switch l, ok := c.loadLease(c.began); {
+	case ok:
+		c.enterReboot(l)
+	case c.cfg.StartDelay > 0:
+		// RFC 2131 section 4.4.1's random wait; the timer's tick in
+		// INIT sends the first DISCOVER.
+		c.setState(StateInit)
+		c.armIn(time.Duration(c.rng.Int64N(int64(c.cfg.StartDelay))))
+	default:
+		c.enterInit()
 	}
 }
 

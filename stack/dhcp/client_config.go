@@ -37,6 +37,15 @@ type ClientConfig struct {
 	Clock Clock
 	// Backoff shapes retransmission; see Backoff.
 	Backoff Backoff
+	// StartDelay, if positive, makes a client that starts without a
+	// lease to ask for again wait a random time, uniform in [0,
+	// StartDelay), before its first DISCOVER. RFC 2131 section 4.4.1
+	// says a client SHOULD wait one to ten seconds there, so that
+	// clients powered on together (a rack, a cluster after a power cut)
+	// do not all broadcast at once and lose their answers in the burst
+	// they cause. Zero, the default, sends at once, as most clients do
+	// for a host that boots alone.
+	StartDelay time.Duration
 	// RequestTries is how many REQUESTs to send for one offer; zero
 	// means DefaultRequestTries.
 	RequestTries int

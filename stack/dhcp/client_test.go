@@ -3,6 +3,7 @@ package dhcp
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -105,6 +106,61 @@ func TestBackoffSchedule(t *testing.T) {
 				t.Fatalf("attempt %d: wait %v, want %v s ±1 s", attempt, d, int(base))
 			}
 		}
+	}
+}
+
+// TestStartDelay: a client starting in INIT sends its first DISCOVER
+// after a random wait below StartDelay (RFC 2131 section 4.4.1), drawn
+// anew for each client, or at once without one.
+func TestStartDelay(t *testing.T) {
+	const step = 100 * time.Millisecond
+	tests := []struct {
+		name  string
+		delay time.Duration
+	}{
+		{"none", 0},
+		{"rfc", 10 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var waits []time.Duration
+			for seed := uint64(1); seed <= 20; seed++ {
+				clock := NewManualClock(testEpoch)
+				rec := &recorder{}
+				c := newClient(ClientConfig{GUID: testGUID(0), Seed: seed, Clock: clock, StartDelay: tc.delay}, rec, rec)
+				d := &driven{c: c, rec: rec, clock: clock}
+				c.begin()
+				var waited time.Duration
+				for len(rec.sent) == 0 && waited <= tc.delay {
+					if c.state != StateInit {
+						t.Fatalf("seed %d: state %v before the first DISCOVER, want INIT", seed, c.state)
+					}
+					d.advance(step)
+					waited += step
+				}
+				if len(rec.sent) != 1 {
+					t.Fatalf("seed %d: %d messages sent within %v, want one", seed, len(rec.sent), waited)
+				}
+				if m, dst := rec.last(t); m.MessageType() != dhcpv4.MessageTypeDiscover || dst != serverBroadcast || c.state != StateSelecting {
+					t.Fatalf("seed %d: sent %v to %v, state %v; want a broadcast DISCOVER in SELECTING", seed, m.MessageType(), dst, c.state)
+				}
+				waits = append(waits, waited)
+			}
+			if tc.delay == 0 {
+				for _, w := range waits {
+					if w != 0 {
+						t.Fatalf("DISCOVERs after %v, want all at once", waits)
+					}
+				}
+				return
+			}
+			// Twenty uniform draws all in one half of the range would
+			// be a one in half a million chance: the waits are spread.
+			lo, hi := slices.Min(waits), slices.Max(waits)
+			if lo >= tc.delay/2 || hi < tc.delay/2 {
+				t.Errorf("first DISCOVERs after %v, want them spread over [0, %v)", waits, tc.delay)
+			}
+		})
 	}
 }
 
