@@ -104,6 +104,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	if opt.socket == "" {
 		opt.socket, opt.socketDir = filepath.Join(defaultSocketDir(), opt.name+".sock"), true
 	}
+	raiseProcs()
 	ctx, stop := upContext()
 	defer stop()
 	// The driver's control-plane messages (joins, flushes, failures) go

@@ -65,12 +65,13 @@
 //     P_Key, SM, GID change, client reregister; a fatal device error
 //     becomes port down on every port).
 //   - Completion queues. Each CQ has its own completion channel whose fd
-//     the loop watches. When it fires the driver takes every pending
-//     event, acknowledges them in one call, re-arms notification and only
-//     then runs the CQ's handler, which polls until the CQ is empty: a
-//     completion that lands between the handler's last poll and the
-//     re-arm still raises an event, so none is stranded. Poll fetches up
-//     to 64 completions per cgo call.
+//     the loop watches. When it fires the driver runs the CQ's handler,
+//     which polls until the CQ is empty, so the completion that raised
+//     the event is handled first; then it takes the event, acknowledges
+//     it and re-arms notification in one cgo call, and runs the handler
+//     once more, which finds any completion that landed before the
+//     re-arm; one that lands after it raises a fresh event, so none is
+//     stranded. Poll fetches up to 64 completions per cgo call.
 //   - UD queue pairs, moved RESET→INIT→RTR→RTS with the P_Key index and
 //     Q_Key asked for (SetQKey is a modify in RTS). Receive buffers are
 //     one mmap'd slab outside the Go heap, registered once with

@@ -161,12 +161,15 @@ int ipo_poll(struct ibv_cq *cq, struct ipo_wc *out, int n)
 }
 
 /*
- * ipo_cq_rearm consumes every pending event of a completion channel that
- * serves only cq (the fd is non-blocking), acknowledges them in one call,
- * and asks for the next event. It returns the number of events consumed or
- * a negative errno. The caller polls the CQ afterwards: a completion that
- * arrives after the re-arm raises a new event, one that arrived before it
- * is found by that poll, so none is lost.
+ * ipo_cq_rearm consumes the pending event of a completion channel that
+ * serves only cq (the fd is non-blocking), acknowledges it, and asks for
+ * the next event. It returns the number of events consumed (0 or 1) or a
+ * negative errno. A CQ is disarmed by the event it raises, so between two
+ * re-arms at most one event is pending: reading until EAGAIN would cost a
+ * second read(2) on every call for nothing. Should a provider ever queue
+ * two, the fd stays readable and the loop calls again. The caller polls the
+ * CQ afterwards: a completion that arrives after the re-arm raises a new
+ * event, one that arrived before it is found by that poll, so none is lost.
  */
 int ipo_cq_rearm(struct ibv_comp_channel *ch, struct ibv_cq *cq)
 {
@@ -174,10 +177,10 @@ int ipo_cq_rearm(struct ibv_comp_channel *ch, struct ibv_cq *cq)
 	void *ev_ctx;
 	int n = 0;
 
-	while (P(ibv_get_cq_event)(ch, &ev_cq, &ev_ctx) == 0)
-		n++;
-	if (n > 0)
-		P(ibv_ack_cq_events)(cq, (unsigned int)n);
+	if (P(ibv_get_cq_event)(ch, &ev_cq, &ev_ctx) == 0) {
+		n = 1;
+		P(ibv_ack_cq_events)(cq, 1);
+	}
 	int rc = ibv_req_notify_cq(cq, 0);
 	if (rc != 0)
 		return -(rc > 0 ? rc : EIO);
