@@ -128,7 +128,13 @@ func (s Snapshot) MarshalJSON() ([]byte, error) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = strconv.AppendQuote(b, cv.Name)
+		// JSON's string escapes, not Go's: strconv's quoting writes
+		// \x7f and \a, which JSON has not.
+		q, err := json.Marshal(cv.Name)
+		if err != nil {
+			return nil, fmt.Errorf("encode counter %q: %w", cv.Name, err)
+		}
+		b = append(b, q...)
 		b = append(b, ':')
 		b = strconv.AppendUint(b, cv.Value, 10)
 	}
