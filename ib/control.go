@@ -255,12 +255,31 @@ type QueuePair interface {
 	QPIO
 }
 
+// Arming says when a completion queue asks its device for the event that
+// runs its handler (IBA 11.4.2.2, request completion notification;
+// ibv_req_notify_cq).
+type Arming uint8
+
+const (
+	// ArmAlways: the driver asks again after every event, so the handler
+	// runs whenever completions may be ready. The default.
+	ArmAlways Arming = iota
+	// ArmOnDemand: the CQ is armed only by CQIO.RequestNotify, for one
+	// event. For a send CQ its owner reaps after each post: soft-RoCE
+	// completes a send inside the post, and an armed CQ would raise an
+	// event (a wake-up, a read and a re-arm, each a system call) for a
+	// completion already taken.
+	ArmOnDemand
+)
+
 // CQControl is the control half of a completion queue.
 type CQControl interface {
 	// SetHandler installs fn to run on the loop whenever completions may be
 	// ready; fn should Poll until it returns fewer than asked for. nil
-	// removes it. The driver re-arms notification itself.
+	// removes it. With ArmAlways the driver re-arms notification itself.
 	SetHandler(fn func())
+	// SetArming chooses when the CQ is armed (ArmAlways until called).
+	SetArming(Arming)
 	// Close destroys the CQ.
 	Close() error
 }

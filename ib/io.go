@@ -58,6 +58,12 @@ type QPIO interface {
 type CQIO interface {
 	// Poll fills wcs with up to len(wcs) completions and returns how many.
 	Poll(wcs []Completion) (int, error)
+	// RequestNotify arms a CQ set to ArmOnDemand for one run of the
+	// handler after the next completion it gets. Completions already
+	// queued raise nothing, so a caller that asks because work is still
+	// outstanding polls once more afterwards. Asking again before the
+	// event costs nothing; on an ArmAlways CQ it does nothing.
+	RequestNotify() error
 }
 
 // WorkKind says which kind of work a completion finishes.

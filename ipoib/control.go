@@ -159,7 +159,7 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 		attr: attr, roce: isRoCE(attr), pkeyIndex: pkIdx, qkey: cfg.QKey,
 		groups: make(map[ib.GID]*group), byLID: make(map[uint64]Ref),
 		tx: make([]txSlot, cfg.SendDepth), txFree: make([]uint32, 0, cfg.SendDepth),
-		wcs: make([]ib.Completion, pollBatch), repost: make([]uint64, 0, cfg.RecvDepth),
+		wcs: make([]ib.Completion, pollBatch), swcs: make([]ib.Completion, sendPollBatch), repost: make([]uint64, 0, cfg.RecvDepth),
 		rx:  make([]rxSlot, cfg.RecvDepth),
 		wrs: make([]ib.SendWR, 0, cfg.SendDepth), parked: make([]*netdev.Buffer, 0, MaxParked),
 	}
@@ -173,9 +173,13 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 			d.release()
 		}
 	}()
-	if d.cq, err = dev.CreateCQ(cfg.SendDepth + cfg.RecvDepth); err != nil {
+	if d.cq, err = dev.CreateCQ(cfg.RecvDepth); err != nil {
 		return fail(err)
 	}
+	if d.scq, err = dev.CreateCQ(cfg.SendDepth); err != nil {
+		return fail(err)
+	}
+	d.scq.SetArming(ib.ArmOnDemand)
 	if d.qp, err = d.createQP(pkIdx); err != nil {
 		return fail(err)
 	}
@@ -216,6 +220,7 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 	d.expiry = loop.NewTimer("ipoib path expiry "+cfg.Name, d.expire)
 	dev.SetEventHandler(d.onEvent)
 	d.cq.SetHandler(d.onCQ)
+	d.scq.SetHandler(d.onSendCQ)
 	l.d = d
 	ok = true
 	return l, nil
@@ -250,7 +255,11 @@ func (d *driver) release() {
 	}
 	if d.cq != nil {
 		d.cq.SetHandler(nil)
-		logErr("CQ", d.cq.Close())
+		logErr("receive CQ", d.cq.Close())
+	}
+	if d.scq != nil {
+		d.scq.SetHandler(nil)
+		logErr("send CQ", d.scq.Close())
 	}
 	d.finished = d.posted
 	d.reap()

@@ -47,6 +47,9 @@ const (
 	recvBufSize = ib.GRHSize + 4096
 	// pollBatch is how many completions one CQ poll takes.
 	pollBatch = 32
+	// sendPollBatch is how many send completions one poll of the send CQ
+	// takes: one per post batch as a rule, a few when sends complete late.
+	sendPollBatch = 16
 	// txSlack is how many pool buffers there are beyond a full transmit
 	// queue: the stack copies a batch into buffers before the device
 	// takes it, and refuses (and frees) what does not fit.
@@ -252,10 +255,17 @@ type driver struct {
 	log   *slog.Logger
 	nd    *netdev.Device
 	cache *PeerCache
-	cq    ib.CompletionQueue
-	qp    ib.QueuePair
-	mad   ib.MADPort
-	sa    *ib.SAClient
+	// cq takes the receive completions and is always armed; scq takes the
+	// send completions and is armed on demand (ib.ArmOnDemand): sends are
+	// reaped right after they are posted (reapSends), and the CQ asks for
+	// an event only while some are still in flight. On soft-RoCE a send
+	// completes inside the post, so an echo raises one CQ event per side
+	// instead of two.
+	cq  ib.CompletionQueue
+	scq ib.CompletionQueue
+	qp  ib.QueuePair
+	mad ib.MADPort
+	sa  *ib.SAClient
 
 	attr      ib.PortAttr // the port as last queried
 	roce      bool        // Ethernet link layer: no SA, paths and groups are local (roce.go)
@@ -298,6 +308,10 @@ type driver struct {
 	// polling says pollCQ is running and will repost at its end.
 	rx      []rxSlot
 	polling bool
+	// reaping says reapSends is running; swcs is its completion batch,
+	// apart from pollCQ's, which a send from inside pollCQ would clobber.
+	reaping bool
+	swcs    []ib.Completion
 	// Buffers freed off the loop, for the loop to repost.
 	rxLate *aio.Mailbox[*rxSlot]
 	wrs    []ib.SendWR

@@ -234,7 +234,7 @@ func (d *driver) updateSelf() {
 func (d *driver) createQP(idx int) (ib.QueuePair, error) {
 	qp, err := d.dev.CreateUDQP(ib.QPConfig{
 		Port: d.cfg.Port, PKeyIndex: idx, QKey: d.qkey,
-		SendCQ: d.cq, RecvCQ: d.cq,
+		SendCQ: d.scq, RecvCQ: d.cq,
 		SendDepth: d.cfg.SendDepth, RecvDepth: d.cfg.RecvDepth, RecvBufSize: recvBufSize,
 	})
 	if err != nil {

@@ -408,10 +408,56 @@ func (d *driver) flushWRs() {
 	}
 	clear(d.wrs)
 	d.wrs = d.wrs[:0]
+	if n > 0 {
+		d.reapSends()
+	}
 }
 
-// onCQ is the completion queue's handler.
+// onCQ is the receive completion queue's handler.
 func (d *driver) onCQ() { d.pollCQ() }
+
+// onSendCQ is the send completion queue's handler: it runs once per
+// RequestNotify, when a send that was still in flight completes.
+func (d *driver) onSendCQ() {
+	if d.reapSends() && len(d.dead) > 0 {
+		d.reap()
+	}
+}
+
+// reapSends finishes the sends that have completed. While some are still
+// in flight it arms the send CQ for one event and polls once more, for a
+// completion that landed between the poll and the arming raises none.
+// It reports whether it found any.
+func (d *driver) reapSends() bool {
+	if d.closed || d.scq == nil || d.reaping {
+		return false
+	}
+	// Finishing a packet frees its buffer, whose owner may send again
+	// from inside: that send's own reaping is left to this loop.
+	d.reaping = true
+	defer func() { d.reaping = false }()
+	found := false
+	for armed := false; ; {
+		n, err := d.scq.Poll(d.swcs)
+		for i := range d.swcs[:n] {
+			d.sendDone(&d.swcs[i])
+		}
+		found = found || n > 0
+		if err != nil || n == len(d.swcs) {
+			if err != nil {
+				return found
+			}
+			continue
+		}
+		if armed || d.finished >= d.posted {
+			return found
+		}
+		if err := d.scq.RequestNotify(); err != nil {
+			return found
+		}
+		armed = true
+	}
+}
 
 // pollCQ drains the CQ in batches: send completions finish their
 // packets, receive completions are lent up the stack in the QP's own
@@ -455,6 +501,7 @@ func (d *driver) pollCQ() bool {
 			break
 		}
 	}
+	found = d.reapSends() || found
 	if len(d.dead) > 0 {
 		d.reap()
 	}

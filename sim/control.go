@@ -292,6 +292,15 @@ func (c *cq) SetHandler(fn func()) {
 	}
 }
 
+// SetArming chooses when the CQ runs its handler: after completions
+// arrive (ib.ArmAlways) or once per RequestNotify (ib.ArmOnDemand).
+func (c *cq) SetArming(a ib.Arming) {
+	c.loop.AssertHome("sim CQ.SetArming")
+	c.mu.Lock()
+	c.onDemand = a == ib.ArmOnDemand
+	c.mu.Unlock()
+}
+
 // Close destroys the CQ; it fails with ErrBusy while a QP uses it.
 func (c *cq) Close() error {
 	c.loop.AssertHome("sim CQ.Close")

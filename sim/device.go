@@ -93,6 +93,10 @@ type cq struct {
 	mu     sync.Mutex
 	ring   ib.CompletionRing
 	closed bool
+	// onDemand: the handler runs only after RequestNotify armed the CQ
+	// (ib.ArmOnDemand), once per arming. Under mu: completions are pushed
+	// from the fabric's loop, which need not be the device's.
+	onDemand, armed bool
 }
 
 // push appends a completion and wakes the handler; false when the CQ is
@@ -108,8 +112,12 @@ func (c *cq) push(wc *ib.Completion) bool {
 		c.mu.Unlock()
 		return false
 	}
+	wake := !c.onDemand || c.armed
+	c.armed = false
 	c.mu.Unlock()
-	c.bh.Schedule()
+	if wake {
+		c.bh.Schedule()
+	}
 	return true
 }
 

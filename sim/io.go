@@ -155,6 +155,18 @@ func (c *cq) Poll(wcs []ib.Completion) (int, error) {
 	return c.ring.Poll(wcs), nil
 }
 
+// RequestNotify arms a CQ set to ib.ArmOnDemand: the next completion
+// runs the handler once.
+func (c *cq) RequestNotify() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("sim: arm CQ: %w", ib.ErrClosed)
+	}
+	c.armed = c.onDemand
+	return nil
+}
+
 // Send transmits one MAD from QP1 of the port: LRH, BTH with the P_Key at
 // dst.PKeyIndex, DETH with dst.QKey and source QP 1, the 256-byte MAD,
 // ICRC and VCRC.

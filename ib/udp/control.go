@@ -382,6 +382,13 @@ func (c *cq) SetHandler(fn func()) {
 	}
 }
 
+// SetArming chooses when the CQ runs its handler: after every completion
+// (ib.ArmAlways) or once per RequestNotify (ib.ArmOnDemand).
+func (c *cq) SetArming(a ib.Arming) {
+	c.dev.loop.AssertHome("udp CQ.SetArming")
+	c.onDemand = a == ib.ArmOnDemand
+}
+
 // run calls the handler (the CQ's bottom half).
 func (c *cq) run() {
 	if c.handler != nil && !c.closed {

@@ -101,6 +101,9 @@ type cq struct {
 	ring    ib.CompletionRing
 	users   int
 	closed  bool
+	// onDemand: the handler runs only after RequestNotify armed the CQ
+	// (ib.ArmOnDemand), once per arming.
+	onDemand, armed bool
 }
 
 // qp is a UD queue pair.

@@ -229,8 +229,24 @@ func (c *cq) push(wc *ib.Completion) bool {
 	if !c.ring.Push(wc) {
 		return false
 	}
+	if c.onDemand {
+		if !c.armed {
+			return true
+		}
+		c.armed = false
+	}
 	c.bh.Schedule()
 	return true
+}
+
+// RequestNotify arms a CQ set to ib.ArmOnDemand: the next completion
+// runs the handler once.
+func (c *cq) RequestNotify() error {
+	if c.closed {
+		return fmt.Errorf("udp: arm CQ: %w", ib.ErrClosed)
+	}
+	c.armed = c.onDemand
+	return nil
 }
 
 // receive takes one recvmmsg batch from a raw socket (the socket's read

@@ -115,6 +115,7 @@ func (d *device) CreateCQ(depth int) (ib.CompletionQueue, error) {
 	if rc := C.ipo_req_notify_cq(raw); rc != 0 {
 		return fail(fmt.Errorf("verbs: %s: arm CQ notification: %w", d.name, rcErr(rc)))
 	}
+	c.armed = true
 	if err := d.loop.SetFDHandler(c.fd, aio.FDHandler{Read: c.channelReady}); err != nil {
 		return fail(fmt.Errorf("verbs: %s: watch completion channel: %w", d.name, err))
 	}
@@ -364,6 +365,14 @@ func (c *cq) SetHandler(fn func()) {
 	if fn != nil && !c.gone {
 		c.bh.Schedule()
 	}
+}
+
+// SetArming chooses when the CQ is armed. A CQ comes armed from
+// CreateCQ; switched to ib.ArmOnDemand it raises that one event and is
+// then armed only by RequestNotify.
+func (c *cq) SetArming(a ib.Arming) {
+	c.dev.loop.AssertHome("verbs CQ.SetArming")
+	c.onDemand = a == ib.ArmOnDemand
 }
 
 // Close destroys the CQ; it fails with ErrBusy while a QP uses it.

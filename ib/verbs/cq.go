@@ -31,6 +31,11 @@ type cq struct {
 	depth int
 
 	handler func()
+	// onDemand: armed only by RequestNotify (ib.ArmOnDemand); armed says
+	// an event has been asked for and not yet taken, so asking again
+	// would be a wasted system call on providers whose arming is one
+	// (rxe's is).
+	onDemand, armed bool
 	// bh runs the handler when completions exist that no channel event
 	// announces: ones the driver makes itself (flushes when a QP closes,
 	// sends refused for length) and ones already queued when a handler is
@@ -57,6 +62,15 @@ type cq struct {
 // (under emulation each costs tens to hundreds of microseconds).
 func (c *cq) channelReady() {
 	if c.gone {
+		return
+	}
+	if c.onDemand {
+		// Take the event and leave the CQ disarmed: the handler asks again
+		// if it still waits for something, and polls after asking.
+		if C.ipo_cq_take_event(c.ch, c.cq) > 0 {
+			c.armed = false
+		}
+		c.run()
 		return
 	}
 	c.run()

@@ -188,6 +188,22 @@ func (c *cq) Poll(wcs []ib.Completion) (int, error) {
 	return n, nil
 }
 
+// RequestNotify arms a CQ set to ib.ArmOnDemand for its next completion,
+// unless an event is already asked for.
+func (c *cq) RequestNotify() error {
+	if c.gone {
+		return fmt.Errorf("verbs: arm CQ: %w", ib.ErrClosed)
+	}
+	if !c.onDemand || c.armed {
+		return nil
+	}
+	if rc := C.ipo_req_notify_cq(c.cq); rc != 0 {
+		return fmt.Errorf("verbs: arm CQ on %s: %w", c.dev.name, rcErr(rc))
+	}
+	c.armed = true
+	return nil
+}
+
 // Send writes one MAD to the umad file. For a request it remembers the TID
 // so the reply can be given back with the TID the caller chose, and asks
 // the kernel to hold the request for madReplyWindowMS so the reply is

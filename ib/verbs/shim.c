@@ -188,6 +188,23 @@ int ipo_cq_rearm(struct ibv_comp_channel *ch, struct ibv_cq *cq)
 }
 
 /*
+ * ipo_cq_take_event consumes and acknowledges the pending event of a
+ * completion channel that serves only cq, without asking for the next:
+ * for a CQ armed on demand, which its owner arms again only while it
+ * waits for something. It returns the number of events consumed (0 or 1).
+ */
+int ipo_cq_take_event(struct ibv_comp_channel *ch, struct ibv_cq *cq)
+{
+	struct ibv_cq *ev_cq;
+	void *ev_ctx;
+
+	if (P(ibv_get_cq_event)(ch, &ev_cq, &ev_ctx) != 0)
+		return 0;
+	P(ibv_ack_cq_events)(cq, 1);
+	return 1;
+}
+
+/*
  * IPO_POST_CHAINED is the body of ipo_post_send and ipo_post_recv, which
  * differ only in their work request type, provider call and how a request
  * is filled. It posts the caller's n requests, IPO_CHAIN per provider call;
@@ -762,6 +779,7 @@ int ipo_load_umad(char *why, size_t n)
 
 int ipo_poll(struct ibv_cq *cq, struct ipo_wc *out, int n) { IPO_FAIL(-ENOSYS); }
 int ipo_cq_rearm(struct ibv_comp_channel *ch, struct ibv_cq *cq) { IPO_FAIL(-ENOSYS); }
+int ipo_cq_take_event(struct ibv_comp_channel *ch, struct ibv_cq *cq) { IPO_FAIL(0); }
 int ipo_post_send(struct ibv_qp *qp, const struct ipo_send *s, int n, int *posted) { *posted = 0; IPO_FAIL(ENOSYS); }
 int ipo_post_recv(struct ibv_qp *qp, uint64_t base, uint32_t size, uint32_t lkey,
 		  uint64_t tag, const uint32_t *idx, int n, int *posted) { *posted = 0; IPO_FAIL(ENOSYS); }

@@ -106,6 +106,7 @@ int ipo_load_umad(char *why, size_t n);
 /* Data path. */
 int ipo_poll(struct ibv_cq *cq, struct ipo_wc *out, int n);
 int ipo_cq_rearm(struct ibv_comp_channel *ch, struct ibv_cq *cq);
+int ipo_cq_take_event(struct ibv_comp_channel *ch, struct ibv_cq *cq);
 int ipo_post_send(struct ibv_qp *qp, const struct ipo_send *s, int n, int *posted);
 int ipo_post_recv(struct ibv_qp *qp, uint64_t base, uint32_t size, uint32_t lkey,
 		  uint64_t tag, const uint32_t *idx, int n, int *posted);
