@@ -73,6 +73,14 @@
 // transfer between two interfaces of the Go API follows in the same boot,
 // and a BENCH line logs both figures and their ratio. About 40 s.
 //
+// BenchmarkPingVsUDPingpong (bench_test.go) times `ipoibd ping` against
+// ibv_ud_pingpong in one boot, with one and two vCPUs per VM, and reports
+// their ratio. BenchmarkPingBreakdown (breakdown_test.go) splits both
+// round trips into the sender's span, the responder's and the wire's,
+// from two kernel trace events (net_dev_xmit, netif_receive_skb) that
+// each guest records on its own clock, so the split needs no clock
+// common to the VMs.
+//
 // # Adding a test
 //
 // Build the binaries the guests run into a folder, then call Run with that
