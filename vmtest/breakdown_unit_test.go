@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -76,5 +77,67 @@ func TestSplitEchoes(t *testing.T) {
 	}
 	if _, err := splitEchoes(nil, nil, r); err == nil {
 		t.Error("an empty sender trace split without error")
+	}
+}
+
+func TestParseTurns(t *testing.T) {
+	for _, tc := range []struct {
+		spec string
+		want []turnVariant
+		bad  bool
+	}{
+		{spec: "-;GOMAXPROCS=1", want: []turnVariant{{Name: "-"}, {Name: "GOMAXPROCS=1", Env: []string{"GOMAXPROCS=1"}}}},
+		{spec: " - ; alt,GODEBUG=a=1,GOGC=50 ;", want: []turnVariant{{Name: "-"}, {Name: "alt,GODEBUG=a=1,GOGC=50", Alt: true, Env: []string{"GODEBUG=a=1", "GOGC=50"}}}},
+		{spec: "-", bad: true},
+		{spec: "", bad: true},
+		{spec: "-;X=$(reboot)", bad: true},
+		{spec: "-;fast", bad: true},
+	} {
+		got, err := parseTurns(tc.spec)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("%q: parsed as %+v, want an error", tc.spec, got)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.spec, err)
+			continue
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("%q: got %+v, want %+v", tc.spec, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i].Name != tc.want[i].Name || got[i].Alt != tc.want[i].Alt || strings.Join(got[i].Env, " ") != strings.Join(tc.want[i].Env, " ") {
+				t.Errorf("%q variant %d: got %+v, want %+v", tc.spec, i, got[i], tc.want[i])
+			}
+		}
+	}
+}
+
+func TestTurnsScripts(t *testing.T) {
+	vs, err := parseTurns("-;alt,GOMAXPROCS=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm0, vm1 := turnsScripts(vs)
+	for i := range turnsRounds * len(vs) {
+		for _, want := range []string{fmt.Sprintf("touch $S/vm0.up%d", i), fmt.Sprintf("waitidle $S/vm1.done%d", i)} {
+			if !strings.Contains(vm0, want) {
+				t.Errorf("vm0's script lacks %q", want)
+			}
+		}
+		for _, want := range []string{fmt.Sprintf("waitfor $S/vm0.up%d", i), fmt.Sprintf("ping-%d.json", i), fmt.Sprintf("touch $S/vm1.done%d", i)} {
+			if !strings.Contains(vm1, want) {
+				t.Errorf("vm1's script lacks %q", want)
+			}
+		}
+	}
+	if n := strings.Count(vm1, "env GOMAXPROCS=1 $S/ipoibd-alt up"); n != turnsRounds {
+		t.Errorf("vm1 runs the alternative build %d times, want %d", n, turnsRounds)
+	}
+	if n := strings.Count(vm0, "\n$S/ipoibd up"); n != turnsRounds {
+		t.Errorf("vm0 runs this build %d times, want %d", n, turnsRounds)
 	}
 }
