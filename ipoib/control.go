@@ -216,6 +216,7 @@ func New(loop *aio.Context, dev ib.Device, cfg Config) (*Link, error) {
 	d.publishGroup()
 	cache.SetEvictHook(d.onEvict)
 	d.flushBH = loop.NewBH("ipoib flush "+cfg.Name, d.runFlush)
+	d.sendBH = loop.NewBH("ipoib send completions "+cfg.Name, func() { d.reapSends(true) })
 	d.rxLate = aio.NewMailbox(loop, "ipoib repost "+cfg.Name, d.recycleLate)
 	d.expiry = loop.NewTimer("ipoib path expiry "+cfg.Name, d.expire)
 	dev.SetEventHandler(d.onEvent)
@@ -239,6 +240,9 @@ func (d *driver) release() {
 	}
 	if d.flushBH != nil {
 		d.flushBH.Delete()
+	}
+	if d.sendBH != nil {
+		d.sendBH.Delete()
 	}
 	if d.rxLate != nil {
 		d.rxLate.Close()

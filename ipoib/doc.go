@@ -53,10 +53,17 @@
 //	                            send-only full member, its packets parked
 //	                            meanwhile
 //	  ... the send completion -> netdev.Device.TxComplete
+//	                      Sends complete on a CQ of their own, armed on
+//	                      demand (ib.ArmOnDemand): it is polled right
+//	                      after the post (soft-RoCE completes a send
+//	                      inside it) and by a bottom half after that, and
+//	                      asks for an event only while sends are still in
+//	                      flight then, so a send raises no wake-up of its
+//	                      own where it completes at once.
 //
 // Up:
 //
-//	CQ handler            PeerCache.Settle, then per receive completion:
+//	receive CQ handler    PeerCache.Settle, then per receive completion:
 //	                      lend the QP's buffer up as a netdev buffer (no
 //	                      copy; its Free reposts it, once a poll batch
 //	                      as a rule, since the stack copies the packet out

@@ -257,10 +257,10 @@ type driver struct {
 	cache *PeerCache
 	// cq takes the receive completions and is always armed; scq takes the
 	// send completions and is armed on demand (ib.ArmOnDemand): sends are
-	// reaped right after they are posted (reapSends), and the CQ asks for
-	// an event only while some are still in flight. On soft-RoCE a send
-	// completes inside the post, so an echo raises one CQ event per side
-	// instead of two.
+	// reaped right after they are posted and by a bottom half after that
+	// (reapSends), and the CQ asks for an event only while some are still
+	// in flight then. On soft-RoCE a send completes inside the post, so an
+	// echo raises one CQ event per side instead of two.
 	cq  ib.CompletionQueue
 	scq ib.CompletionQueue
 	qp  ib.QueuePair
@@ -308,6 +308,8 @@ type driver struct {
 	// polling says pollCQ is running and will repost at its end.
 	rx      []rxSlot
 	polling bool
+	// sendBH reaps sends still in flight after their post (reapSends).
+	sendBH *aio.BH
 	// reaping says reapSends is running; swcs is its completion batch,
 	// apart from pollCQ's, which a send from inside pollCQ would clobber.
 	reaping bool

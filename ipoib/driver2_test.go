@@ -451,3 +451,37 @@ func TestBroadcastSendersDoNotChurn(t *testing.T) {
 		t.Errorf("the friend's path was asked for again (%d queries, was %d): the broadcasts evicted it", q, queries)
 	}
 }
+
+// TestSendBurstReaped sends a burst larger than what the fabric puts on
+// the wire in one pass, so that sends are still in flight when the
+// driver looks right after the post: the send CQ, armed on demand, brings
+// every completion back; all slots are free again and nothing is queued.
+func TestSendBurstReaped(t *testing.T) {
+	e, _, a, b := newPair(t)
+	a.mustSend(b.addr(), []byte("warm"))
+	e.settle()
+	const burst = 40
+	var pkts []netdev.Packet
+	for i := range burst {
+		buf, _ := a.nd.AllocBuffer()
+		_ = buf.Append([]byte{byte(i)})
+		pkts = append(pkts, netdev.Packet{Buf: buf, Dst: b.addr(), Proto: EtherTypeIPv4})
+	}
+	if n, err := a.nd.TransmitBatch(pkts); n != burst || err != nil {
+		t.Fatal(n, err)
+	}
+	d := a.l.d
+	if d.finished >= d.posted {
+		t.Fatalf("every send of the burst completed inside the post (%d of %d): the test needs some in flight", d.finished, d.posted)
+	}
+	e.settle()
+	if got := len(b.received(a.addr())); got != burst+1 {
+		t.Errorf("b received %d frames, want %d", got, burst+1)
+	}
+	if a.stat(netdev.TxOK) != burst+1 || a.nd.TxQueued() != 0 {
+		t.Errorf("tx_ok %d (want %d), %d still queued", a.stat(netdev.TxOK), burst+1, a.nd.TxQueued())
+	}
+	if d.finished != d.posted || len(d.txFree) != len(d.tx) {
+		t.Errorf("%d of %d sends finished, %d of %d slots free", d.finished, d.posted, len(d.txFree), len(d.tx))
+	}
+}

@@ -409,7 +409,7 @@ func (d *driver) flushWRs() {
 	clear(d.wrs)
 	d.wrs = d.wrs[:0]
 	if n > 0 {
-		d.reapSends()
+		d.reapSends(false)
 	}
 }
 
@@ -418,17 +418,18 @@ func (d *driver) onCQ() { d.pollCQ() }
 
 // onSendCQ is the send completion queue's handler: it runs once per
 // RequestNotify, when a send that was still in flight completes.
-func (d *driver) onSendCQ() {
-	if d.reapSends() && len(d.dead) > 0 {
-		d.reap()
-	}
-}
+func (d *driver) onSendCQ() { d.reapSends(true) }
 
-// reapSends finishes the sends that have completed. While some are still
-// in flight it arms the send CQ for one event and polls once more, for a
+// reapSends finishes the sends that have completed and reports whether
+// it found any. Sends still in flight are waited for in two steps: the
+// first call (arm false) leaves them to a bottom half, which finds them
+// done as a rule (a device that completes sends on the loop, as the
+// simulator's fabric does, has run by then); the bottom half's call (arm
+// true) arms the send CQ for one event and polls once more, for a
 // completion that landed between the poll and the arming raises none.
-// It reports whether it found any.
-func (d *driver) reapSends() bool {
+// Soft-RoCE completes a send inside the post, so the first call finds it
+// and nothing is armed.
+func (d *driver) reapSends(arm bool) bool {
 	if d.closed || d.scq == nil || d.reaping {
 		return false
 	}
@@ -443,19 +444,22 @@ func (d *driver) reapSends() bool {
 			d.sendDone(&d.swcs[i])
 		}
 		found = found || n > 0
-		if err != nil || n == len(d.swcs) {
-			if err != nil {
-				return found
-			}
+		switch {
+		case err != nil:
+			return found
+		case n == len(d.swcs):
+			continue
+		case armed || d.finished >= d.posted:
+		case !arm:
+			d.sendBH.Schedule()
+		case d.scq.RequestNotify() == nil:
+			armed = true
 			continue
 		}
-		if armed || d.finished >= d.posted {
-			return found
+		if len(d.dead) > 0 {
+			d.reap()
 		}
-		if err := d.scq.RequestNotify(); err != nil {
-			return found
-		}
-		armed = true
+		return found
 	}
 }
 
@@ -501,7 +505,7 @@ func (d *driver) pollCQ() bool {
 			break
 		}
 	}
-	found = d.reapSends() || found
+	found = d.reapSends(false) || found
 	if len(d.dead) > 0 {
 		d.reap()
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 )
@@ -109,15 +108,10 @@ func readPingBench(b *testing.B, share string) (p50, events, poll float64) {
 		b.Fatalf("ipoibd ping lost requests: %d of %d answered", p.Received, p.Sent)
 	}
 	ud := func(file string) float64 {
-		out, err := os.ReadFile(filepath.Join(share, file))
+		v, err := udPerIter(share, file)
 		if err != nil {
 			b.Fatal(err)
 		}
-		m := udIterRE.FindStringSubmatch(string(out))
-		if m == nil {
-			b.Fatalf("no usec/iter in %s:\n%s", file, out)
-		}
-		v, _ := strconv.ParseFloat(m[3], 64)
 		return v
 	}
 	return 1000 * p.P50Ms, ud("udpp-e-vm1.txt"), ud("udpp-vm1.txt")

@@ -179,15 +179,10 @@ func readBreakdown(b *testing.B, share string) (ping, ud spans) {
 	if ping, err = splitEchoes(rtts, events("trace-ping-vm1.txt"), events("trace-ping-vm0.txt")); err != nil {
 		b.Fatalf("ipoibd ping: %v", err)
 	}
-	out, err := os.ReadFile(filepath.Join(share, "udpp-e-vm1.txt"))
+	perIter, err := udPerIter(share, "udpp-e-vm1.txt")
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := udIterRE.FindStringSubmatch(string(out))
-	if m == nil {
-		b.Fatalf("no usec/iter in ibv_ud_pingpong's output:\n%s", out)
-	}
-	perIter, _ := strconv.ParseFloat(m[3], 64)
 	if ud, err = splitEchoes(nil, events("trace-ud-vm1.txt"), events("trace-ud-vm0.txt")); err != nil {
 		b.Fatalf("ibv_ud_pingpong: %v", err)
 	}

@@ -200,6 +200,20 @@ type pingFigures struct {
 	P50Ms    float64 `json:"rtt_p50_ms"`
 }
 
+// udPerIter reads the microseconds per round trip ibv_ud_pingpong
+// reported in file in the share.
+func udPerIter(share, file string) (float64, error) {
+	out, err := os.ReadFile(filepath.Join(share, file))
+	if err != nil {
+		return 0, err
+	}
+	m := udIterRE.FindStringSubmatch(string(out))
+	if m == nil {
+		return 0, fmt.Errorf("no usec/iter in ibv_ud_pingpong's output (%s):\n%s", file, out)
+	}
+	return strconv.ParseFloat(m[3], 64)
+}
+
 var (
 	udIterRE = regexp.MustCompile(`(\d+) iters in ([0-9.]+) seconds = ([0-9.]+) usec/iter`)
 	xferRE   = regexp.MustCompile(`VMXFER role=(\w+) bytes=(\d+) sha256=([0-9a-f]+) ok=(\w+) ms=(\d+) mbps=([0-9.]+)`)
@@ -234,16 +248,12 @@ func TestIPoIBDTwoVMs(t *testing.T) {
 	p := pings["vm1"]
 	ud := map[string]float64{}
 	for _, mode := range []string{"udpp", "udppe"} {
-		out, err := os.ReadFile(filepath.Join(share, mode+"-vm1.txt"))
+		v, err := udPerIter(share, mode+"-vm1.txt")
 		if err != nil {
-			t.Fatal(err)
-		}
-		m := udIterRE.FindStringSubmatch(string(out))
-		if m == nil {
-			t.Errorf("no usec/iter in ibv_ud_pingpong's output:\n%s", out)
+			t.Error(err)
 			continue
 		}
-		ud[mode], _ = strconv.ParseFloat(m[3], 64)
+		ud[mode] = v
 	}
 	if ud["udpp"] > 0 && ud["udppe"] > 0 {
 		t.Logf("BENCH ipoibd-ping-rtt-us avg=%.0f p50=%.0f | ibv_ud_pingpong-us poll=%.0f events=%.0f | ratio p50/poll=%.1f p50/events=%.1f | tcp-mbps=%s",

@@ -167,15 +167,10 @@ func BenchmarkPingTurns(b *testing.B) {
 			b.Logf("turn %d (%s): p50 %.0f µs over %d echoes", turn, vs[turn%len(vs)].Name, median(r), len(r))
 			rtts[turn%len(vs)] = append(rtts[turn%len(vs)], r...)
 		}
-		out, err := os.ReadFile(filepath.Join(share, "udpp-e-vm1.txt"))
+		v, err := udPerIter(share, "udpp-e-vm1.txt")
 		if err != nil {
 			b.Fatal(err)
 		}
-		m := udIterRE.FindStringSubmatch(string(out))
-		if m == nil {
-			b.Fatalf("no usec/iter in ibv_ud_pingpong's output:\n%s", out)
-		}
-		v, _ := strconv.ParseFloat(m[3], 64)
 		ud += v
 	}
 	first := median(rtts[0])

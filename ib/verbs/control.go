@@ -120,6 +120,7 @@ func (d *device) CreateCQ(depth int) (ib.CompletionQueue, error) {
 		return fail(fmt.Errorf("verbs: %s: watch completion channel: %w", d.name, err))
 	}
 	c.bh = d.loop.NewBH("verbs cq "+d.name, c.run)
+	c.rearmBH = d.loop.NewBH("verbs cq re-arm "+d.name, c.rearm)
 	d.cqs = append(d.cqs, c)
 	return c, nil
 }
@@ -393,6 +394,7 @@ func (c *cq) Close() error {
 func (c *cq) close() error {
 	c.gone = true
 	c.bh.Delete()
+	c.rearmBH.Delete()
 	c.made = nil
 	var errs []error
 	if err := c.dev.loop.RemoveFDHandler(c.fd); err != nil {

@@ -41,6 +41,10 @@ type cq struct {
 	// sends refused for length) and ones already queued when a handler is
 	// installed.
 	bh *aio.BH
+	// rearmBH consumes the channel's event and re-arms the CQ after the
+	// handler's run (see channelReady); rearming says it is scheduled.
+	rearmBH  *aio.BH
+	rearming bool
 	// made holds those driver-made completions, oldest first from
 	// madeHead; Poll returns them before the hardware's.
 	made     []ib.Completion
@@ -53,20 +57,23 @@ type cq struct {
 
 // channelReady is the completion channel's read handler. It runs the
 // handler first, so the completion that raised the event reaches the
-// stack (and an answer to it reaches the wire) before anything else; then
-// it consumes the event and re-arms notification (one cgo call), and runs
-// the handler once more: a completion that landed after the first run's
-// last poll but before the re-arm raised no event, and this run finds it.
-// One that lands after the re-arm raises a fresh event. The re-arm's
-// system calls are thereby off the path of the packet that woke the loop
-// (under emulation each costs tens to hundreds of microseconds).
+// stack before anything else, and leaves consuming the event and
+// re-arming (one cgo call, two system calls on soft-RoCE) to a bottom
+// half scheduled after it: bottom halves run in the order they were
+// scheduled, so an answer the stack queued while the handler ran (its
+// transmit bottom half) is posted before the re-arm, and the re-arm's
+// system calls leave the answer's path (under emulation each costs tens
+// to hundreds of microseconds). Until the bottom half has run the event
+// is still unread and the fd readable; the loop's passes in between find
+// the bottom half pending and leave the fd alone.
+//
+// A CQ armed on demand takes its event and runs the handler, which arms
+// again if it still waits for something.
 func (c *cq) channelReady() {
-	if c.gone {
+	if c.gone || c.rearming {
 		return
 	}
 	if c.onDemand {
-		// Take the event and leave the CQ disarmed: the handler asks again
-		// if it still waits for something, and polls after asking.
 		if C.ipo_cq_take_event(c.ch, c.cq) > 0 {
 			c.armed = false
 		}
@@ -74,6 +81,19 @@ func (c *cq) channelReady() {
 		return
 	}
 	c.run()
+	if c.gone {
+		return
+	}
+	c.rearming = true
+	c.rearmBH.Schedule()
+}
+
+// rearm consumes the event, re-arms notification and runs the handler
+// once more: a completion that landed after the handler's last poll but
+// before the re-arm raised no event, and this run finds it. One that
+// lands after the re-arm raises a fresh event.
+func (c *cq) rearm() {
+	c.rearming = false
 	if c.gone {
 		return
 	}

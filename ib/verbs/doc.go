@@ -67,11 +67,15 @@
 //   - Completion queues. Each CQ has its own completion channel whose fd
 //     the loop watches. When it fires the driver runs the CQ's handler,
 //     which polls until the CQ is empty, so the completion that raised
-//     the event is handled first; then it takes the event, acknowledges
-//     it and re-arms notification in one cgo call, and runs the handler
-//     once more, which finds any completion that landed before the
-//     re-arm; one that lands after it raises a fresh event, so none is
-//     stranded. Poll fetches up to 64 completions per cgo call.
+//     the event is handled first; then a bottom half, which runs after
+//     any the handler scheduled (the stack's transmit of an answer), takes
+//     the event, acknowledges it and re-arms notification in one cgo
+//     call, and runs the handler once more, which finds any completion
+//     that landed before the re-arm; one that lands after it raises a
+//     fresh event, so none is stranded. A CQ set to ib.ArmOnDemand is
+//     armed only by RequestNotify (ibv_req_notify_cq), once per call:
+//     its event is taken and acknowledged, and nothing re-arms it. Poll
+//     fetches up to 64 completions per cgo call.
 //   - UD queue pairs, moved RESET→INIT→RTR→RTS with the P_Key index and
 //     Q_Key asked for (SetQKey is a modify in RTS). Receive buffers are
 //     one mmap'd slab outside the Go heap, registered once with
