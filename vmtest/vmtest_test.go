@@ -150,7 +150,8 @@ func requirePassed(t *testing.T, r Result, tests ...string) {
 // TestVerbsOneVM runs the ib/verbs tests against soft-RoCE (rxe0) in one
 // VM: probe, open, UD loopback with the GRH, multicast attach with the
 // IP-level join, MAD port refusal on RoCE, send errors and flushes, zero
-// allocations in steady state, and async port events.
+// allocations in steady state, async port events, and a CQ armed on
+// demand.
 func TestVerbsOneVM(t *testing.T) {
 	k := vmKernel(t)
 	share, bin := verbsTestShare(t)
@@ -159,7 +160,8 @@ cd /tmp && IPOIBD_VERBS_DEVICE=rxe0 ` + GuestShare + `/` + filepath.Base(bin) + 
 	res := runVMs(t, Config{Kernel: k, Share: share, Binaries: []string{bin}, WorkDir: t.TempDir()},
 		[]VM{{Name: "vm0", Script: script}})
 	requirePassed(t, res[0], "TestDeviceProbe", "TestDeviceOpen", "TestUDLoopback", "TestMulticast",
-		"TestOpenMADPort", "TestMADPortPlumbing", "TestSendErrorsAndFlush", "TestSteadyStateAllocs", "TestAsyncEvents")
+		"TestOpenMADPort", "TestMADPortPlumbing", "TestSendErrorsAndFlush", "TestSteadyStateAllocs", "TestAsyncEvents",
+		"TestArmOnDemand")
 }
 
 // TestVerbsTwoVMs runs TestPeer in two VMs on one Ethernet: each finds
