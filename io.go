@@ -236,6 +236,20 @@ func (s Stats) Groups() []StatsGroup {
 	return out
 }
 
+// Plus returns s with o's counters added, group by group and name by name
+// (counter.Snapshot.Plus); the name is s's. A daemon that opens its
+// interface again after a device failure adds the closed interface's
+// last Stats to the new one's, so its counters keep counting.
+func (s Stats) Plus(o Stats) Stats {
+	return Stats{
+		Interface: s.Interface,
+		Netdev:    s.Netdev.Plus(o.Netdev),
+		Driver:    s.Driver.Plus(o.Driver),
+		Endpoint:  s.Endpoint.Plus(o.Endpoint),
+		ARP:       s.ARP.Plus(o.ARP),
+	}
+}
+
 // StatsGroup is one named group of counters of Stats.
 type StatsGroup struct {
 	Name     string

@@ -181,6 +181,30 @@ func (s *Snapshot) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
+// Plus returns the counters of s with those of o added, matched by name:
+// in s's order, then o's names that s lacks, in o's order. Neither is
+// changed. It carries counts across two lives of one thing, such as an
+// interface opened again after its device failed; every counter here
+// only grows, so the sum is the count of both lives.
+func (s Snapshot) Plus(o Snapshot) Snapshot {
+	out := make(Snapshot, len(s), len(s)+len(o))
+	copy(out, s)
+	for _, ov := range o {
+		found := false
+		for i := range out[:len(s)] {
+			if out[i].Name == ov.Name {
+				out[i].Value += ov.Value
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, ov)
+		}
+	}
+	return out
+}
+
 // Count returns the value of the counter called name, or zero when s has
 // no such counter.
 func (s Snapshot) Count(name string) uint64 {

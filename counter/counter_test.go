@@ -110,3 +110,43 @@ func FuzzSnapshotJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestSnapshotPlus(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		s, o    Snapshot
+		want    Snapshot
+		wantLen int
+	}{
+		{"same names", Snapshot{{"a", 1}, {"b", 2}}, Snapshot{{"a", 10}, {"b", 20}}, Snapshot{{"a", 11}, {"b", 22}}, 2},
+		{"other order", Snapshot{{"a", 1}, {"b", 2}}, Snapshot{{"b", 20}, {"a", 10}}, Snapshot{{"a", 11}, {"b", 22}}, 2},
+		{"names only in o follow", Snapshot{{"a", 1}}, Snapshot{{"c", 3}, {"a", 1}, {"d", 4}}, Snapshot{{"a", 2}, {"c", 3}, {"d", 4}}, 3},
+		{"empty o", Snapshot{{"a", 1}}, nil, Snapshot{{"a", 1}}, 1},
+		{"empty s", nil, Snapshot{{"a", 1}}, Snapshot{{"a", 1}}, 1},
+		{"both empty", nil, nil, Snapshot{}, 0},
+	} {
+		s0 := append(Snapshot(nil), tc.s...)
+		o0 := append(Snapshot(nil), tc.o...)
+		got := tc.s.Plus(tc.o)
+		if len(got) != tc.wantLen {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+				break
+			}
+		}
+		for i := range s0 {
+			if tc.s[i] != s0[i] {
+				t.Errorf("%s: Plus changed s to %v", tc.name, tc.s)
+			}
+		}
+		for i := range o0 {
+			if tc.o[i] != o0[i] {
+				t.Errorf("%s: Plus changed o to %v", tc.name, tc.o)
+			}
+		}
+	}
+}

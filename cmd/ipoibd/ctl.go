@@ -468,7 +468,7 @@ func (s *ctlServer) exec(req ctlRequest) ctlReply {
 		return ctlReply{Peers: &p}
 	case "stats":
 		// The link's counters exist from the start; the stack's once it is.
-		stats := statsJSON(d.ifc.Load().Stats())
+		stats := statsJSON(d.stats())
 		return ctlReply{Stats: &stats}
 	}
 	return ctlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)}

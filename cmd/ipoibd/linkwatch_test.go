@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -175,6 +176,21 @@ func TestDeviceFatalReopen(t *testing.T) {
 		}
 	}
 
+	// The counters go on across the reopen, as the interface's do in ip(8)
+	// when only its device resets.
+	stats := func() statsJSON {
+		t.Helper()
+		code, stdout, stderr := runCLI(t, "stats", "--json", "--socket", filepath.Join(x.dir, "h1.sock"))
+		if code != exitOK {
+			t.Fatalf("stats: exit %d: %s", code, stderr)
+		}
+		var st statsJSON
+		if err := json.Unmarshal([]byte(stdout), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	before := stats()
 	failDevice()
 	waitFor(t, 20*time.Second, func() bool { return strings.Contains(client.out.String(), "the device failed") })
 	if got := x.waitLeases(client, 2); got[1] != got[0] {
@@ -182,6 +198,20 @@ func TestDeviceFatalReopen(t *testing.T) {
 	}
 	x.waitPing()
 	client.running("instead of reopening its device")
+	after := stats()
+	for _, c := range []struct {
+		group    string
+		b, a     uint64
+		minAdded uint64
+	}{
+		{"netdev tx_ok", before.Netdev.Count("tx_ok"), after.Netdev.Count("tx_ok"), 2}, // the new join's and the lease renewal's at least
+		{"netdev rx_ok", before.Netdev.Count("rx_ok"), after.Netdev.Count("rx_ok"), 1},
+		{"endpoint rx_delivered", before.Endpoint.Count("rx_delivered"), after.Endpoint.Count("rx_delivered"), 1},
+	} {
+		if c.b == 0 || c.a < c.b+c.minAdded {
+			t.Errorf("%s: %d before the failure, %d after the reopen; want it to go on counting", c.group, c.b, c.a)
+		}
+	}
 
 	// The device fails with its port gone too: no link within
 	// --link-down-timeout, so the daemon gives up, clearly.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -217,6 +218,45 @@ type daemon struct {
 	ifc   atomic.Pointer[ipoibd.Interface]
 	ready atomic.Bool
 	out   io.Writer
+	// statsMu guards statsBase, the counters of the interfaces closed
+	// after their device failed, which stats adds to the open one's so
+	// that `ipoibd stats` keeps counting across a reopen, and lastStats,
+	// what the failed interface had counted, served while it is reopened.
+	statsMu   sync.Mutex
+	statsBase ipoibd.Stats
+	lastStats *ipoibd.Stats
+}
+
+// stats returns the interface's counters since the daemon started: the
+// open interface's, with those of the interfaces before it added.
+func (d *daemon) stats() ipoibd.Stats {
+	d.statsMu.Lock()
+	defer d.statsMu.Unlock()
+	if d.lastStats != nil {
+		return d.lastStats.Plus(d.statsBase)
+	}
+	return d.ifc.Load().Stats().Plus(d.statsBase)
+}
+
+// retire records the counters of ifc, whose device failed, before it is
+// closed: stats serves them until replace.
+func (d *daemon) retire(ifc *ipoibd.Interface) {
+	last := ifc.Stats()
+	d.statsMu.Lock()
+	d.lastStats = &last
+	d.statsMu.Unlock()
+}
+
+// replace makes ifc, opened after the failure, the daemon's interface,
+// carrying the retired one's counters over.
+func (d *daemon) replace(ifc *ipoibd.Interface) {
+	d.statsMu.Lock()
+	defer d.statsMu.Unlock()
+	if d.lastStats != nil {
+		d.statsBase = d.lastStats.Plus(d.statsBase)
+		d.lastStats = nil
+	}
+	d.ifc.Store(ifc)
 }
 
 // config turns up's options into the interface's Config; progress lines
@@ -315,6 +355,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 		fmt.Fprintf(out, "%s: the device failed (%v): opening it again\n", opt.name, err)
 		opt.log.Error("device failed; opening it again", "device", ifc.Device(), "err", err)
 		notify(opt.log, "STATUS=device failed; opening it again")
+		d.retire(ifc)
 		ifc.Close()
 		if ifc, err = d.reopen(ctx, since); err != nil {
 			stopRun()
@@ -325,7 +366,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 			notify(opt.log, "STOPPING=1\nSTATUS=leaving")
 			return nil
 		}
-		d.ifc.Store(ifc)
+		d.replace(ifc)
 	}
 }
 
