@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/internal/streamtest"
 	"github.com/ipoibd/ipoibd/sim"
 	"github.com/ipoibd/ipoibd/stack"
@@ -153,21 +154,60 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// TestJoinTimeout checks that a link that cannot come up (no subnet
-// manager) fails Up at the join step with the link's reason.
-func TestJoinTimeout(t *testing.T) {
+// noSMFabric is a one-host simulated fabric whose SM is down, so that no
+// join completes; it closes when the test ends.
+func noSMFabric(t *testing.T) *SimFabric {
+	t.Helper()
 	fabric, err := NewSimFabric(SimConfig{Hosts: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fabric.Close()
+	t.Cleanup(func() { fabric.Close() })
 	if err := fabric.Do(func(f *sim.Fabric) error { return f.SetSMUp(false) }); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(context.Background(), Config{Device: fabric.Device(0), Name: "nosm0", DHCP: true, JoinTimeout: 300 * time.Millisecond})
+	return fabric
+}
+
+// TestJoinTimeout checks that a link that cannot come up (no subnet
+// manager) fails Up at the join step with the link's reason.
+func TestJoinTimeout(t *testing.T) {
+	fabric := noSMFabric(t)
+	_, err := Open(context.Background(), Config{Device: fabric.Device(0), Name: "nosm0", DHCP: true, JoinTimeout: 300 * time.Millisecond})
 	var se *StepError
 	if !errors.As(err, &se) || se.Step != StepJoin || !strings.Contains(err.Error(), "link not up after 300ms") {
 		t.Errorf("Open without an SM: %v, want a join-step error", err)
+	}
+}
+
+// TestUpDeviceFailed checks that Up stops waiting for the join as soon as
+// the device has failed, with an error that says so, rather than at
+// JoinTimeout (or never, without one).
+func TestUpDeviceFailed(t *testing.T) {
+	fabric := noSMFabric(t)
+	i, err := New(Config{Device: fabric.Device(0), Name: "dead0", Addr: netip.MustParsePrefix("10.9.0.1/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close()
+	up := make(chan error, 1)
+	go func() { up <- i.Up(context.Background()) }()
+	if err := fabric.Do(func(f *sim.Fabric) error {
+		if n := f.Hosts()[0].FailDevices(); n != 1 {
+			return fmt.Errorf("FailDevices: %d devices, want 1", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-up:
+		var se *StepError
+		if !errors.As(err, &se) || se.Step != StepJoin || !errors.Is(err, ib.ErrDeviceFatal) {
+			t.Errorf("Up on a failed device: %v, want a join-step error wrapping ib.ErrDeviceFatal", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Up still waits 10 s after the device failed")
 	}
 }
 

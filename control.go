@@ -421,8 +421,10 @@ func findDevice(device string) (string, string, error) {
 
 // WaitLink waits until the link is up: the broadcast group joined and the
 // port active. It fails when ctx ends, or after Config.JoinTimeout, with
-// the link's reason. While it waits it reports EventStillJoining every
-// five seconds.
+// the link's reason, and at once when the device has failed (an error
+// wrapping ib.ErrDeviceFatal: the Interface will not come up; close it and
+// make another). While it waits it reports EventStillJoining every five
+// seconds.
 func (i *Interface) WaitLink(ctx context.Context) error {
 	start := time.Now()
 	tick := time.NewTicker(2 * time.Millisecond)
@@ -435,6 +437,11 @@ func (i *Interface) WaitLink(ctx context.Context) error {
 		up, reason := i.link.NetDev().LinkState()
 		if up {
 			return nil
+		}
+		if errors.Is(reason, ib.ErrDeviceFatal) {
+			// Nothing made from a failed device works again: waiting
+			// would only run into JoinTimeout, or forever without one.
+			return &StepError{StepJoin, fmt.Errorf("link not up: %w", reason)}
 		}
 		now := time.Now()
 		if i.cfg.JoinTimeout > 0 && now.Sub(start) > i.cfg.JoinTimeout {

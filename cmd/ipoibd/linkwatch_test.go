@@ -94,6 +94,20 @@ func (x *linkFixture) setLink(up bool) {
 	}
 }
 
+// failDevice makes host1's device fail as a whole (ib.EventDeviceFatal).
+func (x *linkFixture) failDevice() {
+	x.t.Helper()
+	err := x.fabric(func(f *sim.Fabric) error {
+		if n := f.Host("host1").FailDevices(); n != 1 {
+			return fmt.Errorf("FailDevices: %d devices, want 1", n)
+		}
+		return nil
+	})
+	if err != nil {
+		x.t.Fatal(err)
+	}
+}
+
 // running fails the test if d has exited.
 func (d *testDaemon) running(when string) {
 	d.t.Helper()
@@ -163,18 +177,6 @@ func TestDeviceFatalReopen(t *testing.T) {
 	client := x.client("--link-down-timeout", "2s")
 	x.waitLeases(client, 1)
 	x.waitPing()
-	failDevice := func() {
-		t.Helper()
-		err := x.fabric(func(f *sim.Fabric) error {
-			if n := f.Host("host1").FailDevices(); n != 1 {
-				return fmt.Errorf("FailDevices: %d devices, want 1", n)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	// The counters go on across the reopen, as the interface's do in ip(8)
 	// when only its device resets.
@@ -191,7 +193,7 @@ func TestDeviceFatalReopen(t *testing.T) {
 		return st
 	}
 	before := stats()
-	failDevice()
+	x.failDevice()
 	waitFor(t, 20*time.Second, func() bool { return strings.Contains(client.out.String(), "the device failed") })
 	if got := x.waitLeases(client, 2); got[1] != got[0] {
 		t.Errorf("address %s after the device was opened again, %s before", got[1], got[0])
@@ -216,8 +218,34 @@ func TestDeviceFatalReopen(t *testing.T) {
 	// The device fails with its port gone too: no link within
 	// --link-down-timeout, so the daemon gives up, clearly.
 	x.setLink(false)
-	failDevice()
+	x.failDevice()
 	client.waitExit(exitFailure, "could not be opened again within 2s")
+}
+
+// TestDeviceFatalBeforeReady: a device that fails while the daemon still
+// waits for its first join (no SM answers) is opened again as one that
+// fails later is, and the daemon comes up on it once the SM is back,
+// instead of waiting on the dead device for good.
+func TestDeviceFatalBeforeReady(t *testing.T) {
+	x := startLinkFixture(t, "fatal0", 8)
+	sm := func(up bool) {
+		t.Helper()
+		if err := x.fabric(func(f *sim.Fabric) error { return f.SetSMUp(up) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sm(false)
+	client := x.client()
+	waitFor(t, 20*time.Second, func() bool { return strings.Contains(client.out.String(), "control socket") })
+	x.failDevice()
+	waitFor(t, 20*time.Second, func() bool { return strings.Contains(client.out.String(), "the device failed") })
+	if strings.Contains(client.out.String(), ": ready") {
+		t.Fatalf("ready before the join could finish:\n%s", client.out.String())
+	}
+	sm(true)
+	x.waitLeases(client, 1)
+	x.waitPing()
+	client.running("instead of opening its failed device again")
 }
 
 // TestReopenBackoff: a device that cannot be opened again is retried

@@ -338,16 +338,21 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	ctl = srv
 	defer srv.close()
 	fmt.Fprintf(out, "%s: control socket %s\n", opt.name, opt.socket)
-	if err := ifc.Up(ctx); err != nil {
-		return upError(err)
-	}
+	// A device that fails before the interface is up is opened again as
+	// one that fails later is; anything else that stops Up ends the daemon.
+	err = ifc.Up(ctx)
 	for {
-		err := d.serve(ctx, ifc)
-		if ctx.Err() != nil || !errors.Is(err, ib.ErrDeviceFatal) {
-			stopRun()
-			fmt.Fprintf(out, "%s: leaving\n", opt.name)
-			notify(opt.log, "STOPPING=1\nSTATUS=leaving")
-			return err
+		if err != nil && (ctx.Err() != nil || !errors.Is(err, ib.ErrDeviceFatal)) {
+			return upError(err)
+		}
+		if err == nil {
+			err = d.serve(ctx, ifc)
+			if ctx.Err() != nil || !errors.Is(err, ib.ErrDeviceFatal) {
+				stopRun()
+				fmt.Fprintf(out, "%s: leaving\n", opt.name)
+				notify(opt.log, "STOPPING=1\nSTATUS=leaving")
+				return err
+			}
 		}
 		// The device failed: nothing made from it works again. Close
 		// it (the DHCP client keeps its lease file) and open it anew.
@@ -367,6 +372,7 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 			return nil
 		}
 		d.replace(ifc)
+		err = nil // reopen brought it up
 	}
 }
 
