@@ -153,7 +153,7 @@ func TestTryRun(t *testing.T) {
 		var inHome bool
 		bh := c.NewBH("tx", func() { on = goid.Get(); inHome = c.InHome() })
 		runLoop(t, c)
-		waitFor(t, "loop asleep", 5*time.Second, func() bool { return c.notifyMe.Load() != 0 })
+		waitParked(t, c)
 		bh.ScheduleNow()
 		if on != self || !inHome {
 			t.Fatalf("BH ran on goroutine %d (in home %v), want the caller %d", on, inHome, self)
@@ -232,7 +232,7 @@ func TestTryRun(t *testing.T) {
 			slept = time.Since(t0) >= 5*time.Millisecond
 		})
 		runLoop(t, c)
-		waitFor(t, "loop asleep", 5*time.Second, func() bool { return c.notifyMe.Load() != 0 })
+		waitParked(t, c)
 		bh.ScheduleNow()
 		if !slept {
 			t.Fatal("the nested blocking Poll did not wait for its wake-up")
@@ -251,6 +251,22 @@ func TestTryRun(t *testing.T) {
 		waitFor(t, "loop asleep", 5*time.Second, func() bool { return c.notifyMe.Load() != 0 })
 		self.ScheduleNow()
 		waitFor(t, "all runs", 5*time.Second, func() bool { return n.Load() == 3*maxBorrowPasses })
+	})
+}
+
+// waitParked waits until c's Run is parked with its pass lock free, so
+// that a TryRun from now on borrows the loop. The loop announces that it
+// may sleep (notifyMe) before it lets go of the lock to park: a test that
+// saw only the announcement could find the lock still held, its
+// ScheduleNow handed to the loop instead of run on the caller.
+func waitParked(t *testing.T, c *Context) {
+	t.Helper()
+	waitFor(t, "loop parked", 5*time.Second, func() bool {
+		if c.notifyMe.Load() == 0 || !c.passMu.TryLock() {
+			return false
+		}
+		c.passMu.Unlock()
+		return true
 	})
 }
 
