@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,6 +209,69 @@ func TestUpDeviceFailed(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Up still waits 10 s after the device failed")
+	}
+}
+
+// TestLeaseWaitEnds checks that Up's wait for a DHCP lease (no server
+// answers) ends as soon as the device fails, or as soon as Close is
+// called, with an error that says which, rather than for ever.
+func TestLeaseWaitEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(fabric *SimFabric, i *Interface) error
+		want error
+	}{
+		{"device fails", func(fabric *SimFabric, _ *Interface) error {
+			return fabric.Do(func(f *sim.Fabric) error {
+				if n := f.Hosts()[0].FailDevices(); n != 1 {
+					return fmt.Errorf("FailDevices: %d devices, want 1", n)
+				}
+				return nil
+			})
+		}, ib.ErrDeviceFatal},
+		{"Close", func(_ *SimFabric, i *Interface) error { return i.Close() }, ErrClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fabric, err := NewSimFabric(SimConfig{Hosts: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fabric.Close()
+			asking := make(chan struct{})
+			var once sync.Once
+			i, err := New(Config{Device: fabric.Device(0), Name: "nolease0", DHCP: true, OnEvent: func(ev Event) {
+				if ev.Kind == EventDHCPAsking {
+					once.Do(func() { close(asking) })
+				}
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer i.Close()
+			up := make(chan error, 1)
+			go func() { up <- i.Up(context.Background()) }()
+			select {
+			case <-asking:
+			case err := <-up:
+				t.Fatalf("Up returned before asking for a lease: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("no DHCP request within 10 s")
+			}
+			ended := make(chan error, 1)
+			go func() { ended <- tc.end(fabric, i) }()
+			select {
+			case err := <-up:
+				var se *StepError
+				if !errors.As(err, &se) || se.Step != StepDHCP || !errors.Is(err, tc.want) {
+					t.Errorf("Up: %v, want a DHCP-step error wrapping %v", err, tc.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Up still waits for a lease 10 s later")
+			}
+			if err := <-ended; err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
 

@@ -225,7 +225,9 @@ type Interface struct {
 	upMu   sync.Mutex
 	up     bool
 	closed bool
-	// isClosed mirrors closed for WaitLink, which polls without upMu.
+	// isClosed is set as Close starts, before it waits for upMu: Up's
+	// waits (WaitLink, the lease) poll it without upMu and give up, so
+	// that Close ends an Up still waiting instead of waiting for it.
 	isClosed  atomic.Bool
 	st        atomic.Pointer[stack.Stack]
 	client    *dhcp.Client
@@ -423,7 +425,7 @@ func findDevice(device string) (string, string, error) {
 // port active. It fails when ctx ends, or after Config.JoinTimeout, with
 // the link's reason, and at once when the device has failed (an error
 // wrapping ib.ErrDeviceFatal: the Interface will not come up; close it and
-// make another). While it waits it reports EventStillJoining every five
+// make another). Up's wait for a DHCP lease stops the same way. While it waits it reports EventStillJoining every five
 // seconds.
 func (i *Interface) WaitLink(ctx context.Context) error {
 	start := time.Now()
@@ -544,7 +546,13 @@ func (i *Interface) lease(ctx context.Context, st *stack.Stack) error {
 		return err
 	}
 	i.event(Event{Kind: EventDHCPAsking, Text: fmt.Sprintf("DHCP: asking for a lease (client id %x)", client.ClientID())})
-	l, err := client.WaitBound(ctx)
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go i.cancelOnDeviceFatal(wctx, cancel)
+	l, err := client.WaitBound(wctx)
+	if cause := context.Cause(wctx); err != nil && ctx.Err() == nil && (errors.Is(cause, ib.ErrDeviceFatal) || errors.Is(cause, ErrClosed)) {
+		err = fmt.Errorf("no lease: %w", cause)
+	}
 	if err != nil {
 		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -564,6 +572,34 @@ func (i *Interface) lease(ctx context.Context, st *stack.Stack) error {
 	}
 	i.event(Event{Kind: EventAddress, Text: text, Addr: l.Addr, Lease: &l})
 	return nil
+}
+
+// deviceFatalPoll is how often a wait that only a live device can end
+// looks whether the device has failed.
+const deviceFatalPoll = 100 * time.Millisecond
+
+// cancelOnDeviceFatal cancels ctx once the device has failed (with the
+// link's reason, wrapping ib.ErrDeviceFatal, as the cause: nothing can
+// arrive through it any more, so a wait for a lease would last for ever)
+// or the Interface is being closed (ErrClosed). It returns when ctx ends.
+func (i *Interface) cancelOnDeviceFatal(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(deviceFatalPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if i.isClosed.Load() {
+				cancel(ErrClosed)
+				return
+			}
+			if _, reason := i.link.NetDev().LinkState(); errors.Is(reason, ib.ErrDeviceFatal) {
+				cancel(reason)
+				return
+			}
+		}
+	}
 }
 
 // serve starts the DHCP server of Config.DHCPServer.
@@ -634,17 +670,20 @@ func (i *Interface) closePcap() {
 // Close takes the interface down: it stops the DHCP server, releases the
 // lease, removes the stack (aborting its connections), leaves the groups
 // and closes the device, and stops the Interface's own loop. It is safe to
-// call more than once. On a device that failed (LinkState's reason wraps
-// ib.ErrDeviceFatal) the lease is kept, with its lease file, rather than
-// released: see dhcp.Client.Abandon.
+// call more than once, and from another goroutine while Up waits: Up's
+// waits for the link and for a lease give up (within 100 ms) with an
+// error wrapping ErrClosed, and Close goes on once Up has returned. On a
+// device that failed (LinkState's reason wraps ib.ErrDeviceFatal) the
+// lease is kept, with its lease file, rather than released: see
+// dhcp.Client.Abandon.
 func (i *Interface) Close() error {
+	i.isClosed.Store(true)
 	i.upMu.Lock()
 	defer i.upMu.Unlock()
 	if i.closed {
 		return nil
 	}
 	i.closed = true
-	i.isClosed.Store(true)
 	if i.server != nil {
 		i.server.Stop()
 	}
