@@ -548,7 +548,7 @@ func (i *Interface) lease(ctx context.Context, st *stack.Stack) error {
 	i.event(Event{Kind: EventDHCPAsking, Text: fmt.Sprintf("DHCP: asking for a lease (client id %x)", client.ClientID())})
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go i.cancelOnDeviceFatal(wctx, cancel)
+	go i.cancelWhenHopeless(wctx, cancel)
 	l, err := client.WaitBound(wctx)
 	if cause := context.Cause(wctx); err != nil && ctx.Err() == nil && (errors.Is(cause, ib.ErrDeviceFatal) || errors.Is(cause, ErrClosed)) {
 		err = fmt.Errorf("no lease: %w", cause)
@@ -574,16 +574,16 @@ func (i *Interface) lease(ctx context.Context, st *stack.Stack) error {
 	return nil
 }
 
-// deviceFatalPoll is how often a wait that only a live device can end
-// looks whether the device has failed.
-const deviceFatalPoll = 100 * time.Millisecond
+// hopelessPoll is how often a wait that only a live, open Interface can
+// end looks whether the device has failed or Close has begun.
+const hopelessPoll = 100 * time.Millisecond
 
-// cancelOnDeviceFatal cancels ctx once the device has failed (with the
+// cancelWhenHopeless cancels ctx once the device has failed (with the
 // link's reason, wrapping ib.ErrDeviceFatal, as the cause: nothing can
 // arrive through it any more, so a wait for a lease would last for ever)
 // or the Interface is being closed (ErrClosed). It returns when ctx ends.
-func (i *Interface) cancelOnDeviceFatal(ctx context.Context, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(deviceFatalPoll)
+func (i *Interface) cancelWhenHopeless(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(hopelessPoll)
 	defer t.Stop()
 	for {
 		select {

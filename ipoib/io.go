@@ -430,7 +430,9 @@ func (d *driver) onSendCQ() { d.reapSends(true) }
 // Soft-RoCE completes a send inside the post, so the first call finds it
 // and nothing is armed.
 func (d *driver) reapSends(arm bool) bool {
-	if d.closed || d.scq == nil || d.reaping {
+	// Nothing in flight, nothing to find: the receive path calls this on
+	// every batch, and a poll is a cgo call on verbs.
+	if d.closed || d.scq == nil || d.reaping || d.finished >= d.posted {
 		return false
 	}
 	// Finishing a packet frees its buffer, whose owner may send again
@@ -463,10 +465,11 @@ func (d *driver) reapSends(arm bool) bool {
 	}
 }
 
-// pollCQ drains the CQ in batches: send completions finish their
-// packets, receive completions are lent up the stack in the QP's own
-// buffers (see rxSlot), which the stack frees, as a rule, before
-// Receive returns; they go back to the QP once a batch.
+// pollCQ drains the receive CQ in batches: receive completions are lent
+// up the stack in the QP's own buffers (see rxSlot), which the stack
+// frees, as a rule, before Receive returns; they go back to the QP once a
+// batch. Then it reaps the sends still in flight (reapSends), so that
+// netdev's Poll op finds both kinds.
 func (d *driver) pollCQ() bool {
 	if d.closed {
 		return false
@@ -486,8 +489,6 @@ func (d *driver) pollCQ() bool {
 		for i := range d.wcs[:n] {
 			wc := &d.wcs[i]
 			switch {
-			case wc.Kind == ib.WorkSend:
-				d.sendDone(wc)
 			case wc.QPN != d.self.QPN || wc.Status == ib.StatusFlushed:
 				// A buffer of a QP that is gone or going: nothing to
 				// deliver and nowhere to repost it.
