@@ -378,6 +378,23 @@ type MADAddress struct {
 	PKeyIndex int
 }
 
+// maxPKeyIndex is the last index a P_Key table can have: the table's size,
+// NodeInfo's PartitionCap, is a 16-bit field (IBA 14.2.5.3).
+const maxPKeyIndex = 0xFFFF
+
+// Validate checks that a MAD can be sent to a: a QPN of 24 bits, an SL of
+// 4 and a P_Key index a table can have; the error wraps ErrBadConfig. The
+// drivers' MAD ports (verbs, sim) check it in Send before they build
+// anything, so they refuse the same addresses with the same cause. Whether
+// the index names an entry of the port's own table only the driver knows.
+func (a *MADAddress) Validate() error {
+	if !a.QPN.Valid() || !a.SL.Valid() || a.PKeyIndex < 0 || a.PKeyIndex > maxPKeyIndex {
+		return fmt.Errorf("to LID %v QP %v (SL %d, P_Key index %d): QPN, SL or P_Key index out of range: %w",
+			a.LID, a.QPN, a.SL, a.PKeyIndex, ErrBadConfig)
+	}
+	return nil
+}
+
 // MADPort is a port's general services interface, through which the SA
 // client exchanges MADs. In the verbs driver it is a libibumad agent; in the
 // simulator it is QP1 of the simulated port.

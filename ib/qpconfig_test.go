@@ -76,3 +76,26 @@ func TestAddressVectorValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestMADAddressValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		a    MADAddress
+		want error
+	}{
+		{"the SA", MADAddress{LID: 1, QPN: QPNGSI, QKey: QKeyGSI}, nil},
+		{"last QPN, SL and P_Key index", MADAddress{LID: 1, QPN: QPNMask, SL: 15, PKeyIndex: 0xFFFF}, nil},
+		{"QPN past 24 bits", MADAddress{LID: 1, QPN: QPNMask + 1}, ErrBadConfig},
+		{"SL 16", MADAddress{LID: 1, QPN: QPNGSI, SL: 16}, ErrBadConfig},
+		{"negative P_Key index", MADAddress{LID: 1, QPN: QPNGSI, PKeyIndex: -1}, ErrBadConfig},
+		{"P_Key index past 16 bits", MADAddress{LID: 1, QPN: QPNGSI, PKeyIndex: 0x10000}, ErrBadConfig},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.a.Validate()
+			if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+				t.Fatalf("Validate = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}

@@ -177,8 +177,8 @@ func (m *madPort) Send(dst ib.MADAddress, mad []byte) error {
 	if len(mad) != ib.MADLen {
 		return fmt.Errorf("sim: MAD send: %d bytes: %w", len(mad), ib.ErrMADLength)
 	}
-	if !dst.QPN.Valid() || !dst.SL.Valid() {
-		return fmt.Errorf("sim: MAD send to %v QP %v: QPN or SL out of range: %w", dst.LID, dst.QPN, ErrInvalidWR)
+	if err := dst.Validate(); err != nil {
+		return fmt.Errorf("sim: MAD send %w: %w", err, ErrInvalidWR)
 	}
 	f := m.dev.h.f
 	if f.closed.Load() {

@@ -217,6 +217,47 @@ func TestSAClient(t *testing.T) {
 	}
 }
 
+// TestMADSendRefused: a MAD port refuses a MAD of the wrong length and an
+// address it cannot carry before anything reaches the fabric, wrapping the
+// cause callers test for.
+func TestMADSendRefused(t *testing.T) {
+	e := newEnv(t, Config{})
+	hosts := e.star(1, HostConfig{})
+	x := e.open(hosts[0], ib.QKeyIPoIBDefault)
+	attr := x.attr()
+	sa := ib.MADAddress{LID: attr.SMLID, QPN: ib.QPNGSI, QKey: ib.QKeyGSI}
+	mad := make([]byte, ib.MADLen)
+	with := func(f func(*ib.MADAddress)) ib.MADAddress { a := sa; f(&a); return a }
+	tests := []struct {
+		name string
+		dst  ib.MADAddress
+		mad  []byte
+		want []error
+	}{
+		{"short MAD", sa, mad[:100], []error{ib.ErrMADLength}},
+		{"QPN past 24 bits", with(func(a *ib.MADAddress) { a.QPN = ib.QPNMask + 1 }), mad, []error{ErrInvalidWR, ib.ErrBadConfig}},
+		{"SL 16", with(func(a *ib.MADAddress) { a.SL = 16 }), mad, []error{ErrInvalidWR, ib.ErrBadConfig}},
+		{"negative P_Key index", with(func(a *ib.MADAddress) { a.PKeyIndex = -1 }), mad, []error{ErrInvalidWR, ib.ErrBadConfig}},
+		{"P_Key index past the table", with(func(a *ib.MADAddress) { a.PKeyIndex = len(attr.PKeys) }), mad, []error{ErrInvalidWR}},
+	}
+	sent := hosts[0].Counters().Sent
+	for _, tc := range tests {
+		err := x.mad.Send(tc.dst, tc.mad)
+		if err == nil {
+			t.Errorf("%s: Send succeeded", tc.name)
+		}
+		for _, w := range tc.want {
+			if !errors.Is(err, w) {
+				t.Errorf("%s: Send = %v, want it to wrap %v", tc.name, err, w)
+			}
+		}
+	}
+	e.settle()
+	if got := hosts[0].Counters().Sent; got != sent {
+		t.Errorf("refused MADs left the port: %d packets sent, want %d", got, sent)
+	}
+}
+
 func TestSARequests(t *testing.T) {
 	e := newEnv(t, Config{})
 	sw, _ := e.f.AddSwitch("sw0", SwitchConfig{})

@@ -592,6 +592,9 @@ func TestMADPortPlumbing(t *testing.T) {
 	if err := m.Send(ib.MADAddress{QPN: ib.QPNGSI, QKey: ib.QKeyGSI}, make([]byte, 10)); !errors.Is(err, ib.ErrMADLength) {
 		t.Errorf("Send of 10 bytes = %v, want ErrMADLength", err)
 	}
+	if err := m.Send(ib.MADAddress{QPN: ib.QPNMask + 1, QKey: ib.QKeyGSI}, make([]byte, ib.MADLen)); !errors.Is(err, ErrInvalidWR) || !errors.Is(err, ib.ErrBadConfig) {
+		t.Errorf("Send to QPN 1<<24 = %v, want ErrInvalidWR and ib.ErrBadConfig", err)
+	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -215,8 +215,8 @@ func (m *madPort) Send(dst ib.MADAddress, mad []byte) error {
 	if len(mad) != ib.MADLen {
 		return fmt.Errorf("verbs: MAD send: %d bytes: %w", len(mad), ib.ErrMADLength)
 	}
-	if !dst.QPN.Valid() || !dst.SL.Valid() || dst.PKeyIndex < 0 || dst.PKeyIndex > 0xFFFF {
-		return fmt.Errorf("verbs: MAD send to %v QP %v: QPN, SL or P_Key index out of range: %w", dst.LID, dst.QPN, ErrInvalidWR)
+	if err := dst.Validate(); err != nil {
+		return fmt.Errorf("verbs: MAD send %w: %w", err, ErrInvalidWR)
 	}
 	h := umadHeader{
 		AgentID:   m.agent,
