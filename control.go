@@ -106,6 +106,9 @@ type Tuning struct {
 	BroadcastMTU         ib.MTU
 	// NoGSO turns off gVisor's software segmentation.
 	NoGSO bool
+	// NoGRO turns off receive coalescing of TCP segments
+	// (stack.EndpointOptions.NoGRO).
+	NoGRO bool
 	// DHCPBackoff paces the DHCP client's retransmissions (RFC 2131's
 	// 4 s doubling to 64 s when zero); DHCPSeed, if non-zero, makes its
 	// transaction IDs and jitter reproducible.
@@ -491,7 +494,7 @@ func (i *Interface) Up(ctx context.Context) error {
 		i.pcapFile, pcap = f, f
 	}
 	st, err := stack.NewStack(nd, stack.Options{
-		Addr: i.cfg.Addr, Gateway: i.cfg.Gateway, Groups: i.link, Pcap: pcap, NoGSO: i.cfg.Tuning.NoGSO,
+		Addr: i.cfg.Addr, Gateway: i.cfg.Gateway, Groups: i.link, Pcap: pcap, NoGSO: i.cfg.Tuning.NoGSO, NoGRO: i.cfg.Tuning.NoGRO,
 	})
 	if err != nil {
 		i.closePcap()

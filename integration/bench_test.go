@@ -25,23 +25,26 @@ const benchChunk = 1 << 20
 // UD delivery with real packets and CRCs) with TCP between two gVisor
 // stacks joined by gVisor's own channel endpoints at the same MTU. Each op
 // moves 1 MiB over each, in turn, so all see the same machine; the figure
-// that matters is the ratio (ratio = IPoIB MB/s ÷ channel MB/s). A third
-// stream runs IPoIB without gVisor's software segmentation (GSO), to show
-// what it is worth, and a fourth gives each host its own loop (the
-// fabric keeps a third), as two daemons would have.
+// that matters is the ratio (ratio = IPoIB MB/s ÷ channel MB/s). Two more
+// streams run IPoIB without gVisor's software segmentation (GSO) and
+// without receive coalescing (GRO), to show what each is worth, and a
+// fifth gives each host its own loop (the fabric keeps a third), as two
+// daemons would have.
 func BenchmarkTCPThroughput(b *testing.B) {
-	fabric := func(noGSO, hostLoops bool) *stream {
+	type variant struct{ noGSO, noGRO, hostLoops bool }
+	fabric := func(v variant) *stream {
 		e := newEnv(b, star(2))
-		e.noGSO, e.hostLoops = noGSO, hostLoops
+		e.noGSO, e.noGRO, e.hostLoops = v.noGSO, v.noGRO, v.hostLoops
 		e.up(defaults)
 		w, r := dialPair(b, e.hosts[0].st.S, e.hosts[1].st.S, e.hosts[1].addr)
 		return newStream(b, w, r)
 	}
-	ipoib, nogso, loops := fabric(false, false), fabric(true, false), fabric(false, true)
+	ipoib, nogso, nogro := fabric(variant{}), fabric(variant{noGSO: true}), fabric(variant{noGRO: true})
+	loops := fabric(variant{hostLoops: true})
 	sa, sb := gvtest.ChannelPair(b, 2044, netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("10.0.0.2/24"))
 	cw, cr := dialPair(b, sa, sb, netip.MustParseAddr("10.0.0.2"))
 	channel := newStream(b, cw, cr)
-	all := []*stream{ipoib, nogso, loops, channel}
+	all := []*stream{ipoib, nogso, nogro, loops, channel}
 	for range 8 { // warm all up: windows open, buffers pooled
 		for _, s := range all {
 			s.chunk()
@@ -62,10 +65,12 @@ func BenchmarkTCPThroughput(b *testing.B) {
 	mbps := func(d time.Duration) float64 { return float64(b.N) * benchChunk / d.Seconds() / 1e6 }
 	b.ReportMetric(mbps(ipoib.spent), "ipoib-MB/s")
 	b.ReportMetric(mbps(nogso.spent), "ipoib-nogso-MB/s")
+	b.ReportMetric(mbps(nogro.spent), "ipoib-nogro-MB/s")
 	b.ReportMetric(mbps(loops.spent), "ipoib-3loops-MB/s")
 	b.ReportMetric(mbps(channel.spent), "channel-MB/s")
 	b.ReportMetric(channel.spent.Seconds()/ipoib.spent.Seconds(), "ratio")
 	b.ReportMetric(channel.spent.Seconds()/nogso.spent.Seconds(), "ratio-nogso")
+	b.ReportMetric(channel.spent.Seconds()/nogro.spent.Seconds(), "ratio-nogro")
 	b.ReportMetric(channel.spent.Seconds()/loops.spent.Seconds(), "ratio-3loops")
 }
 

@@ -35,6 +35,9 @@ type env struct {
 	// noGSO, when set before up, builds the stacks without gVisor's
 	// software segmentation.
 	noGSO bool
+	// noGRO, when set before up, builds the stacks without receive
+	// coalescing.
+	noGRO bool
 	// hostLoops, when set before up, gives every host a loop of its own,
 	// as separate daemons have, instead of running all of them on the
 	// fabric's loop.
@@ -148,7 +151,7 @@ func (e *env) upWith(cfg func(i int) ipoibd.Config, addr func(i int) netip.Prefi
 		if c.Name == "" {
 			c.Name = fmt.Sprintf("ib%d-%d", seq.Add(1), i)
 		}
-		c.Tuning.Loop, c.Tuning.NoGSO, c.Pcap = h.loop, e.noGSO, e.pcap(i)
+		c.Tuning.Loop, c.Tuning.NoGSO, c.Tuning.NoGRO, c.Pcap = h.loop, e.noGSO, e.noGRO, e.pcap(i)
 		if p := addr(i); p.IsValid() {
 			c.Addr = p
 			h.addr = p.Addr()

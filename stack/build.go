@@ -54,6 +54,8 @@ type Options struct {
 	// NoGSO turns off gVisor's software segmentation (see
 	// EndpointOptions.NoGSO).
 	NoGSO bool
+	// NoGRO turns off receive coalescing (see EndpointOptions.NoGRO).
+	NoGRO bool
 }
 
 // Stack is a gVisor stack with one IPoIB NIC: IPv4, ICMP, TCP, UDP and
@@ -86,7 +88,7 @@ func NewStack(dev *netdev.Device, opts Options) (*Stack, error) {
 	if opts.Gateway.IsValid() && (!static || !opts.Gateway.Is4() || !opts.Addr.Masked().Contains(opts.Gateway)) {
 		return nil, fmt.Errorf("stack: new stack: gateway %v outside %v: %w", opts.Gateway, opts.Addr.Masked(), ErrBadOptions)
 	}
-	ep, err := NewEndpoint(dev, EndpointOptions{TxQueueLen: opts.TxQueueLen, Pcap: opts.Pcap, Groups: opts.Groups, NoGSO: opts.NoGSO})
+	ep, err := NewEndpoint(dev, EndpointOptions{TxQueueLen: opts.TxQueueLen, Pcap: opts.Pcap, Groups: opts.Groups, NoGSO: opts.NoGSO, NoGRO: opts.NoGRO})
 	if err != nil {
 		return nil, err
 	}

@@ -49,6 +49,9 @@ func (e *Endpoint) Close() {
 		e.dev.SetReceiver(nil)
 		e.drainTx() // releases what is queued: closed is set
 		e.txBH.Delete()
+		if e.groBH != nil {
+			e.dropGRO()
+		}
 	})
 }
 

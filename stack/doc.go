@@ -43,7 +43,17 @@
 //	     PacketBuffer (typed host, broadcast or multicast by its link
 //	     destination), free the device buffer (the driver's receive
 //	     buffer, which goes back to its QP)
-//	  -> NetworkDispatcher.DeliverNetworkPacket (gVisor's IPv4 or ARP)
+//	  -> ARP: NetworkDispatcher.DeliverNetworkPacket at once
+//	  -> IPv4: gVisor's GRO engine (gro.go), which passes all but TCP
+//	     up at once and holds TCP segments; consecutive segments of a
+//	     flow that arrive in one pass of the loop are merged, and a
+//	     bottom half delivers what is held when the pass's frames are
+//	     in, through a sink that mends the merged segments' IPv4 and TCP
+//	     checksums (EndpointOptions.NoGRO turns it off)
+//	  -> NetworkDispatcher.DeliverNetworkPacket (gVisor's IPv4)
+//
+// Coalescing pays because gVisor's TCP costs per segment, not per byte:
+// a merged segment runs its receive path, and is acknowledged, once.
 //
 // Each direction copies a packet once, between gVisor's buffers and the
 // device's (its pool on the way down, the QP's receive buffers on the

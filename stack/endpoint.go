@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/counter"
@@ -70,6 +71,11 @@ type EndpointOptions struct {
 	// gvstack.GVisorGSOMaxSize bytes and cuts them to the MSS once, in a
 	// batch, rather than running its whole send path per MSS segment.
 	NoGSO bool
+	// NoGRO turns off receive coalescing. With it on (the default), TCP
+	// segments of one flow that arrive in one pass of the loop reach
+	// gVisor merged (gVisor's gro package), so its TCP runs once per
+	// merged segment and acknowledges them together.
+	NoGRO bool
 }
 
 // Endpoint is a gVisor stack.LinkEndpoint over a netdev.Device. gVisor's
@@ -104,8 +110,13 @@ type Endpoint struct {
 	tap    *pcapTap
 	groups LinkGroups
 	noGSO  bool // EndpointOptions.NoGSO
-	gmu    sync.Mutex
-	gcount map[netip.Addr]int
+	// Receive coalescing (gro.go), loop-owned; groBH is nil with
+	// EndpointOptions.NoGRO.
+	gro     gro.GRO
+	groSink groSink
+	groBH   *aio.BH
+	gmu     sync.Mutex
+	gcount  map[netip.Addr]int
 
 	filters cowlist.List[Filter] // see AddFilter
 
@@ -209,6 +220,12 @@ func NewEndpoint(dev *netdev.Device, opts EndpointOptions) (*Endpoint, error) {
 		e.tap = tap
 	}
 	e.txBH = e.loop.NewBH("stack-tx-"+dev.Name(), e.drainTx)
+	if !opts.NoGRO {
+		e.gro.Init(true)
+		e.gro.Dispatcher = &e.groSink
+		e.groSink.e = e
+		e.groBH = e.loop.NewBH("stack-gro-"+dev.Name(), e.flushGRO)
+	}
 	e.onLoop("stack.bindReceiver", func() { dev.SetReceiver(netdev.ReceiverFunc(e.receive)) })
 	return e, nil
 }

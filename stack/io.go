@@ -278,7 +278,12 @@ func (e *Endpoint) receive(_ *netdev.Device, b *netdev.Buffer, proto uint16, dst
 	})
 	b.Free()
 	pkt.PktType = e.packetType(dst)
-	ref.d.DeliverNetworkPacket(tcpip.NetworkProtocolNumber(proto), pkt)
+	if e.groBH != nil && tcpip.NetworkProtocolNumber(proto) == header.IPv4ProtocolNumber {
+		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+		e.coalesce(ref.d, pkt)
+	} else {
+		ref.d.DeliverNetworkPacket(tcpip.NetworkProtocolNumber(proto), pkt)
+	}
 	pkt.DecRef()
 	counter.Inc(&e.stats.V.RxDelivered)
 }
