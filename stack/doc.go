@@ -43,10 +43,11 @@
 //	     PacketBuffer (typed host, broadcast or multicast by its link
 //	     destination), free the device buffer (the driver's receive
 //	     buffer, which goes back to its QP)
-//	  -> ARP: NetworkDispatcher.DeliverNetworkPacket at once
-//	  -> IPv4: gVisor's GRO engine (gro.go), which passes all but TCP
-//	     up at once and holds TCP segments; consecutive segments of a
-//	     flow that arrive in one pass of the loop are merged, and a
+//	  -> ARP, and IPv4 but TCP: NetworkDispatcher.DeliverNetworkPacket
+//	     at once
+//	  -> TCP/IPv4: gVisor's GRO engine (gro.go), which holds the
+//	     segments; consecutive segments of a flow that arrive in one
+//	     pass of the loop are merged, and a
 //	     bottom half delivers what is held when the pass's frames are
 //	     in, through a sink that mends the merged segments' IPv4 and TCP
 //	     checksums (EndpointOptions.NoGRO turns it off)

@@ -1,10 +1,10 @@
 // Receive coalescing: gVisor's generic receive offload over the endpoint.
 //
 // The rule of this room is io.go's: everything here runs on the device's
-// loop. receive hands each IPv4 packet to the GRO engine, which passes
-// all but TCP straight through and holds TCP segments to merge those of
-// one flow that follow each other; a bottom half, scheduled by the first
-// packet of a pass, delivers what is held once the pass's frames are in.
+// loop. receive hands each TCP/IPv4 packet to the GRO engine (the rest
+// go up at once), which holds segments to merge those of one flow that
+// follow each other; a bottom half, scheduled by the first segment of a
+// pass, delivers what is held once the pass's frames are in.
 // gVisor's TCP then runs once per merged segment instead of once per
 // frame, and acknowledges them together.
 
@@ -88,7 +88,19 @@ func mendMerged(pkt *gvstack.PacketBuffer) {
 	tcp.SetChecksum(^checksum.Combine(sum, pkt.Data().ChecksumAtOffset(hl)))
 }
 
-// coalesce hands an IPv4 packet to the GRO engine (which takes its own
+// isTCPv4 reports whether a frame of protocol proto carries TCP over
+// IPv4, the only packets the GRO engine merges: the others go up at once,
+// without the engine's parsing or a flush to follow.
+func isTCPv4(proto uint16, data []byte) bool {
+	return tcpip.NetworkProtocolNumber(proto) == header.IPv4ProtocolNumber &&
+		len(data) >= header.IPv4MinimumSize && data[ipv4ProtocolOffset] == uint8(header.TCPProtocolNumber)
+}
+
+// ipv4ProtocolOffset is where the IPv4 header holds its Protocol field
+// (RFC 791 section 3.1).
+const ipv4ProtocolOffset = 9
+
+// coalesce hands a TCP/IPv4 packet to the GRO engine (which takes its own
 // reference) and makes sure a flush follows.
 func (e *Endpoint) coalesce(d gvstack.NetworkDispatcher, pkt *gvstack.PacketBuffer) {
 	e.groSink.d = d

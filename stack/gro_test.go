@@ -152,3 +152,28 @@ func TestGROMergesAndMendsChecksums(t *testing.T) {
 		})
 	}
 }
+
+func TestIsTCPv4(t *testing.T) {
+	tcpPkt := tcpSegment(1000, 1, header.TCPFlagAck, []byte("x"), false)
+	udpPkt := append([]byte(nil), tcpPkt...)
+	udpPkt[ipv4ProtocolOffset] = uint8(header.UDPProtocolNumber)
+	tests := []struct {
+		name  string
+		proto tcpip.NetworkProtocolNumber
+		data  []byte
+		want  bool
+	}{
+		{"TCP over IPv4", header.IPv4ProtocolNumber, tcpPkt, true},
+		{"UDP over IPv4", header.IPv4ProtocolNumber, udpPkt, false},
+		{"ARP", header.ARPProtocolNumber, tcpPkt, false},
+		{"truncated IPv4 header", header.IPv4ProtocolNumber, tcpPkt[:header.IPv4MinimumSize-1], false},
+		{"empty", header.IPv4ProtocolNumber, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := isTCPv4(uint16(tc.proto), tc.data); got != tc.want {
+				t.Errorf("isTCPv4 = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

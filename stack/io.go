@@ -273,12 +273,13 @@ func (e *Endpoint) receive(_ *netdev.Device, b *netdev.Buffer, proto uint16, dst
 		b.Free()
 		return
 	}
+	coalesce := e.groBH != nil && isTCPv4(proto, b.Bytes())
 	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		Payload: buffer.MakeWithData(b.Bytes()),
 	})
 	b.Free()
 	pkt.PktType = e.packetType(dst)
-	if e.groBH != nil && tcpip.NetworkProtocolNumber(proto) == header.IPv4ProtocolNumber {
+	if coalesce {
 		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
 		e.coalesce(ref.d, pkt)
 	} else {
