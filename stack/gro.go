@@ -88,17 +88,19 @@ func mendMerged(pkt *gvstack.PacketBuffer) {
 	tcp.SetChecksum(^checksum.Combine(sum, pkt.Data().ChecksumAtOffset(hl)))
 }
 
-// isTCPv4 reports whether a frame of protocol proto carries TCP over
-// IPv4, the only packets the GRO engine merges: the others go up at once,
-// without the engine's parsing or a flush to follow.
-func isTCPv4(proto uint16, data []byte) bool {
-	return tcpip.NetworkProtocolNumber(proto) == header.IPv4ProtocolNumber &&
-		len(data) >= header.IPv4MinimumSize && data[ipv4ProtocolOffset] == uint8(header.TCPProtocolNumber)
+// coalescible reports whether a frame of protocol proto may go through
+// the GRO engine: TCP over IPv4 whose total length is the frame's. The
+// others go up at once, without the engine's parsing or a flush to follow;
+// a frame with bytes after its IPv4 packet among them, since the engine
+// takes a packet's length from its buffer and would merge those bytes
+// into the stream (gVisor's IPv4 trims them off a packet it is handed).
+func coalescible(proto uint16, data []byte) bool {
+	if tcpip.NetworkProtocolNumber(proto) != header.IPv4ProtocolNumber || len(data) < header.IPv4MinimumSize {
+		return false
+	}
+	ip := header.IPv4(data)
+	return ip.Protocol() == uint8(header.TCPProtocolNumber) && int(ip.TotalLength()) == len(data)
 }
-
-// ipv4ProtocolOffset is where the IPv4 header holds its Protocol field
-// (RFC 791 section 3.1).
-const ipv4ProtocolOffset = 9
 
 // coalesce hands a TCP/IPv4 packet to the GRO engine (which takes its own
 // reference) and makes sure a flush follows.

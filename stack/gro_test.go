@@ -16,9 +16,7 @@ import (
 type groRecorder struct{ pkts [][]byte }
 
 func (r *groRecorder) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
-	v := pkt.Data().AsRange().ToView()
-	r.pkts = append(r.pkts, append([]byte(nil), v.AsSlice()...))
-	v.Release()
+	r.pkts = append(r.pkts, pkt.Data().AsRange().ToSlice())
 }
 
 func (r *groRecorder) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {}
@@ -153,10 +151,10 @@ func TestGROMergesAndMendsChecksums(t *testing.T) {
 	}
 }
 
-func TestIsTCPv4(t *testing.T) {
+func TestCoalescible(t *testing.T) {
 	tcpPkt := tcpSegment(1000, 1, header.TCPFlagAck, []byte("x"), false)
 	udpPkt := append([]byte(nil), tcpPkt...)
-	udpPkt[ipv4ProtocolOffset] = uint8(header.UDPProtocolNumber)
+	udpPkt[9] = uint8(header.UDPProtocolNumber) // RFC 791's Protocol field
 	tests := []struct {
 		name  string
 		proto tcpip.NetworkProtocolNumber
@@ -166,13 +164,15 @@ func TestIsTCPv4(t *testing.T) {
 		{"TCP over IPv4", header.IPv4ProtocolNumber, tcpPkt, true},
 		{"UDP over IPv4", header.IPv4ProtocolNumber, udpPkt, false},
 		{"ARP", header.ARPProtocolNumber, tcpPkt, false},
+		{"bytes after the IPv4 packet", header.IPv4ProtocolNumber, append(tcpPkt[:len(tcpPkt):len(tcpPkt)], 0), false},
+		{"IPv4 packet cut short", header.IPv4ProtocolNumber, tcpPkt[:len(tcpPkt)-1], false},
 		{"truncated IPv4 header", header.IPv4ProtocolNumber, tcpPkt[:header.IPv4MinimumSize-1], false},
 		{"empty", header.IPv4ProtocolNumber, nil, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := isTCPv4(uint16(tc.proto), tc.data); got != tc.want {
-				t.Errorf("isTCPv4 = %v, want %v", got, tc.want)
+			if got := coalescible(uint16(tc.proto), tc.data); got != tc.want {
+				t.Errorf("coalescible = %v, want %v", got, tc.want)
 			}
 		})
 	}

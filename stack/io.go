@@ -273,7 +273,7 @@ func (e *Endpoint) receive(_ *netdev.Device, b *netdev.Buffer, proto uint16, dst
 		b.Free()
 		return
 	}
-	coalesce := e.groBH != nil && isTCPv4(proto, b.Bytes())
+	coalesce := e.groBH != nil && coalescible(proto, b.Bytes())
 	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		Payload: buffer.MakeWithData(b.Bytes()),
 	})
