@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"net/netip"
 	"os"
@@ -70,16 +71,16 @@ func FuzzServerLeaseFile(f *testing.F) {
 // decodes to itself.
 func FuzzClientLeaseFile(f *testing.F) {
 	id := NewClientID(DefaultIAID(testGUID(0)), testGUID(0))
-	good, _ := json.Marshal(clientLeaseFile{Version: clientLeaseVersion, ClientID: hexID(id), Lease: Lease{
+	good, _ := json.Marshal(clientLeaseFile{Version: clientLeaseVersion, ClientID: hex.EncodeToString(id), Lease: Lease{
 		Addr: netip.MustParsePrefix("10.7.0.10/24"), Router: testRouter, ServerID: testServerID,
 		Duration: time.Hour, T1: 30 * time.Minute, T2: 52 * time.Minute, Start: testEpoch,
 	}})
 	for _, seed := range []string{
 		string(good),
 		`{"version":1,"client_id":"00","lease":{}}`,
-		`{"version":1,"client_id":"` + hexID(id) + `","lease":{"Addr":"10.7.0.10/32","ServerID":"10.7.0.1","Duration":1}}`,
-		`{"version":1,"client_id":"` + hexID(id) + `","lease":{"Addr":"0.0.0.0/24","ServerID":"10.7.0.1","Duration":3600000000000}}`,
-		`{"version":1,"client_id":"` + hexID(id) + `","lease":{"Addr":"10.7.0.10/24","ServerID":"10.7.0.1","Duration":9223372036854775807,"T1":-1}}`,
+		`{"version":1,"client_id":"` + hex.EncodeToString(id) + `","lease":{"Addr":"10.7.0.10/32","ServerID":"10.7.0.1","Duration":1}}`,
+		`{"version":1,"client_id":"` + hex.EncodeToString(id) + `","lease":{"Addr":"0.0.0.0/24","ServerID":"10.7.0.1","Duration":3600000000000}}`,
+		`{"version":1,"client_id":"` + hex.EncodeToString(id) + `","lease":{"Addr":"10.7.0.10/24","ServerID":"10.7.0.1","Duration":9223372036854775807,"T1":-1}}`,
 		`{"version":3}`,
 		`nope`,
 	} {
@@ -94,7 +95,7 @@ func FuzzClientLeaseFile(f *testing.F) {
 			(!l.Infinite() && !testEpoch.Before(l.Expiry())) {
 			t.Fatalf("accepted a lease no client could hold: %+v from %q", l, data)
 		}
-		again, err := json.Marshal(clientLeaseFile{Version: clientLeaseVersion, ClientID: hexID(id), Lease: *l})
+		again, err := json.Marshal(clientLeaseFile{Version: clientLeaseVersion, ClientID: hex.EncodeToString(id), Lease: *l})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,13 +104,4 @@ func FuzzClientLeaseFile(f *testing.F) {
 			t.Fatalf("round trip: %+v, %v; want %+v", l2, err, l)
 		}
 	})
-}
-
-func hexID(id []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(id))
-	for _, b := range id {
-		out = append(out, digits[b>>4], digits[b&15])
-	}
-	return string(out)
 }
