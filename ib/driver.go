@@ -65,6 +65,11 @@ var (
 	// ErrQueueFull says a send or receive queue has no free slot; the caller
 	// keeps the work and retries after completions.
 	ErrQueueFull = errors.New("work queue full")
+	// ErrInvalidWR says a send work request cannot be carried out as
+	// given: its address handle is another device's, destroyed or for
+	// another port, or its remote QPN is wider than 24 bits
+	// (SendWR.Validate). A driver's refusal wraps its own sentinel too.
+	ErrInvalidWR = errors.New("invalid work request")
 	// ErrUnknownDriver says no driver of that name is registered.
 	ErrUnknownDriver = errors.New("unknown driver")
 	// ErrDeviceFatal says the device reported a fatal error

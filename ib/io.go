@@ -38,6 +38,54 @@ func (w *SendWR) Len() int {
 	return n
 }
 
+// AHState is what a driver alone knows of the address handle a SendWR
+// names, for SendWR.Validate: whether it is one of the device's own
+// handles and whether it was destroyed.
+type AHState uint8
+
+// States of an address handle as its driver sees it.
+const (
+	// AHForeign: nil, or a handle of another driver or another device.
+	AHForeign AHState = iota
+	// AHDestroyed: one of the device's handles, destroyed.
+	AHDestroyed
+	// AHLive: one of the device's handles, usable.
+	AHLive
+)
+
+// Validate checks what every driver checks of a send work request before
+// taking it: an address handle of the QP's own device, not destroyed
+// (ah, which only the driver can tell), for the QP's port (ahPort, the
+// handle's AddressVector.Port, against qpPort), and a remote QPN that
+// fits the 24 bits of BTH DestQP (IBA 9.2). The error wraps ErrInvalidWR.
+// Whether the address is a group, which must go to QPNMulticast, turns on
+// the link layer (a multicast DLID on InfiniBand, a multicast DGID on
+// RoCE), so that check stays the driver's.
+//
+// It runs for every work request: the accepting path is small enough to
+// be inlined into PostSend and allocates nothing.
+func (w *SendWR) Validate(ah AHState, ahPort, qpPort int) error {
+	if ah == AHLive && ahPort == qpPort && w.RemoteQPN <= QPNMask {
+		return nil
+	}
+	return w.refuse(ah, ahPort, qpPort)
+}
+
+// refuse says why Validate did not accept w.
+func (w *SendWR) refuse(ah AHState, ahPort, qpPort int) error {
+	switch {
+	case ah == AHDestroyed:
+		return fmt.Errorf("address handle destroyed: %w", ErrInvalidWR)
+	case ah != AHLive:
+		return fmt.Errorf("address handle not from this device: %w", ErrInvalidWR)
+	case ahPort != qpPort:
+		return fmt.Errorf("address handle for port %d, QP on port %d: %w", ahPort, qpPort, ErrInvalidWR)
+	case !w.RemoteQPN.Valid():
+		return fmt.Errorf("remote QPN %#x exceeds 24 bits: %w", uint32(w.RemoteQPN), ErrInvalidWR)
+	}
+	return nil
+}
+
 // QPIO is the I/O half of a queue pair.
 type QPIO interface {
 	// PostSend queues sends and returns how many it took; it stops at the

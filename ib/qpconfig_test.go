@@ -2,8 +2,56 @@ package ib
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
+
+// TestSendWRValidate goes through each refusal alone and in the order
+// they are reported, the QPN at its 24-bit edge included.
+func TestSendWRValidate(t *testing.T) {
+	tests := []struct {
+		name           string
+		ah             AHState
+		ahPort, qpPort int
+		qpn            QPN
+		want           string // in the error; "" when the request is taken
+	}{
+		{"unicast", AHLive, 1, 1, 0x12, ""},
+		{"multicast QPN", AHLive, 2, 2, QPNMulticast, ""},
+		{"largest QPN", AHLive, 1, 1, QPNMask, ""},
+		{"QPN past 24 bits", AHLive, 1, 1, QPNMask + 1, "remote QPN 0x1000000 exceeds 24 bits"},
+		{"handle of another device", AHForeign, 0, 1, 0x12, "address handle not from this device"},
+		{"state out of range", AHState(7), 1, 1, 0x12, "address handle not from this device"},
+		{"destroyed handle", AHDestroyed, 1, 1, 0x12, "address handle destroyed"},
+		{"handle for another port", AHLive, 2, 1, 0x12, "address handle for port 2, QP on port 1"},
+		// The handle is reported before the port, the port before the QPN.
+		{"destroyed, other port, bad QPN", AHDestroyed, 2, 1, 1 << 31, "address handle destroyed"},
+		{"other port, bad QPN", AHLive, 2, 1, 1 << 31, "address handle for port 2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			wr := SendWR{ID: 9, RemoteQPN: tc.qpn}
+			err := wr.Validate(tc.ah, tc.ahPort, tc.qpPort)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Validate = %v, want nil", err)
+			case tc.want == "":
+			case !errors.Is(err, ErrInvalidWR) || !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("Validate = %v, want %q wrapping ErrInvalidWR", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestSendWRValidateNoAlloc: the check runs on every work request, so
+// taking one allocates nothing.
+func TestSendWRValidateNoAlloc(t *testing.T) {
+	wr := SendWR{ID: 1, RemoteQPN: 0x12, Data: [][]byte{make([]byte, 64)}}
+	var err error
+	if n := testing.AllocsPerRun(100, func() { err = wr.Validate(AHLive, 1, 1) }); n != 0 || err != nil {
+		t.Errorf("Validate: %v allocations, error %v; want 0, nil", n, err)
+	}
+}
 
 // fakeCQ stands for a driver's CQ; Validate only checks there is one.
 type fakeCQ struct{ CompletionQueue }
