@@ -17,7 +17,8 @@ import (
 )
 
 // ErrInvalidWR says a send work request cannot be carried out as given (a
-// foreign or destroyed address handle, a bad QPN); PostSend wraps it.
+// foreign or destroyed address handle, a bad QPN); PostSend wraps it, with
+// ib.ErrInvalidWR for what ib's SendWR.Validate refuses.
 var ErrInvalidWR = errors.New("sim: invalid work request")
 
 // Limits on what a device creates, so a bad argument fails instead of

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/qptest"
 )
 
 func TestDriver(t *testing.T) {
@@ -351,4 +352,42 @@ func (x *lean) poll() {
 			return
 		}
 	}
+}
+
+// TestPostSendRefusals holds PostSend to qptest's check, with the
+// simulator's own rule besides ib's: a multicast DLID goes to
+// ib.QPNMulticast. A handle of another device of the same host is taken:
+// the devices share the host's ports.
+func TestPostSendRefusals(t *testing.T) {
+	e := newEnv(t, Config{})
+	hosts := e.star(2, HostConfig{Ports: 2})
+	a, b := e.open(hosts[0], 7), e.open(hosts[1], 7)
+	bLID := b.attr().LID
+	mkAH := func(dev ib.Device, av ib.AddressVector) ib.AddressHandle {
+		t.Helper()
+		ah, err := dev.CreateAH(av)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ah
+	}
+	sibling, err := hosts[0].Open(e.loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sibling.Close() })
+	destroyed := mkAH(a.dev, unicastAV(bLID))
+	if err := destroyed.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	to := ib.SendWR{ID: 1, AH: mkAH(a.dev, unicastAV(bLID)), RemoteQPN: b.qp.QPN(), RemoteQKey: 7, Data: [][]byte{[]byte("x")}}
+	qptest.PostSendRefusals(t, a.qp, to, []qptest.Refusal{
+		{Name: "handle of another device of this host", AH: mkAH(sibling, unicastAV(bLID)), QPN: to.RemoteQPN},
+		{Name: "no handle", QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
+		{Name: "handle of another host", AH: mkAH(b.dev, unicastAV(a.attr().LID)), QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
+		{Name: "destroyed handle", AH: destroyed, QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
+		{Name: "handle for port 2", AH: mkAH(a.dev, ib.AddressVector{Port: 2, DLID: bLID}), QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
+		{Name: "QPN past 24 bits", AH: to.AH, QPN: ib.QPNMask + 1, Want: ErrInvalidWR, FromIB: true},
+		{Name: "multicast DLID to a unicast QPN", AH: mkAH(a.dev, mcastAV(broadcastMGID, 0xC000)), QPN: to.RemoteQPN, Want: ErrInvalidWR},
+	}, e.settle)
 }

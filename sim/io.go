@@ -34,18 +34,22 @@ func (q *qp) PostSend(wrs []ib.SendWR) (int, error) {
 }
 
 func (q *qp) postOne(wr *ib.SendWR) error {
-	a, ok := wr.AH.(*ah)
-	switch {
-	case !ok || a == nil || a.dev.h != q.h:
-		return fmt.Errorf("sim: post send %d on QP %v: address handle not from this host: %w", wr.ID, q.qpn, ErrInvalidWR)
-	case a.destroyed.Load():
-		return fmt.Errorf("sim: post send %d on QP %v: address handle destroyed: %w", wr.ID, q.qpn, ErrInvalidWR)
-	case a.av.Port != q.port.num:
-		return fmt.Errorf("sim: post send %d on QP %v: address handle for port %d, QP on port %d: %w",
-			wr.ID, q.qpn, a.av.Port, q.port.num, ErrInvalidWR)
-	case !wr.RemoteQPN.Valid():
-		return fmt.Errorf("sim: post send %d on QP %v: remote QPN %#x exceeds 24 bits: %w", wr.ID, q.qpn, uint32(wr.RemoteQPN), ErrInvalidWR)
-	case a.av.DLID.IsMulticast() && wr.RemoteQPN != ib.QPNMulticast:
+	// A handle of any device of this host will do: they share the ports.
+	a, _ := wr.AH.(*ah)
+	state, ahPort := ib.AHForeign, 0
+	if a != nil && a.dev.h == q.h {
+		state, ahPort = ib.AHLive, a.av.Port
+		if a.destroyed.Load() {
+			state = ib.AHDestroyed
+		}
+	}
+	if err := wr.Validate(state, ahPort, q.port.num); err != nil {
+		return fmt.Errorf("sim: post send %d on QP %v: %w: %w", wr.ID, q.qpn, err, ErrInvalidWR)
+	}
+	// IBA 9.8.1: a packet to a multicast DLID carries DestQP 0xFFFFFF.
+	// The other way round, that QPN to a unicast DLID, goes out, and the
+	// receiving port drops it as malformed.
+	if a.av.DLID.IsMulticast() && wr.RemoteQPN != ib.QPNMulticast {
 		return fmt.Errorf("sim: post send %d on QP %v: multicast DLID %v needs QPN %v, got %v: %w",
 			wr.ID, q.qpn, a.av.DLID, ib.QPNMulticast, wr.RemoteQPN, ErrInvalidWR)
 	}

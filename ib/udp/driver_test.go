@@ -14,6 +14,7 @@ import (
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
 	"github.com/ipoibd/ipoibd/internal/looptest"
+	"github.com/ipoibd/ipoibd/internal/qptest"
 )
 
 // pair is two udp devices opened on one interface, each with a QP, on a
@@ -255,4 +256,50 @@ func BenchmarkUDRoundTrip(b *testing.B) {
 			}
 		}
 	}
+}
+
+// TestPostSendRefusals holds PostSend to qptest's check, with the udp
+// driver's own rule besides ib's: a multicast DGID goes to
+// ib.QPNMulticast and a unicast one never does. A QP and a handle always
+// share the device's one port, so ib's port check cannot fail here.
+func TestPostSendRefusals(t *testing.T) {
+	p := openPair(t, "lo")
+	mkAH := func(dev ib.Device, dgid ib.GID) ib.AddressHandle {
+		t.Helper()
+		ah, err := dev.CreateAH(ib.AddressVector{Port: 1, GlobalRoute: true, DGID: dgid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ah
+	}
+	to := ib.SendWR{ID: 1, AH: mkAH(p.devs[0], p.lastGID()), RemoteQPN: p.qps[1].QPN(), RemoteQKey: 0x0B1B, Data: [][]byte{[]byte("x")}}
+	destroyed := mkAH(p.devs[0], p.lastGID())
+	if err := destroyed.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []qptest.Refusal{
+		{Name: "no handle", QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
+		{Name: "handle of another device", AH: mkAH(p.devs[1], p.lastGID()), QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
+		{Name: "destroyed handle", AH: destroyed, QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
+		{Name: "QPN past 24 bits", AH: to.AH, QPN: ib.QPNMask + 1, Want: ErrInvalidWR, FromIB: true},
+		{Name: "unicast DGID to the multicast QPN", AH: to.AH, QPN: ib.QPNMulticast, Want: ErrInvalidWR},
+	}
+	// A group address needs IPv6 on the interface.
+	switch mc, err := p.devs[0].CreateAH(ib.AddressVector{Port: 1, GlobalRoute: true, DGID: ib.GID{0: 0xff, 1: 0x12, 15: 1}}); {
+	case err == nil:
+		cases = append(cases, qptest.Refusal{Name: "multicast DGID to a unicast QPN", AH: mc, QPN: to.RemoteQPN, Want: ErrInvalidWR})
+	case errors.Is(err, ErrNoIPv6):
+		t.Logf("no multicast case: %v", err)
+	default:
+		t.Fatal(err)
+	}
+	qptest.PostSendRefusals(t, p.qps[0], to, cases, func() {
+		for range 4 {
+			p.loop.Poll(false)
+		}
+		for _, cq := range p.cqs {
+			for n, _ := cq.Poll(p.wcs); n > 0; n, _ = cq.Poll(p.wcs) {
+			}
+		}
+	})
 }

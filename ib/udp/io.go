@@ -26,7 +26,8 @@ import (
 )
 
 // ErrInvalidWR says a send work request cannot be carried out as given (a
-// foreign or destroyed address handle, a bad QPN); PostSend wraps it.
+// foreign or destroyed address handle, a bad QPN); PostSend wraps it, with
+// ib.ErrInvalidWR for what ib's SendWR.Validate refuses.
 var ErrInvalidWR = errors.New("udp: invalid work request")
 
 // PostSend encodes each work request as a RoCEv2 UD SEND (BTH, DETH,
@@ -55,16 +56,24 @@ func (q *qp) PostSend(wrs []ib.SendWR) (int, error) {
 
 func (q *qp) postOne(wr *ib.SendWR) error {
 	d := q.dev
-	a, ok := wr.AH.(*ah)
-	switch {
-	case q.closed || d.closed:
+	if q.closed || d.closed {
 		return fmt.Errorf("udp: post send %d on QP %v: %w", wr.ID, q.qpn, ib.ErrClosed)
-	case !ok || a == nil || a.dev != d:
-		return fmt.Errorf("udp: post send %d on QP %v: address handle not from this device: %w", wr.ID, q.qpn, ErrInvalidWR)
-	case a.destroyed:
-		return fmt.Errorf("udp: post send %d on QP %v: address handle destroyed: %w", wr.ID, q.qpn, ErrInvalidWR)
-	case !wr.RemoteQPN.Valid():
-		return fmt.Errorf("udp: post send %d on QP %v: remote QPN %#x exceeds 24 bits: %w", wr.ID, q.qpn, uint32(wr.RemoteQPN), ErrInvalidWR)
+	}
+	a, _ := wr.AH.(*ah)
+	state, ahPort := ib.AHForeign, 0
+	if a != nil && a.dev == d {
+		state, ahPort = ib.AHLive, a.av.Port
+		if a.destroyed {
+			state = ib.AHDestroyed
+		}
+	}
+	if err := wr.Validate(state, ahPort, d.attr.Num); err != nil {
+		return fmt.Errorf("udp: post send %d on QP %v: %w: %w", wr.ID, q.qpn, err, ErrInvalidWR)
+	}
+	switch {
+	// A multicast DGID goes to QPNMulticast and a unicast one never does:
+	// a receiving device chooses group delivery by that QPN (dispatch),
+	// so a mismatch either way would be dropped or reach the wrong QP.
 	case a.mcast != (wr.RemoteQPN == ib.QPNMulticast):
 		return fmt.Errorf("udp: post send %d on QP %v: DGID %v with QPN %v: multicast goes to QPN %v: %w",
 			wr.ID, q.qpn, a.av.DGID, wr.RemoteQPN, ib.QPNMulticast, ErrInvalidWR)

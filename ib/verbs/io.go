@@ -49,18 +49,18 @@ func (q *qp) PostSend(wrs []ib.SendWR) (int, error) {
 	var stop error
 	for i := range wrs {
 		wr := &wrs[i]
-		a, ok := wr.AH.(*ah)
-		switch {
-		case !ok || a == nil || a.dev != q.dev:
-			stop = fmt.Errorf("verbs: post send %d on QP %v: address handle not from this device: %w", wr.ID, q.qpn, ErrInvalidWR)
-		case a.destroyed:
-			stop = fmt.Errorf("verbs: post send %d on QP %v: address handle destroyed: %w", wr.ID, q.qpn, ErrInvalidWR)
-		case a.port != q.port:
-			stop = fmt.Errorf("verbs: post send %d on QP %v: address handle for port %d, QP on port %d: %w", wr.ID, q.qpn, a.port, q.port, ErrInvalidWR)
-		case !wr.RemoteQPN.Valid():
-			stop = fmt.Errorf("verbs: post send %d on QP %v: remote QPN %#x exceeds 24 bits: %w", wr.ID, q.qpn, uint32(wr.RemoteQPN), ErrInvalidWR)
+		a, _ := wr.AH.(*ah)
+		state, ahPort := ib.AHForeign, 0
+		if a != nil && a.dev == q.dev {
+			state, ahPort = ib.AHLive, a.port
+			if a.destroyed {
+				state = ib.AHDestroyed
+			}
 		}
-		if stop != nil {
+		// Whether a group address goes to QPNMulticast is the HCA's to
+		// check, as it is for any verbs consumer.
+		if err := wr.Validate(state, ahPort, q.port); err != nil {
+			stop = fmt.Errorf("verbs: post send %d on QP %v: %w: %w", wr.ID, q.qpn, err, ErrInvalidWR)
 			taken = i
 			break
 		}

@@ -31,7 +31,8 @@ var (
 	ErrBusy = errors.New("verbs: object in use")
 	// ErrInvalidWR says a send work request cannot be carried out as given
 	// (an address handle of another device or already destroyed, a bad
-	// QPN).
+	// QPN); PostSend wraps it, with ib.ErrInvalidWR for what ib's
+	// SendWR.Validate refuses.
 	ErrInvalidWR = errors.New("verbs: invalid work request")
 	// ErrNoSA says a MAD port was asked for on an Ethernet (RoCE) port.
 	// RoCE has no subnet manager and no subnet administrator: paths

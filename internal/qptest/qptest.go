@@ -1,0 +1,52 @@
+// Package qptest holds the check a driver's PostSend refusals are held
+// to: it stops at the first request it cannot take, after taking those
+// before it, with an error wrapping the driver's sentinel and, for what
+// ib's SendWR.Validate refuses, ib.ErrInvalidWR. The simulator and the udp
+// driver run it with cases of their own; the verbs driver's test stays
+// its own, since it runs only against a device in a VM. It is test
+// support only; nothing outside _test.go files imports it.
+package qptest
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/ipoibd/ipoibd/ib"
+)
+
+// Refusal is a send work request PostSend is to take or refuse.
+type Refusal struct {
+	// Name says what is wrong with the request, in failures.
+	Name string
+	// AH and QPN are the request's address handle and remote QPN.
+	AH  ib.AddressHandle
+	QPN ib.QPN
+	// Want is the driver's sentinel the refusal wraps; nil when the
+	// request is to be taken.
+	Want error
+	// FromIB says the refusal is SendWR.Validate's, so it wraps
+	// ib.ErrInvalidWR too (a driver's own rule does not).
+	FromIB bool
+}
+
+// PostSendRefusals posts on qp, for each case, a copy of good (a request
+// PostSend takes) and then the case's request, built from good with the
+// case's AH and QPN. PostSend is to take both, or to take the first and
+// stop at the second with the error the case names. settle runs the
+// driver after each post and takes what the completion queues hold.
+func PostSendRefusals(tb testing.TB, qp ib.QueuePair, good ib.SendWR, cases []Refusal, settle func()) {
+	tb.Helper()
+	for _, c := range cases {
+		bad := good
+		bad.ID, bad.AH, bad.RemoteQPN = good.ID+1, c.AH, c.QPN
+		n, err := qp.PostSend([]ib.SendWR{good, bad})
+		settle()
+		switch {
+		case c.Want == nil && (n != 2 || err != nil):
+			tb.Errorf("%s: PostSend = %d, %v; want 2, nil", c.Name, n, err)
+		case c.Want == nil:
+		case n != 1 || !errors.Is(err, c.Want) || errors.Is(err, ib.ErrInvalidWR) != c.FromIB:
+			tb.Errorf("%s: PostSend = %d, %v; want 1, %v (wrapping ib.ErrInvalidWR: %v)", c.Name, n, err, c.Want, c.FromIB)
+		}
+	}
+}
