@@ -68,7 +68,8 @@ var (
 	// ErrInvalidWR says a send work request cannot be carried out as
 	// given: its address handle is another device's, destroyed or for
 	// another port, or its remote QPN is wider than 24 bits
-	// (SendWR.Validate). A driver's refusal wraps its own sentinel too.
+	// (SendWR.Validate), or it breaks a rule of the driver's own. The
+	// drivers export it under their own names too.
 	ErrInvalidWR = errors.New("invalid work request")
 	// ErrUnknownDriver says no driver of that name is registered.
 	ErrUnknownDriver = errors.New("unknown driver")

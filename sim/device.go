@@ -8,7 +8,6 @@ package sim
 // fabric loop, which delivers completions, receives and events.
 
 import (
-	"errors"
 	"sync"
 	"sync/atomic"
 
@@ -16,10 +15,11 @@ import (
 	"github.com/ipoibd/ipoibd/ib"
 )
 
-// ErrInvalidWR says a send work request cannot be carried out as given (a
-// foreign or destroyed address handle, a bad QPN); PostSend wraps it, with
-// ib.ErrInvalidWR for what ib's SendWR.Validate refuses.
-var ErrInvalidWR = errors.New("sim: invalid work request")
+// ErrInvalidWR is ib.ErrInvalidWR under the driver's name: a work request
+// the simulator cannot carry out as given (what ib.SendWR.Validate
+// refuses, a multicast DLID to a unicast QPN, a frame it cannot encode, a
+// receive buffer reposted twice).
+var ErrInvalidWR = ib.ErrInvalidWR
 
 // Limits on what a device creates, so a bad argument fails instead of
 // exhausting memory.

@@ -383,11 +383,11 @@ func TestPostSendRefusals(t *testing.T) {
 	to := ib.SendWR{ID: 1, AH: mkAH(a.dev, unicastAV(bLID)), RemoteQPN: b.qp.QPN(), RemoteQKey: 7, Data: [][]byte{[]byte("x")}}
 	qptest.PostSendRefusals(t, a.qp, to, []qptest.Refusal{
 		{Name: "handle of another device of this host", AH: mkAH(sibling, unicastAV(bLID)), QPN: to.RemoteQPN},
-		{Name: "no handle", QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
-		{Name: "handle of another host", AH: mkAH(b.dev, unicastAV(a.attr().LID)), QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
-		{Name: "destroyed handle", AH: destroyed, QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
-		{Name: "handle for port 2", AH: mkAH(a.dev, ib.AddressVector{Port: 2, DLID: bLID}), QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
-		{Name: "QPN past 24 bits", AH: to.AH, QPN: ib.QPNMask + 1, Want: ErrInvalidWR, FromIB: true},
+		{Name: "no handle", QPN: to.RemoteQPN, Want: ErrInvalidWR},
+		{Name: "handle of another host", AH: mkAH(b.dev, unicastAV(a.attr().LID)), QPN: to.RemoteQPN, Want: ErrInvalidWR},
+		{Name: "destroyed handle", AH: destroyed, QPN: to.RemoteQPN, Want: ErrInvalidWR},
+		{Name: "handle for port 2", AH: mkAH(a.dev, ib.AddressVector{Port: 2, DLID: bLID}), QPN: to.RemoteQPN, Want: ErrInvalidWR},
+		{Name: "QPN past 24 bits", AH: to.AH, QPN: ib.QPNMask + 1, Want: ErrInvalidWR},
 		{Name: "multicast DLID to a unicast QPN", AH: mkAH(a.dev, mcastAV(broadcastMGID, 0xC000)), QPN: to.RemoteQPN, Want: ErrInvalidWR},
 	}, e.settle)
 }

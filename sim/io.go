@@ -44,7 +44,7 @@ func (q *qp) postOne(wr *ib.SendWR) error {
 		}
 	}
 	if err := wr.Validate(state, ahPort, q.port.num); err != nil {
-		return fmt.Errorf("sim: post send %d on QP %v: %w: %w", wr.ID, q.qpn, err, ErrInvalidWR)
+		return fmt.Errorf("sim: post send %d on QP %v: %w", wr.ID, q.qpn, err)
 	}
 	// IBA 9.8.1: a packet to a multicast DLID carries DestQP 0xFFFFFF.
 	// The other way round, that QPN to a unicast DLID, goes out, and the

@@ -278,10 +278,10 @@ func TestPostSendRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []qptest.Refusal{
-		{Name: "no handle", QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
-		{Name: "handle of another device", AH: mkAH(p.devs[1], p.lastGID()), QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
-		{Name: "destroyed handle", AH: destroyed, QPN: to.RemoteQPN, Want: ErrInvalidWR, FromIB: true},
-		{Name: "QPN past 24 bits", AH: to.AH, QPN: ib.QPNMask + 1, Want: ErrInvalidWR, FromIB: true},
+		{Name: "no handle", QPN: to.RemoteQPN, Want: ErrInvalidWR},
+		{Name: "handle of another device", AH: mkAH(p.devs[1], p.lastGID()), QPN: to.RemoteQPN, Want: ErrInvalidWR},
+		{Name: "destroyed handle", AH: destroyed, QPN: to.RemoteQPN, Want: ErrInvalidWR},
+		{Name: "QPN past 24 bits", AH: to.AH, QPN: ib.QPNMask + 1, Want: ErrInvalidWR},
 		{Name: "unicast DGID to the multicast QPN", AH: to.AH, QPN: ib.QPNMulticast, Want: ErrInvalidWR},
 	}
 	// A group address needs IPv6 on the interface.

@@ -25,10 +25,11 @@ import (
 	"github.com/ipoibd/ipoibd/ib"
 )
 
-// ErrInvalidWR says a send work request cannot be carried out as given (a
-// foreign or destroyed address handle, a bad QPN); PostSend wraps it, with
-// ib.ErrInvalidWR for what ib's SendWR.Validate refuses.
-var ErrInvalidWR = errors.New("udp: invalid work request")
+// ErrInvalidWR is ib.ErrInvalidWR under the driver's name: a work request
+// the driver cannot carry out as given (what ib.SendWR.Validate refuses, a
+// group address with the wrong QPN, a datagram it cannot encode, a receive
+// buffer reposted twice).
+var ErrInvalidWR = ib.ErrInvalidWR
 
 // PostSend encodes each work request as a RoCEv2 UD SEND (BTH, DETH,
 // payload, pad, ICRC over the IP and UDP headers the kernel will write)
@@ -68,7 +69,7 @@ func (q *qp) postOne(wr *ib.SendWR) error {
 		}
 	}
 	if err := wr.Validate(state, ahPort, d.attr.Num); err != nil {
-		return fmt.Errorf("udp: post send %d on QP %v: %w: %w", wr.ID, q.qpn, err, ErrInvalidWR)
+		return fmt.Errorf("udp: post send %d on QP %v: %w", wr.ID, q.qpn, err)
 	}
 	switch {
 	// A multicast DGID goes to QPNMulticast and a unicast one never does:

@@ -60,7 +60,7 @@ func (q *qp) PostSend(wrs []ib.SendWR) (int, error) {
 		// Whether a group address goes to QPNMulticast is the HCA's to
 		// check, as it is for any verbs consumer.
 		if err := wr.Validate(state, ahPort, q.port); err != nil {
-			stop = fmt.Errorf("verbs: post send %d on QP %v: %w: %w", wr.ID, q.qpn, err, ErrInvalidWR)
+			stop = fmt.Errorf("verbs: post send %d on QP %v: %w", wr.ID, q.qpn, err)
 			taken = i
 			break
 		}

@@ -29,11 +29,10 @@ import (
 var (
 	// ErrBusy says an object is still in use (a CQ that a QP uses).
 	ErrBusy = errors.New("verbs: object in use")
-	// ErrInvalidWR says a send work request cannot be carried out as given
-	// (an address handle of another device or already destroyed, a bad
-	// QPN); PostSend wraps it, with ib.ErrInvalidWR for what ib's
-	// SendWR.Validate refuses.
-	ErrInvalidWR = errors.New("verbs: invalid work request")
+	// ErrInvalidWR is ib.ErrInvalidWR under the driver's name: a work
+	// request the driver cannot carry out as given (what ib.SendWR.Validate
+	// refuses, a MAD to an address out of range).
+	ErrInvalidWR = ib.ErrInvalidWR
 	// ErrNoSA says a MAD port was asked for on an Ethernet (RoCE) port.
 	// RoCE has no subnet manager and no subnet administrator: paths
 	// resolve locally (GRH always, LID 0) and multicast groups are
