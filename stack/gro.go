@@ -11,11 +11,10 @@
 package stack
 
 import (
-	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipoibd/ipoibd/counter"
 )
@@ -62,9 +61,10 @@ func (s *groSink) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvst
 }
 
 // mendMerged recomputes the IPv4 header checksum and the TCP checksum of
-// a segment the GRO engine validated, if it merged others into it (its
-// header checksum no longer holds: only the merge changes the header of
-// a validated segment).
+// a segment the GRO engine validated, if it merged others into it. Only
+// a merge changes the header of a validated segment, and it always breaks
+// the header checksum: it adds between 1 and 65,495 to the total length,
+// never a multiple of 0xFFFF, which a one's-complement sum would not see.
 func mendMerged(pkt *gvstack.PacketBuffer) {
 	hb, ok := pkt.Data().PullUp(header.IPv4MinimumSize)
 	if !ok {
