@@ -4,11 +4,11 @@ import (
 	"testing"
 
 	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/internal/cqtest"
+	"github.com/ipoibd/ipoibd/internal/drivertest"
 )
 
 // TestCQArmOnDemand holds a send CQ set to ib.ArmOnDemand to the check
-// every driver's is held to (cqtest.ArmOnDemand), then checks that an
+// every driver's is held to (drivertest.ArmOnDemand), then checks that an
 // ArmAlways CQ takes requests in its stride and a closed one refuses them.
 func TestCQArmOnDemand(t *testing.T) {
 	e := newEnv(t, Config{})
@@ -33,7 +33,7 @@ func TestCQArmOnDemand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cqtest.ArmOnDemand(t, scq, qp, ib.SendWR{AH: ah, RemoteQPN: b.qp.QPN(), RemoteQKey: qkey}, e.settle)
+	drivertest.ArmOnDemand(t, scq, qp, ib.SendWR{AH: ah, RemoteQPN: b.qp.QPN(), RemoteQKey: qkey}, e.settle)
 	// An ArmAlways CQ ignores requests and runs on every completion.
 	if err := a.cq.RequestNotify(); err != nil {
 		t.Errorf("RequestNotify on an ArmAlways CQ: %v", err)

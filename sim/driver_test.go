@@ -12,7 +12,7 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/internal/qptest"
+	"github.com/ipoibd/ipoibd/internal/drivertest"
 )
 
 func TestDriver(t *testing.T) {
@@ -354,7 +354,7 @@ func (x *lean) poll() {
 	}
 }
 
-// TestPostSendRefusals holds PostSend to qptest's check, with the
+// TestPostSendRefusals holds PostSend to drivertest's check, with the
 // simulator's own rule besides ib's: a multicast DLID goes to
 // ib.QPNMulticast. A handle of another device of the same host is taken:
 // the devices share the host's ports.
@@ -381,7 +381,7 @@ func TestPostSendRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	to := ib.SendWR{ID: 1, AH: mkAH(a.dev, unicastAV(bLID)), RemoteQPN: b.qp.QPN(), RemoteQKey: 7, Data: [][]byte{[]byte("x")}}
-	qptest.PostSendRefusals(t, a.qp, to, []qptest.Refusal{
+	drivertest.PostSendRefusals(t, a.qp, to, []drivertest.Refusal{
 		{Name: "handle of another device of this host", AH: mkAH(sibling, unicastAV(bLID)), QPN: to.RemoteQPN},
 		{Name: "no handle", QPN: to.RemoteQPN, Want: ErrInvalidWR},
 		{Name: "handle of another host", AH: mkAH(b.dev, unicastAV(a.attr().LID)), QPN: to.RemoteQPN, Want: ErrInvalidWR},

@@ -6,11 +6,11 @@ import (
 	"testing"
 
 	"github.com/ipoibd/ipoibd/ib"
-	"github.com/ipoibd/ipoibd/internal/cqtest"
+	"github.com/ipoibd/ipoibd/internal/drivertest"
 )
 
 // TestCQArmOnDemand holds a send CQ set to ib.ArmOnDemand to the check
-// every driver's is held to (cqtest.ArmOnDemand).
+// every driver's is held to (drivertest.ArmOnDemand).
 func TestCQArmOnDemand(t *testing.T) {
 	p := openPair(t, "lo")
 	ah, err := p.devs[0].CreateAH(ib.AddressVector{Port: 1, GlobalRoute: true, DGID: p.lastGID()})
@@ -27,7 +27,7 @@ func TestCQArmOnDemand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cqtest.ArmOnDemand(t, scq, qp, ib.SendWR{AH: ah, RemoteQPN: p.qps[1].QPN(), RemoteQKey: 0x0B1B}, func() {
+	drivertest.ArmOnDemand(t, scq, qp, ib.SendWR{AH: ah, RemoteQPN: p.qps[1].QPN(), RemoteQKey: 0x0B1B}, func() {
 		for range 4 {
 			p.loop.Poll(false)
 		}

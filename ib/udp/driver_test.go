@@ -13,8 +13,8 @@ import (
 
 	"github.com/ipoibd/ipoibd/aio"
 	"github.com/ipoibd/ipoibd/ib"
+	"github.com/ipoibd/ipoibd/internal/drivertest"
 	"github.com/ipoibd/ipoibd/internal/looptest"
-	"github.com/ipoibd/ipoibd/internal/qptest"
 )
 
 // pair is two udp devices opened on one interface, each with a QP, on a
@@ -258,7 +258,7 @@ func BenchmarkUDRoundTrip(b *testing.B) {
 	}
 }
 
-// TestPostSendRefusals holds PostSend to qptest's check, with the udp
+// TestPostSendRefusals holds PostSend to drivertest's check, with the udp
 // driver's own rule besides ib's: a multicast DGID goes to
 // ib.QPNMulticast and a unicast one never does. A QP and a handle always
 // share the device's one port, so ib's port check cannot fail here.
@@ -277,7 +277,7 @@ func TestPostSendRefusals(t *testing.T) {
 	if err := destroyed.Destroy(); err != nil {
 		t.Fatal(err)
 	}
-	cases := []qptest.Refusal{
+	cases := []drivertest.Refusal{
 		{Name: "no handle", QPN: to.RemoteQPN, Want: ErrInvalidWR},
 		{Name: "handle of another device", AH: mkAH(p.devs[1], p.lastGID()), QPN: to.RemoteQPN, Want: ErrInvalidWR},
 		{Name: "destroyed handle", AH: destroyed, QPN: to.RemoteQPN, Want: ErrInvalidWR},
@@ -287,13 +287,13 @@ func TestPostSendRefusals(t *testing.T) {
 	// A group address needs IPv6 on the interface.
 	switch mc, err := p.devs[0].CreateAH(ib.AddressVector{Port: 1, GlobalRoute: true, DGID: ib.GID{0: 0xff, 1: 0x12, 15: 1}}); {
 	case err == nil:
-		cases = append(cases, qptest.Refusal{Name: "multicast DGID to a unicast QPN", AH: mc, QPN: to.RemoteQPN, Want: ErrInvalidWR})
+		cases = append(cases, drivertest.Refusal{Name: "multicast DGID to a unicast QPN", AH: mc, QPN: to.RemoteQPN, Want: ErrInvalidWR})
 	case errors.Is(err, ErrNoIPv6):
 		t.Logf("no multicast case: %v", err)
 	default:
 		t.Fatal(err)
 	}
-	qptest.PostSendRefusals(t, p.qps[0], to, cases, func() {
+	drivertest.PostSendRefusals(t, p.qps[0], to, cases, func() {
 		for range 4 {
 			p.loop.Poll(false)
 		}

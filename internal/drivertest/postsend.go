@@ -1,11 +1,4 @@
-// Package qptest holds the check a driver's PostSend refusals are held
-// to: it stops at the first request it cannot take, after taking those
-// before it, with an error wrapping the sentinel the case names. The
-// simulator and the udp driver run it with cases of their own; the verbs
-// driver's test stays
-// its own, since it runs only against a device in a VM. It is test
-// support only; nothing outside _test.go files imports it.
-package qptest
+package drivertest
 
 import (
 	"errors"

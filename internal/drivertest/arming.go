@@ -1,12 +1,4 @@
-// Package cqtest holds the check a driver's completion queue set to
-// ib.ArmOnDemand is held to. The contract is ib's (CQIO.RequestNotify);
-// the simulator and the udp driver each implement it their own way, and
-// one list of steps keeps them to the same behaviour instead of a copy of
-// it in each driver's tests. The verbs driver's test stays its own: a real
-// device may or may not raise an event for a completion queued before the
-// request, and leaves an arm of its own behind CreateCQ. It is test
-// support only; nothing outside _test.go files imports it.
-package cqtest
+package drivertest
 
 import (
 	"testing"
@@ -38,7 +30,10 @@ var armSteps = []struct {
 // whose send CQ is cq, as copies of to (its address; ID and Data are
 // ArmOnDemand's), three at the most, then calls settle, which runs the
 // driver until they have completed. ArmOnDemand installs cq's handler and
-// takes every completion cq holds.
+// takes every completion cq holds. The contract is ib's
+// (CQIO.RequestNotify). The verbs driver's test keeps its own steps: a
+// real device may or may not raise an event for a completion queued
+// before the request, and leaves an arm of its own behind CreateCQ.
 func ArmOnDemand(tb testing.TB, cq ib.CompletionQueue, qp ib.QueuePair, to ib.SendWR, settle func()) {
 	tb.Helper()
 	calls := 0
