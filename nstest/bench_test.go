@@ -39,8 +39,9 @@ type udpHost struct {
 }
 
 // newUDPHost brings up IPoIB with address addr on udp:eth0 in ns, using
-// GID index gid (0: link-local, IPv6; 1: IPv4-mapped, IPv4).
-func newUDPHost(tb testing.TB, ns string, addr netip.Prefix, gid int) *udpHost {
+// GID index gid (0: link-local, IPv6; 1: IPv4-mapped, IPv4), with receive
+// coalescing unless noGRO.
+func newUDPHost(tb testing.TB, ns string, addr netip.Prefix, gid int, noGRO bool) *udpHost {
 	tb.Helper()
 	loop, err := aio.New(aio.WithName(ns))
 	if err != nil {
@@ -76,7 +77,7 @@ func newUDPHost(tb testing.TB, ns string, addr netip.Prefix, gid int) *udpHost {
 	defer cancel()
 	if h.ifc, err = ipoibd.Open(octx, ipoibd.Config{
 		Device: udp.DriverName + ":eth0", Name: fmt.Sprintf("ib%d", hostSeq.Add(1)), GIDIndex: gid, Addr: addr,
-		Tuning: ipoibd.Tuning{Loop: loop},
+		Tuning: ipoibd.Tuning{Loop: loop, NoGRO: noGRO},
 	}); err != nil {
 		tb.Fatalf("%s: %v", ns, err)
 	}
@@ -85,9 +86,9 @@ func newUDPHost(tb testing.TB, ns string, addr netip.Prefix, gid int) *udpHost {
 }
 
 // ipoibPair brings up two udp IPoIB hosts on tp's first two namespaces.
-func ipoibPair(b *testing.B, tp *topo, gid int) (*udpHost, *udpHost) {
-	a := newUDPHost(b, tp.hosts[0], netip.MustParsePrefix("10.66.0.1/24"), gid)
-	c := newUDPHost(b, tp.hosts[1], netip.MustParsePrefix("10.66.0.2/24"), gid)
+func ipoibPair(b *testing.B, tp *topo, gid int, noGRO bool) (*udpHost, *udpHost) {
+	a := newUDPHost(b, tp.hosts[0], netip.MustParsePrefix("10.66.0.1/24"), gid, noGRO)
+	c := newUDPHost(b, tp.hosts[1], netip.MustParsePrefix("10.66.0.2/24"), gid, noGRO)
 	return a, c
 }
 
@@ -95,8 +96,9 @@ func ipoibPair(b *testing.B, tp *topo, gid int) (*udpHost, *udpHost) {
 // bridge, TCP through IPoIB on two udp devices (gVisor TCP, IPoIB, RoCEv2
 // with ICRC, raw and UDP sockets) with kernel TCP between the two
 // namespaces, at the veth default MTU (1500: an IB MTU of 1024, so IPoIB
-// packets of 1020 bytes) and at 9000 (IB MTU 4096, IPoIB MTU 4092). The
-// ratio of the MB/s figures is the one that matters.
+// packets of 1020 bytes) and at 9000 (IB MTU 4096, IPoIB MTU 4092), and
+// IPoIB over IPv4 once more without receive coalescing (GRO). The ratio
+// of the MB/s figures is the one that matters.
 func BenchmarkVethTCP(b *testing.B) {
 	for _, mtu := range []int{1500, 9000} {
 		b.Run(fmt.Sprintf("mtu%d", mtu), func(b *testing.B) { vethTCP(b, mtu) })
@@ -107,11 +109,12 @@ func BenchmarkVethTCP(b *testing.B) {
 func vethTCP(b *testing.B, mtu int) {
 	tp := newTopo(b, 2, mtu)
 	for _, fam := range []struct {
-		name string
-		gid  int
-	}{{"ipoib-udp-ipv4", 1}, {"ipoib-udp-ipv6", 0}} {
+		name  string
+		gid   int
+		noGRO bool
+	}{{"ipoib-udp-ipv4", 1, false}, {"ipoib-udp-ipv4-nogro", 1, true}, {"ipoib-udp-ipv6", 0, false}} {
 		b.Run(fam.name, func(b *testing.B) {
-			h0, h1 := ipoibPair(b, tp, fam.gid)
+			h0, h1 := ipoibPair(b, tp, fam.gid, fam.noGRO)
 			ln, err := h1.st.ListenTCP(5002)
 			w, r := connect(b, ln, err, func() (net.Conn, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -198,7 +201,7 @@ func reportCounters(b *testing.B, ifc *ipoibd.Interface) {
 func BenchmarkVethPing(b *testing.B) {
 	tp := newTopo(b, 2, 0)
 	b.Run("ipoib-udp-ipv4", func(b *testing.B) {
-		h0, h1 := ipoibPair(b, tp, 1)
+		h0, h1 := ipoibPair(b, tp, 1, false)
 		ctx := context.Background()
 		if st, err := stack.Ping(ctx, h0.st.S, h1.addr, 1, 0, 56); err != nil || st.Received != 1 {
 			b.Fatalf("warm-up ping: %v %v", st, err)
