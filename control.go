@@ -428,8 +428,8 @@ func findDevice(device string) (string, string, error) {
 // port active. It fails when ctx ends, or after Config.JoinTimeout, with
 // the link's reason, and at once when the device has failed (an error
 // wrapping ib.ErrDeviceFatal: the Interface will not come up; close it and
-// make another). Up's wait for a DHCP lease stops the same way. While it waits it reports EventStillJoining every five
-// seconds.
+// make another). Up's wait for a DHCP lease stops the same way. While it
+// waits it reports EventStillJoining every five seconds.
 func (i *Interface) WaitLink(ctx context.Context) error {
 	start := time.Now()
 	tick := time.NewTicker(2 * time.Millisecond)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -190,15 +191,9 @@ func (s Snapshot) Plus(o Snapshot) Snapshot {
 	out := make(Snapshot, len(s), len(s)+len(o))
 	copy(out, s)
 	for _, ov := range o {
-		found := false
-		for i := range out[:len(s)] {
-			if out[i].Name == ov.Name {
-				out[i].Value += ov.Value
-				found = true
-				break
-			}
-		}
-		if !found {
+		if i := slices.IndexFunc(out[:len(s)], func(v Value) bool { return v.Name == ov.Name }); i >= 0 {
+			out[i].Value += ov.Value
+		} else {
 			out = append(out, ov)
 		}
 	}

@@ -340,14 +340,16 @@ func serveUp(ctx context.Context, opt upOptions, out io.Writer) error {
 	fmt.Fprintf(out, "%s: control socket %s\n", opt.name, opt.socket)
 	// A device that fails before the interface is up is opened again as
 	// one that fails later is; anything else that stops Up ends the daemon.
+	// deviceFailed says err is the device's failure, not the end of ctx.
+	deviceFailed := func(err error) bool { return ctx.Err() == nil && errors.Is(err, ib.ErrDeviceFatal) }
 	err = ifc.Up(ctx)
 	for {
-		if err != nil && (ctx.Err() != nil || !errors.Is(err, ib.ErrDeviceFatal)) {
+		if err != nil && !deviceFailed(err) {
 			return upError(err)
 		}
 		if err == nil {
 			err = d.serve(ctx, ifc)
-			if ctx.Err() != nil || !errors.Is(err, ib.ErrDeviceFatal) {
+			if !deviceFailed(err) {
 				stopRun()
 				fmt.Fprintf(out, "%s: leaving\n", opt.name)
 				notify(opt.log, "STOPPING=1\nSTATUS=leaving")
