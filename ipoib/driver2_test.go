@@ -3,6 +3,7 @@ package ipoib
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -308,6 +309,40 @@ func TestLeaveWaitsForSA(t *testing.T) {
 	}
 	if !closedEarly {
 		t.Fatal("Close with a leave outstanding did not call back")
+	}
+}
+
+// TestLeaveWithJoinInFlight: a link taken down while the join of a group
+// is still on its way to the SA leaves that group too, so the subnet
+// manager keeps no member for it (the SA makes the port a member on the
+// Join, then takes it out on the Delete that follows).
+func TestLeaveWithJoinInFlight(t *testing.T) {
+	e, a, b, _ := newTrio(t)
+	grp := netip.MustParseAddr("224.1.2.3")
+	if err := a.l.JoinMulticast(grp); err != nil {
+		t.Fatal(err)
+	}
+	left := false
+	if err := a.l.Leave(func() { left = true }); err != nil {
+		t.Fatal(err)
+	}
+	var self Addr
+	if err := self.Decode(a.addr()); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	if !left {
+		t.Fatal("Leave did not call back")
+	}
+	for _, g := range e.f.Groups() {
+		for _, m := range g.Members {
+			if m.PortGID == self.GID {
+				t.Errorf("the SM still has the port in %v (join state %v)", g.MGID, m.JoinState)
+			}
+		}
+	}
+	if len(b.received(nil)) != 0 {
+		t.Errorf("b received %q", b.received(nil))
 	}
 }
 

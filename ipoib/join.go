@@ -364,15 +364,24 @@ func (d *driver) forget(g *group, err error) {
 }
 
 // leave tells the SA the port leaves g (MCMemberRecord Delete of the join
-// states it holds), then forgets it. A leave that is lost costs the SA a
-// stale member until the port goes down; Link.Leave waits for the
-// answers (or the SA client giving up after its retries) so that a link
-// taken down for good does not leave one behind.
+// states it holds, or asks for), then forgets it. A leave that is lost
+// costs the SA a stale member until the port goes down; Link.Leave waits
+// for the answers (or the SA client giving up after its retries) so that
+// a link taken down for good does not leave one behind. A group whose
+// first join is still in flight is left too: forget only stops waiting
+// for the answer, and the SA may have made the port a member already, or
+// will on the Join it has yet to read; the Delete follows that Join on
+// the same path, and an SA that answers them in order (the simulator's
+// does) ends with no member.
 func (d *driver) leave(g *group, err error) {
 	// A failed device sends nothing (and answers nothing): no leave to
 	// wait for.
-	if g.status == groupJoined && d.attr.State == ib.PortActive && !d.closed && !d.fatal && d.sa != nil {
+	if (g.status == groupJoined || g.querying) && d.attr.State == ib.PortActive && !d.closed && !d.fatal && d.sa != nil {
 		js := g.rec.JoinState
+		if g.status != groupJoined {
+			rec, _ := d.joinRecord(g)
+			js = rec.JoinState
+		}
 		if js == 0 {
 			js = ib.JoinFullMember
 		}
