@@ -1041,3 +1041,93 @@ func newHomeCtx(tb testing.TB, opts ...Option) *Context {
 	tb.Cleanup(c.Acquire())
 	return c
 }
+
+// TestEpollWaitResumesAfterSignal sends signals to the thread sleeping in
+// epollWait, as the Go runtime does when it preempts (SIGURG). epoll_wait
+// is never restarted by the kernel, so each signal ends the call with
+// EINTR; epollWait must sleep on for the rest of its timeout, or until the
+// eventfd is written, instead of returning with nothing. (Before it did,
+// a blocking Poll nested in a borrowed pass sometimes came back at once.)
+func TestEpollWaitResumesAfterSignal(t *testing.T) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(epfd)
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(evfd)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+		t.Fatal(err)
+	}
+
+	// pester locks the calling goroutine to its thread, signals that
+	// thread every 500 µs until stopped and reports how many signals it
+	// sent.
+	pester := func() (stop func() int) {
+		runtime.LockOSThread()
+		pid, tid := unix.Getpid(), unix.Gettid()
+		done, sent := make(chan struct{}), make(chan int)
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-done:
+					sent <- n
+					return
+				case <-time.After(500 * time.Microsecond):
+					if unix.Tgkill(pid, tid, unix.SIGURG) == nil {
+						n++
+					}
+				}
+			}
+		}()
+		return func() int {
+			close(done)
+			runtime.UnlockOSThread()
+			return <-sent
+		}
+	}
+	buf := make([]unix.EpollEvent, 4)
+	const d = 30 * time.Millisecond
+
+	t.Run("timeout", func(t *testing.T) {
+		stop := pester()
+		t0 := time.Now()
+		n, err := epollWait(epfd, buf, d)
+		took := time.Since(t0)
+		sent := stop()
+		if err != nil || n != 0 {
+			t.Fatalf("epollWait = %d, %v; want 0, nil after the timeout", n, err)
+		}
+		if took < d {
+			t.Fatalf("epollWait returned after %v, before its %v timeout (%d signals sent)", took, d, sent)
+		}
+		if sent == 0 {
+			t.Fatal("no signal was sent during the wait: the test proved nothing")
+		}
+	})
+	t.Run("forever", func(t *testing.T) {
+		stop := pester()
+		t0 := time.Now()
+		go func() {
+			time.Sleep(d)
+			_, _ = unix.Write(evfd, eventfdOne[:])
+		}()
+		n, err := epollWait(epfd, buf, forever)
+		took := time.Since(t0)
+		sent := stop()
+		if err != nil || n != 1 || buf[0].Fd != int32(evfd) {
+			t.Fatalf("epollWait = %d, %v; want the eventfd", n, err)
+		}
+		if took < d {
+			t.Fatalf("epollWait returned after %v, before the eventfd was written at %v (%d signals sent)", took, d, sent)
+		}
+		if sent == 0 {
+			t.Fatal("no signal was sent during the wait: the test proved nothing")
+		}
+	})
+}

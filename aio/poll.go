@@ -244,8 +244,9 @@ func (c *Context) wait(timeout time.Duration) []unix.EpollEvent {
 	case err == nil:
 		return buf[:n]
 	case errors.Is(err, unix.EINTR):
-		// A signal cut the sleep short; the pass finds nothing and the
-		// caller polls again.
+		// A signal hit a call that was not to sleep (epollWait retries
+		// the ones that were): the pass finds nothing, the next looks
+		// again.
 	default:
 		c.log.Error("aio: epoll_wait failed", slog.String("context", c.name), slog.Any("err", err))
 	}
@@ -253,8 +254,32 @@ func (c *Context) wait(timeout time.Duration) []unix.EpollEvent {
 }
 
 // epollWait sleeps with nanosecond precision where the kernel allows it, so
-// real-clock timers are not rounded to whole milliseconds.
+// real-clock timers are not rounded to whole milliseconds. A signal cuts
+// epoll_wait short with EINTR, and in a Go program signals are routine:
+// the runtime preempts a thread with SIGURG, which can land just as its
+// goroutine enters the call. epollWait then sleeps again for what is left
+// of the timeout, so that a blocking Poll does not come back having done
+// nothing (a Notify meanwhile still wakes it: the eventfd stays readable).
 func epollWait(epfd int, events []unix.EpollEvent, timeout time.Duration) (int, error) {
+	var end time.Time
+	if timeout > 0 {
+		end = time.Now().Add(timeout)
+	}
+	for {
+		n, err := epollWaitOnce(epfd, events, timeout)
+		if !errors.Is(err, unix.EINTR) || timeout == noWait {
+			return n, err
+		}
+		if timeout > 0 {
+			if timeout = time.Until(end); timeout <= 0 {
+				return 0, nil
+			}
+		}
+	}
+}
+
+// epollWaitOnce is one epoll_pwait2 (or epoll_wait) call.
+func epollWaitOnce(epfd int, events []unix.EpollEvent, timeout time.Duration) (int, error) {
 	if timeout > 0 && havePwait2.Load() {
 		ts := unix.NsecToTimespec(int64(timeout))
 		r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(epfd),
