@@ -371,8 +371,9 @@ func (d *driver) forget(g *group, err error) {
 // first join is still in flight is left too: forget only stops waiting
 // for the answer, and the SA may have made the port a member already, or
 // will on the Join it has yet to read; the Delete follows that Join on
-// the same path, and an SA that answers them in order (the simulator's
-// does) ends with no member.
+// the same path, and an SA that takes them in order (the simulator's
+// does, and OpenSM does: smtest's TestLeaveWithJoinInFlight) ends with
+// no member.
 func (d *driver) leave(g *group, err error) {
 	// A failed device sends nothing (and answers nothing): no leave to
 	// wait for.

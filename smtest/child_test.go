@@ -191,6 +191,8 @@ func (cs *childState) call(fn func()) {
 //	group                      the link's broadcast group
 //	wait-rejoin <unix-nanos>   wait until the broadcast group is joined after the given time
 //	join <ipv4> / leave <ipv4> IP multicast group join and leave through the link
+//	joinleave <ipv4>...        join and at once leave each group, in one turn of the loop,
+//	                           so that every leave finds its join still on its way to the SA
 //	peers                      the link's peer cache
 //	sajoin <pkey> [<ipv4>]     a raw join, without the link, of the partition's broadcast group
 //	                           (or of an IPv4 group that exists)
@@ -223,6 +225,8 @@ func (cs *childState) command(f []string) reply {
 		return cs.waitGroup(func(g ipoib.GroupInfo) bool { return g.Joined && g.JoinedAt.UnixNano() > ns })
 	case "join", "leave":
 		return cs.multicast(f)
+	case "joinleave":
+		return cs.joinLeave(f[1:])
 	case "peers":
 		var p []ipoib.PeerInfo
 		var err error
@@ -345,6 +349,31 @@ func (cs *childState) multicast(f []string) reply {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// joinLeave joins and leaves each group before the loop gets to read any
+// answer from the SA.
+func (cs *childState) joinLeave(groups []string) reply {
+	ips := make([]netip.Addr, len(groups))
+	for i, s := range groups {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return reply{Err: err.Error()}
+		}
+		ips[i] = ip
+	}
+	var err error
+	cs.call(func() {
+		for _, ip := range ips {
+			if err = cs.link.JoinMulticast(ip); err != nil {
+				return
+			}
+			if err = cs.link.LeaveMulticast(ip); err != nil {
+				return
+			}
+		}
+	})
+	return errReply(err, reply{})
 }
 
 // saJoin sends the join of a partition's broadcast group, or of an IPv4

@@ -207,6 +207,52 @@ func TestMulticastCreateLeave(t *testing.T) {
 	}
 }
 
+// TestLeaveWithJoinInFlight leaves each of many new IPv4 groups in the
+// same turn of the loop that joined it, so that every MCMemberRecord
+// Delete leaves while its Join is still on its way. OpenSM must end with
+// none of the groups: had it taken a Delete before its Join, it would
+// keep the port as a member of a group nobody leaves again.
+func TestLeaveWithJoinInFlight(t *testing.T) {
+	s, ch, _ := started(t, "")
+	ch.do("up 0xffff")
+	const n = 32
+	cmd := "joinleave"
+	mgids := map[ib.GID]netip.Addr{}
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{239, 1, 4, byte(i)})
+		mgid, err := ipoib.IPv4MulticastGID(ib.PKeyDefault, ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mgids[mgid] = ip
+		cmd += " " + ip.String()
+	}
+	ch.do(cmd)
+	// left lists the groups OpenSM still has.
+	left := func() []netip.Addr {
+		recs, err := s.saquery("Hca4", "MCMember Record dump:", "--smkey", s.smKey, "MCMR")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ips []netip.Addr
+		for _, r := range recs {
+			if gid, err := ib.ParseGID(r["mgid"]); err == nil {
+				if ip, ok := mgids[gid]; ok {
+					ips = append(ips, ip)
+				}
+			}
+		}
+		return ips
+	}
+	s.waitFor("OpenSM to hold none of the groups joined and left", 10*time.Second, func() bool { return len(left()) == 0 })
+	// The answers to all 64 requests come within milliseconds; a Join
+	// OpenSM took after its Delete would show here.
+	time.Sleep(time.Second)
+	if ips := left(); len(ips) > 0 {
+		t.Errorf("OpenSM still has %d of the %d groups left with their joins in flight: %v", len(ips), n, ips)
+	}
+}
+
 // partitions defines, besides the default partition, P_Key 0x8001 with
 // an IPoIB broadcast group of its own parameters for every HCA, and
 // P_Key 0x8002 for OpenSM's own port only.
