@@ -24,6 +24,7 @@ import (
 // the entry's link to the next, so one call delivers only the first
 // packet of each bucket; a bucket holds at most eight (the package's
 // groBucketSize), so eight calls empty every bucket.
+// TestPinnedGVisorGROQuirks notices when an upgrade changes this.
 const groFlushes = 8
 
 // groSink is the GRO engine's dispatcher: it sits between the engine and
@@ -35,6 +36,7 @@ const groFlushes = 8
 // and this link does not offload checksums, so a merged segment would be
 // dropped as malformed. groSink recomputes both for the segments the
 // engine merged, which gVisor then checks again as it does every frame.
+// TestPinnedGVisorGROQuirks notices when an upgrade makes this needless.
 type groSink struct {
 	e *Endpoint
 	d gvstack.NetworkDispatcher // the NIC; nil once detached
