@@ -153,18 +153,19 @@ func newRxRing(fd int, v6 bool, bufSize int) *rxRing {
 	r := &rxRing{fd: fd, v6: v6,
 		hdrs: make([]unix.Mmsghdr, rxBatch), iovs: make([]unix.Iovec, rxBatch), bufs: make([][]byte, rxBatch)}
 	slab := make([]byte, rxBatch*bufSize)
+	ctrl := make([]byte, rxBatch*ctrlSize)
+	r.ctrl = make([][]byte, rxBatch)
 	if v6 {
 		r.names = make([]unix.RawSockaddrInet6, rxBatch)
-		r.ctrl = make([][]byte, rxBatch)
 	}
 	for i := range r.bufs {
 		r.bufs[i] = slab[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
+		r.ctrl[i] = ctrl[i*ctrlSize : (i+1)*ctrlSize : (i+1)*ctrlSize]
+		r.hdrs[i].Hdr.Control = &r.ctrl[i][0]
 		data := r.bufs[i]
 		if v6 {
 			data = data[maxIPHeader:] // room to rebuild the IPv6 header
-			r.ctrl[i] = make([]byte, 128)
 			r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-			r.hdrs[i].Hdr.Control = &r.ctrl[i][0]
 		}
 		r.iovs[i].Base = &data[0]
 		r.iovs[i].SetLen(len(data))

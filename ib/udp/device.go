@@ -54,6 +54,12 @@ type Counters struct {
 	RxQKey uint64 `json:"rx_qkey"`
 	// RxNoBuffer found no posted receive buffer or a full CQ.
 	RxNoBuffer uint64 `json:"rx_no_buffer"`
+	// RxSocketDrops were dropped by the kernel before the driver read
+	// them: a raw socket's receive buffer was full (the count the kernel
+	// reports with SO_RXQ_OVFL, seen with the next datagram that gets
+	// through). The buffer asked for is 4 MiB; without CAP_NET_ADMIN the
+	// kernel caps it at net.core.rmem_max.
+	RxSocketDrops uint64 `json:"rx_socket_drops"`
 	// RxTooLong did not fit the receive buffer (completed in error) or
 	// were truncated by the socket.
 	RxTooLong uint64 `json:"rx_too_long"`
@@ -141,8 +147,8 @@ type ah struct {
 }
 
 // rxRing is one raw socket's receive batch: the message headers, their
-// buffers and, for IPv6, the source addresses and control data from
-// which the IP header is rebuilt.
+// buffers and control data (the socket's drop count; for IPv6 also what
+// the IP header is rebuilt from, with the source addresses).
 type rxRing struct {
 	fd    int
 	v6    bool
@@ -151,6 +157,8 @@ type rxRing struct {
 	bufs  [][]byte // each: maxIPHeader bytes of room (IPv6), then the datagram
 	names []unix.RawSockaddrInet6
 	ctrl  [][]byte
+	// drops is the socket's drop count as last reported (SO_RXQ_OVFL).
+	drops uint32
 }
 
 // txItem is one datagram waiting for sendmmsg.

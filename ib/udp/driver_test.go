@@ -141,18 +141,16 @@ func TestUnicastLoopback(t *testing.T) {
 	}
 }
 
-// TestReceiveChecks sends datagrams that an HCA would drop straight from
-// a UDP socket: each is dropped, counted under its reason, and the QP
-// receives nothing; a good one then still arrives.
-func TestReceiveChecks(t *testing.T) {
-	p := openPair(t, "lo")
-	d := p.devs[1].(*device)
-	qpn := p.qps[1].QPN()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+// plainSender opens an ordinary UDP socket on 127.0.0.1 to send RoCE v2
+// datagrams from, closed when the test ends, and returns it with its
+// source port (which the ICRC covers).
+func plainSender(t *testing.T) (int, uint16) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
+	t.Cleanup(func() { unix.Close(fd) })
 	// Don't Fragment, so the kernel sends IPv4 ID 0, which the ICRC of
 	// encodeDatagram assumes (without it every datagram fails the ICRC).
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO); err != nil {
@@ -165,7 +163,17 @@ func TestReceiveChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srcPort := uint16(sa.(*unix.SockaddrInet4).Port) // covered by the ICRC too
+	return fd, uint16(sa.(*unix.SockaddrInet4).Port)
+}
+
+// TestReceiveChecks sends datagrams that an HCA would drop straight from
+// a UDP socket: each is dropped, counted under its reason, and the QP
+// receives nothing; a good one then still arrives.
+func TestReceiveChecks(t *testing.T) {
+	p := openPair(t, "lo")
+	d := p.devs[1].(*device)
+	qpn := p.qps[1].QPN()
+	fd, srcPort := plainSender(t)
 	good := ib.BTH{OpCode: ib.OpUDSendOnly, PKey: ib.PKeyDefault, DestQP: qpn}
 	tests := []struct {
 		name    string
@@ -215,6 +223,63 @@ func TestReceiveChecks(t *testing.T) {
 		} else if wc != nil {
 			t.Errorf("%s: delivered %+v", tt.name, wc)
 		}
+	}
+}
+
+// TestSocketDrops overflows the raw socket of a device whose loop is not
+// reading, and checks that every datagram is accounted for: delivered,
+// dropped for want of a posted buffer, or dropped by the kernel and
+// counted from the socket's SO_RXQ_OVFL report (which comes with the next
+// datagram that gets through: a last one is sent once the burst is read).
+func TestSocketDrops(t *testing.T) {
+	p := openPair(t, "lo")
+	d := p.devs[1].(*device)
+	// The smallest buffer the kernel allows: a few datagrams.
+	if err := unix.SetsockoptInt(d.rx4, unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
+		t.Fatal(err)
+	}
+	fd, srcPort := plainSender(t)
+	h := sendHeader{Src: d.src4, Dst: d.src4, SrcPort: srcPort}
+	out, err := encodeDatagram(make([]byte, 1200), &h, &ib.BTH{OpCode: ib.OpUDSendOnly, PKey: ib.PKeyDefault, DestQP: p.qps[1].QPN()},
+		&ib.DETH{QKey: 0x0B1B, SrcQP: 0x99}, [][]byte{bytes.Repeat([]byte{1}, 1000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := &unix.SockaddrInet4{Port: ib.RoCEv2Port, Addr: [4]byte{127, 0, 0, 1}}
+	// drain runs the loop until its counters stop moving.
+	drain := func() Counters {
+		c := d.Counters()
+		for still := 0; still < 20; {
+			p.loop.Poll(false)
+			time.Sleep(time.Millisecond)
+			if now := d.Counters(); now != c {
+				c, still = now, 0
+			} else {
+				still++
+			}
+		}
+		return c
+	}
+	before := drain()
+	const burst = 200
+	for range burst {
+		if err := unix.Sendto(fd, out, 0, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drain()
+	if err := unix.Sendto(fd, out, 0, to); err != nil {
+		t.Fatal(err)
+	}
+	c := drain()
+	got := func(c Counters) uint64 { return c.RxPackets + c.RxNoBuffer + c.RxSocketDrops }
+	t.Logf("of %d datagrams: %d delivered, %d found no buffer, %d dropped by the kernel",
+		burst+1, c.RxPackets-before.RxPackets, c.RxNoBuffer-before.RxNoBuffer, c.RxSocketDrops-before.RxSocketDrops)
+	if c.RxSocketDrops == before.RxSocketDrops {
+		t.Fatalf("no kernel drop counted, though the socket holds a few datagrams and %d came at once: %+v", burst, c)
+	}
+	if n := got(c) - got(before); n != burst+1 {
+		t.Errorf("%d datagrams accounted for, %d sent: %+v", n, burst+1, c)
 	}
 }
 

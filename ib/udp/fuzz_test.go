@@ -1,9 +1,13 @@
 package udp
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ipoibd/ipoibd/ib"
 )
@@ -98,6 +102,86 @@ func FuzzDecodeDatagram(f *testing.F) {
 		bth.OpCode = ib.OpUDSendOnly
 		if _, err := encodeDatagram(buf, &h, &bth, &d.DETH, [][]byte{d.Payload}); err != nil {
 			t.Fatalf("re-encode: %v", err)
+		}
+	})
+}
+
+// cmsg encodes one control message as the kernel writes it: the header in
+// host byte order, the data, padding to the platform's alignment.
+func cmsg(level, typ int32, data []byte) []byte {
+	b := make([]byte, cmsgAlign(unix.SizeofCmsghdr+len(data)))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = level, typ
+	h.SetLen(unix.SizeofCmsghdr + len(data))
+	copy(b[unix.SizeofCmsghdr:], data)
+	return b
+}
+
+// u32 is v in host byte order, as the kernel writes an int or u32 option.
+func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+
+// pktinfo is an in6_pktinfo: the destination address, then the ifindex.
+var pktinfo = append([]byte{0xff, 0x12, 0x40, 0x1b, 0xff, 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff}, u32(2)...)
+
+// TestParseControl reads the control messages of the raw sockets: the
+// IPv6 destination and hop limit, and the socket's drop count, in any
+// order and among others; a length that runs short of the header or past
+// the buffer is refused.
+func TestParseControl(t *testing.T) {
+	all := bytes.Join([][]byte{
+		cmsg(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pktinfo),
+		cmsg(unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT, u32(1)),
+		cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(42)),
+	}, nil)
+	tooLong := cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(7))
+	(*unix.Cmsghdr)(unsafe.Pointer(&tooLong[0])).SetLen(len(tooLong) + 1)
+	tooShort := cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(7))
+	(*unix.Cmsghdr)(unsafe.Pointer(&tooShort[0])).SetLen(unix.SizeofCmsghdr - 1)
+	tests := []struct {
+		name  string
+		ctrl  []byte
+		ok    bool
+		want  control
+		dstOK bool
+	}{
+		{"none", nil, true, control{}, false},
+		{"IPv6 and drops", all, true, control{hop: 1, drops: 42, hasDrops: true}, true},
+		{"drops alone (IPv4)", cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(3)), true, control{drops: 3, hasDrops: true}, false},
+		{"other messages skipped", bytes.Join([][]byte{
+			cmsg(unix.SOL_SOCKET, unix.SO_TIMESTAMP, make([]byte, 16)),
+			cmsg(unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT, u32(64)),
+		}, nil), true, control{hop: 64}, false},
+		{"short drop count ignored", cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, []byte{1, 2}), true, control{}, false},
+		{"length past the buffer", tooLong, false, control{}, false},
+		{"length inside the header", tooShort, false, control{}, false},
+	}
+	for _, tt := range tests {
+		var c control
+		ok := parseControl(tt.ctrl, &c)
+		if ok != tt.ok || c.hop != tt.want.hop || c.drops != tt.want.drops || c.hasDrops != tt.want.hasDrops || (c.dst != nil) != tt.dstOK {
+			t.Errorf("%s: ok %v, %+v; want ok %v, %+v (destination %v)", tt.name, ok, c, tt.ok, tt.want, tt.dstOK)
+		}
+		if tt.dstOK && !bytes.Equal(c.dst, pktinfo[:16]) {
+			t.Errorf("%s: destination %x, want %x", tt.name, c.dst, pktinfo[:16])
+		}
+	}
+}
+
+// FuzzParseControl feeds the control-message reader arbitrary bytes: it
+// must not panic, and a destination it reports is 16 bytes of the input.
+func FuzzParseControl(f *testing.F) {
+	f.Add(cmsg(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, u32(42)))
+	f.Add(bytes.Join([][]byte{
+		cmsg(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, pktinfo),
+		cmsg(unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT, u32(1)),
+	}, nil))
+	f.Fuzz(func(t *testing.T, ctrl []byte) {
+		var c control
+		if !parseControl(ctrl, &c) || c.dst == nil {
+			return
+		}
+		if len(c.dst) != 16 || !bytes.Contains(ctrl, c.dst) {
+			t.Fatalf("destination %x is not 16 bytes of the input", c.dst)
 		}
 	})
 }

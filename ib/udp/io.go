@@ -272,9 +272,9 @@ func (d *device) receive(r *rxRing) {
 	for i := range r.hdrs {
 		h := &r.hdrs[i].Hdr
 		h.Flags = 0
+		h.SetControllen(len(r.ctrl[i]))
 		if r.v6 {
 			h.Namelen = unix.SizeofSockaddrInet6
-			h.SetControllen(len(r.ctrl[i]))
 		}
 	}
 	n, err := recvmmsg(r.fd, r.hdrs)
@@ -294,10 +294,23 @@ func (d *device) receiveOne(r *rxRing, i int) {
 		counter.Inc(&d.ctr.V.RxTooLong)
 		return
 	}
+	var c control
+	if !parseControl(r.ctrl[i][:m.Hdr.Controllen], &c) {
+		counter.Inc(&d.ctr.V.RxMalformed)
+		return
+	}
+	if c.hasDrops {
+		// The count is the socket's total, stamped on each datagram as
+		// it was queued; it only grows (modulo 2^32).
+		if n := c.drops - r.drops; int32(n) > 0 {
+			counter.Add(&d.ctr.V.RxSocketDrops, uint64(n))
+			r.drops = c.drops
+		}
+	}
 	buf := r.bufs[i]
 	var pkt []byte
 	if r.v6 {
-		if !rebuildIPv6(buf, ln, &r.names[i], r.ctrl[i][:m.Hdr.Controllen]) {
+		if !rebuildIPv6(buf, ln, &r.names[i], &c) {
 			counter.Inc(&d.ctr.V.RxMalformed)
 			return
 		}
@@ -392,36 +405,49 @@ func (d *device) deliver(q *qp, dg *datagram) {
 	}
 }
 
-// Control-message types read from a raw IPv6 socket (linux/in6.h).
+// Control-message types the raw sockets deliver: the IPv6 ones from
+// linux/in6.h, the drop count from asm-generic/socket.h.
 const (
 	ipv6PktInfo  = unix.IPV6_PKTINFO
 	ipv6HopLimit = unix.IPV6_HOPLIMIT
+	sockRxqOvfl  = unix.SO_RXQ_OVFL
 )
 
-// rebuildIPv6 writes the IPv6 header of a datagram a raw IPv6 socket
-// delivered (n bytes from the UDP header on, at buf[maxIPHeader:]) into
-// buf[:maxIPHeader]: the source from the socket address, the destination
-// and hop limit from the control messages. Traffic class and flow label
-// are left zero; the ICRC does not cover them.
-func rebuildIPv6(buf []byte, n int, src *unix.RawSockaddrInet6, ctrl []byte) bool {
-	var dst []byte
-	hop := byte(0)
+// ctrlSize is the control buffer of each received datagram: room for
+// IPV6_PKTINFO (36 bytes aligned to 40), IPV6_HOPLIMIT and SO_RXQ_OVFL
+// (20 aligned to 24 each), with some to spare.
+const ctrlSize = 128
+
+// control is what the driver reads from one datagram's control messages.
+type control struct {
+	dst      []byte // IPV6_PKTINFO's destination address; nil if absent
+	hop      byte   // IPV6_HOPLIMIT
+	drops    uint32 // SO_RXQ_OVFL: the datagrams the socket dropped so far
+	hasDrops bool   // the kernel sends SO_RXQ_OVFL once the count is not 0
+}
+
+// parseControl reads the control messages of one datagram into c. It
+// reports false when they are malformed (a length that runs short of the
+// header or past the buffer); messages of other types are skipped.
+func parseControl(ctrl []byte, c *control) bool {
 	for len(ctrl) >= unix.SizeofCmsghdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
-		if h.Len < unix.SizeofCmsghdr || int(h.Len) > len(ctrl) {
+		if h.Len < unix.SizeofCmsghdr || uint64(h.Len) > uint64(len(ctrl)) {
 			return false
 		}
 		data := ctrl[unix.SizeofCmsghdr:h.Len]
-		if h.Level == unix.IPPROTO_IPV6 {
-			switch h.Type {
-			case ipv6PktInfo:
-				if len(data) >= 16 {
-					dst = data[:16]
-				}
-			case ipv6HopLimit:
-				if len(data) >= 4 {
-					hop = byte(binary.NativeEndian.Uint32(data))
-				}
+		switch {
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == ipv6PktInfo:
+			if len(data) >= 16 {
+				c.dst = data[:16]
+			}
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == ipv6HopLimit:
+			if len(data) >= 4 {
+				c.hop = byte(binary.NativeEndian.Uint32(data))
+			}
+		case h.Level == unix.SOL_SOCKET && h.Type == sockRxqOvfl:
+			if len(data) >= 4 {
+				c.drops, c.hasDrops = binary.NativeEndian.Uint32(data), true
 			}
 		}
 		next := cmsgAlign(int(h.Len))
@@ -430,15 +456,24 @@ func rebuildIPv6(buf []byte, n int, src *unix.RawSockaddrInet6, ctrl []byte) boo
 		}
 		ctrl = ctrl[next:]
 	}
-	if dst == nil || n > 0xFFFF {
+	return true
+}
+
+// rebuildIPv6 writes the IPv6 header of a datagram a raw IPv6 socket
+// delivered (n bytes from the UDP header on, at buf[maxIPHeader:]) into
+// buf[:maxIPHeader]: the source from the socket address, the destination
+// and hop limit from the control messages. Traffic class and flow label
+// are left zero; the ICRC does not cover them.
+func rebuildIPv6(buf []byte, n int, src *unix.RawSockaddrInet6, c *control) bool {
+	if c.dst == nil || n > 0xFFFF {
 		return false
 	}
 	ip := buf[:maxIPHeader]
 	binary.BigEndian.PutUint32(ip, 6<<28)
 	binary.BigEndian.PutUint16(ip[4:], uint16(n))
-	ip[6], ip[7] = ipProtoUDP, hop
+	ip[6], ip[7] = ipProtoUDP, c.hop
 	copy(ip[8:24], src.Addr[:])
-	copy(ip[24:40], dst)
+	copy(ip[24:40], c.dst)
 	return true
 }
 

@@ -91,6 +91,15 @@ func setBuffers(fd int) {
 	}
 }
 
+// countDrops asks the kernel to report with each datagram how many the
+// socket has dropped for want of buffer space (Counters.RxSocketDrops).
+func countDrops(fd int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1); err != nil {
+		return fmt.Errorf("SO_RXQ_OVFL: %w", err)
+	}
+	return nil
+}
+
 // openSendSocket4 opens the IPv4 send socket bound to addr:4791.
 func openSendSocket4(addr [4]byte) (int, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
@@ -166,6 +175,10 @@ func openRawSocket4(addr [4]byte) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("raw IPv4 socket: %w", err)
 	}
+	if err := countDrops(fd); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("raw IPv4 socket: %w", err)
+	}
 	setBuffers(fd)
 	return fd, nil
 }
@@ -191,6 +204,9 @@ func openRawSocket6(ifname string) (int, error) {
 	}
 	if err := attachFilter(fd, rawIPv6Filter); err != nil {
 		return fail("filter", err)
+	}
+	if err := countDrops(fd); err != nil {
+		return fail("drop count", err)
 	}
 	setBuffers(fd)
 	return fd, nil
