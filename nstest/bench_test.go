@@ -122,7 +122,7 @@ func vethTCP(b *testing.B, mtu int) {
 				return h0.st.DialTCP(ctx, netip.AddrPortFrom(h1.addr, 5002))
 			})
 			throughput(b, w, r)
-			reportCounters(b, h1.ifc)
+			reportCounters(b, h0, h1)
 		})
 	}
 	b.Run("kernel", func(b *testing.B) {
@@ -184,14 +184,25 @@ func throughput(b *testing.B, w io.Writer, r io.Reader) {
 	b.StopTimer()
 }
 
-// reportCounters logs the receiving device's drops: a throughput figure
-// with losses behind it says so.
-func reportCounters(b *testing.B, ifc *ipoibd.Interface) {
-	c := ifc.Stats().Driver
-	b.Logf("udp device counters: %v", c)
-	if c.Count("rx_bad_icrc") != 0 || c.Count("rx_malformed") != 0 {
-		b.Errorf("bad datagrams on a clean link: %v", c)
+// reportCounters logs what drops there were on the way, and the
+// sender's TCP recovery counters: a throughput figure with losses or
+// retransmission timeouts behind it says so.
+func reportCounters(b *testing.B, sender, receiver *udpHost) {
+	for _, h := range []struct {
+		role string
+		h    *udpHost
+	}{{"sender", sender}, {"receiver", receiver}} {
+		st := h.h.ifc.Stats()
+		c := st.Driver
+		b.Logf("%s: udp device %v; endpoint tx_queue_full %d", h.role, c, st.Endpoint.Count("tx_queue_full"))
+		if c.Count("rx_bad_icrc") != 0 || c.Count("rx_malformed") != 0 {
+			b.Errorf("bad datagrams on a clean link: %v", c)
+		}
 	}
+	tcp := sender.st.S.Stats().TCP
+	b.Logf("sender's TCP: %d segments, %d retransmitted (%d fast retransmits, %d timeouts, %d tail-loss probes, %d spurious recoveries)",
+		tcp.SegmentsSent.Value(), tcp.Retransmits.Value(), tcp.FastRetransmit.Value(), tcp.Timeouts.Value(),
+		tcp.TLPRecovery.Value(), tcp.SpuriousRecovery.Value())
 }
 
 // BenchmarkVethPing compares, in one run, an ICMP echo round trip through

@@ -30,11 +30,23 @@ const ARPHardwareInfiniBand header.ARPHardwareType = header.ARPHardwareType(arp.
 
 // DefaultTxQueueLen is the transmit queue bound when EndpointOptions
 // leaves it zero. It is sized for bursts, not for the device: gVisor's
-// TCP may hand over a whole congestion window (a 2 MB window is about a
-// thousand 2 KB segments) while the loop sleeps, and a packet dropped here
-// costs TCP a recovery. The queue holds references to gVisor's buffers,
-// not device buffers, so its size does not tax the device's pool.
-const DefaultTxQueueLen = 1024
+// TCP may hand over its whole send buffer while the loop is behind (1 MB
+// by default, up to 4 MB: 4,300 segments at the IPoIB MTU of 1020 a
+// 1500-byte Ethernet carrying the udp driver gives), and gVisor's TCP
+// takes a packet dropped here for a loss on the wire: a recovery, and
+// with bad luck a retransmission timeout. At 1024 the queue overflowed
+// under one TCP stream on the udp driver (17–29 drops per 200 MiB, each
+// run with about a thousand segments retransmitted); at this bound none
+// did. The queue holds references to gVisor's buffers, not device
+// buffers, so its size does not tax the device's pool, and it grows to
+// the bound only as it fills (txQueueStart).
+const DefaultTxQueueLen = 8192
+
+// txQueueStart is the transmit queue's first size; it doubles when full,
+// up to the bound. Most endpoints never queue more than a few dozen
+// packets, and a thousand hosts in one process each keep 12 KB rather
+// than the 390 KB of a full-size ring.
+const txQueueStart = 256
 
 // maxLinkAddrLen bounds the link addresses the transmit queue stores
 // inline. IPoIB's are 20 bytes; the margin admits other links in tests.
@@ -57,7 +69,8 @@ type LinkGroups interface {
 type EndpointOptions struct {
 	// TxQueueLen bounds the packets that wait between WritePackets and
 	// the loop's transmit bottom half; packets beyond it are dropped and
-	// counted (TxQueueFull). Zero means DefaultTxQueueLen.
+	// counted (TxQueueFull). Zero means DefaultTxQueueLen. The queue's
+	// memory grows to the bound as it fills.
 	TxQueueLen int
 	// Pcap, when set, receives a LINKTYPE_IPOIB capture of every frame
 	// the endpoint hands to the device and every frame it delivers to the
@@ -97,15 +110,20 @@ type Endpoint struct {
 	bcastAddr atomic.Pointer[addrString] // broadcast LinkAddress cache
 
 	// Transmit queue: a ring of gVisor packets. WritePackets appends at
-	// the tail under txMu; the bottom half reads slots from the head
-	// without the lock (producers never write a slot that is still
-	// counted in txLen) and then advances the head under it.
-	txMu    sync.Mutex
-	txq     []txEntry
-	txHead  int
-	txLen   int
-	txBH    *aio.BH
-	txBatch []netdev.Packet // loop-owned scratch
+	// the tail under txMu; the bottom half claims slots from the head
+	// (txClaimed), reads them without the lock (producers never write a
+	// slot that is still counted in txLen) and then advances the head
+	// under it. A producer that finds the ring full moves it into one
+	// twice the size (growTx), up to txMax; slots the bottom half has
+	// claimed stay where they are, since it is reading them.
+	txMu      sync.Mutex
+	txq       []txEntry
+	txHead    int
+	txLen     int
+	txClaimed int
+	txMax     int
+	txBH      *aio.BH
+	txBatch   []netdev.Packet // loop-owned scratch
 
 	tap    *pcapTap
 	groups LinkGroups
@@ -206,7 +224,8 @@ func NewEndpoint(dev *netdev.Device, opts EndpointOptions) (*Endpoint, error) {
 		dev:     dev,
 		link:    link,
 		loop:    dev.Loop(),
-		txq:     make([]txEntry, qlen),
+		txq:     make([]txEntry, min(qlen, txQueueStart)),
+		txMax:   qlen,
 		txBatch: make([]netdev.Packet, 0, dev.TxQueueLen()),
 		groups:  opts.Groups,
 		gcount:  make(map[netip.Addr]int),

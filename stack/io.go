@@ -79,7 +79,7 @@ func (e *Endpoint) enqueue(pkt *gvstack.PacketBuffer) tcpip.Error {
 		counter.Inc(&e.stats.V.TxClosed)
 		return &tcpip.ErrClosedForSend{}
 	}
-	if e.txLen == len(e.txq) {
+	if e.txLen == len(e.txq) && !e.growTx() {
 		e.txMu.Unlock()
 		counter.Inc(&e.stats.V.TxQueueFull)
 		return &tcpip.ErrNoBufferSpace{}
@@ -98,6 +98,25 @@ func (e *Endpoint) enqueue(pkt *gvstack.PacketBuffer) tcpip.Error {
 	e.txMu.Unlock()
 	counter.Inc(&e.stats.V.TxQueued)
 	return nil
+}
+
+// growTx moves the transmit queue into a ring twice the size, up to
+// txMax, and reports whether it did. txMu is held. The slots the bottom
+// half has claimed are not copied, since it may be reading or clearing
+// them: it reads them from the ring it took, and the new ring leaves
+// their places (its first txClaimed slots) empty for the head to move
+// past. It allocates, once per doubling in the endpoint's life.
+func (e *Endpoint) growTx() bool {
+	old := len(e.txq)
+	if old >= e.txMax {
+		return false
+	}
+	q := make([]txEntry, min(2*old, e.txMax))
+	for i := e.txClaimed; i < e.txLen; i++ {
+		q[i] = e.txq[(e.txHead+i)%old]
+	}
+	e.txq, e.txHead = q, 0
+	return true
 }
 
 // copyPacket copies the whole of pkt (headers and data) into dst, which
@@ -190,8 +209,9 @@ func (e *Endpoint) drainTx() {
 	}
 	room := min(e.dev.TxQueueLen()-e.dev.TxQueued(), cap(e.txBatch))
 	e.txMu.Lock()
-	head, n := e.txHead, min(e.txLen, room)
+	q, head, n := e.txq, e.txHead, min(e.txLen, room)
 	pending := e.txLen > 0
+	e.txClaimed = max(n, 0)
 	e.txMu.Unlock()
 	if n <= 0 {
 		if pending {
@@ -199,11 +219,12 @@ func (e *Endpoint) drainTx() {
 		}
 		return
 	}
-	// Slots head..head+n stay ours until the head moves past them, so
-	// they are read without the lock, and the batch may point into them.
+	// Slots head..head+n of q stay ours until the head moves past them,
+	// so they are read without the lock, and the batch may point into
+	// them; a producer that grows the queue meanwhile leaves them in q.
 	batch := e.txBatch[:0]
 	for i := range n {
-		ent := &e.txq[(head+i)%len(e.txq)]
+		ent := &q[(head+i)%len(q)]
 		pkt := ent.pkt
 		ent.pkt = nil
 		b, ok := e.copyOut(pkt)
@@ -229,6 +250,7 @@ func (e *Endpoint) drainTx() {
 	e.txMu.Lock()
 	e.txHead = (e.txHead + n) % len(e.txq)
 	e.txLen -= n
+	e.txClaimed = 0
 	more := e.txLen > 0
 	e.txMu.Unlock()
 	if more {

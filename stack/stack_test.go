@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"io"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -532,6 +534,127 @@ func TestTxQueueFullDropsAndCounts(t *testing.T) {
 	if st := ep.Stats(); st.TxQueued != qlen || st.TxSent != 0 {
 		t.Errorf("stats after close: %+v", st)
 	}
+}
+
+// seqPacket is a packet for the test port's own address whose last 4
+// bytes are seq, so the order frames leave in can be read off the wire.
+func seqPacket(p *testPort, seq uint32) *gvstack.PacketBuffer {
+	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
+		ReserveHeaderBytes: 64, Payload: buffer.MakeWithData(binary.BigEndian.AppendUint32(nil, seq)),
+	})
+	copy(pkt.NetworkHeader().Push(20), []byte{0x45})
+	pkt.NetworkProtocolNumber = ipv4.ProtocolNumber
+	pkt.EgressRoute.RemoteLinkAddress = tcpip.LinkAddress(p.raw)
+	return pkt
+}
+
+// writeSeq hands the endpoint packets first..first+n-1 in batches of
+// batch and returns how many it queued.
+func writeSeq(ep *Endpoint, p *testPort, first uint32, n, batch int) int {
+	queued := 0
+	for i := 0; i < n; i += batch {
+		var pkts gvstack.PacketBufferList
+		for j := i; j < min(i+batch, n); j++ {
+			pkts.PushBack(seqPacket(p, first+uint32(j)))
+		}
+		k, _ := ep.WritePackets(pkts)
+		pkts.DecRef()
+		queued += k
+	}
+	return queued
+}
+
+// sentSeqs returns the sequence numbers of the frames the port sent.
+func sentSeqs(p *testPort) []uint32 {
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	out := make([]uint32, len(p.txEnd))
+	for i, b := range p.txEnd {
+		out[i] = binary.BigEndian.Uint32(b)
+	}
+	return out
+}
+
+// TestTxQueueGrows fills the transmit queue past its first size while
+// the loop cannot drain it: the ring grows to the bound, refuses only
+// beyond it, and what it held leaves in the order it came.
+func TestTxQueueGrows(t *testing.T) {
+	var w testWire
+	p := newTestPort(t, &w, 1)
+	t.Cleanup(func() { p.shutdown(t) })
+	p.recording.Store(true)
+	p.sl.stop()
+	<-p.sl.done
+	const qlen = 3*txQueueStart + 5 // two doublings, the last one cut to the bound
+	ep, err := NewEndpoint(p.dev, EndpointOptions{TxQueueLen: qlen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ep.Close)
+	if n := writeSeq(ep, p, 0, qlen+1, 7); n != qlen {
+		t.Fatalf("queued %d of %d, want the bound %d", n, qlen+1, qlen)
+	}
+	if st := ep.Stats(); st.TxQueueFull != 1 || st.TxQueued != qlen {
+		t.Fatalf("stats %+v, want %d queued and 1 refused", st, qlen)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.sl.stop, p.sl.done = cancel, make(chan struct{})
+	go func() { defer close(p.sl.done); _ = p.loop.Run(ctx) }()
+	waitFor(t, "every queued packet sent", func() bool { return len(sentSeqs(p)) == qlen })
+	for i, s := range sentSeqs(p) {
+		if s != uint32(i) {
+			t.Fatalf("frame %d carries packet %d: the queue reordered", i, s)
+		}
+	}
+}
+
+// TestTxQueueGrowsWhileDraining has four goroutines write at once to an
+// endpoint whose loop is draining, so that the queue grows while the
+// transmit bottom half holds slots it claimed: every packet leaves once,
+// each writer's in its order. They write fewer packets in all than the
+// bound, so none may be refused however slowly the loop drains.
+func TestTxQueueGrowsWhileDraining(t *testing.T) {
+	var w testWire
+	p := newTestPort(t, &w, 1)
+	t.Cleanup(func() { p.shutdown(t) })
+	p.recording.Store(true)
+	ep, err := NewEndpoint(p.dev, EndpointOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ep.Close)
+	const writers, each = 4, (DefaultTxQueueLen - 1) / 4
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			writeSeq(ep, p, uint32(i)<<24, each, 64)
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(sentSeqs(p)) < writers*each {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d packets sent; endpoint %+v", len(sentSeqs(p)), writers*each, ep.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	next := make([]uint32, writers)
+	for _, s := range sentSeqs(p) {
+		wi, n := s>>24, s&0xFFFFFF
+		if n != next[wi] {
+			t.Fatalf("writer %d's packet %d left after %d: lost or reordered", wi, n, next[wi])
+		}
+		next[wi]++
+	}
+	if st := ep.Stats(); st.TxQueueFull != 0 {
+		t.Errorf("%d packets refused under the default bound", st.TxQueueFull)
+	}
+	ep.txMu.Lock()
+	size := len(ep.txq)
+	ep.txMu.Unlock()
+	t.Logf("the queue grew to %d slots", size)
 }
 
 func TestCloseStopsDelivery(t *testing.T) {

@@ -112,6 +112,7 @@ type testPort struct {
 
 	txMu  sync.Mutex
 	txDst [][]byte // destinations transmitted to, when recording
+	txEnd [][]byte // the last 4 bytes of each frame transmitted, when recording
 
 	recording atomic.Bool
 	drop      atomic.Bool // lose everything this port sends
@@ -213,6 +214,9 @@ func (p *testPort) Transmit(d *netdev.Device, b *netdev.Buffer) error {
 	if p.recording.Load() {
 		p.txMu.Lock()
 		p.txDst = append(p.txDst, append([]byte(nil), peer.HWAddr()...))
+		if f := b.Bytes(); len(f) >= 4 {
+			p.txEnd = append(p.txEnd, append([]byte(nil), f[len(f)-4:]...))
+		}
 		p.txMu.Unlock()
 	}
 	if !p.drop.Load() {
