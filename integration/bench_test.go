@@ -37,7 +37,9 @@ func BenchmarkTCPThroughput(b *testing.B) {
 		e.noGSO, e.noGRO, e.hostLoops = v.noGSO, v.noGRO, v.hostLoops
 		e.up(defaults)
 		w, r := dialPair(b, e.hosts[0].st.S, e.hosts[1].st.S, e.hosts[1].addr)
-		return newStream(b, w, r)
+		s := newStream(b, w, r)
+		s.e = e
+		return s
 	}
 	ipoib, nogso, nogro := fabric(variant{}), fabric(variant{noGSO: true}), fabric(variant{noGRO: true})
 	loops := fabric(variant{hostLoops: true})
@@ -72,12 +74,31 @@ func BenchmarkTCPThroughput(b *testing.B) {
 	b.ReportMetric(channel.spent.Seconds()/nogso.spent.Seconds(), "ratio-nogso")
 	b.ReportMetric(channel.spent.Seconds()/nogro.spent.Seconds(), "ratio-nogro")
 	b.ReportMetric(channel.spent.Seconds()/loops.spent.Seconds(), "ratio-3loops")
+	for _, s := range []struct {
+		name string
+		s    *stream
+	}{{"ipoib", ipoib}, {"ipoib-nogso", nogso}, {"ipoib-nogro", nogro}, {"ipoib-3loops", loops}} {
+		s.s.report(s.name)
+	}
+}
+
+// report logs what was dropped on the way and what the sender's TCP
+// retransmitted, so that a slow figure with losses behind it says so.
+func (s *stream) report(name string) {
+	tcp := s.e.hosts[0].st.S.Stats().TCP
+	var full uint64
+	for _, h := range s.e.hosts {
+		full += h.ifc.Stats().Endpoint.Count("tx_queue_full")
+	}
+	s.b.Logf("%s: sender's TCP retransmitted %d of %d segments (%d timeouts); endpoint queue drops %d; fabric %v",
+		name, tcp.Retransmits.Value(), tcp.SegmentsSent.Value(), tcp.Timeouts.Value(), full, s.e.f.Counters())
 }
 
 // stream moves chunks over one TCP connection and adds up the time each
 // took from the first byte written to the last byte read.
 type stream struct {
 	b     *testing.B
+	e     *env // the fabric's; nil for the channel pair
 	w     io.Writer
 	buf   []byte
 	got   chan error
