@@ -31,8 +31,8 @@ const ARPHardwareInfiniBand header.ARPHardwareType = header.ARPHardwareType(arp.
 // DefaultTxQueueLen is the transmit queue bound when EndpointOptions
 // leaves it zero. It is sized for bursts, not for the device: gVisor's
 // TCP may hand over its whole send buffer while the loop is behind (1 MB
-// by default, up to 4 MB: 4,300 segments at the IPoIB MTU of 1020 a
-// 1500-byte Ethernet carrying the udp driver gives), and gVisor's TCP
+// by default, up to 4 MB: 4,300 segments at IPoIB MTU 1020, what the udp
+// driver gets on a 1500-byte Ethernet), and gVisor's TCP
 // takes a packet dropped here for a loss on the wire: a recovery, and
 // with bad luck a retransmission timeout. At 1024 the queue overflowed
 // under one TCP stream on the udp driver (17–29 drops per 200 MiB, each

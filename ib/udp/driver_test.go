@@ -260,7 +260,20 @@ func TestSocketDrops(t *testing.T) {
 		}
 		return c
 	}
+	// Datagrams the socket's filter refuses (another port) are not drops.
+	other := &unix.SockaddrInet4{Port: ib.RoCEv2Port + 1, Addr: [4]byte{127, 0, 0, 1}}
+	for range 50 {
+		if err := unix.Sendto(fd, out, 0, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Sendto(fd, out, 0, to); err != nil {
+		t.Fatal(err)
+	}
 	before := drain()
+	if before.RxSocketDrops != 0 || before.RxPackets != 1 {
+		t.Fatalf("after 50 datagrams for another port and 1 for ours: %+v; want 1 delivered and no drop", before)
+	}
 	const burst = 200
 	for range burst {
 		if err := unix.Sendto(fd, out, 0, to); err != nil {
