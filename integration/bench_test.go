@@ -90,8 +90,9 @@ func (s *stream) report(name string) {
 	for _, h := range s.e.hosts {
 		full += h.ifc.Stats().Endpoint.Count("tx_queue_full")
 	}
-	s.b.Logf("%s: sender's TCP retransmitted %d of %d segments (%d timeouts); endpoint queue drops %d; fabric %v",
-		name, tcp.Retransmits.Value(), tcp.SegmentsSent.Value(), tcp.Timeouts.Value(), full, s.e.f.Counters())
+	s.b.Logf("%s: sender's TCP retransmitted %d of %d segments (%d fast retransmits, %d timeouts, %d tail-loss probes, %d spurious recoveries); endpoint queue drops %d; fabric %v",
+		name, tcp.Retransmits.Value(), tcp.SegmentsSent.Value(), tcp.FastRetransmit.Value(), tcp.Timeouts.Value(),
+		tcp.TLPRecovery.Value(), tcp.SpuriousRecovery.Value(), full, s.e.f.Counters())
 }
 
 // stream moves chunks over one TCP connection and adds up the time each
