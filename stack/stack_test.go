@@ -492,11 +492,8 @@ func TestTxQueueFullDropsAndCounts(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var pkts gvstack.PacketBufferList
-			for range tc.n {
-				pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{ReserveHeaderBytes: 64})
-				copy(pkt.NetworkHeader().Push(20), []byte{0x45})
-				pkt.NetworkProtocolNumber = ipv4.ProtocolNumber
-				pkt.EgressRoute.RemoteLinkAddress = tcpip.LinkAddress(p.raw)
+			for i := range tc.n {
+				pkt := seqPacket(p, uint32(i))
 				held = append(held, pkt.IncRef())
 				pkts.PushBack(pkt)
 			}
